@@ -1,0 +1,72 @@
+# Two commands on a fresh machine with rustup and Node 20: `make dev` and `make test`.
+# Every target installs what it needs first (idempotent, quick when already there).
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+WORKER_BUILD_VERSION := 0.8.7
+# wasm-bindgen-cli must match the wasm-bindgen crate in Cargo.lock exactly.
+WASM_BINDGEN_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
+CARGO_BIN := $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
+TEST_CONFIG := tests/fixtures/litellm_config.yaml
+
+# worker-build would download these three tools; point it at local ones instead.
+export WASM_BINDGEN_BIN := $(CARGO_BIN)/wasm-bindgen
+export WASM_OPT_BIN := $(CURDIR)/node_modules/.bin/wasm-opt
+export ESBUILD_BIN := $(CURDIR)/node_modules/.bin/esbuild
+export WRANGLER_SEND_METRICS := false
+export PATH := $(CARGO_BIN):$(PATH)
+
+.PHONY: help tools build build-test dev test test-rust test-e2e check-deploy bench lint clean
+
+help:
+	@echo "make dev     start the gateway on :4000 (fake Databricks unless DATABRICKS_API_BASE is set)"
+	@echo "make test    unit tests, lint, end-to-end tests under workerd, deploy dry run"
+	@echo "make bench   load the fake directly and through the gateway; print a table"
+
+tools: node_modules/.package-lock.json
+	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+	@cargo install --list | grep -qx "worker-build v$(WORKER_BUILD_VERSION):" \
+		|| cargo install worker-build --version $(WORKER_BUILD_VERSION) --locked
+	@cargo install --list | grep -qx "wasm-bindgen-cli v$(WASM_BINDGEN_VERSION):" \
+		|| cargo install wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION)
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+# The worker with the shipped config (what `wrangler dev` and `wrangler deploy` run).
+build: tools
+	worker-build --release
+
+# The worker with the test config, for the end-to-end tests and the benchmark.
+build-test: tools
+	GATEWAY_CONFIG=$(TEST_CONFIG) worker-build --release --out-dir build-test
+	@ls -l build-test/index_bg.wasm | awk '{printf "wasm: %d bytes", $$5}'; gzip -9c build-test/index_bg.wasm | wc -c | awk '{printf ", %d gzipped\n", $$1}'
+
+dev: tools
+	node tests/dev.mjs
+
+test: test-rust lint test-e2e check-deploy
+
+test-rust:
+	cargo test --locked
+
+lint: tools
+	cargo clippy --locked --all-targets -- -D warnings
+	cargo clippy --locked --target wasm32-unknown-unknown -- -D warnings
+	cargo fmt --check
+
+test-e2e: build-test
+	node --test --test-concurrency=1 tests/e2e/
+
+# The deploy bundle builds and validates offline.
+check-deploy: tools
+	rm -rf dist && npx wrangler deploy --dry-run --outdir dist
+
+bench: build-test
+	node tests/bench.mjs
+
+clean:
+	rm -rf build build-test dist target node_modules

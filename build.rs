@@ -1,0 +1,38 @@
+//! Validates the LiteLLM config at build time and embeds it as JSON.
+//!
+//! The config is `config/litellm_config.yaml`, or the file named by `GATEWAY_CONFIG`.
+//! An invalid config fails the build with the field's path; settings the gateway does not
+//! act on are printed as cargo warnings.
+
+#[path = "src/config.rs"]
+#[allow(dead_code)]
+mod config;
+
+use std::path::PathBuf;
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=GATEWAY_CONFIG");
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into()));
+    let path = match std::env::var("GATEWAY_CONFIG") {
+        Ok(p) if !p.is_empty() => manifest_dir.join(p),
+        _ => manifest_dir.join("config/litellm_config.yaml"),
+    };
+    println!("cargo:rerun-if-changed={}", path.display());
+
+    if let Err(message) = build(&path) {
+        eprintln!("\nerror: invalid gateway config {}:\n  {message}\n", path.display());
+        std::process::exit(1);
+    }
+}
+
+fn build(path: &PathBuf) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let doc: serde_json::Value = serde_yaml::from_str(&text).map_err(|e| format!("not valid YAML: {e}"))?;
+    let parsed = config::parse(&doc).map_err(|e| e.to_string())?;
+    for warning in &parsed.warnings {
+        println!("cargo:warning=config {}: {warning}", path.display());
+    }
+    let json = serde_json::to_string(&parsed.config).map_err(|e| e.to_string())?;
+    let out = PathBuf::from(std::env::var("OUT_DIR").map_err(|e| e.to_string())?).join("gateway_config.json");
+    std::fs::write(&out, json).map_err(|e| format!("cannot write {}: {e}", out.display()))
+}

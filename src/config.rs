@@ -1,0 +1,597 @@
+//! The gateway's model config: LiteLLM's `litellm_config.yaml`, checked once at build time.
+//!
+//! `build.rs` includes this file, turns the YAML into a JSON value, calls [`parse`], fails the
+//! build on any error (with the field's path) and embeds the typed result as JSON. The worker
+//! only deserialises that JSON: no YAML parser ships in the wasm.
+//!
+//! This module depends on serde and serde_json alone, because build.rs compiles it too.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// LiteLLM's default request timeout, in seconds.
+const DEFAULT_TIMEOUT_S: f64 = 600.0;
+/// One US dollar in pico-dollars: Databricks' per-token prices are whole pico-dollars.
+pub const PICO_PER_USD: f64 = 1e12;
+
+/// A value written in the file, or the name of a worker var/secret read on each request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueRef {
+    Literal(String),
+    Env(String),
+}
+
+/// The validated config the worker runs with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GatewayConfig {
+    /// Every `model_list` entry, in file order. Entries sharing a `model_name` form a group.
+    pub deployments: Vec<Deployment>,
+    /// `general_settings.master_key`; `None` means no master key is configured.
+    pub master_key: Option<ValueRef>,
+}
+
+/// One `model_list` entry: a Databricks serving endpoint behind a public model name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    /// `model_info.id`, or a stable id derived from the entry's parameters.
+    pub id: String,
+    /// The name clients send (`model_name`).
+    pub model_name: String,
+    /// The Databricks serving endpoint (`litellm_params.model` after `databricks/`).
+    pub endpoint: String,
+    pub api_base: ValueRef,
+    pub api_key: ValueRef,
+    /// Limit for an answer (non-streaming) or for the first byte of a stream.
+    pub timeout_ms: u64,
+    /// Limit for the gap between two chunks of a stream.
+    pub stream_timeout_ms: u64,
+    pub info: ModelInfo,
+}
+
+/// Prices and sizes of a deployment, from `model_info` (or `litellm_params`, as LiteLLM allows).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// Pico-dollars per prompt token.
+    pub input_cost_per_token: Option<u64>,
+    /// Pico-dollars per completion token.
+    pub output_cost_per_token: Option<u64>,
+    pub max_input_tokens: Option<u64>,
+    pub max_output_tokens: Option<u64>,
+    pub mode: Option<String>,
+}
+
+impl GatewayConfig {
+    /// The first deployment of the group `model_name`.
+    pub fn deployment_for(&self, model_name: &str) -> Option<&Deployment> {
+        self.deployments.iter().find(|d| d.model_name == model_name)
+    }
+
+    /// The distinct public model names, in file order.
+    pub fn model_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for d in &self.deployments {
+            if !names.contains(&d.model_name.as_str()) {
+                names.push(&d.model_name);
+            }
+        }
+        names
+    }
+}
+
+/// An invalid config: `path` names the field (`model_list[2].litellm_params.model`).
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// A config that parsed, with the settings it contains that the gateway does not act on.
+#[derive(Debug)]
+pub struct Parsed {
+    pub config: GatewayConfig,
+    pub warnings: Vec<String>,
+}
+
+fn err<T>(path: &str, message: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError { path: path.to_string(), message: message.into() })
+}
+
+/// Validates a LiteLLM config (already turned from YAML into a JSON value).
+pub fn parse(doc: &Value) -> Result<Parsed, ConfigError> {
+    let mut warnings = Vec::new();
+    let root = as_object(doc, "(root)")?;
+    for key in root.keys() {
+        if !["model_list", "litellm_settings", "router_settings", "general_settings"].contains(&key.as_str()) {
+            warnings.push(format!("{key}: not supported by the gateway; ignored"));
+        }
+    }
+
+    let litellm = optional_object(root, "litellm_settings", "litellm_settings")?;
+    let router = optional_object(root, "router_settings", "router_settings")?;
+    let general = optional_object(root, "general_settings", "general_settings")?;
+    warn_unsupported(litellm, "litellm_settings", &["request_timeout"], &mut warnings);
+    warn_unsupported(router, "router_settings", &["timeout"], &mut warnings);
+    warn_unsupported(general, "general_settings", &["master_key"], &mut warnings);
+
+    // Timeout precedence as LiteLLM: the deployment's own, then the router's, then the global one.
+    let default_timeout_s = match positive_seconds(router, "timeout", "router_settings.timeout")? {
+        Some(s) => s,
+        None => positive_seconds(litellm, "request_timeout", "litellm_settings.request_timeout")?
+            .unwrap_or(DEFAULT_TIMEOUT_S),
+    };
+
+    let master_key = match general.and_then(|g| g.get("master_key")) {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            let path = "general_settings.master_key";
+            let value = value_ref(v, path)?;
+            if let ValueRef::Literal(k) = &value {
+                if !k.starts_with("sk-") {
+                    return err(path, "a master key must start with `sk-` (as in LiteLLM)");
+                }
+                warnings.push(format!(
+                    "{path}: a literal key is built into the worker; prefer os.environ/LITELLM_MASTER_KEY"
+                ));
+            }
+            Some(value)
+        }
+    };
+
+    let list = match root.get("model_list") {
+        Some(Value::Array(list)) if !list.is_empty() => list,
+        Some(Value::Array(_)) => return err("model_list", "must list at least one model"),
+        Some(_) => return err("model_list", "must be a list"),
+        None => return err("model_list", "missing: the config must have a model_list"),
+    };
+    let mut deployments: Vec<Deployment> = Vec::with_capacity(list.len());
+    for (i, entry) in list.iter().enumerate() {
+        let d = parse_deployment(entry, &format!("model_list[{i}]"), default_timeout_s, &mut warnings)?;
+        if let Some(other) = deployments.iter().find(|o| o.id == d.id) {
+            return err(
+                &format!("model_list[{i}].model_info.id"),
+                format!("`{}` is already the id of a deployment of `{}`; ids must be unique", d.id, other.model_name),
+            );
+        }
+        deployments.push(d);
+    }
+
+    let config = GatewayConfig { deployments, master_key };
+    for name in config.model_names() {
+        let n = config.deployments.iter().filter(|d| d.model_name == name).count();
+        if n > 1 {
+            warnings.push(format!(
+                "model_list: `{name}` has {n} deployments; load balancing is not supported yet, the first one serves every request"
+            ));
+        }
+    }
+    Ok(Parsed { config, warnings })
+}
+
+fn parse_deployment(
+    entry: &Value,
+    path: &str,
+    default_timeout_s: f64,
+    warnings: &mut Vec<String>,
+) -> Result<Deployment, ConfigError> {
+    let entry = as_object(entry, path)?;
+    warn_unsupported(Some(entry), path, &["model_name", "litellm_params", "model_info"], warnings);
+
+    let model_name = match entry.get("model_name") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        Some(Value::String(_)) => return err(&format!("{path}.model_name"), "must not be empty"),
+        Some(_) => return err(&format!("{path}.model_name"), "must be a string"),
+        None => return err(&format!("{path}.model_name"), "missing: every model needs the name clients send"),
+    };
+    if model_name.contains('*') {
+        return err(&format!("{path}.model_name"), "wildcard model names are not supported");
+    }
+
+    let params_path = format!("{path}.litellm_params");
+    let params = match entry.get("litellm_params") {
+        Some(v) => as_object(v, &params_path)?,
+        None => return err(&params_path, "missing: every model needs litellm_params.model"),
+    };
+    const PARAM_KEYS: [&str; 7] =
+        ["model", "api_base", "api_key", "timeout", "stream_timeout", "input_cost_per_token", "output_cost_per_token"];
+    warn_unsupported(Some(params), &params_path, &PARAM_KEYS, warnings);
+
+    let model_path = format!("{params_path}.model");
+    let endpoint = match params.get("model") {
+        Some(Value::String(m)) => match m.split_once('/') {
+            Some(("databricks", endpoint)) => endpoint.to_string(),
+            Some((prefix, _)) => {
+                return err(
+                    &model_path,
+                    format!("unknown model prefix `{prefix}/`: only `databricks/<endpoint>` is supported"),
+                )
+            }
+            None => return err(&model_path, format!("`{m}` has no provider prefix: write `databricks/{m}`")),
+        },
+        Some(_) => return err(&model_path, "must be a string like `databricks/<endpoint>`"),
+        None => return err(&model_path, "missing: write `databricks/<endpoint>`"),
+    };
+    let endpoint_ok =
+        !endpoint.is_empty() && endpoint.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    if !endpoint_ok {
+        return err(
+            &model_path,
+            format!("`{endpoint}` is not a serving endpoint name (letters, digits, `-`, `_`, `.`)"),
+        );
+    }
+
+    let api_base = match params.get("api_base") {
+        None | Some(Value::Null) => ValueRef::Env("DATABRICKS_API_BASE".into()),
+        Some(v) => {
+            let p = format!("{params_path}.api_base");
+            let value = value_ref(v, &p)?;
+            if let ValueRef::Literal(url) = &value {
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    return err(&p, format!("`{url}` is not an http(s) URL"));
+                }
+            }
+            value
+        }
+    };
+    let api_key = match params.get("api_key") {
+        None | Some(Value::Null) => ValueRef::Env("DATABRICKS_TOKEN".into()),
+        Some(v) => {
+            let p = format!("{params_path}.api_key");
+            let value = value_ref(v, &p)?;
+            if matches!(value, ValueRef::Literal(_)) {
+                warnings
+                    .push(format!("{p}: a literal token is built into the worker; prefer os.environ/DATABRICKS_TOKEN"));
+            }
+            value
+        }
+    };
+
+    let timeout_s =
+        positive_seconds(Some(params), "timeout", &format!("{params_path}.timeout"))?.unwrap_or(default_timeout_s);
+    let stream_timeout_s = positive_seconds(Some(params), "stream_timeout", &format!("{params_path}.stream_timeout"))?
+        .unwrap_or(timeout_s);
+
+    let info_path = format!("{path}.model_info");
+    let info_obj = optional_object(entry, "model_info", &info_path)?;
+    const INFO_KEYS: [&str; 7] = [
+        "id",
+        "input_cost_per_token",
+        "output_cost_per_token",
+        "max_input_tokens",
+        "max_output_tokens",
+        "max_tokens",
+        "mode",
+    ];
+    warn_unsupported(info_obj, &info_path, &INFO_KEYS, warnings);
+
+    // Prices may sit in model_info or litellm_params; model_info wins, as in LiteLLM.
+    let price = |key: &str| -> Result<Option<u64>, ConfigError> {
+        match price_per_token(info_obj, key, &format!("{info_path}.{key}"))? {
+            Some(p) => Ok(Some(p)),
+            None => price_per_token(Some(params), key, &format!("{params_path}.{key}")),
+        }
+    };
+    let max_output_tokens = match count(info_obj, "max_output_tokens", &format!("{info_path}.max_output_tokens"))? {
+        Some(n) => Some(n),
+        None => count(info_obj, "max_tokens", &format!("{info_path}.max_tokens"))?,
+    };
+    let mode = match info_obj.and_then(|o| o.get("mode")) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(m)) if ["chat", "embedding", "completion"].contains(&m.as_str()) => Some(m.clone()),
+        Some(other) => {
+            return err(&format!("{info_path}.mode"), format!("{other} is not one of chat, embedding, completion"))
+        }
+    };
+    let info = ModelInfo {
+        input_cost_per_token: price("input_cost_per_token")?,
+        output_cost_per_token: price("output_cost_per_token")?,
+        max_input_tokens: count(info_obj, "max_input_tokens", &format!("{info_path}.max_input_tokens"))?,
+        max_output_tokens,
+        mode,
+    };
+
+    let id = match info_obj.and_then(|o| o.get("id")) {
+        None | Some(Value::Null) => generated_id(&model_name, &endpoint, &api_base),
+        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        Some(_) => return err(&format!("{info_path}.id"), "must be a non-empty string"),
+    };
+
+    Ok(Deployment {
+        id,
+        model_name,
+        endpoint,
+        api_base,
+        api_key,
+        timeout_ms: (timeout_s * 1000.0).round() as u64,
+        stream_timeout_ms: (stream_timeout_s * 1000.0).round() as u64,
+        info,
+    })
+}
+
+/// Reads `os.environ/NAME` (LiteLLM's form), `$NAME` or `${NAME}` (the seed's form), or a literal.
+pub fn value_ref(v: &Value, path: &str) -> Result<ValueRef, ConfigError> {
+    let s = match v {
+        Value::String(s) => s.trim(),
+        _ => return err(path, "must be a string"),
+    };
+    let name = if let Some(name) = s.strip_prefix("os.environ/") {
+        Some(name)
+    } else if let Some(rest) = s.strip_prefix('$') {
+        match rest.strip_prefix('{') {
+            Some(inner) => match inner.strip_suffix('}') {
+                Some(name) => Some(name),
+                None => return err(path, format!("`{s}`: unknown env reference syntax (write ${{NAME}} or $NAME)")),
+            },
+            None => Some(rest),
+        }
+    } else {
+        None
+    };
+    match name {
+        None if s.is_empty() => err(path, "must not be empty"),
+        None => Ok(ValueRef::Literal(s.to_string())),
+        Some(name) if is_env_name(name) => Ok(ValueRef::Env(name.to_string())),
+        Some(name) => err(
+            path,
+            format!(
+                "`{s}`: unknown env reference syntax: `{name}` is not a variable name (write os.environ/NAME or $NAME)"
+            ),
+        ),
+    }
+}
+
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A stable id for a deployment without `model_info.id`: FNV-1a of what identifies it.
+fn generated_id(model_name: &str, endpoint: &str, api_base: &ValueRef) -> String {
+    let base = match api_base {
+        ValueRef::Literal(s) => format!("literal:{s}"),
+        ValueRef::Env(s) => format!("env:{s}"),
+    };
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in format!("{model_name}\u{0}{endpoint}\u{0}{base}").bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+fn as_object<'a>(v: &'a Value, path: &str) -> Result<&'a Map<String, Value>, ConfigError> {
+    match v {
+        Value::Object(m) => Ok(m),
+        _ => err(path, "must be a mapping"),
+    }
+}
+
+fn optional_object<'a>(
+    parent: &'a Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Result<Option<&'a Map<String, Value>>, ConfigError> {
+    match parent.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => as_object(v, path).map(Some),
+    }
+}
+
+fn warn_unsupported(obj: Option<&Map<String, Value>>, path: &str, known: &[&str], warnings: &mut Vec<String>) {
+    for key in obj.into_iter().flat_map(|o| o.keys()) {
+        if !known.contains(&key.as_str()) {
+            warnings.push(format!("{path}.{key}: not supported by the gateway yet; ignored"));
+        }
+    }
+}
+
+fn number(obj: Option<&Map<String, Value>>, key: &str, path: &str) -> Result<Option<f64>, ConfigError> {
+    match obj.and_then(|o| o.get(key)) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(x) if x.is_finite() => Ok(Some(x)),
+            _ => err(path, format!("bad number `{n}`")),
+        },
+        // YAML users write 1.5e-06 unquoted, but quoted numbers are common in copied configs.
+        Some(Value::String(s)) => match s.trim().parse::<f64>() {
+            Ok(x) if x.is_finite() => Ok(Some(x)),
+            _ => err(path, format!("bad number `{s}`")),
+        },
+        Some(other) => err(path, format!("bad number `{other}`")),
+    }
+}
+
+fn positive_seconds(obj: Option<&Map<String, Value>>, key: &str, path: &str) -> Result<Option<f64>, ConfigError> {
+    match number(obj, key, path)? {
+        Some(s) if s > 0.0 && s <= 86_400.0 => Ok(Some(s)),
+        Some(s) => err(path, format!("bad number `{s}`: seconds must be above 0 and at most 86400")),
+        None => Ok(None),
+    }
+}
+
+fn price_per_token(obj: Option<&Map<String, Value>>, key: &str, path: &str) -> Result<Option<u64>, ConfigError> {
+    match number(obj, key, path)? {
+        Some(usd) if (0.0..=1.0).contains(&usd) => Ok(Some((usd * PICO_PER_USD).round() as u64)),
+        Some(usd) => err(path, format!("bad number `{usd}`: a price per token must be between 0 and 1 USD")),
+        None => Ok(None),
+    }
+}
+
+fn count(obj: Option<&Map<String, Value>>, key: &str, path: &str) -> Result<Option<u64>, ConfigError> {
+    match number(obj, key, path)? {
+        Some(n) if n >= 1.0 && n.fract() == 0.0 && n <= 1e12 => Ok(Some(n as u64)),
+        Some(n) => err(path, format!("bad number `{n}`: must be a positive whole number")),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_yaml(text: &str) -> Result<Parsed, ConfigError> {
+        let doc: Value = serde_yaml::from_str(text).unwrap();
+        parse(&doc)
+    }
+
+    fn error_of(text: &str) -> ConfigError {
+        parse_yaml(text).unwrap_err()
+    }
+
+    const SEED: &str = r#"
+model_list:
+  - model_name: databricks-gpt-5-1
+    litellm_params:
+      model: databricks/databricks-gpt-5-1
+      api_base: $DATABRICKS_API_BASE
+      api_key: os.environ/DATABRICKS_TOKEN
+general_settings:
+  master_key: sk-1234
+"#;
+
+    #[test]
+    fn seed_config_parses_with_both_env_forms() {
+        let parsed = parse_yaml(SEED).unwrap();
+        let d = &parsed.config.deployments[0];
+        assert_eq!(d.model_name, "databricks-gpt-5-1");
+        assert_eq!(d.endpoint, "databricks-gpt-5-1");
+        assert_eq!(d.api_base, ValueRef::Env("DATABRICKS_API_BASE".into()));
+        assert_eq!(d.api_key, ValueRef::Env("DATABRICKS_TOKEN".into()));
+        assert_eq!(d.timeout_ms, 600_000);
+        assert_eq!(parsed.config.master_key, Some(ValueRef::Literal("sk-1234".into())));
+        assert!(parsed.warnings.iter().any(|w| w.contains("literal key")));
+    }
+
+    #[test]
+    fn api_base_and_key_default_to_litellm_env_names() {
+        let parsed = parse_yaml("model_list: [{model_name: m, litellm_params: {model: databricks/e}}]").unwrap();
+        let d = &parsed.config.deployments[0];
+        assert_eq!(d.api_base, ValueRef::Env("DATABRICKS_API_BASE".into()));
+        assert_eq!(d.api_key, ValueRef::Env("DATABRICKS_TOKEN".into()));
+        assert_eq!(parsed.config.master_key, None);
+    }
+
+    #[test]
+    fn braces_form_is_an_env_reference() {
+        assert_eq!(value_ref(&Value::from("${X_1}"), "p"), Ok(ValueRef::Env("X_1".into())));
+    }
+
+    #[test]
+    fn malformed_env_references_name_the_field() {
+        for bad in ["os.environ/", "os.environ/9X", "${X", "$", "$a-b", "os.environ/A B"] {
+            let e = value_ref(&Value::from(bad), "model_list[0].litellm_params.api_key").unwrap_err();
+            assert_eq!(e.path, "model_list[0].litellm_params.api_key");
+            assert!(e.message.contains("env reference syntax"), "{bad}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn unknown_model_prefix_is_refused() {
+        let e = error_of("model_list: [{model_name: m, litellm_params: {model: openai/gpt-4o}}]");
+        assert_eq!(e.path, "model_list[0].litellm_params.model");
+        assert!(e.message.contains("unknown model prefix `openai/`"));
+        let e = error_of("model_list: [{model_name: m, litellm_params: {model: gpt-4o}}]");
+        assert!(e.message.contains("no provider prefix"));
+    }
+
+    #[test]
+    fn missing_model_name_is_refused_with_its_index() {
+        let e = error_of(
+            "model_list: [{model_name: a, litellm_params: {model: databricks/a}}, {litellm_params: {model: databricks/b}}]",
+        );
+        assert_eq!(e.path, "model_list[1].model_name");
+        assert!(e.message.starts_with("missing"));
+    }
+
+    #[test]
+    fn bad_numbers_are_refused() {
+        let e = error_of("model_list: [{model_name: m, litellm_params: {model: databricks/e, timeout: abc}}]");
+        assert_eq!(e.path, "model_list[0].litellm_params.timeout");
+        assert!(e.message.contains("bad number"));
+        let e = error_of("model_list: [{model_name: m, litellm_params: {model: databricks/e}, model_info: {input_cost_per_token: -1}}]");
+        assert_eq!(e.path, "model_list[0].model_info.input_cost_per_token");
+        let e = error_of(
+            "model_list: [{model_name: m, litellm_params: {model: databricks/e}, model_info: {max_input_tokens: 1.5}}]",
+        );
+        assert_eq!(e.path, "model_list[0].model_info.max_input_tokens");
+    }
+
+    #[test]
+    fn prices_are_exact_pico_dollars() {
+        let parsed = parse_yaml(
+            "model_list: [{model_name: m, litellm_params: {model: databricks/e}, model_info: {input_cost_per_token: 1.24999e-06, output_cost_per_token: '9.99999e-06'}}]",
+        )
+        .unwrap();
+        let info = &parsed.config.deployments[0].info;
+        assert_eq!(info.input_cost_per_token, Some(1_249_990));
+        assert_eq!(info.output_cost_per_token, Some(9_999_990));
+    }
+
+    #[test]
+    fn timeouts_follow_litellm_precedence() {
+        let parsed = parse_yaml(
+            "model_list: [{model_name: a, litellm_params: {model: databricks/a, timeout: 2, stream_timeout: 0.5}}, {model_name: b, litellm_params: {model: databricks/b}}]\nrouter_settings: {timeout: 30}\nlitellm_settings: {request_timeout: 60}",
+        )
+        .unwrap();
+        let d = &parsed.config.deployments;
+        assert_eq!((d[0].timeout_ms, d[0].stream_timeout_ms), (2000, 500));
+        assert_eq!((d[1].timeout_ms, d[1].stream_timeout_ms), (30_000, 30_000));
+    }
+
+    #[test]
+    fn unsupported_settings_are_reported_not_ignored() {
+        let parsed = parse_yaml(
+            "model_list: [{model_name: m, litellm_params: {model: databricks/e, rpm: 10}}]\nlitellm_settings: {drop_params: true}\nrouter_settings: {routing_strategy: least-busy}",
+        )
+        .unwrap();
+        for field in ["litellm_params.rpm", "litellm_settings.drop_params", "router_settings.routing_strategy"] {
+            assert!(parsed.warnings.iter().any(|w| w.contains(field)), "no warning for {field}: {:?}", parsed.warnings);
+        }
+    }
+
+    #[test]
+    fn ids_are_stable_and_unique() {
+        let text = "model_list: [{model_name: a, litellm_params: {model: databricks/a}}, {model_name: b, litellm_params: {model: databricks/a}}]";
+        let one = parse_yaml(text).unwrap().config;
+        let two = parse_yaml(text).unwrap().config;
+        assert_eq!(one.deployments[0].id, two.deployments[0].id);
+        assert_ne!(one.deployments[0].id, one.deployments[1].id);
+        let e = error_of(
+            "model_list: [{model_name: a, litellm_params: {model: databricks/a}, model_info: {id: x}}, {model_name: b, litellm_params: {model: databricks/b}, model_info: {id: x}}]",
+        );
+        assert_eq!(e.path, "model_list[1].model_info.id");
+    }
+
+    #[test]
+    fn master_key_literal_must_look_like_a_key() {
+        let e = error_of("model_list: [{model_name: m, litellm_params: {model: databricks/e}}]\ngeneral_settings: {master_key: hunter2}");
+        assert_eq!(e.path, "general_settings.master_key");
+    }
+
+    #[test]
+    fn model_names_are_distinct_and_ordered() {
+        let parsed = parse_yaml(
+            "model_list: [{model_name: b, litellm_params: {model: databricks/b}}, {model_name: a, litellm_params: {model: databricks/a}}, {model_name: b, litellm_params: {model: databricks/c}}]",
+        )
+        .unwrap();
+        assert_eq!(parsed.config.model_names(), vec!["b", "a"]);
+        assert_eq!(parsed.config.deployment_for("b").map(|d| d.endpoint.as_str()), Some("b"));
+        assert!(parsed.warnings.iter().any(|w| w.contains("2 deployments")));
+    }
+
+    #[test]
+    fn shipped_and_test_configs_are_valid() {
+        for path in ["config/litellm_config.yaml", "tests/fixtures/litellm_config.yaml"] {
+            let text = std::fs::read_to_string(path).unwrap();
+            let parsed = parse_yaml(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert!(parsed.config.deployment_for("databricks-gpt-5-1").is_some(), "{path}");
+        }
+    }
+}

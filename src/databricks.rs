@@ -1,0 +1,405 @@
+//! Everything Databricks-specific: request translation, answer and chunk normalisation
+//! (reasoning content lists, served-model names), and the mapping of its error bodies.
+
+use serde_json::{json, Map, Value};
+
+use crate::openai::{ApiError, ErrorKind};
+
+/// Token counts of one answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+}
+
+impl Usage {
+    /// Reads an OpenAI `usage` object; `None` when absent or not an object.
+    pub fn from_value(v: Option<&Value>) -> Option<Usage> {
+        let u = v?.as_object()?;
+        let get = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let (prompt_tokens, completion_tokens) = (get("prompt_tokens"), get("completion_tokens"));
+        let total_tokens = match u.get("total_tokens").and_then(Value::as_u64) {
+            Some(t) => t,
+            None => prompt_tokens + completion_tokens,
+        };
+        Some(Usage { prompt_tokens, completion_tokens, total_tokens })
+    }
+}
+
+/// `{api_base}/{route}`, tolerating a trailing slash on the base.
+pub fn url(api_base: &str, route: &str) -> String {
+    format!("{}/{route}", api_base.trim_end_matches('/'))
+}
+
+/// Turns a client's chat body into the body Databricks expects, in place (so a retry can
+/// reuse it with another endpoint).
+pub fn prepare_chat_body(body: &mut Map<String, Value>, endpoint: &str, stream: bool) {
+    body.insert("model".into(), Value::String(endpoint.to_string()));
+    // Databricks knows only `max_tokens`; the newer OpenAI name wins when both are given.
+    if let Some(max) = body.remove("max_completion_tokens") {
+        if !max.is_null() {
+            body.insert("max_tokens".into(), max);
+        }
+    }
+    if stream {
+        // Usage is needed to account for a stream; some Claude paths only send it when asked.
+        let options = body.entry("stream_options").or_insert_with(|| json!({}));
+        if let Value::Object(options) = options {
+            options.insert("include_usage".into(), Value::Bool(true));
+        } else {
+            *options = json!({"include_usage": true});
+        }
+    }
+}
+
+/// A Databricks chat answer as the client sees it, with its usage.
+pub fn normalize_chat_completion(body: &[u8], model_group: &str) -> Result<(Vec<u8>, Option<Usage>), ApiError> {
+    let mut answer = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(answer)) => answer,
+        _ => return Err(ApiError::bad_gateway("Databricks returned a malformed answer (not a JSON object)")),
+    };
+    if !answer.get("choices").is_some_and(Value::is_array) {
+        return Err(ApiError::bad_gateway("Databricks returned a malformed answer (no choices)"));
+    }
+    answer.insert("model".into(), Value::String(model_group.to_string()));
+    for choice in choices_mut(&mut answer) {
+        if let Some(message) = choice.get_mut("message").and_then(Value::as_object_mut) {
+            flatten_content(message, false);
+        }
+    }
+    let usage = Usage::from_value(answer.get("usage"));
+    let bytes =
+        serde_json::to_vec(&answer).map_err(|e| ApiError::internal(format!("cannot encode the answer: {e}")))?;
+    Ok((bytes, usage))
+}
+
+/// What one normalised stream chunk says about the stream.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Chunk {
+    /// A chunk for the client; `finished` is true once a choice carried a `finish_reason`.
+    Data { json: String, usage: Option<Usage>, finished: bool },
+    /// The upstream reported an error inside the stream.
+    Error(ApiError),
+    /// The payload is not a JSON object.
+    Malformed,
+}
+
+/// Normalises one `data:` payload of a Databricks chat stream.
+pub fn normalize_chunk(data: &str, model_group: &str, secrets: &[&str]) -> Chunk {
+    let mut chunk = match serde_json::from_str::<Value>(data) {
+        Ok(Value::Object(chunk)) => chunk,
+        _ => return Chunk::Malformed,
+    };
+    if !chunk.contains_key("choices") && (chunk.contains_key("error") || chunk.contains_key("error_code")) {
+        return Chunk::Error(upstream_error(500, data.as_bytes(), secrets));
+    }
+    chunk.insert("model".into(), Value::String(model_group.to_string()));
+    let mut finished = false;
+    for choice in choices_mut(&mut chunk) {
+        finished |= choice.get("finish_reason").is_some_and(|r| !r.is_null());
+        if let Some(delta) = choice.get_mut("delta").and_then(Value::as_object_mut) {
+            flatten_content(delta, true);
+        }
+    }
+    let usage = Usage::from_value(chunk.get("usage"));
+    let json = Value::Object(chunk).to_string();
+    Chunk::Data { json, usage, finished }
+}
+
+fn choices_mut(answer: &mut Map<String, Value>) -> impl Iterator<Item = &mut Map<String, Value>> {
+    answer.get_mut("choices").and_then(Value::as_array_mut).into_iter().flatten().filter_map(Value::as_object_mut)
+}
+
+/// Replaces a reasoning content list with `content` (the joined text parts),
+/// `reasoning_content` (the joined summaries) and `thinking_blocks`, as LiteLLM does.
+/// In a stream delta, a list without text parts leaves no `content` key at all.
+fn flatten_content(message: &mut Map<String, Value>, is_delta: bool) {
+    let parts = match message.get("content") {
+        Some(Value::Array(parts)) => parts,
+        _ => return,
+    };
+    let mut text: Option<String> = None;
+    let mut reasoning: Option<String> = None;
+    let mut blocks: Vec<Value> = Vec::new();
+    for part in parts {
+        match part.get("type").and_then(Value::as_str) {
+            Some("text") => {
+                let t = part.get("text").and_then(Value::as_str).unwrap_or("");
+                text.get_or_insert_with(String::new).push_str(t);
+            }
+            Some("reasoning") => {
+                for summary in part.get("summary").and_then(Value::as_array).into_iter().flatten() {
+                    match summary.get("type").and_then(Value::as_str) {
+                        Some("summary_text") => {
+                            let t = summary.get("text").and_then(Value::as_str).unwrap_or("");
+                            if !t.is_empty() {
+                                reasoning.get_or_insert_with(String::new).push_str(t);
+                            }
+                            let mut block = json!({"type": "thinking", "thinking": t});
+                            if let Some(sig) =
+                                summary.get("signature").and_then(Value::as_str).filter(|s| !s.is_empty())
+                            {
+                                block["signature"] = Value::String(sig.to_string());
+                            }
+                            blocks.push(block);
+                        }
+                        Some("summary_encrypted_text") => {
+                            let data = summary.get("data").cloned().unwrap_or(Value::Null);
+                            blocks.push(json!({"type": "redacted_thinking", "data": data}));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    match text {
+        Some(t) => {
+            message.insert("content".into(), Value::String(t));
+        }
+        None if is_delta => {
+            message.remove("content");
+        }
+        None => {
+            message.insert("content".into(), Value::Null);
+        }
+    }
+    if let Some(r) = reasoning {
+        message.insert("reasoning_content".into(), Value::String(r));
+    }
+    if !blocks.is_empty() {
+        message.insert("thinking_blocks".into(), Value::Array(blocks));
+    }
+}
+
+/// Maps a Databricks error answer to the client's error, keeping its status and message.
+/// `secrets` (our token) are scrubbed from the message, as is anything shaped like a PAT.
+pub fn upstream_error(status: u16, body: &[u8], secrets: &[&str]) -> ApiError {
+    let (code, message) = error_parts(body);
+    let message = match message {
+        Some(m) => m,
+        None if body.is_empty() => "no error body".to_string(),
+        None => {
+            let text = String::from_utf8_lossy(body);
+            let text: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            format!("non-JSON error body: {}", truncate(&text, 300))
+        }
+    };
+    let code = code.map(|c| format!(" {c}")).unwrap_or_default();
+    let message = redact(&format!("Databricks returned {status}{code}: {message}"), secrets);
+    if (400..=599).contains(&status) {
+        ApiError::new(status, ErrorKind::for_status(status), message)
+    } else {
+        ApiError::bad_gateway(message)
+    }
+}
+
+/// `error_code` and `message` of a Databricks body, or of an OpenAI-shaped one.
+fn error_parts(body: &[u8]) -> (Option<String>, Option<String>) {
+    let v: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(_) => return (None, None),
+    };
+    let code = match v.get("error_code") {
+        Some(Value::String(c)) => Some(c.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    let message = v
+        .get("message")
+        .or_else(|| v.get("error").and_then(|e| e.get("message")))
+        .or_else(|| v.get("error").filter(|e| e.is_string()))
+        .and_then(Value::as_str)
+        .map(|m| {
+            // Claude endpoints put their own error JSON in the message as a string.
+            match serde_json::from_str::<Value>(m) {
+                Ok(inner) => {
+                    inner.get("message").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| m.to_string())
+                }
+                Err(_) => m.to_string(),
+            }
+        });
+    (code, message)
+}
+
+fn truncate(s: &str, max_chars: usize) -> String {
+    match s.char_indices().nth(max_chars) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// Removes the given secrets and any Databricks personal access token (`dapi` + 32 or more
+/// alphanumerics, LiteLLM's pattern) from a message.
+pub fn redact(message: &str, secrets: &[&str]) -> String {
+    let mut out = message.to_string();
+    for secret in secrets.iter().filter(|s| s.len() >= 4) {
+        out = out.replace(secret, "[REDACTED]");
+    }
+    let mut result = String::with_capacity(out.len());
+    let mut rest = out.as_str();
+    while let Some(i) = rest.find("dapi") {
+        let tail = &rest[i + 4..];
+        let run = tail.bytes().take_while(u8::is_ascii_alphanumeric).count();
+        result.push_str(&rest[..i]);
+        if run >= 32 {
+            result.push_str("[REDACTED]");
+            rest = &tail[run..];
+        } else {
+            result.push_str("dapi");
+            rest = tail;
+        }
+    }
+    result.push_str(rest);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn request_gets_the_endpoint_and_max_tokens() {
+        let mut body =
+            obj(json!({"model": "databricks-gpt-5-1", "messages": [], "max_completion_tokens": 9, "foo": 1}));
+        prepare_chat_body(&mut body, "databricks-gpt-5-1-endpoint", false);
+        assert_eq!(
+            Value::Object(body),
+            json!({"model": "databricks-gpt-5-1-endpoint", "messages": [], "max_tokens": 9, "foo": 1})
+        );
+    }
+
+    #[test]
+    fn streams_ask_for_usage_and_keep_client_options() {
+        let mut body = obj(json!({"stream": true, "stream_options": {"other": 1}}));
+        prepare_chat_body(&mut body, "e", true);
+        assert_eq!(body["stream_options"], json!({"other": 1, "include_usage": true}));
+        let mut body = obj(json!({"stream": true, "stream_options": null}));
+        prepare_chat_body(&mut body, "e", true);
+        assert_eq!(body["stream_options"], json!({"include_usage": true}));
+    }
+
+    #[test]
+    fn answers_carry_the_requested_model_and_usage() {
+        let raw = br#"{"id":"chatcmpl_1","object":"chat.completion","created":1,"model":"served-x","choices":[{"index":0,"message":{"role":"assistant","content":"Hi","tool_calls":null},"finish_reason":"stop","logprobs":null}],"usage":{"prompt_tokens":4,"completion_tokens":5,"total_tokens":9},"system_fingerprint":null}"#;
+        let (bytes, usage) = normalize_chat_completion(raw, "my-model").unwrap();
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["model"], "my-model");
+        assert_eq!(v["choices"][0]["message"]["content"], "Hi");
+        assert_eq!(v["id"], "chatcmpl_1");
+        assert_eq!(usage, Some(Usage { prompt_tokens: 4, completion_tokens: 5, total_tokens: 9 }));
+    }
+
+    #[test]
+    fn reasoning_lists_become_content_and_reasoning() {
+        let raw = json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": [
+            {"type": "reasoning", "summary": [
+                {"type": "summary_text", "text": "Let me ", "signature": ""},
+                {"type": "summary_text", "text": "think.", "signature": "sig1"},
+                {"type": "summary_encrypted_text", "data": "enc"}]},
+            {"type": "text", "text": "The answer "},
+            {"type": "text", "text": "is 4.", "citations": []}]}, "finish_reason": "stop"}]});
+        let (bytes, _) = normalize_chat_completion(raw.to_string().as_bytes(), "m").unwrap();
+        let message = &serde_json::from_slice::<Value>(&bytes).unwrap()["choices"][0]["message"];
+        assert_eq!(message["content"], "The answer is 4.");
+        assert_eq!(message["reasoning_content"], "Let me think.");
+        assert_eq!(
+            message["thinking_blocks"],
+            json!([
+                {"type": "thinking", "thinking": "Let me "},
+                {"type": "thinking", "thinking": "think.", "signature": "sig1"},
+                {"type": "redacted_thinking", "data": "enc"}
+            ])
+        );
+    }
+
+    #[test]
+    fn malformed_answers_are_bad_gateway() {
+        for raw in [&b"{\"id\": \"x\", \"choices\": ["[..], b"[]", b"{\"id\":1}"] {
+            assert_eq!(normalize_chat_completion(raw, "m").unwrap_err().status, 502);
+        }
+    }
+
+    #[test]
+    fn chunks_are_normalised() {
+        let data = r#"{"id":"c","object":"chat.completion.chunk","model":"served","choices":[{"index":0,"delta":{"content":[{"type":"reasoning","summary":[{"type":"summary_text","text":"Hm","signature":""}]}]},"finish_reason":null}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
+        let Chunk::Data { json, usage, finished } = normalize_chunk(data, "m", &[]) else { panic!() };
+        let v: Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["model"], "m");
+        assert_eq!(
+            v["choices"][0]["delta"],
+            json!({"reasoning_content": "Hm", "thinking_blocks": [{"type": "thinking", "thinking": "Hm"}]})
+        );
+        assert_eq!(usage.map(|u| u.total_tokens), Some(4));
+        assert!(!finished);
+    }
+
+    #[test]
+    fn odd_chunks_pass_without_error() {
+        for data in [
+            r#"{"id":"c","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#,
+            r#"{"id":"c","choices":[{"index":0,"delta":{"role":"assistant"},"finish_reason":null}]}"#,
+            r#"{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+        ] {
+            assert!(matches!(normalize_chunk(data, "m", &[]), Chunk::Data { .. }), "{data}");
+        }
+        let Chunk::Data { finished, usage, .. } =
+            normalize_chunk(r#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#, "m", &[])
+        else {
+            panic!()
+        };
+        assert!(finished);
+        assert_eq!(usage, None);
+        assert_eq!(normalize_chunk("{\"oops\": ", "m", &[]), Chunk::Malformed);
+    }
+
+    #[test]
+    fn errors_keep_status_and_message() {
+        let body = br#"{"error_code":"RESOURCE_DOES_NOT_EXIST","message":"Endpoint with name 'x' does not exist.","details":[]}"#;
+        let e = upstream_error(404, body, &[]);
+        assert_eq!((e.status, e.kind), (404, ErrorKind::NotFound));
+        assert_eq!(
+            e.message,
+            "Databricks returned 404 RESOURCE_DOES_NOT_EXIST: Endpoint with name 'x' does not exist."
+        );
+        let e = upstream_error(401, br#"{"error_code":401,"message":"Credential was not sent"}"#, &[]);
+        assert_eq!((e.status, e.kind), (401, ErrorKind::Authentication));
+        assert!(e.message.contains("401 401: Credential was not sent"));
+        let e = upstream_error(
+            400,
+            br#"{"error_code":"BAD_REQUEST","message":"{\"message\":\"Input is too long for requested model.\"}"}"#,
+            &[],
+        );
+        assert!(e.message.ends_with(": Input is too long for requested model."), "{}", e.message);
+        let e = upstream_error(503, b"<html><body>Service  Unavailable</body></html>", &[]);
+        assert_eq!((e.status, e.kind), (503, ErrorKind::Api));
+        assert!(e.message.contains("non-JSON error body: <html><body>Service Unavailable"));
+        assert_eq!(upstream_error(302, b"", &[]).status, 502);
+    }
+
+    #[test]
+    fn secrets_never_leave_in_error_messages() {
+        let token = "dapi0123456789abcdef0123456789abcdef";
+        let body = format!(
+            r#"{{"error_code":"BAD_REQUEST","message":"bad token {token} and custom-secret-1 and {token}-2"}}"#
+        );
+        let e = upstream_error(400, body.as_bytes(), &["custom-secret-1"]);
+        assert!(!e.message.contains("dapi0123"), "{}", e.message);
+        assert!(!e.message.contains("custom-secret-1"));
+        assert_eq!(redact("dapi is short dapi123", &[]), "dapi is short dapi123");
+    }
+
+    #[test]
+    fn url_joins_without_double_slash() {
+        assert_eq!(
+            url("https://w/serving-endpoints/", "chat/completions"),
+            "https://w/serving-endpoints/chat/completions"
+        );
+    }
+}

@@ -1,0 +1,25 @@
+//! databricks-gateway: an OpenAI-compatible gateway to Databricks Model Serving, run as a
+//! Cloudflare Worker.
+//!
+//! The pure modules below hold every rule and build natively, so `cargo test` checks them in
+//! milliseconds; `runtime` (wasm only) wires them to the Workers platform.
+//!
+//! One chat request's way (see `runtime::proxy`):
+//! parse (`openai`) → authenticate (`auth`) → resolve the model (`config`) → translate and
+//! forward (`databricks`, `runtime::upstream`) → relay the answer or stream (`databricks`,
+//! `stream`, `sse`) → one log line (`log`).
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod auth;
+pub mod config;
+pub mod databricks;
+pub mod embedded;
+pub mod ids;
+pub mod log;
+pub mod openai;
+pub mod secret;
+pub mod sse;
+pub mod stream;
+
+#[cfg(target_arch = "wasm32")]
+mod runtime;

@@ -1,0 +1,51 @@
+//! The one structured log line written per request. It holds ids, names, timings and token
+//! counts only: never a key, a token or prompt text.
+
+use serde::Serialize;
+
+use crate::databricks::Usage;
+
+#[derive(Debug, Default, Serialize)]
+pub struct RequestLog {
+    pub call_id: String,
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_ms: Option<u64>,
+    pub total_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completion_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_tokens: Option<u64>,
+    /// For streams: the number of chunks relayed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<u64>,
+    /// The OpenAI error type, when the request failed (the message may quote the upstream).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_type: Option<&'static str>,
+}
+
+impl RequestLog {
+    pub fn set_usage(&mut self, usage: Option<Usage>) {
+        if let Some(u) = usage {
+            self.prompt_tokens = Some(u.prompt_tokens);
+            self.completion_tokens = Some(u.completion_tokens);
+            self.total_tokens = Some(u.total_tokens);
+        }
+    }
+
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}

@@ -1,0 +1,283 @@
+//! OpenAI's wire format as the gateway's clients speak it: the one error envelope every
+//! failure is rendered in, and the parsing and validation of request bodies.
+
+use serde_json::{json, Map, Value};
+
+/// Databricks' own payload limit for foundation-model endpoints; larger bodies are refused here.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// The category of an error, rendered as OpenAI's `error.type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidRequest,
+    Authentication,
+    Permission,
+    NotFound,
+    RateLimit,
+    /// The upstream or the gateway failed; not the caller's fault.
+    Api,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest => "invalid_request_error",
+            ErrorKind::Authentication => "authentication_error",
+            ErrorKind::Permission => "permission_error",
+            ErrorKind::NotFound => "not_found_error",
+            ErrorKind::RateLimit => "rate_limit_exceeded",
+            ErrorKind::Api => "api_error",
+        }
+    }
+
+    /// The kind that goes with an HTTP status, for errors that only have a status.
+    pub fn for_status(status: u16) -> ErrorKind {
+        match status {
+            401 => ErrorKind::Authentication,
+            403 => ErrorKind::Permission,
+            404 => ErrorKind::NotFound,
+            429 => ErrorKind::RateLimit,
+            400..=499 => ErrorKind::InvalidRequest,
+            _ => ErrorKind::Api,
+        }
+    }
+}
+
+/// The one error type that reaches the HTTP edge. Rendered as
+/// `{"error":{"message","type","param","code"}}` with `code` the status as a string (as LiteLLM).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub kind: ErrorKind,
+    pub message: String,
+    pub param: Option<String>,
+    /// Seconds a client should wait before retrying, sent as `retry-after`.
+    pub retry_after_s: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: u16, kind: ErrorKind, message: impl Into<String>) -> Self {
+        ApiError { status, kind, message: message.into(), param: None, retry_after_s: None }
+    }
+
+    pub fn with_param(mut self, param: &str) -> Self {
+        self.param = Some(param.to_string());
+        self
+    }
+
+    pub fn invalid_request(message: impl Into<String>, param: &str) -> Self {
+        ApiError::new(400, ErrorKind::InvalidRequest, message).with_param(param)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        ApiError::new(401, ErrorKind::Authentication, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError::new(404, ErrorKind::NotFound, message)
+    }
+
+    pub fn method_not_allowed(method: &str, path: &str, allowed: &str) -> Self {
+        ApiError::new(
+            405,
+            ErrorKind::InvalidRequest,
+            format!("Method {method} is not allowed on {path}; use {allowed}"),
+        )
+    }
+
+    pub fn too_large(len: usize) -> Self {
+        ApiError::new(
+            413,
+            ErrorKind::InvalidRequest,
+            format!("Request body is {len} bytes; the limit is {MAX_BODY_BYTES} bytes (Databricks' payload limit)"),
+        )
+        .with_param("request_body")
+    }
+
+    pub fn bad_gateway(message: impl Into<String>) -> Self {
+        ApiError::new(502, ErrorKind::Api, message)
+    }
+
+    pub fn gateway_timeout(message: impl Into<String>) -> Self {
+        ApiError::new(504, ErrorKind::Api, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        ApiError::new(500, ErrorKind::Api, message)
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({"error": {
+            "message": self.message,
+            "type": self.kind.as_str(),
+            "param": self.param,
+            "code": self.status.to_string(),
+        }})
+    }
+
+    /// The error as one server-sent event, for failures after a stream has started.
+    pub fn to_sse_event(&self) -> String {
+        format!("data: {}\n\n", self.to_json())
+    }
+}
+
+/// A chat completion request that passed validation. The body is kept whole so that fields
+/// the gateway does not know pass through to Databricks unchanged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChatRequest {
+    pub model: String,
+    pub stream: bool,
+    pub body: Map<String, Value>,
+}
+
+/// Parses and validates a `/chat/completions` body.
+pub fn parse_chat_request(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
+    let body = parse_object(bytes)?;
+    let model = required_model(&body)?;
+    match body.get("messages") {
+        Some(Value::Array(messages)) if messages.is_empty() => {
+            return Err(ApiError::invalid_request("`messages` must contain at least one message", "messages"))
+        }
+        Some(Value::Array(messages)) => {
+            for (i, m) in messages.iter().enumerate() {
+                match m.get("role") {
+                    Some(Value::String(_)) => {}
+                    _ if !m.is_object() => {
+                        return Err(ApiError::invalid_request(
+                            format!("`messages[{i}]` must be an object"),
+                            &format!("messages[{i}]"),
+                        ))
+                    }
+                    _ => {
+                        return Err(ApiError::invalid_request(
+                            format!("`messages[{i}].role` is required and must be a string"),
+                            &format!("messages[{i}].role"),
+                        ))
+                    }
+                }
+            }
+        }
+        Some(_) => return Err(ApiError::invalid_request("`messages` must be an array of messages", "messages")),
+        None => return Err(ApiError::invalid_request("`messages` is a required field", "messages")),
+    }
+    let stream = optional_bool(&body, "stream")?;
+    for field in ["max_tokens", "max_completion_tokens"] {
+        match body.get(field) {
+            None | Some(Value::Null) => {}
+            Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n >= 1) => {}
+            Some(_) => return Err(ApiError::invalid_request(format!("`{field}` must be a positive integer"), field)),
+        }
+    }
+    Ok(ChatRequest { model, stream, body })
+}
+
+fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(body)) => Ok(body),
+        Ok(_) => Err(ApiError::invalid_request("The request body must be a JSON object", "request_body")),
+        Err(e) => Err(ApiError::invalid_request(format!("The request body is not valid JSON: {e}"), "request_body")),
+    }
+}
+
+fn required_model(body: &Map<String, Value>) -> Result<String, ApiError> {
+    match body.get("model") {
+        Some(Value::String(m)) if !m.is_empty() => Ok(m.clone()),
+        Some(Value::String(_)) | None | Some(Value::Null) => {
+            Err(ApiError::invalid_request("`model` is a required field", "model"))
+        }
+        Some(_) => Err(ApiError::invalid_request("`model` must be a string", "model")),
+    }
+}
+
+fn optional_bool(body: &Map<String, Value>, field: &str) -> Result<bool, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(ApiError::invalid_request(format!("`{field}` must be a boolean"), field)),
+    }
+}
+
+/// OpenAI's model list for `GET /v1/models`.
+pub fn model_list<'a>(names: impl IntoIterator<Item = &'a str>) -> Value {
+    let data: Vec<Value> = names.into_iter().map(model_object).collect();
+    json!({"object": "list", "data": data})
+}
+
+pub fn model_object(name: &str) -> Value {
+    json!({"id": name, "object": "model", "created": 0, "owned_by": "databricks"})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(body: &str) -> ApiError {
+        parse_chat_request(body.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn a_valid_request_keeps_every_field() {
+        let r = parse_chat_request(
+            br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"foo":{"bar":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.model, "m");
+        assert!(r.stream);
+        assert_eq!(r.body["foo"]["bar"], 1);
+    }
+
+    #[test]
+    fn malformed_bodies_get_400_naming_the_param() {
+        let cases = [
+            ("{not json", "request_body"),
+            ("[1,2]", "request_body"),
+            ("", "request_body"),
+            (r#"{"messages":[{"role":"user","content":"x"}]}"#, "model"),
+            (r#"{"model":7,"messages":[{"role":"user","content":"x"}]}"#, "model"),
+            (r#"{"model":"m"}"#, "messages"),
+            (r#"{"model":"m","messages":"hi"}"#, "messages"),
+            (r#"{"model":"m","messages":[]}"#, "messages"),
+            (r#"{"model":"m","messages":[3]}"#, "messages[0]"),
+            (r#"{"model":"m","messages":[{"content":"x"}]}"#, "messages[0].role"),
+            (r#"{"model":"m","messages":[{"role":"user"}],"stream":"yes"}"#, "stream"),
+            (r#"{"model":"m","messages":[{"role":"user"}],"max_tokens":-1}"#, "max_tokens"),
+            (r#"{"model":"m","messages":[{"role":"user"}],"max_completion_tokens":1.5}"#, "max_completion_tokens"),
+        ];
+        for (body, param) in cases {
+            let e = error_of(body);
+            assert_eq!((e.status, e.kind), (400, ErrorKind::InvalidRequest), "{body}");
+            assert_eq!(e.param.as_deref(), Some(param), "{body}");
+        }
+    }
+
+    #[test]
+    fn the_envelope_is_openai_shaped() {
+        let v = ApiError::invalid_request("bad", "model").to_json();
+        assert_eq!(
+            v,
+            json!({"error": {"message": "bad", "type": "invalid_request_error", "param": "model", "code": "400"}})
+        );
+        let v = ApiError::unauthorized("no key").to_json();
+        assert_eq!(v["error"]["param"], Value::Null);
+        assert_eq!(v["error"]["type"], "authentication_error");
+    }
+
+    #[test]
+    fn status_maps_to_openai_types() {
+        let kinds: Vec<&str> =
+            [400, 401, 403, 404, 409, 429, 500, 503].iter().map(|s| ErrorKind::for_status(*s).as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "invalid_request_error",
+                "authentication_error",
+                "permission_error",
+                "not_found_error",
+                "invalid_request_error",
+                "rate_limit_exceeded",
+                "api_error",
+                "api_error"
+            ]
+        );
+    }
+}

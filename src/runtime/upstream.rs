@@ -1,0 +1,63 @@
+//! Calls to Databricks through the Workers `Fetch` API, with a time limit that aborts the
+//! upstream request (so an abandoned call stops costing money).
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures_util::future::{select, Either};
+use worker::js_sys::Uint8Array;
+use worker::{AbortController, Delay, Fetch, Headers, Method, Request, RequestInit, Response};
+
+use crate::openai::ApiError;
+use crate::secret::Secret;
+
+const USER_AGENT: &str = concat!("databricks-gateway/", env!("CARGO_PKG_VERSION"));
+
+/// An upstream answer whose headers arrived; `controller` aborts it (dropping it does not).
+pub struct Upstream {
+    pub response: Response,
+    pub controller: AbortController,
+}
+
+/// POSTs a JSON body with the bearer token; waits at most `timeout_ms` for the answer's headers.
+pub async fn post_json(url: &str, token: &Secret, body: Vec<u8>, timeout_ms: u64) -> Result<Upstream, ApiError> {
+    let request = build_request(url, token, &body)
+        .map_err(|e| ApiError::bad_gateway(format!("Cannot build the Databricks request to {url}: {e}")))?;
+    let controller = AbortController::default();
+    let signal = controller.signal();
+    match within(timeout_ms, Fetch::Request(request).send_with_signal(&signal)).await {
+        Some(Ok(response)) => Ok(Upstream { response, controller }),
+        Some(Err(e)) => Err(ApiError::bad_gateway(format!("Could not reach Databricks at {url}: {e}"))),
+        None => {
+            controller.abort();
+            Err(timed_out(timeout_ms))
+        }
+    }
+}
+
+fn build_request(url: &str, token: &Secret, body: &[u8]) -> worker::Result<Request> {
+    let headers = Headers::new();
+    headers.set("content-type", "application/json")?;
+    headers.set("authorization", &format!("Bearer {}", token.expose()))?;
+    headers.set("user-agent", USER_AGENT)?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post).with_headers(headers).with_body(Some(Uint8Array::from(body).into()));
+    Request::new_with_init(url, &init)
+}
+
+pub fn timed_out(timeout_ms: u64) -> ApiError {
+    ApiError::gateway_timeout(format!(
+        "Databricks did not answer within the configured timeout of {} s; the request was aborted.",
+        timeout_ms as f64 / 1000.0
+    ))
+}
+
+/// `fut`'s output, or `None` when `ms` milliseconds pass first.
+pub async fn within<F: Future>(ms: u64, fut: F) -> Option<F::Output> {
+    let fut = std::pin::pin!(fut);
+    let delay = std::pin::pin!(Delay::from(Duration::from_millis(ms)));
+    match select(fut, delay).await {
+        Either::Left((output, _)) => Some(output),
+        Either::Right(_) => None,
+    }
+}

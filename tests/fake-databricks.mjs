@@ -1,0 +1,847 @@
+#!/usr/bin/env node
+// A local fake of Databricks Model Serving, for the end-to-end tests (imported in-process)
+// and for `make dev` (run as a CLI). Wire shapes, statuses and error bodies follow
+// Databricks' documented behaviour. Tests steer it with `[fake:KEY=VALUE]` directives in
+// the last user text (see DIRECTIVES). Zero dependencies; no logging or sync I/O per request,
+// so it is never the bottleneck of a benchmark.
+
+import http from 'node:http';
+import { createHash, randomUUID } from 'node:crypto';
+import { pathToFileURL } from 'node:url';
+
+const BASE = '/serving-endpoints';
+const PATH_HELP =
+  'Path must be of form /serving-endpoints/<endpoint_name>/invocations or ' +
+  '/serving-endpoints/<endpoint_name>/served-models/<served_model_name>/invocations';
+const EMBEDDING_DIMS = 1024;
+const TOOL_ARGUMENTS = '{"city":"Paris"}';
+const DEFAULT_CHUNKS = 3;
+const SPLIT_PAUSE_MS = 5;
+const MALFORMED_BODY = '{"id": "chatcmpl_x", "choices": [';
+const MALFORMED_EVENT = '{"oops": ';
+
+// Every directive the fake understands, with the kind of value it takes. Anything else is
+// rejected with a 400 so that a typo in a test fails loudly instead of being ignored.
+const DIRECTIVES = {
+  error: 'status',
+  'error-body': 'body-kind',
+  'retry-after': 'int',
+  'echo-token': 'flag',
+  delay: 'int',
+  chunks: 'positive',
+  spacing: 'int',
+  truncate: 'flag',
+  malformed: 'flag',
+  reset: 'flag',
+  'reset-mid': 'flag',
+  'no-done': 'flag',
+  'empty-choices': 'flag',
+  reasoning: 'flag',
+  reply: 'word',
+  'sse-crlf': 'flag',
+  'sse-split': 'flag',
+  tool: 'flag',
+};
+const DIRECTIVE_RE = /\[fake:([A-Za-z][\w-]*)(?:=([^\]\s]*))?\]/g;
+const NO_DIRECTIVES = Object.freeze({});
+
+const noop = () => {};
+
+// ------------------------------------------------------------------------------ server
+
+/**
+ * Starts the fake. Resolves once it listens.
+ * @returns {Promise<{url: string, port: number, requests: object[], readonly inFlight: number,
+ *   readonly maxInFlight: number, readonly abortedCount: number, reset(): void,
+ *   close(): Promise<void>}>}
+ */
+export async function startFakeDatabricks({
+  port = 0,
+  host = '127.0.0.1',
+  token = 'dapi-fake-token',
+  servedSuffix = '-served',
+  record = true,
+} = {}) {
+  const state = { token, servedSuffix, record, requests: [], inFlight: 0, maxInFlight: 0, abortedCount: 0 };
+  const server = http.createServer((req, res) => {
+    handle(state, req, res);
+  });
+  // Longer than any client's idle keep-alive, so a reused socket is never closed under it.
+  server.keepAliveTimeout = 65_000;
+  server.headersTimeout = 66_000;
+
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+
+  const actualPort = server.address().port;
+  const urlHost = host.includes(':') ? `[${host}]` : host;
+  let closing = null;
+  return {
+    url: `http://${urlHost}:${actualPort}${BASE}`,
+    port: actualPort,
+    requests: state.requests,
+    get inFlight() {
+      return state.inFlight;
+    },
+    get maxInFlight() {
+      return state.maxInFlight;
+    },
+    get abortedCount() {
+      return state.abortedCount;
+    },
+    reset() {
+      // Same array object: tests may hold a reference to `requests`.
+      state.requests.length = 0;
+      state.maxInFlight = state.inFlight;
+      state.abortedCount = 0;
+    },
+    close() {
+      closing ??= new Promise((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+      return closing;
+    },
+  };
+}
+
+async function handle(state, req, res) {
+  const receivedAt = performance.now();
+  // Writes racing a client hang-up must never surface as unhandled errors.
+  req.on('error', noop);
+  res.on('error', noop);
+  const rawBody = await readBody(req);
+  if (rawBody === null || res.destroyed || req.socket.destroyed) return;
+  const ex = openExchange(state, req, res, rawBody, receivedAt);
+  try {
+    await respond(ex);
+  } catch (err) {
+    failUnexpectedly(ex, err);
+  }
+}
+
+async function readBody(req) {
+  const parts = [];
+  try {
+    for await (const part of req) parts.push(part);
+  } catch {
+    return null; // the client went away while sending
+  }
+  return parts.length === 1 ? parts[0].toString('utf8') : Buffer.concat(parts).toString('utf8');
+}
+
+// One exchange = one request being answered: its record, its timers, its close bookkeeping.
+function openExchange(state, req, res, rawBody, receivedAt) {
+  const path = req.url.split('?', 1)[0];
+  const ex = {
+    state, req, res, rawBody, path,
+    body: null, endpoint: null, token: null, d: NO_DIRECTIVES, eol: '\n',
+    record: null, closed: false, hungUp: false, timers: new Set(),
+  };
+  if (state.record) {
+    ex.record = {
+      method: req.method, path, endpoint: null, headers: req.headers, body: null, rawBody,
+      receivedAt, usage: null, aborted: false,
+    };
+    state.requests.push(ex.record);
+  }
+  state.inFlight += 1;
+  if (state.inFlight > state.maxInFlight) state.maxInFlight = state.inFlight;
+  res.once('close', () => closeExchange(ex));
+  return ex;
+}
+
+function closeExchange(ex) {
+  ex.closed = true;
+  for (const cancel of ex.timers) cancel();
+  ex.state.inFlight -= 1;
+  // Closed before the last byte was handed over, and not by us: the client hung up.
+  if (!ex.res.writableFinished && !ex.hungUp) {
+    ex.state.abortedCount += 1;
+    if (ex.record) ex.record.aborted = true;
+  }
+}
+
+function failUnexpectedly(ex, err) {
+  if (ex.closed) return;
+  if (ex.res.headersSent) return hangUp(ex);
+  sendError(ex, dbError(500, 'INTERNAL_ERROR', `Fake Databricks failed: ${err?.message ?? err}`));
+}
+
+// ------------------------------------------------------------------------------ routing
+
+async function respond(ex) {
+  const authError = authenticate(ex);
+  if (authError) return sendError(ex, authError);
+
+  const route = ex.req.method === 'POST' ? routeOf(ex.path) : null;
+  if (!route) return sendError(ex, dbError(404, 'ENDPOINT_NOT_FOUND', PATH_HELP));
+  if (route.endpoint) setEndpoint(ex, route.endpoint);
+
+  const body = parseBody(ex.rawBody);
+  if (typeof body === 'string') return sendError(ex, badRequest(body));
+  ex.body = body;
+  if (ex.record) ex.record.body = body;
+
+  if (!route.endpoint) {
+    if (typeof body.model !== 'string' || body.model === '') {
+      return sendError(ex, badRequest("Missing required field 'model': the name of a serving endpoint."));
+    }
+    setEndpoint(ex, body.model);
+  }
+  if (ex.endpoint.includes('does-not-exist')) return sendError(ex, endpointMissing(ex.endpoint));
+
+  const task = route.task ?? nativeTask(ex.endpoint, body);
+  if (task === 'embeddings') return serveEmbeddings(ex);
+  if (task === 'completions') return serveCompletions(ex);
+  return serveChat(ex);
+}
+
+// Maps a path to { task, endpoint }; task null means "decide from the endpoint" (native route).
+function routeOf(path) {
+  if (!path.startsWith(`${BASE}/`)) return null;
+  const parts = path.slice(BASE.length + 1).split('/');
+  if (parts.length === 2 && parts[0] === 'chat' && parts[1] === 'completions') return { task: 'chat', endpoint: null };
+  if (parts.length === 1 && parts[0] === 'embeddings') return { task: 'embeddings', endpoint: null };
+  if (parts.length === 1 && parts[0] === 'completions') return { task: 'completions', endpoint: null };
+  const native =
+    (parts.length === 2 && parts[1] === 'invocations') ||
+    (parts.length === 4 && parts[1] === 'served-models' && parts[2] !== '' && parts[3] === 'invocations');
+  if (!native || parts[0] === '') return null;
+  const endpoint = safeDecode(parts[0]);
+  return endpoint ? { task: null, endpoint } : null;
+}
+
+// Native invocations carry no task: embedding models are recognised by name, and a body with
+// `prompt` but no `messages` is a legacy completion.
+function nativeTask(endpoint, body) {
+  if (endpoint.includes('gte') || endpoint.includes('bge')) return 'embeddings';
+  if (body.messages === undefined && body.prompt !== undefined) return 'completions';
+  return 'chat';
+}
+
+function safeDecode(segment) {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return null;
+  }
+}
+
+function setEndpoint(ex, endpoint) {
+  ex.endpoint = endpoint;
+  if (ex.record) ex.record.endpoint = endpoint;
+}
+
+// Returns the parsed object, or a sentence explaining why the body is unusable.
+function parseBody(raw) {
+  let body;
+  try {
+    body = JSON.parse(raw);
+  } catch (err) {
+    return `Request body is not valid JSON: ${err.message}`;
+  }
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) return 'Request body must be a JSON object.';
+  return body;
+}
+
+function authenticate(ex) {
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(ex.req.headers.authorization ?? '');
+  if (!match) return unauthenticated();
+  ex.token = match[1];
+  if (ex.token !== ex.state.token) {
+    return dbError(403, '403', `Invalid access token. [ReqId: ${randomUUID()}]`, { details: false });
+  }
+  return null;
+}
+
+// ------------------------------------------------------------------------------ errors
+
+// The Databricks error shape; `details` carries the RequestInfo the real service attaches.
+function dbError(status, code, message, { details = true, headers = {} } = {}) {
+  const payload = { error_code: code, message };
+  if (details) {
+    payload.details = [
+      { '@type': 'type.googleapis.com/google.rpc.RequestInfo', request_id: randomUUID(), serving_data: '' },
+    ];
+  }
+  return { status, payload, headers };
+}
+
+function badRequest(message) {
+  return dbError(400, 'BAD_REQUEST', message);
+}
+
+function unauthenticated() {
+  const message = `Credential was not sent or was of an unsupported type for this API. [ReqId: ${randomUUID()}]`;
+  return dbError(401, 401, message, {
+    details: false,
+    headers: { 'www-authenticate': 'Bearer realm="DatabricksRealm"' },
+  });
+}
+
+function endpointMissing(name) {
+  return dbError(404, 'RESOURCE_DOES_NOT_EXIST', `Endpoint with name '${name}' does not exist.`);
+}
+
+// The error a test asked for with `[fake:error=STATUS]`.
+function directedError(ex, status) {
+  const name = ex.endpoint;
+  const leak = ex.d['echo-token'] ? ` (request sent with Authorization: Bearer ${ex.token})` : '';
+  switch (status) {
+    case 400:
+      return badRequest(`The request to endpoint '${name}' is invalid${leak}.`);
+    case 401:
+      return unauthenticated();
+    case 403:
+      return dbError(403, 'PERMISSION_DENIED', `User does not have permission 'Query' on Endpoint ${name}${leak}`);
+    case 404:
+      return endpointMissing(name);
+    case 429:
+      return dbError(429, 'REQUEST_LIMIT_EXCEEDED', `Exceeded workspace QPS rate limit for ${name}${leak}`);
+    case 500:
+      return dbError(500, 'INTERNAL_ERROR', `Internal error while serving endpoint '${name}'${leak}.`);
+    case 503:
+      return dbError(503, 'TEMPORARILY_UNAVAILABLE', `Endpoint '${name}' is temporarily unavailable. Please retry later${leak}.`);
+    case 504:
+      return dbError(504, 'DEADLINE_EXCEEDED', `The request to endpoint '${name}' timed out${leak}.`);
+    default: {
+      const code = OTHER_ERROR_CODES[status] ?? (status < 500 ? 'BAD_REQUEST' : 'INTERNAL_ERROR');
+      const reason = http.STATUS_CODES[status] ?? 'Error';
+      return dbError(status, code, `Endpoint '${name}' answered ${status} ${reason}${leak}.`);
+    }
+  }
+}
+
+const OTHER_ERROR_CODES = {
+  408: 'DEADLINE_EXCEEDED',
+  409: 'RESOURCE_CONFLICT',
+  413: 'BAD_REQUEST',
+  499: 'CANCELLED',
+  501: 'NOT_IMPLEMENTED',
+  502: 'TEMPORARILY_UNAVAILABLE',
+};
+
+function sendError(ex, err) {
+  const headers = { ...err.headers };
+  if (ex.d['retry-after'] !== undefined) headers['retry-after'] = String(ex.d['retry-after']);
+  if (ex.d['error-body'] === 'html') return send(ex, err.status, 'text/html', htmlPage(err.status), headers);
+  send(ex, err.status, 'application/json', JSON.stringify(err.payload), headers);
+}
+
+// What a load balancer in front of the service answers: not JSON at all.
+function htmlPage(status) {
+  const title = `${status} ${http.STATUS_CODES[status] ?? 'Error'}`;
+  return `<html>\r\n<head><title>${title}</title></head>\r\n<body>\r\n<center><h1>${title}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n`;
+}
+
+// ------------------------------------------------------------------------------ directives
+
+// Pulls `[fake:...]` directives out of a text; `text` is what is left, whitespace collapsed.
+function parseDirectives(text) {
+  const found = new Map();
+  if (!text.includes('[fake:')) return { found, text: collapse(text) };
+  const rest = text.replace(DIRECTIVE_RE, (_, key, value) => {
+    found.set(key.toLowerCase(), value);
+    return ' ';
+  });
+  return { found, text: collapse(rest) };
+}
+
+// Turns raw directives into typed values, or returns a sentence saying what is wrong.
+function typedDirectives(found) {
+  if (found.size === 0) return NO_DIRECTIVES;
+  const d = {};
+  for (const [key, value] of found) {
+    const kind = DIRECTIVES[key];
+    if (!kind) return `Unknown fake directive '[fake:${key}]'.`;
+    const parsed = directiveValue(kind, value);
+    if (parsed === undefined) return `Invalid value for fake directive '[fake:${key}${value === undefined ? '' : `=${value}`}]'.`;
+    d[key] = parsed;
+  }
+  return d;
+}
+
+function directiveValue(kind, value) {
+  if (kind === 'flag') return value === undefined ? true : undefined;
+  if (value === undefined || value === '') return undefined;
+  if (kind === 'word') return value;
+  if (kind === 'body-kind') return value === 'html' || value === 'json' ? value : undefined;
+  if (!/^\d+$/.test(value)) return undefined;
+  const n = Number(value);
+  if (kind === 'status') return n >= 400 && n <= 599 ? n : undefined;
+  if (kind === 'positive') return n >= 1 ? n : undefined;
+  return n;
+}
+
+// Applies the directives that act before any answer: bad directive, delay, reset, error.
+// Returns true when the caller should go on and answer.
+async function preflight(ex, found) {
+  const d = typedDirectives(found);
+  if (typeof d === 'string') {
+    sendError(ex, badRequest(d));
+    return false;
+  }
+  ex.d = d;
+  if (d.delay && !(await pause(ex, d.delay))) return false;
+  if (d.reset) {
+    hangUp(ex);
+    return false;
+  }
+  if (d.error) {
+    sendError(ex, directedError(ex, d.error));
+    return false;
+  }
+  return true;
+}
+
+// ------------------------------------------------------------------------------ chat
+
+async function serveChat(ex) {
+  const { messages } = ex.body;
+  if (!Array.isArray(messages) || messages.length === 0) {
+    return sendError(ex, badRequest("Field 'messages' is required and must be a non-empty list."));
+  }
+  const user = lastUserMessage(messages);
+  const { found, text } = parseDirectives(user ? textOf(user.content) : '');
+  if (!(await preflight(ex, found))) return;
+  const answer = chatAnswer(ex, text);
+  if (ex.body.stream === true) return streamEvents(ex, chatChunks(ex, answer));
+  sendResult(ex, chatCompletion(answer));
+}
+
+function lastUserMessage(messages) {
+  for (let i = messages.length - 1; i >= 0; i--) {
+    if (messages[i]?.role === 'user') return messages[i];
+  }
+  return null;
+}
+
+// The text of a message: a string, or the `text` of its text parts.
+function textOf(content) {
+  if (typeof content === 'string') return content;
+  if (!Array.isArray(content)) return '';
+  let text = '';
+  for (const part of content) {
+    if (part?.type === 'text' && typeof part.text === 'string') text += (text ? ' ' : '') + part.text;
+  }
+  return text;
+}
+
+function promptTokensOf(messages) {
+  let tokens = 0;
+  for (const message of messages) tokens += countWords(textOf(message?.content)) + 1;
+  return tokens;
+}
+
+// Everything both the JSON answer and the stream are built from.
+function chatAnswer(ex, userText) {
+  const { body, d } = ex;
+  const promptTokens = promptTokensOf(body.messages);
+  const common = { id: `chatcmpl_${randomUUID()}`, created: nowSeconds(), model: servedName(ex), promptTokens };
+
+  const toolName = d.tool ? firstToolName(body.tools) : null;
+  if (toolName) {
+    const toolCall = { id: `call_${randomUUID()}`, name: toolName, arguments: TOOL_ARGUMENTS };
+    return { ...common, toolCall, finish: 'tool_calls', usage: usageOf(promptTokens, countWords(TOOL_ARGUMENTS)) };
+  }
+
+  const { text, finish } = limitWords(answerText(d, userText, ex.endpoint), body.max_tokens);
+  const reasoning = wantsReasoning(ex) ? reasoningFor(userText) : null;
+  const reasoningTokens = reasoning ? countWords(reasoning.text) : undefined;
+  const usage = usageOf(promptTokens, countWords(text) + (reasoningTokens ?? 0), reasoningTokens);
+  return { ...common, text, finish, reasoning, usage };
+}
+
+function firstToolName(tools) {
+  if (!Array.isArray(tools) || tools.length === 0) return null;
+  const name = tools[0]?.function?.name ?? tools[0]?.name;
+  return typeof name === 'string' && name ? name : null;
+}
+
+function wantsReasoning({ d, endpoint, body }) {
+  if (d.reasoning || endpoint.includes('gpt-oss')) return true;
+  const thinking = body.thinking != null && body.thinking.type !== 'disabled';
+  return endpoint.includes('claude') && (thinking || body.reasoning_effort != null);
+}
+
+function reasoningFor(userText) {
+  const text = `Thinking about: ${userText}`.trimEnd();
+  const signature = `sig-${createHash('sha256').update(text).digest('base64url').slice(0, 32)}`;
+  return { text, signature };
+}
+
+function reasoningPart(text, signature) {
+  return { type: 'reasoning', summary: [{ type: 'summary_text', text, signature }] };
+}
+
+function chatCompletion(a) {
+  let message;
+  if (a.toolCall) {
+    const { id, name, arguments: args } = a.toolCall;
+    message = { role: 'assistant', content: null, tool_calls: [{ id, type: 'function', function: { name, arguments: args } }] };
+  } else if (a.reasoning) {
+    const content = [reasoningPart(a.reasoning.text, a.reasoning.signature), { type: 'text', text: a.text }];
+    message = { role: 'assistant', content, tool_calls: null };
+  } else {
+    message = { role: 'assistant', content: a.text, tool_calls: null };
+  }
+  return {
+    id: a.id,
+    object: 'chat.completion',
+    created: a.created,
+    model: a.model,
+    choices: [{ index: 0, message, finish_reason: a.finish, logprobs: null }],
+    usage: a.usage,
+    system_fingerprint: null,
+  };
+}
+
+// The stream as a list of events; `content: true` marks the chunks truncate/reset-mid count.
+function chatChunks(ex, a) {
+  const chunks = ex.d.chunks ?? DEFAULT_CHUNKS;
+  const chunk = (delta, finish, usage) => ({
+    id: a.id,
+    object: 'chat.completion.chunk',
+    created: a.created,
+    model: a.model,
+    choices: [{ index: 0, delta, finish_reason: finish, logprobs: null }],
+    usage,
+  });
+  let reasoningWords = 0;
+  const usage = (answerWords) =>
+    usageOf(a.promptTokens, reasoningWords + answerWords, a.reasoning ? reasoningWords : undefined);
+
+  const events = [];
+  if (a.toolCall) {
+    const { id, name } = a.toolCall;
+    const header = { index: 0, id, type: 'function', function: { name, arguments: '' } };
+    events.push({ chunk: chunk({ role: 'assistant', tool_calls: [header] }, null, usage(0)) });
+  } else {
+    events.push({ chunk: chunk({ role: 'assistant', content: '' }, null, usage(0)) });
+  }
+  if (ex.d['empty-choices']) {
+    events.push({ chunk: { ...chunk(null, null, usage(0)), choices: [] } });
+    events.push({ chunk: chunk({ role: 'assistant' }, null, usage(0)) });
+  }
+
+  if (a.toolCall) {
+    const fragments = splitPieces(a.toolCall.arguments, 3);
+    let sent = '';
+    fragments.forEach((fragment, i) => {
+      sent += fragment;
+      const delta = { tool_calls: [{ index: 0, function: { arguments: fragment } }] };
+      const finish = i === fragments.length - 1 ? a.finish : null;
+      events.push({ content: true, chunk: chunk(delta, finish, usage(countWords(sent))) });
+    });
+    return events;
+  }
+
+  if (a.reasoning) {
+    let thought = '';
+    for (const piece of splitPieces(a.reasoning.text, Math.max(2, chunks))) {
+      thought += piece;
+      reasoningWords = countWords(thought);
+      events.push({ chunk: chunk({ content: [reasoningPart(piece, '')] }, null, usage(0)) });
+    }
+    events.push({ chunk: chunk({ content: [reasoningPart('', a.reasoning.signature)] }, null, usage(0)) });
+  }
+
+  const pieces = splitPieces(a.text, chunks);
+  let said = '';
+  pieces.forEach((piece, i) => {
+    said += piece;
+    const finish = i === pieces.length - 1 ? a.finish : null;
+    events.push({ content: true, chunk: chunk({ content: piece }, finish, usage(countWords(said))) });
+  });
+  return events;
+}
+
+// ------------------------------------------------------------------------------ completions
+
+async function serveCompletions(ex) {
+  const prompts = stringList(ex.body.prompt);
+  if (!prompts) return sendError(ex, badRequest("Field 'prompt' must be a string or a non-empty list of strings."));
+  const { found, text: userText } = parseDirectives(prompts[0]);
+  if (!(await preflight(ex, found))) return;
+
+  const promptTokens = prompts.reduce((sum, p) => sum + countWords(p), 0);
+  const { text, finish } = limitWords(answerText(ex.d, userText, ex.endpoint), ex.body.max_tokens);
+  const a = {
+    id: `cmpl_${randomUUID()}`, created: nowSeconds(), model: servedName(ex),
+    promptTokens, text, finish, usage: usageOf(promptTokens, countWords(text)),
+  };
+  if (ex.body.stream === true) return streamEvents(ex, completionChunks(ex, a));
+  sendResult(ex, {
+    id: a.id,
+    object: 'text_completion',
+    created: a.created,
+    model: a.model,
+    choices: [{ index: 0, text: a.text, finish_reason: a.finish, logprobs: null }],
+    usage: a.usage,
+  });
+}
+
+function completionChunks(ex, a) {
+  const chunk = (choices, usage) => ({ id: a.id, object: 'text_completion', created: a.created, model: a.model, choices, usage });
+  const events = [];
+  if (ex.d['empty-choices']) events.push({ chunk: chunk([], usageOf(a.promptTokens, 0)) });
+  const pieces = splitPieces(a.text, ex.d.chunks ?? DEFAULT_CHUNKS);
+  let said = '';
+  pieces.forEach((piece, i) => {
+    said += piece;
+    const finish = i === pieces.length - 1 ? a.finish : null;
+    const choice = { index: 0, text: piece, finish_reason: finish, logprobs: null };
+    events.push({ content: true, chunk: chunk([choice], usageOf(a.promptTokens, countWords(said))) });
+  });
+  return events;
+}
+
+// ------------------------------------------------------------------------------ embeddings
+
+async function serveEmbeddings(ex) {
+  const inputs = stringList(ex.body.input);
+  if (!inputs) return sendError(ex, badRequest("Field 'input' must be a string or a non-empty list of strings."));
+  if (!(await preflight(ex, parseDirectives(inputs[0]).found))) return;
+
+  const promptTokens = inputs.reduce((sum, input) => sum + countWords(input), 0);
+  // Every input is cleaned the same way, so equal texts get equal vectors wherever they sit.
+  const data = inputs.map((input, index) => ({
+    index,
+    object: 'embedding',
+    embedding: embeddingOf(parseDirectives(input).text),
+  }));
+  sendResult(ex, {
+    object: 'list',
+    model: servedName(ex),
+    data,
+    usage: { prompt_tokens: promptTokens, total_tokens: promptTokens },
+  });
+}
+
+// A unit vector drawn from a PRNG seeded with the text's hash: same text, same vector.
+function embeddingOf(text) {
+  const seed = createHash('sha256').update(text).digest();
+  let x = seed.readUInt32LE(0) || 1;
+  const vector = new Array(EMBEDDING_DIMS);
+  let norm = 0;
+  for (let i = 0; i < EMBEDDING_DIMS; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    const value = (x >>> 0) / 2147483648 - 1;
+    vector[i] = value;
+    norm += value * value;
+  }
+  const scale = 1 / Math.sqrt(norm);
+  for (let i = 0; i < EMBEDDING_DIMS; i++) vector[i] = Math.round(vector[i] * scale * 1e6) / 1e6;
+  return vector;
+}
+
+// ------------------------------------------------------------------------------ answering
+
+function sendResult(ex, payload) {
+  if (ex.d.malformed) return send(ex, 200, 'application/json', MALFORMED_BODY);
+  const text = JSON.stringify(payload);
+  if (ex.d.truncate) {
+    // No content-length: the body simply ends early, as if the upstream gave up mid-write.
+    if (ex.closed) return;
+    ex.res.writeHead(200, { 'content-type': 'application/json' });
+    ex.res.end(text.slice(0, text.length >> 1));
+    return;
+  }
+  if (ex.record) ex.record.usage = payload.usage ?? null;
+  send(ex, 200, 'application/json', text);
+}
+
+function send(ex, status, type, text, headers = {}) {
+  if (ex.closed) return;
+  ex.res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(text), ...headers });
+  ex.res.end(text);
+}
+
+async function streamEvents(ex, events) {
+  const { d, res } = ex;
+  if (ex.closed) return;
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+  res.flushHeaders();
+  ex.eol = d['sse-crlf'] ? '\r\n' : '\n';
+
+  const stopAt = d.truncate || d['reset-mid'] ? cutPoint(events) : -1;
+  let contentSent = 0;
+  for (let i = 0; i < events.length; i++) {
+    const event = events[i];
+    if (event.content && contentSent === stopAt) {
+      if (d['reset-mid']) return hangUpAfterFlush(ex);
+      return res.end(); // truncate: a clean end with no finish_reason and no [DONE]
+    }
+    if (i > 0 && !(await pause(ex, d.spacing))) return;
+    if (!(await writeEvent(ex, JSON.stringify(event.chunk)))) return;
+    if (ex.record) ex.record.usage = event.chunk.usage ?? null;
+    if (event.content) contentSent += 1;
+    if (i === 0 && d.malformed && !(await writeEvent(ex, MALFORMED_EVENT))) return;
+  }
+  if (!d['no-done'] && !(await writeEvent(ex, '[DONE]'))) return;
+  if (!ex.closed) res.end();
+}
+
+// After two content chunks, but always before the one carrying finish_reason.
+function cutPoint(events) {
+  const total = events.reduce((n, event) => n + (event.content ? 1 : 0), 0);
+  return Math.max(0, Math.min(2, total - 1));
+}
+
+// Resolves false when the client is gone, so the caller stops writing.
+async function writeEvent(ex, data) {
+  if (ex.closed) return false;
+  const event = `data: ${data}${ex.eol}${ex.eol}`;
+  if (!ex.d['sse-split']) {
+    ex.res.write(event);
+    return true;
+  }
+  // Split by bytes, not characters: a multi-byte character may straddle the two reads.
+  const bytes = Buffer.from(event);
+  const middle = bytes.length >> 1;
+  ex.res.write(bytes.subarray(0, middle));
+  if (!(await pause(ex, SPLIT_PAUSE_MS))) return false;
+  ex.res.write(bytes.subarray(middle));
+  return true;
+}
+
+// A timer the exchange cancels when the client goes away. Resolves true if still connected.
+function pause(ex, ms) {
+  if (ex.closed) return Promise.resolve(false);
+  if (!ms) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      ex.timers.delete(cancel);
+      resolve(!ex.closed);
+    }, ms);
+    const cancel = () => {
+      clearTimeout(timer);
+      ex.timers.delete(cancel);
+      resolve(false);
+    };
+    ex.timers.add(cancel);
+  });
+}
+
+// The fake itself drops the connection: not counted as a client abort.
+function hangUp(ex) {
+  ex.hungUp = true;
+  ex.req.socket.destroy();
+}
+
+// Same, once what was already written has reached the kernel: destroy() alone would discard
+// queued chunks, and the client must see them before the connection dies.
+function hangUpAfterFlush(ex) {
+  ex.hungUp = true;
+  const { socket } = ex.req;
+  socket.write('', () => socket.destroy());
+}
+
+// ------------------------------------------------------------------------------ text helpers
+
+function answerText(d, userText, endpoint) {
+  if (d.reply !== undefined) return d.reply;
+  return userText ? `Echo: ${userText}` : `Hello from ${endpoint}!`;
+}
+
+// Applies `max_tokens` (one token per word here).
+function limitWords(text, maxTokens) {
+  if (!Number.isInteger(maxTokens) || maxTokens < 1) return { text, finish: 'stop' };
+  const words = text.split(' ');
+  if (words.length <= maxTokens) return { text, finish: 'stop' };
+  return { text: words.slice(0, maxTokens).join(' '), finish: 'length' };
+}
+
+// Splits into at most n non-empty pieces on word boundaries (a piece keeps its leading space),
+// so that the pieces concatenate to the text. With fewer words than n, splits by characters
+// instead, so that a test asking for n chunks gets n chunks.
+function splitPieces(text, n) {
+  const words = text.match(/\s*\S+/g) ?? [];
+  const units = words.length >= n ? words : Array.from(text);
+  const count = Math.max(1, Math.min(n, units.length));
+  const pieces = [];
+  for (let i = 0; i < count; i++) {
+    const from = Math.floor((i * units.length) / count);
+    const to = Math.floor(((i + 1) * units.length) / count);
+    pieces.push(units.slice(from, to).join(''));
+  }
+  return pieces;
+}
+
+function usageOf(prompt, completion, reasoningTokens) {
+  const usage = { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+  if (reasoningTokens !== undefined) usage.completion_tokens_details = { reasoning_tokens: reasoningTokens };
+  return usage;
+}
+
+function countWords(text) {
+  return text.match(/\S+/g)?.length ?? 0;
+}
+
+function collapse(text) {
+  return text.replace(/\s+/g, ' ').trim();
+}
+
+function stringList(value) {
+  if (typeof value === 'string') return [value];
+  if (Array.isArray(value) && value.length > 0 && value.every((v) => typeof v === 'string')) return value;
+  return null;
+}
+
+function servedName(ex) {
+  return `${ex.endpoint}${ex.state.servedSuffix}`;
+}
+
+function nowSeconds() {
+  return Math.floor(Date.now() / 1000);
+}
+
+// ------------------------------------------------------------------------------ CLI
+
+const USAGE = 'usage: node tests/fake-databricks.mjs [--port 4010] [--host 127.0.0.1] [--token dapi-...] [--served-suffix -served]';
+
+function parseArgs(argv) {
+  // No recording: a long `make dev` session would otherwise keep every request in memory.
+  const options = { port: 4010, host: '127.0.0.1', record: false };
+  const names = { '--port': 'port', '--host': 'host', '--token': 'token', '--served-suffix': 'servedSuffix' };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    const eq = arg.indexOf('=');
+    const flag = eq === -1 ? arg : arg.slice(0, eq);
+    if (!names[flag]) throw new Error(`unknown argument '${arg}'\n${USAGE}`);
+    const value = eq === -1 ? argv[++i] : arg.slice(eq + 1);
+    if (value === undefined) throw new Error(`missing value for ${flag}\n${USAGE}`);
+    options[names[flag]] = value;
+  }
+  const port = Number(options.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`bad port '${options.port}'\n${USAGE}`);
+  options.port = port;
+  return options;
+}
+
+async function main(argv) {
+  const fake = await startFakeDatabricks(parseArgs(argv));
+  process.stdout.write(`fake databricks listening on ${fake.url}\n`);
+  const stop = () => fake.close().then(() => process.exit(0));
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+}
+
+function isMain() {
+  return Boolean(process.argv[1]) && import.meta.url === pathToFileURL(process.argv[1]).href;
+}
+
+if (isMain()) {
+  main(process.argv.slice(2)).catch((err) => {
+    process.stderr.write(`${err.message}\n`);
+    process.exit(err.code === 'EADDRINUSE' ? 1 : 2);
+  });
+}

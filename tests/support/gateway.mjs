@@ -1,0 +1,100 @@
+// Starts the built worker under workerd (Miniflare) in front of the fake Databricks, as the
+// end-to-end tests and the benchmark use it. Nothing about the runtime is faked: the worker is
+// the wasm `make build-test` produced, and its outbound fetches cross real loopback sockets.
+
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Miniflare } from 'miniflare';
+import OpenAI from 'openai';
+import { startFakeDatabricks } from '../fake-databricks.mjs';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const MASTER_KEY = 'sk-test-master-4f1c9a';
+export const DATABRICKS_TOKEN = 'dapi0123456789abcdef0123456789abcdef';
+export const WRONG_TOKEN = 'dapiffffffffffffffffffffffffffffffff';
+// The compatibility date of wrangler.toml.
+const COMPATIBILITY_DATE = '2026-04-20';
+
+/**
+ * @param {{ bindings?: Record<string,string>, fake?: object, scriptDir?: string }} options
+ *   `bindings` are added to (or, when undefined, removed from) the worker's vars.
+ */
+export async function startGateway({ bindings = {}, fake: fakeOptions = {}, scriptDir = 'build-test' } = {}) {
+  const fake = await startFakeDatabricks({ token: DATABRICKS_TOKEN, ...fakeOptions });
+  const logs = [];
+  const vars = {
+    DATABRICKS_API_BASE: fake.url,
+    DATABRICKS_TOKEN,
+    WRONG_DATABRICKS_TOKEN: WRONG_TOKEN,
+    LITELLM_MASTER_KEY: MASTER_KEY,
+    ...bindings,
+  };
+  for (const [name, value] of Object.entries(vars)) if (value === undefined) delete vars[name];
+  const mf = new Miniflare({
+    scriptPath: path.join(ROOT, scriptDir, 'index.js'),
+    modules: true,
+    modulesRules: [{ type: 'CompiledWasm', include: ['**/*.wasm'], fallthrough: true }],
+    compatibilityDate: COMPATIBILITY_DATE,
+    bindings: vars,
+    host: '127.0.0.1',
+    port: 0,
+    structuredWorkerdLogs: true,
+    handleStructuredLogs: ({ message }) => {
+      logs.push(message);
+    },
+  });
+  const url = (await mf.ready).toString().replace(/\/$/, '');
+  return {
+    url,
+    fake,
+    mf,
+    /** The worker's console output, one entry per line. */
+    logs,
+    /** The request log lines (JSON) the worker wrote. */
+    requestLogs: () =>
+      logs.flatMap((line) => {
+        try {
+          const v = JSON.parse(line);
+          return v && typeof v === 'object' && 'call_id' in v ? [v] : [];
+        } catch {
+          return [];
+        }
+      }),
+    client: (options = {}) => new OpenAI({ baseURL: `${url}/v1`, apiKey: MASTER_KEY, maxRetries: 0, ...options }),
+    async close() {
+      await mf.dispose();
+      await fake.close();
+    },
+  };
+}
+
+/** Sends a raw request to the gateway (what curl would send). */
+export async function raw(gateway, pathname, { method = 'POST', headers = {}, body, key = MASTER_KEY } = {}) {
+  const h = { ...headers };
+  if (key) h.authorization = `Bearer ${key}`;
+  if (body !== undefined && typeof body !== 'string' && !(body instanceof Uint8Array)) {
+    h['content-type'] = 'application/json';
+    body = JSON.stringify(body);
+  }
+  const res = await fetch(`${gateway.url}${pathname}`, { method, headers: h, body });
+  const text = await res.text();
+  let json;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { status: res.status, headers: res.headers, text, json };
+}
+
+export const userMessage = (content) => [{ role: 'user', content }];
+
+/** Waits until `predicate()` holds, polling; fails after `ms`. */
+export async function eventually(predicate, ms = 3000, what = 'condition') {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (await predicate()) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
