@@ -48,7 +48,7 @@ build-test: tools
 dev: tools
 	node tests/dev.mjs
 
-test: test-rust lint test-e2e check-deploy
+test: test-rust lint check-deploy test-e2e
 
 test-rust:
 	cargo test --locked
