@@ -15,11 +15,14 @@ pub mod config;
 pub mod databricks;
 pub mod embedded;
 pub mod ids;
+pub mod keys;
 pub mod log;
 pub mod openai;
+pub mod routes;
 pub mod secret;
 pub mod sse;
 pub mod stream;
+pub mod time;
 
 #[cfg(target_arch = "wasm32")]
 mod runtime;

@@ -11,6 +11,11 @@ pub struct RequestLog {
     pub method: String,
     pub route: String,
     pub status: u16,
+    /// The first 16 hex digits of a virtual key's hash (never the key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_hash: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_alias: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

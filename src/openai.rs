@@ -14,6 +14,8 @@ pub enum ErrorKind {
     Permission,
     NotFound,
     RateLimit,
+    /// A virtual key asked for a model outside its `models` (LiteLLM's type, with 401).
+    KeyModelAccessDenied,
     /// The upstream or the gateway failed; not the caller's fault.
     Api,
 }
@@ -26,6 +28,7 @@ impl ErrorKind {
             ErrorKind::Permission => "permission_error",
             ErrorKind::NotFound => "not_found_error",
             ErrorKind::RateLimit => "rate_limit_exceeded",
+            ErrorKind::KeyModelAccessDenied => "key_model_access_denied",
             ErrorKind::Api => "api_error",
         }
     }
@@ -71,6 +74,10 @@ impl ApiError {
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
         ApiError::new(401, ErrorKind::Authentication, message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ApiError::new(403, ErrorKind::Permission, message)
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -171,7 +178,7 @@ pub fn parse_chat_request(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
     Ok(ChatRequest { model, stream, body })
 }
 
-fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(body)) => Ok(body),
         Ok(_) => Err(ApiError::invalid_request("The request body must be a JSON object", "request_body")),

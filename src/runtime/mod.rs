@@ -1,17 +1,24 @@
 //! The thin layer between the Workers runtime and the pure modules: the fetch entry, the
-//! route table, and the rendering of every answer (headers, errors, the log line).
+//! route table, who the caller is, and the rendering of every answer (headers, errors, log).
 
+mod admin;
+mod keystore;
 mod proxy;
 mod upstream;
 mod vars;
 
-use worker::{console_log, event, Context, Date, Env, Headers, Method, Request, Response, Result};
+use futures_util::StreamExt;
+use worker::{console_log, event, Context, Date, Env, Headers, Request, Response, Result};
 
 use crate::auth;
 use crate::embedded;
 use crate::ids;
+use crate::keys::{self, KeyRecord};
 use crate::log::RequestLog;
-use crate::openai::{self, ApiError};
+use crate::openai::{self, ApiError, MAX_BODY_BYTES};
+use crate::routes::Route;
+use crate::time;
+use keystore::KeyStore;
 
 /// What a handler knows about the call it serves.
 pub struct Call<'a> {
@@ -22,6 +29,12 @@ pub struct Call<'a> {
     pub headers: Vec<(&'static str, String)>,
     /// A stream writes the log line itself when it ends.
     pub log_deferred: bool,
+}
+
+/// Who is calling: the master key, or a virtual key that is usable right now.
+pub enum Caller {
+    Master,
+    Key(Box<KeyRecord>),
 }
 
 pub fn now_ms() -> u64 {
@@ -63,77 +76,105 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
 async fn route(req: Request, call: &mut Call<'_>) -> std::result::Result<Response, ApiError> {
     let path = req.path();
     let method = req.method();
-    let allowed = match path.as_str() {
-        "/chat/completions" | "/v1/chat/completions" => Method::Post,
-        "/models" | "/v1/models" => Method::Get,
-        "/health/liveliness" | "/health/liveness" | "/health/readiness" => Method::Get,
-        p if model_id_in_path(p).is_some() => Method::Get,
-        _ => return Err(ApiError::not_found(format!("Unknown route {method} {path}"))),
-    };
-    if method != allowed {
-        return Err(ApiError::method_not_allowed(method.as_ref(), &path, allowed.as_ref()));
+    let route = Route::parse(&path).ok_or_else(|| ApiError::not_found(format!("Unknown route {method} {path}")))?;
+    if method.as_ref() != route.method() {
+        return Err(ApiError::method_not_allowed(method.as_ref(), &path, route.method()));
     }
-    match path.as_str() {
-        "/chat/completions" | "/v1/chat/completions" => proxy::chat(req, call).await,
-        "/models" | "/v1/models" => {
-            authenticate(&req, call.env)?;
-            let config = embedded::config().map_err(ApiError::internal)?;
-            json_response(200, &openai::model_list(config.model_names()))
-        }
-        "/health/liveliness" | "/health/liveness" => json_response(200, &serde_json::json!("I'm alive!")),
-        "/health/readiness" => {
+    match route {
+        Route::Liveliness => json_response(200, &serde_json::json!("I'm alive!")),
+        Route::Readiness => {
             let models = embedded::config().map_err(ApiError::internal)?.model_names().len();
-            json_response(
-                200,
-                &serde_json::json!({"status": "healthy", "version": env!("CARGO_PKG_VERSION"), "models": models}),
-            )
+            let status =
+                serde_json::json!({"status": "healthy", "version": env!("CARGO_PKG_VERSION"), "models": models});
+            json_response(200, &status)
         }
-        p => {
-            authenticate(&req, call.env)?;
-            let id = model_id_in_path(p).unwrap_or_default();
-            let config = embedded::config().map_err(ApiError::internal)?;
-            if config.deployment_for(&id).is_none() {
+        Route::ChatCompletions => {
+            let caller = authenticate(&req, call).await?;
+            proxy::chat(req, call, caller).await
+        }
+        Route::Models => {
+            let caller = authenticate(&req, call).await?;
+            json_response(200, &openai::model_list(visible_models(&caller)?.iter().map(String::as_str)))
+        }
+        Route::Model(id) => {
+            let caller = authenticate(&req, call).await?;
+            if !visible_models(&caller)?.contains(&id) {
                 let message = format!("The model `{id}` does not exist. Call `/v1/models` to view available models.");
                 return Err(ApiError::not_found(message).with_param("model"));
             }
             json_response(200, &openai::model_object(&id))
         }
+        key_route => {
+            let caller = authenticate(&req, call).await?;
+            let answer = admin::handle(key_route, req, call, caller).await?;
+            json_response(200, &answer)
+        }
     }
 }
 
-/// `/models/{id}` or `/v1/models/{id}`: the id, percent-decoded (model names may hold `/`).
-fn model_id_in_path(path: &str) -> Option<String> {
-    let id = path.strip_prefix("/v1/models/").or_else(|| path.strip_prefix("/models/"))?;
-    let decoded = worker::js_sys::decode_uri_component(id).ok()?.as_string()?;
-    (!decoded.is_empty()).then_some(decoded)
+/// The model names a caller may use: all for the master key, a key's allowed ones and aliases.
+fn visible_models(caller: &Caller) -> std::result::Result<Vec<String>, ApiError> {
+    let config = embedded::config().map_err(ApiError::internal)?;
+    let names = config.model_names();
+    let visible = match caller {
+        Caller::Master => names,
+        Caller::Key(record) => record.visible_models(&names),
+    };
+    Ok(visible.into_iter().map(str::to_string).collect())
 }
 
-/// Checks the master key in any of the accepted headers.
-pub fn authenticate(req: &Request, env: &Env) -> std::result::Result<(), ApiError> {
+/// Identifies the caller from any of the accepted key headers. The master key is compared in
+/// constant time; any other key is looked up by its hash in KV.
+async fn authenticate(req: &Request, call: &mut Call<'_>) -> std::result::Result<Caller, ApiError> {
     let presented = auth::presented_key(|name| req.headers().get(name).ok().flatten()).ok_or_else(|| {
         ApiError::unauthorized(
             "No API key provided. Send it as `Authorization: Bearer <key>` or in the `x-litellm-api-key` header.",
         )
     })?;
     let config = embedded::config().map_err(ApiError::internal)?;
-    let Some(master) = &config.master_key else {
-        return Err(ApiError::unauthorized(
-            "This gateway has no master key configured (general_settings.master_key), so no key is accepted.",
-        ));
-    };
-    let master = vars::resolve(env, master)?;
-    if auth::constant_time_eq(presented.as_bytes(), master.expose().as_bytes()) {
-        Ok(())
-    } else {
-        Err(ApiError::unauthorized("Invalid API key."))
+    if let Some(master) = &config.master_key {
+        let master = vars::resolve(call.env, master)?;
+        if auth::constant_time_eq(presented.as_bytes(), master.expose().as_bytes()) {
+            return Ok(Caller::Master);
+        }
     }
+    let hash = keys::hash_key(&presented);
+    call.log.key_hash = Some(hash[..16].to_string());
+    let store = KeyStore::open(call.env)?;
+    let Some(record) = store.get(&hash).await? else {
+        let message = match store.revocation(&hash).await? {
+            Some(r) if r.reason == "regenerated" => {
+                format!("This API key was regenerated at {}; use the new key.", time::format_rfc3339(r.at))
+            }
+            Some(r) => format!("This API key was deleted at {}.", time::format_rfc3339(r.at)),
+            None => "Invalid API key.".to_string(),
+        };
+        return Err(ApiError::unauthorized(message));
+    };
+    call.log.key_alias = record.key_alias.clone();
+    record.check_usable(now_ms())?;
+    Ok(Caller::Key(Box::new(record)))
 }
 
-pub fn unknown_model(model: &str) -> ApiError {
-    ApiError::invalid_request(
-        format!("Invalid model name passed in model={model}. Call `/v1/models` to view available models for your key."),
-        "model",
-    )
+/// Reads a request body, refusing one over Databricks' payload limit. An oversized body
+/// announced by its length is drained, not kept: a client still uploading would otherwise
+/// see its connection reset instead of the 413.
+pub async fn read_body(req: &mut Request) -> std::result::Result<Vec<u8>, ApiError> {
+    let announced = req.headers().get("content-length").ok().flatten().and_then(|v| v.trim().parse::<usize>().ok());
+    if let Some(len) = announced.filter(|len| *len > MAX_BODY_BYTES) {
+        if let Ok(mut body) = req.stream() {
+            while let Some(Ok(_)) = body.next().await {}
+        }
+        return Err(ApiError::too_large(len));
+    }
+    let bytes = req
+        .bytes()
+        .await
+        .map_err(|e| ApiError::invalid_request(format!("Cannot read the request body: {e}"), "request_body"))?;
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(ApiError::too_large(bytes.len()));
+    }
+    Ok(bytes)
 }
 
 pub fn json_response(status: u16, body: &serde_json::Value) -> std::result::Result<Response, ApiError> {
@@ -153,6 +194,13 @@ fn error_response(error: &ApiError) -> Result<Response> {
         headers.set("retry-after", &seconds.to_string())?;
     }
     Ok(Response::from_bytes(error.to_json().to_string().into_bytes())?.with_status(error.status).with_headers(headers))
+}
+
+pub fn unknown_model(model: &str) -> ApiError {
+    ApiError::invalid_request(
+        format!("Invalid model name passed in model={model}. Call `/v1/models` to view available models for your key."),
+        "model",
+    )
 }
 
 /// A failure of the Workers runtime itself, reported as a 500 without internal detail.

@@ -4,27 +4,31 @@ use futures_util::StreamExt;
 use worker::{AbortController, ByteStream, Headers, Request, Response};
 
 use super::upstream::{self, within, Upstream};
-use super::{authenticate, bytes_response, now_ms, runtime_error, unknown_model, vars, Call};
+use super::{bytes_response, now_ms, read_body, runtime_error, unknown_model, vars, Call, Caller};
 use crate::databricks;
 use crate::embedded;
 use crate::log::RequestLog;
-use crate::openai::{self, ApiError, ChatRequest, MAX_BODY_BYTES};
+use crate::openai::{self, ApiError, ChatRequest};
 use crate::secret::Secret;
 use crate::stream::ChatStreamRelay;
 
-/// `POST /chat/completions`: authenticate → parse → resolve the model → forward → relay.
-pub async fn chat(mut req: Request, call: &mut Call<'_>) -> Result<Response, ApiError> {
-    authenticate(&req, call.env)?;
+/// `POST /chat/completions` for an authenticated caller: parse → resolve the model (the key's
+/// aliases and allowed models) → forward → relay.
+pub async fn chat(mut req: Request, call: &mut Call<'_>, caller: Caller) -> Result<Response, ApiError> {
     let bytes = read_body(&mut req).await?;
     let ChatRequest { model, stream, mut body } = openai::parse_chat_request(&bytes)?;
     drop(bytes);
 
     let config = embedded::config().map_err(ApiError::internal)?;
-    let deployment = config.deployment_for(&model).ok_or_else(|| unknown_model(&model))?;
-    call.log.model = Some(model.clone());
+    let group = match &caller {
+        Caller::Master => model.clone(),
+        Caller::Key(record) => record.resolve_model(&model)?,
+    };
+    let deployment = config.deployment_for(&group).ok_or_else(|| unknown_model(&model))?;
+    call.log.model = Some(group.clone());
     call.log.deployment = Some(deployment.id.clone());
     call.log.stream = Some(stream);
-    call.headers.push(("x-litellm-model-group", model.clone()));
+    call.headers.push(("x-litellm-model-group", group));
     call.headers.push(("x-litellm-model-id", deployment.id.clone()));
 
     let api_base = vars::resolve(call.env, &deployment.api_base)?;
@@ -82,27 +86,6 @@ pub async fn chat(mut req: Request, call: &mut Call<'_>) -> Result<Response, Api
     let (answer, usage) = databricks::normalize_chat_completion(&body, &model)?;
     call.log.set_usage(usage);
     bytes_response(200, answer)
-}
-
-/// Reads the request body, refusing one over Databricks' payload limit. An oversized body
-/// announced by its length is drained, not kept: a client still uploading would otherwise
-/// see its connection reset instead of the 413.
-async fn read_body(req: &mut Request) -> Result<Vec<u8>, ApiError> {
-    let announced = req.headers().get("content-length").ok().flatten().and_then(|v| v.trim().parse::<usize>().ok());
-    if let Some(len) = announced.filter(|len| *len > MAX_BODY_BYTES) {
-        if let Ok(mut body) = req.stream() {
-            while let Some(Ok(_)) = body.next().await {}
-        }
-        return Err(ApiError::too_large(len));
-    }
-    let bytes = req
-        .bytes()
-        .await
-        .map_err(|e| ApiError::invalid_request(format!("Cannot read the request body: {e}"), "request_body"))?;
-    if bytes.len() > MAX_BODY_BYTES {
-        return Err(ApiError::too_large(bytes.len()));
-    }
-    Ok(bytes)
 }
 
 /// Records the upstream time and adds LiteLLM's duration headers.

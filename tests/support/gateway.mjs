@@ -36,6 +36,7 @@ export async function startGateway({ bindings = {}, fake: fakeOptions = {}, scri
     modulesRules: [{ type: 'CompiledWasm', include: ['**/*.wasm'], fallthrough: true }],
     compatibilityDate: COMPATIBILITY_DATE,
     bindings: vars,
+    kvNamespaces: ['KEYS'],
     host: '127.0.0.1',
     port: 0,
     structuredWorkerdLogs: true,
@@ -60,6 +61,8 @@ export async function startGateway({ bindings = {}, fake: fakeOptions = {}, scri
           return [];
         }
       }),
+    /** The KV namespace holding the keys, to inspect what is stored. */
+    keysKv: () => mf.getKVNamespace('KEYS'),
     client: (options = {}) => new OpenAI({ baseURL: `${url}/v1`, apiKey: MASTER_KEY, maxRetries: 0, ...options }),
     async close() {
       await mf.dispose();

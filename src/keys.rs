@@ -1,0 +1,591 @@
+//! Virtual API keys: the record kept in Workers KV under the key's SHA-256 (LiteLLM's `token`),
+//! the validation of every field LiteLLM's `/key/*` API takes, and the checks a request makes
+//! with a key. The clear key is never stored: only its hash and an abbreviation (`sk-...abcd`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::config::PICO_PER_USD;
+use crate::openai::{ApiError, ErrorKind};
+use crate::time::{self, Duration};
+
+pub const KEY_PREFIX: &str = "sk-";
+/// LiteLLM's special entry in `models` meaning every configured model.
+pub const ALL_MODELS: &str = "all-proxy-models";
+const MAX_TEXT: usize = 256;
+const MAX_ID: usize = 128;
+/// Budgets above a billion dollars are typos.
+const MAX_BUDGET_USD: f64 = 1e9;
+
+/// SHA-256 of a key, as lower-case hex: the key's id everywhere but in the caller's hands.
+pub fn hash_key(key: &str) -> String {
+    Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// True for what looks like a key hash rather than a clear key.
+pub fn is_hash(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// A new key: `sk-` and 192 random bits, URL-safe base64.
+pub fn new_key() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes)?;
+    Ok(format!("{KEY_PREFIX}{}", base64url(&bytes)))
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+        }
+    }
+    out
+}
+
+/// `sk-...abcd`: enough for a person to tell keys apart, too little to use one.
+pub fn abbreviate(key: &str) -> String {
+    let tail: String = key.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+    format!("{KEY_PREFIX}...{tail}")
+}
+
+/// A virtual key as stored. Money is in pico-dollars, times in Unix milliseconds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// SHA-256 of the current secret; changes when the key is regenerated.
+    pub token: String,
+    /// Stable for the key's whole life (regeneration included): names its Durable Object.
+    pub key_id: String,
+    pub key_name: String,
+    pub key_alias: Option<String>,
+    pub created_at: u64,
+    pub updated_at: u64,
+    pub expires_at: Option<u64>,
+    pub models: Vec<String>,
+    pub aliases: BTreeMap<String, String>,
+    pub max_budget: Option<u64>,
+    pub budget_duration: Option<String>,
+    pub soft_budget: Option<u64>,
+    pub rpm_limit: Option<u64>,
+    pub tpm_limit: Option<u64>,
+    pub max_parallel_requests: Option<u64>,
+    pub model_rpm_limit: BTreeMap<String, u64>,
+    pub model_tpm_limit: BTreeMap<String, u64>,
+    pub metadata: Map<String, Value>,
+    pub tags: Vec<String>,
+    pub blocked: bool,
+    pub user_id: Option<String>,
+    pub team_id: Option<String>,
+}
+
+impl KeyRecord {
+    pub fn new(key: &str, key_id: String, now_ms: u64) -> Self {
+        KeyRecord {
+            token: hash_key(key),
+            key_id,
+            key_name: abbreviate(key),
+            key_alias: None,
+            created_at: now_ms,
+            updated_at: now_ms,
+            expires_at: None,
+            models: Vec::new(),
+            aliases: BTreeMap::new(),
+            max_budget: None,
+            budget_duration: None,
+            soft_budget: None,
+            rpm_limit: None,
+            tpm_limit: None,
+            max_parallel_requests: None,
+            model_rpm_limit: BTreeMap::new(),
+            model_tpm_limit: BTreeMap::new(),
+            metadata: Map::new(),
+            tags: Vec::new(),
+            blocked: false,
+            user_id: None,
+            team_id: None,
+        }
+    }
+
+    /// The same key with a new secret: settings, spend and identity are kept.
+    pub fn regenerated(&self, key: &str, now_ms: u64) -> Self {
+        KeyRecord { token: hash_key(key), key_name: abbreviate(key), updated_at: now_ms, ..self.clone() }
+    }
+
+    pub fn apply(&mut self, changes: KeyChanges, now_ms: u64) {
+        let KeyChanges {
+            key_alias,
+            expires_at,
+            models,
+            aliases,
+            max_budget,
+            budget_duration,
+            soft_budget,
+            rpm_limit,
+            tpm_limit,
+            max_parallel_requests,
+            model_rpm_limit,
+            model_tpm_limit,
+            metadata,
+            tags,
+            blocked,
+            user_id,
+            team_id,
+        } = changes;
+        set(&mut self.key_alias, key_alias);
+        set(&mut self.expires_at, expires_at);
+        set(&mut self.models, models);
+        set(&mut self.aliases, aliases);
+        set(&mut self.max_budget, max_budget);
+        set(&mut self.budget_duration, budget_duration);
+        set(&mut self.soft_budget, soft_budget);
+        set(&mut self.rpm_limit, rpm_limit);
+        set(&mut self.tpm_limit, tpm_limit);
+        set(&mut self.max_parallel_requests, max_parallel_requests);
+        set(&mut self.model_rpm_limit, model_rpm_limit);
+        set(&mut self.model_tpm_limit, model_tpm_limit);
+        set(&mut self.metadata, metadata);
+        set(&mut self.tags, tags);
+        set(&mut self.blocked, blocked);
+        set(&mut self.user_id, user_id);
+        set(&mut self.team_id, team_id);
+        self.updated_at = now_ms;
+    }
+
+    /// Checks what depends on the config: every model named must exist (or be an alias).
+    pub fn validate(&self, configured: &[&str]) -> Result<(), ApiError> {
+        for (alias, target) in &self.aliases {
+            if !configured.contains(&target.as_str()) {
+                return Err(bad(
+                    "aliases",
+                    format!("alias `{alias}` points to `{target}`, which is not a configured model"),
+                ));
+            }
+        }
+        for model in &self.models {
+            if model != ALL_MODELS && !configured.contains(&model.as_str()) && !self.aliases.contains_key(model) {
+                return Err(bad("models", format!("`{model}` is not a configured model (see /v1/models)")));
+            }
+        }
+        for (field, limits) in [("model_rpm_limit", &self.model_rpm_limit), ("model_tpm_limit", &self.model_tpm_limit)]
+        {
+            if let Some(model) = limits.keys().find(|m| !configured.contains(&m.as_str())) {
+                return Err(bad(field, format!("`{model}` is not a configured model")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a blocked or expired key.
+    pub fn check_usable(&self, now_ms: u64) -> Result<(), ApiError> {
+        if self.blocked {
+            return Err(ApiError::unauthorized("This API key is blocked. An admin can unblock it with /key/unblock."));
+        }
+        match self.expires_at {
+            Some(at) if at <= now_ms => {
+                Err(ApiError::unauthorized(format!("This API key expired at {}.", time::format_rfc3339(at))))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The configured model a request for `requested` uses, if this key may use it.
+    pub fn resolve_model(&self, requested: &str) -> Result<String, ApiError> {
+        let target = self.aliases.get(requested).map(String::as_str).unwrap_or(requested);
+        if self.may_use(requested) || self.may_use(target) {
+            Ok(target.to_string())
+        } else {
+            Err(ApiError::new(
+                401,
+                ErrorKind::KeyModelAccessDenied,
+                format!(
+                    "This API key is not allowed to access model={requested}. It can access models={:?}.",
+                    self.models
+                ),
+            )
+            .with_param("model"))
+        }
+    }
+
+    fn may_use(&self, model: &str) -> bool {
+        self.models.is_empty() || self.models.iter().any(|m| m == ALL_MODELS || m == model)
+    }
+
+    /// The names this key may send: the allowed configured models and the aliases to them.
+    pub fn visible_models<'a>(&'a self, configured: &[&'a str]) -> Vec<&'a str> {
+        let mut names: Vec<&str> = configured.iter().copied().filter(|m| self.may_use(m)).collect();
+        for (alias, target) in &self.aliases {
+            if !names.contains(&alias.as_str()) && (self.may_use(alias) || self.may_use(target)) {
+                names.push(alias);
+            }
+        }
+        names
+    }
+
+    /// The key as `/key/*` answers show it (LiteLLM's field names, RFC 3339 times, USD).
+    pub fn to_api(&self) -> Value {
+        let usd = |p: Option<u64>| p.map(|p| p as f64 / PICO_PER_USD);
+        json!({
+            "token": self.token,
+            "key_name": self.key_name,
+            "key_alias": self.key_alias,
+            "created_at": time::format_rfc3339(self.created_at),
+            "updated_at": time::format_rfc3339(self.updated_at),
+            "expires": self.expires_at.map(time::format_rfc3339),
+            "models": self.models,
+            "aliases": self.aliases,
+            "spend": 0.0,
+            "max_budget": usd(self.max_budget),
+            "budget_duration": self.budget_duration,
+            "soft_budget": usd(self.soft_budget),
+            "rpm_limit": self.rpm_limit,
+            "tpm_limit": self.tpm_limit,
+            "max_parallel_requests": self.max_parallel_requests,
+            "model_rpm_limit": self.model_rpm_limit,
+            "model_tpm_limit": self.model_tpm_limit,
+            "metadata": self.metadata,
+            "tags": self.tags,
+            "blocked": self.blocked,
+            "user_id": self.user_id,
+            "team_id": self.team_id,
+        })
+    }
+}
+
+fn set<T>(field: &mut T, change: Option<T>) {
+    if let Some(value) = change {
+        *field = value;
+    }
+}
+
+/// The fields a `/key/generate`, `/key/update` or `/key/regenerate` body sets; `None` leaves a
+/// field as it is, `Some(None)` clears it.
+#[derive(Debug, Default, PartialEq)]
+pub struct KeyChanges {
+    pub key_alias: Option<Option<String>>,
+    pub expires_at: Option<Option<u64>>,
+    pub models: Option<Vec<String>>,
+    pub aliases: Option<BTreeMap<String, String>>,
+    pub max_budget: Option<Option<u64>>,
+    pub budget_duration: Option<Option<String>>,
+    pub soft_budget: Option<Option<u64>>,
+    pub rpm_limit: Option<Option<u64>>,
+    pub tpm_limit: Option<Option<u64>>,
+    pub max_parallel_requests: Option<Option<u64>>,
+    pub model_rpm_limit: Option<BTreeMap<String, u64>>,
+    pub model_tpm_limit: Option<BTreeMap<String, u64>>,
+    pub metadata: Option<Map<String, Value>>,
+    pub tags: Option<Vec<String>>,
+    pub blocked: Option<bool>,
+    pub user_id: Option<Option<String>>,
+    pub team_id: Option<Option<String>>,
+}
+
+/// Fields that identify or name the key rather than change it; the handler reads them.
+const IDENTITY_FIELDS: [&str; 2] = ["key", "new_key"];
+
+/// Validates a request body's key fields. `now_ms` turns `duration` into an expiry.
+pub fn parse_changes(body: &Map<String, Value>, now_ms: u64) -> Result<KeyChanges, ApiError> {
+    let mut c = KeyChanges::default();
+    if body.contains_key("duration") && body.contains_key("expires") {
+        return Err(bad("expires", "give `duration` or `expires`, not both"));
+    }
+    for (field, value) in body {
+        let f = field.as_str();
+        match f {
+            "key_alias" => c.key_alias = Some(optional(value, |v| text(v, f, MAX_TEXT))?),
+            "duration" => {
+                c.expires_at = Some(optional(value, |v| duration(v, f).map(|d| d.after(now_ms)))?);
+            }
+            "expires" => {
+                let at = optional(value, |v| match v.as_str().and_then(time::parse_rfc3339) {
+                    Some(at) if at > now_ms => Ok(at),
+                    Some(_) => Err(bad(f, "must be in the future")),
+                    None => Err(bad(f, "must be an RFC 3339 time such as 2027-01-31T00:00:00Z")),
+                })?;
+                c.expires_at = Some(at);
+            }
+            "models" => c.models = Some(string_list(value, f)?),
+            "tags" => c.tags = Some(string_list(value, f)?),
+            "aliases" => c.aliases = Some(string_map(value, f, |v, p| text(v, p, MAX_TEXT))?),
+            "max_budget" => c.max_budget = Some(optional(value, |v| usd(v, f))?),
+            "soft_budget" => c.soft_budget = Some(optional(value, |v| usd(v, f))?),
+            "budget_duration" => {
+                c.budget_duration = Some(optional(value, |v| {
+                    duration(v, f)?;
+                    text(v, f, 16)
+                })?)
+            }
+            "rpm_limit" => c.rpm_limit = Some(optional(value, |v| count(v, f))?),
+            "tpm_limit" => c.tpm_limit = Some(optional(value, |v| count(v, f))?),
+            "max_parallel_requests" => c.max_parallel_requests = Some(optional(value, |v| count(v, f))?),
+            "model_rpm_limit" => c.model_rpm_limit = Some(string_map(value, f, count)?),
+            "model_tpm_limit" => c.model_tpm_limit = Some(string_map(value, f, count)?),
+            "metadata" => {
+                c.metadata = Some(match value {
+                    Value::Null => Map::new(),
+                    Value::Object(m) => m.clone(),
+                    _ => return Err(bad(f, "must be an object")),
+                })
+            }
+            "blocked" => c.blocked = Some(value.as_bool().ok_or_else(|| bad(f, "must be true or false"))?),
+            "user_id" => c.user_id = Some(optional(value, |v| text(v, f, MAX_ID))?),
+            "team_id" => c.team_id = Some(optional(value, |v| text(v, f, MAX_ID))?),
+            _ if IDENTITY_FIELDS.contains(&f) => {}
+            _ => return Err(bad(f, format!("unknown field `{f}`"))),
+        }
+    }
+    if let (Some(Some(soft)), Some(Some(max))) = (c.soft_budget, c.max_budget) {
+        if soft > max {
+            return Err(bad("soft_budget", "must not be above max_budget"));
+        }
+    }
+    Ok(c)
+}
+
+/// A caller-chosen key (`key` or `new_key`): `sk-` and printable ASCII, no spaces.
+pub fn chosen_key(value: &Value, field: &str) -> Result<String, ApiError> {
+    let key = value.as_str().ok_or_else(|| bad(field, "must be a string"))?;
+    if !key.starts_with(KEY_PREFIX)
+        || key.len() < 8
+        || key.len() > MAX_TEXT
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(bad(field, "must start with `sk-` and be 8 to 256 printable characters without spaces"));
+    }
+    Ok(key.to_string())
+}
+
+fn bad(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::invalid_request(format!("Invalid `{field}`: {}", message.into()), field)
+}
+
+/// `null` clears a field; anything else must parse.
+fn optional<T>(value: &Value, parse: impl FnOnce(&Value) -> Result<T, ApiError>) -> Result<Option<T>, ApiError> {
+    match value {
+        Value::Null => Ok(None),
+        v => parse(v).map(Some),
+    }
+}
+
+fn text(value: &Value, field: &str, max: usize) -> Result<String, ApiError> {
+    match value.as_str().map(str::trim) {
+        Some(s) if !s.is_empty() && s.chars().count() <= max => Ok(s.to_string()),
+        Some(_) => Err(bad(field, format!("must be 1 to {max} characters"))),
+        None => Err(bad(field, "must be a string")),
+    }
+}
+
+fn duration(value: &Value, field: &str) -> Result<Duration, ApiError> {
+    value
+        .as_str()
+        .and_then(Duration::parse)
+        .ok_or_else(|| bad(field, "must be a duration such as 30s, 5m, 1h, 30d, 2w or 1mo"))
+}
+
+fn usd(value: &Value, field: &str) -> Result<u64, ApiError> {
+    match value.as_f64() {
+        Some(x) if x.is_finite() && (0.0..=MAX_BUDGET_USD).contains(&x) => Ok((x * PICO_PER_USD).round() as u64),
+        _ => Err(bad(field, "must be a number of US dollars, 0 or more")),
+    }
+}
+
+fn count(value: &Value, field: &str) -> Result<u64, ApiError> {
+    value.as_u64().ok_or_else(|| bad(field, "must be a whole number, 0 or more"))
+}
+
+fn string_list(value: &Value, field: &str) -> Result<Vec<String>, ApiError> {
+    match value {
+        Value::Null => Ok(Vec::new()),
+        Value::Array(items) => items.iter().map(|v| text(v, field, MAX_TEXT)).collect(),
+        _ => Err(bad(field, "must be a list of strings")),
+    }
+}
+
+fn string_map<T>(
+    value: &Value,
+    field: &str,
+    parse: impl Fn(&Value, &str) -> Result<T, ApiError>,
+) -> Result<BTreeMap<String, T>, ApiError> {
+    match value {
+        Value::Null => Ok(BTreeMap::new()),
+        Value::Object(m) => m.iter().map(|(k, v)| Ok((k.clone(), parse(v, field)?))).collect(),
+        _ => Err(bad(field, "must be an object")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_795_595_811_000;
+    const MODELS: [&str; 2] = ["databricks-gpt-5-1", "databricks-claude-sonnet-4-5"];
+
+    fn changes(body: Value) -> Result<KeyChanges, ApiError> {
+        parse_changes(body.as_object().unwrap(), NOW)
+    }
+
+    fn record_with(body: Value) -> KeyRecord {
+        let mut r = KeyRecord::new("sk-test-key-1234", "id-1".into(), NOW);
+        r.apply(changes(body).unwrap(), NOW);
+        r
+    }
+
+    #[test]
+    fn hashes_are_sha256_hex() {
+        assert_eq!(hash_key("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert!(is_hash(&hash_key("x")));
+        assert!(!is_hash("sk-1234"));
+    }
+
+    #[test]
+    fn new_keys_are_random_url_safe_and_long() {
+        let (a, b) = (new_key().unwrap(), new_key().unwrap());
+        assert_ne!(a, b);
+        assert!(a.starts_with("sk-"));
+        assert_eq!(a.len(), 3 + 32);
+        assert!(a[3..].bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+        assert_eq!(base64url(b"\xfb\xff\xfe"), "-__-");
+        assert_eq!(base64url(b"Man"), "TWFu");
+        assert_eq!(abbreviate("sk-abcdefgh"), "sk-...efgh");
+    }
+
+    #[test]
+    fn every_field_is_parsed() {
+        let c = changes(json!({
+            "key_alias": "team-a", "duration": "1h", "models": ["databricks-gpt-5-1"],
+            "aliases": {"gpt": "databricks-gpt-5-1"}, "max_budget": 10.5, "soft_budget": 5,
+            "budget_duration": "30d", "rpm_limit": 10, "tpm_limit": 1000, "max_parallel_requests": 2,
+            "model_rpm_limit": {"databricks-gpt-5-1": 5}, "model_tpm_limit": {"databricks-gpt-5-1": 500},
+            "metadata": {"owner": "x"}, "tags": ["a"], "blocked": false, "user_id": "u1", "team_id": null,
+            "key": "sk-ignored-here"
+        }))
+        .unwrap();
+        assert_eq!(c.key_alias, Some(Some("team-a".into())));
+        assert_eq!(c.expires_at, Some(Some(NOW + 3_600_000)));
+        assert_eq!(c.max_budget, Some(Some(10_500_000_000_000)));
+        assert_eq!(c.soft_budget, Some(Some(5_000_000_000_000)));
+        assert_eq!(c.budget_duration, Some(Some("30d".into())));
+        assert_eq!(c.rpm_limit, Some(Some(10)));
+        assert_eq!(c.model_tpm_limit.unwrap()["databricks-gpt-5-1"], 500);
+        assert_eq!(c.team_id, Some(None));
+        assert_eq!(c.blocked, Some(false));
+    }
+
+    #[test]
+    fn invalid_fields_are_400_naming_the_field() {
+        let cases = [
+            (json!({"key_alias": 5}), "key_alias"),
+            (json!({"key_alias": ""}), "key_alias"),
+            (json!({"duration": "forever"}), "duration"),
+            (json!({"duration": "1h", "expires": "2030-01-01T00:00:00Z"}), "expires"),
+            (json!({"expires": "2001-01-01T00:00:00Z"}), "expires"),
+            (json!({"expires": "next week"}), "expires"),
+            (json!({"models": "databricks-gpt-5-1"}), "models"),
+            (json!({"models": [1]}), "models"),
+            (json!({"aliases": ["x"]}), "aliases"),
+            (json!({"max_budget": -1}), "max_budget"),
+            (json!({"max_budget": "10"}), "max_budget"),
+            (json!({"soft_budget": 20, "max_budget": 10}), "soft_budget"),
+            (json!({"budget_duration": "monthly"}), "budget_duration"),
+            (json!({"rpm_limit": 1.5}), "rpm_limit"),
+            (json!({"tpm_limit": -3}), "tpm_limit"),
+            (json!({"max_parallel_requests": "2"}), "max_parallel_requests"),
+            (json!({"model_rpm_limit": {"m": -1}}), "model_rpm_limit"),
+            (json!({"model_tpm_limit": 7}), "model_tpm_limit"),
+            (json!({"metadata": []}), "metadata"),
+            (json!({"tags": [null]}), "tags"),
+            (json!({"blocked": "yes"}), "blocked"),
+            (json!({"user_id": 1}), "user_id"),
+            (json!({"team_id": "x".repeat(200)}), "team_id"),
+            (json!({"permissions": {}}), "permissions"),
+        ];
+        for (body, field) in cases {
+            let e = changes(body.clone()).unwrap_err();
+            assert_eq!((e.status, e.param.as_deref()), (400, Some(field)), "{body}");
+        }
+    }
+
+    #[test]
+    fn chosen_keys_must_look_like_keys() {
+        assert_eq!(chosen_key(&json!("sk-my-own-key"), "key").unwrap(), "sk-my-own-key");
+        for bad in [json!("my-key-123"), json!("sk-1"), json!("sk-with space"), json!(12)] {
+            assert_eq!(chosen_key(&bad, "key").unwrap_err().param.as_deref(), Some("key"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn models_and_aliases_must_exist_in_the_config() {
+        assert!(record_with(json!({"models": ["databricks-gpt-5-1", "all-proxy-models"]})).validate(&MODELS).is_ok());
+        let e = record_with(json!({"models": ["gpt-4"]})).validate(&MODELS).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("models"));
+        let e = record_with(json!({"aliases": {"gpt-4": "nope"}})).validate(&MODELS).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("aliases"));
+        let ok = record_with(json!({"aliases": {"gpt-4": "databricks-gpt-5-1"}, "models": ["gpt-4"]}));
+        assert!(ok.validate(&MODELS).is_ok());
+        let e = record_with(json!({"model_rpm_limit": {"nope": 1}})).validate(&MODELS).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("model_rpm_limit"));
+    }
+
+    #[test]
+    fn model_access_follows_models_and_aliases() {
+        let open = record_with(json!({}));
+        assert_eq!(open.resolve_model("databricks-gpt-5-1").unwrap(), "databricks-gpt-5-1");
+        assert_eq!(open.visible_models(&MODELS), MODELS);
+
+        let limited = record_with(
+            json!({"models": ["databricks-gpt-5-1"], "aliases": {"fast": "databricks-gpt-5-1", "smart": "databricks-claude-sonnet-4-5"}}),
+        );
+        assert_eq!(limited.resolve_model("fast").unwrap(), "databricks-gpt-5-1");
+        let e = limited.resolve_model("databricks-claude-sonnet-4-5").unwrap_err();
+        assert_eq!((e.status, e.kind.as_str()), (401, "key_model_access_denied"));
+        assert!(limited.resolve_model("smart").is_err());
+        assert_eq!(limited.visible_models(&MODELS), vec!["databricks-gpt-5-1", "fast"]);
+    }
+
+    #[test]
+    fn blocked_and_expired_keys_are_refused() {
+        assert!(record_with(json!({})).check_usable(NOW).is_ok());
+        let e = record_with(json!({"blocked": true})).check_usable(NOW).unwrap_err();
+        assert!(e.message.contains("blocked"));
+        let expiring = record_with(json!({"duration": "30s"}));
+        assert!(expiring.check_usable(NOW + 29_000).is_ok());
+        let e = expiring.check_usable(NOW + 30_000).unwrap_err();
+        assert_eq!(e.status, 401);
+        assert!(e.message.contains("expired at"));
+    }
+
+    #[test]
+    fn updates_change_only_what_they_name_and_null_clears() {
+        let mut r = record_with(json!({"key_alias": "a", "rpm_limit": 5, "tags": ["x"]}));
+        r.apply(changes(json!({"rpm_limit": null, "tpm_limit": 9})).unwrap(), NOW + 1);
+        assert_eq!((r.key_alias.as_deref(), r.rpm_limit, r.tpm_limit), (Some("a"), None, Some(9)));
+        assert_eq!(r.tags, vec!["x"]);
+        assert_eq!(r.updated_at, NOW + 1);
+    }
+
+    #[test]
+    fn regeneration_keeps_identity_and_settings() {
+        let r = record_with(json!({"key_alias": "a", "max_budget": 3}));
+        let n = r.regenerated("sk-brand-new-key", NOW + 5);
+        assert_eq!((n.key_id.as_str(), n.key_alias.as_deref(), n.max_budget), ("id-1", Some("a"), r.max_budget));
+        assert_ne!(n.token, r.token);
+        assert_eq!(n.token, hash_key("sk-brand-new-key"));
+        assert_eq!(n.key_name, "sk-...-key");
+    }
+
+    #[test]
+    fn the_api_view_uses_litellm_names_and_dollars() {
+        let v = record_with(json!({"max_budget": 2.5, "duration": "1h"})).to_api();
+        assert_eq!(v["max_budget"], 2.5);
+        assert_eq!(v["expires"], time::format_rfc3339(NOW + 3_600_000));
+        assert_eq!(v["token"], hash_key("sk-test-key-1234"));
+        assert_eq!(v["key_name"], "sk-...1234");
+        assert!(!v.to_string().contains("sk-test-key-1234"));
+    }
+}

@@ -1,0 +1,298 @@
+//! LiteLLM's key-management API (`/key/*`): master key only, except `/key/info` on oneself.
+
+use serde_json::{json, Map, Value};
+use worker::Request;
+
+use super::keystore::KeyStore;
+use super::{now_ms, read_body, vars, Call, Caller};
+use crate::embedded;
+use crate::ids;
+use crate::keys::{self, KeyRecord};
+use crate::openai::{parse_object, ApiError};
+use crate::routes::{self, Route};
+
+const MAX_PAGE_SIZE: usize = 100;
+
+pub async fn handle(route: Route, mut req: Request, call: &mut Call<'_>, caller: Caller) -> Result<Value, ApiError> {
+    let store = KeyStore::open(call.env)?;
+    if route == Route::KeyInfo {
+        return info(&req, &store, &caller).await;
+    }
+    if !matches!(caller, Caller::Master) {
+        return Err(ApiError::forbidden("Only the master key may manage keys."));
+    }
+    if route == Route::KeyList {
+        return list(&req, &store).await;
+    }
+    let body = parse_object(&read_body(&mut req).await?)?;
+    match route {
+        Route::KeyGenerate => generate(&body, &store, call).await,
+        Route::KeyUpdate => update(&body, &store).await,
+        Route::KeyDelete => delete(&body, &store).await,
+        Route::KeyRegenerate(in_path) => regenerate(in_path.as_deref(), &body, &store, call).await,
+        Route::KeyBlock => set_blocked(&body, &store, true).await,
+        Route::KeyUnblock => set_blocked(&body, &store, false).await,
+        _ => Err(ApiError::not_found("Unknown key route")),
+    }
+}
+
+/// `POST /key/generate`: a new key, returned in clear this once.
+async fn generate(body: &Map<String, Value>, store: &KeyStore, call: &Call<'_>) -> Result<Value, ApiError> {
+    let now = now_ms();
+    let changes = keys::parse_changes(body, now)?;
+    let key = match body.get("key") {
+        Some(v) => keys::chosen_key(v, "key")?,
+        None => new_secret()?,
+    };
+    refuse_master_key(&key, "key", call)?;
+    let hash = keys::hash_key(&key);
+    if store.get_fresh(&hash).await?.is_some() {
+        return Err(ApiError::invalid_request("A key with this secret already exists.", "key"));
+    }
+    let mut record = KeyRecord::new(&key, ids::uuid_v4().map_err(random_error)?, now);
+    record.apply(changes, now);
+    validate(&record, store, None).await?;
+    if store.revocation(&hash).await?.is_some() {
+        store.clear_revocation(&hash).await?;
+    }
+    store.put(&record, None).await?;
+    Ok(with_secret(&record, &key))
+}
+
+/// `POST /key/update`: changes the fields given; the secret stays.
+async fn update(body: &Map<String, Value>, store: &KeyStore) -> Result<Value, ApiError> {
+    let mut record = find(body_key(body)?, store).await?;
+    let previous_alias = record.key_alias.clone();
+    record.apply(keys::parse_changes(body, now_ms())?, now_ms());
+    validate(&record, store, previous_alias.as_deref()).await?;
+    store.put(&record, previous_alias.as_deref()).await?;
+    Ok(record.to_api())
+}
+
+/// `POST /key/delete`: `keys` (secrets or hashes) and/or `key_aliases`. Nothing is deleted
+/// unless every key named exists.
+async fn delete(body: &Map<String, Value>, store: &KeyStore) -> Result<Value, ApiError> {
+    if let Some(field) = body.keys().find(|k| !["keys", "key_aliases"].contains(&k.as_str())) {
+        return Err(ApiError::invalid_request(format!("Invalid `{field}`: unknown field"), field));
+    }
+    let list = |field: &str| -> Result<Vec<String>, ApiError> {
+        match body.get(field) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| {
+                    v.as_str().map(str::to_string).ok_or_else(|| {
+                        ApiError::invalid_request(format!("Invalid `{field}`: must be a list of strings"), field)
+                    })
+                })
+                .collect(),
+            Some(_) => Err(ApiError::invalid_request(format!("Invalid `{field}`: must be a list of strings"), field)),
+        }
+    };
+    let (named_keys, aliases) = (list("keys")?, list("key_aliases")?);
+    if named_keys.is_empty() && aliases.is_empty() {
+        return Err(ApiError::invalid_request("Give `keys` or `key_aliases` to delete.", "keys"));
+    }
+    let mut records = Vec::new();
+    let mut missing = Vec::new();
+    for key in &named_keys {
+        match store.get_fresh(&to_hash(key)).await? {
+            Some(r) => records.push(r),
+            None => missing.push(describe(key)),
+        }
+    }
+    for alias in &aliases {
+        match store.hash_for_alias(alias).await? {
+            Some(hash) => match store.get_fresh(&hash).await? {
+                Some(r) => records.push(r),
+                None => missing.push(format!("alias `{alias}`")),
+            },
+            None => missing.push(format!("alias `{alias}`")),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(ApiError::not_found(format!("No such key: {}. Nothing was deleted.", missing.join(", ")))
+            .with_param("keys"));
+    }
+    let mut deleted = Vec::new();
+    for record in &records {
+        store.revoke(record, "deleted", false).await?;
+        deleted.push(record.token.clone());
+    }
+    deleted.dedup();
+    Ok(json!({ "deleted_keys": deleted }))
+}
+
+/// `POST /key/regenerate` or `/key/{key}/regenerate`: a new secret for the same key (settings,
+/// spend and identity kept); the old secret stops working. Other fields in the body are applied.
+async fn regenerate(
+    in_path: Option<&str>,
+    body: &Map<String, Value>,
+    store: &KeyStore,
+    call: &Call<'_>,
+) -> Result<Value, ApiError> {
+    let ident = match in_path {
+        Some(key) => key,
+        None => body_key(body)?,
+    };
+    let old = find(ident, store).await?;
+    let key = match body.get("new_key") {
+        Some(v) => keys::chosen_key(v, "new_key")?,
+        None => new_secret()?,
+    };
+    refuse_master_key(&key, "new_key", call)?;
+    if store.get_fresh(&keys::hash_key(&key)).await?.is_some() {
+        return Err(ApiError::invalid_request("A key with this secret already exists.", "new_key"));
+    }
+    let now = now_ms();
+    let mut record = old.regenerated(&key, now);
+    record.apply(keys::parse_changes(body, now)?, now);
+    validate(&record, store, old.key_alias.as_deref()).await?;
+    store.put(&record, old.key_alias.as_deref()).await?;
+    store.revoke(&old, "regenerated", record.key_alias == old.key_alias).await?;
+    Ok(with_secret(&record, &key))
+}
+
+async fn set_blocked(body: &Map<String, Value>, store: &KeyStore, blocked: bool) -> Result<Value, ApiError> {
+    if let Some(field) = body.keys().find(|k| k.as_str() != "key") {
+        return Err(ApiError::invalid_request(format!("Invalid `{field}`: unknown field"), field));
+    }
+    let mut record = find(body_key(body)?, store).await?;
+    record.blocked = blocked;
+    record.updated_at = now_ms();
+    store.put(&record, record.key_alias.clone().as_deref()).await?;
+    Ok(record.to_api())
+}
+
+/// `GET /key/info?key=`: the master key may read any key; a virtual key only itself.
+async fn info(req: &Request, store: &KeyStore, caller: &Caller) -> Result<Value, ApiError> {
+    let asked = query(req, "key")?;
+    let record = match (caller, asked) {
+        (Caller::Master, Some(key)) => find(&key, store).await?,
+        (Caller::Master, None) => return Err(ApiError::invalid_request("Give the key to look up as ?key=", "key")),
+        (Caller::Key(own), None) => KeyRecord::clone(own),
+        (Caller::Key(own), Some(key)) if to_hash(&key) == own.token => KeyRecord::clone(own),
+        (Caller::Key(_), Some(_)) => {
+            return Err(ApiError::forbidden("A key may only read its own info; use the master key for others."))
+        }
+    };
+    Ok(json!({ "key": record.token, "info": record.to_api() }))
+}
+
+/// `GET /key/list?page=&size=&key_alias=&user_id=&team_id=&return_full_object=`: hashes (never
+/// secrets), newest first.
+async fn list(req: &Request, store: &KeyStore) -> Result<Value, ApiError> {
+    let number = |name: &str, default: usize, max: usize| -> Result<usize, ApiError> {
+        match query(req, name)? {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| ApiError::invalid_request(format!("Invalid `{name}`: must be 1 to {max}"), name)),
+        }
+    };
+    let (page, size) = (number("page", 1, usize::MAX)?, number("size", 10, MAX_PAGE_SIZE)?);
+    let (alias, user, team) = (query(req, "key_alias")?, query(req, "user_id")?, query(req, "team_id")?);
+    let full = query(req, "return_full_object")?.is_some_and(|v| v == "true");
+
+    let mut entries = store.list().await?;
+    entries.retain(|(_, m)| {
+        alias.as_ref().is_none_or(|a| m.alias.as_ref() == Some(a))
+            && user.as_ref().is_none_or(|u| m.user_id.as_ref() == Some(u))
+            && team.as_ref().is_none_or(|t| m.team_id.as_ref() == Some(t))
+    });
+    entries.sort_by(|(ha, a), (hb, b)| b.created_at.cmp(&a.created_at).then(ha.cmp(hb)));
+    let total = entries.len();
+    let mut keys = Vec::new();
+    for (hash, meta) in entries.into_iter().skip((page - 1).saturating_mul(size)).take(size) {
+        if full {
+            if let Some(record) = store.get_fresh(&hash).await? {
+                keys.push(record.to_api());
+            }
+        } else {
+            keys.push(json!({ "token": hash, "key_alias": meta.alias }));
+        }
+    }
+    Ok(json!({
+        "keys": keys,
+        "total_count": total,
+        "current_page": page,
+        "total_pages": total.div_ceil(size),
+    }))
+}
+
+/// Config checks, and the uniqueness of the alias (unless it is the key's own, unchanged).
+async fn validate(record: &KeyRecord, store: &KeyStore, previous_alias: Option<&str>) -> Result<(), ApiError> {
+    let config = embedded::config().map_err(ApiError::internal)?;
+    record.validate(&config.model_names())?;
+    if let Some(alias) = record.key_alias.as_deref().filter(|a| Some(*a) != previous_alias) {
+        if store.hash_for_alias(alias).await?.is_some() {
+            return Err(ApiError::invalid_request(
+                format!("Invalid `key_alias`: `{alias}` is already used by another key"),
+                "key_alias",
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn find(ident: &str, store: &KeyStore) -> Result<KeyRecord, ApiError> {
+    store
+        .get_fresh(&to_hash(ident))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("No such key: {}.", describe(ident))).with_param("key"))
+}
+
+fn body_key(body: &Map<String, Value>) -> Result<&str, ApiError> {
+    body.get("key")
+        .and_then(Value::as_str)
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| ApiError::invalid_request("`key` (the key or its hash) is required", "key"))
+}
+
+/// A key's hash, whether it is given as the secret or as the hash itself.
+fn to_hash(ident: &str) -> String {
+    if keys::is_hash(ident) {
+        ident.to_string()
+    } else {
+        keys::hash_key(ident)
+    }
+}
+
+/// How an error names a key: by hash or abbreviation, never the secret.
+fn describe(ident: &str) -> String {
+    if keys::is_hash(ident) {
+        ident.to_string()
+    } else {
+        keys::abbreviate(ident)
+    }
+}
+
+fn with_secret(record: &KeyRecord, key: &str) -> Value {
+    let mut v = record.to_api();
+    v["key"] = Value::String(key.to_string());
+    v
+}
+
+fn new_secret() -> Result<String, ApiError> {
+    keys::new_key().map_err(random_error)
+}
+
+fn random_error(e: getrandom::Error) -> ApiError {
+    ApiError::internal(format!("no randomness available: {e}"))
+}
+
+fn refuse_master_key(key: &str, field: &str, call: &Call<'_>) -> Result<(), ApiError> {
+    let config = embedded::config().map_err(ApiError::internal)?;
+    if let Some(master) = &config.master_key {
+        if vars::resolve(call.env, master).is_ok_and(|m| m.expose() == key) {
+            return Err(ApiError::invalid_request(format!("Invalid `{field}`: must not be the master key"), field));
+        }
+    }
+    Ok(())
+}
+
+fn query(req: &Request, name: &str) -> Result<Option<String>, ApiError> {
+    Ok(routes::query_param(&req.inner().url(), name))
+}
