@@ -36,6 +36,9 @@ pub struct RequestLog {
     /// For streams: the number of chunks relayed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chunks: Option<u64>,
+    /// For streams: the client went away before the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_disconnected: Option<bool>,
     /// The OpenAI error type, when the request failed (the message may quote the upstream).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_type: Option<&'static str>,

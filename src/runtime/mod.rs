@@ -23,6 +23,7 @@ use keystore::KeyStore;
 /// What a handler knows about the call it serves.
 pub struct Call<'a> {
     pub env: &'a Env,
+    pub ctx: &'a Context,
     pub started_ms: u64,
     pub log: RequestLog,
     /// Headers added to the answer, whether it succeeds or fails.
@@ -42,7 +43,7 @@ pub fn now_ms() -> u64 {
 }
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     let started_ms = now_ms();
     let call_id = ids::uuid_v4().unwrap_or_else(|_| "00000000-0000-0000-0000-000000000000".into());
     let log = RequestLog {
@@ -51,7 +52,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
         route: req.path(),
         ..Default::default()
     };
-    let mut call = Call { env: &env, started_ms, log, headers: Vec::new(), log_deferred: false };
+    let mut call = Call { env: &env, ctx: &ctx, started_ms, log, headers: Vec::new(), log_deferred: false };
 
     let mut response = match route(req, &mut call).await {
         Ok(response) => response,

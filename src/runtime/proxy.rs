@@ -1,5 +1,6 @@
 //! The chat completions handler: the order of one proxied request, step by step.
 
+use futures_channel::mpsc;
 use futures_util::StreamExt;
 use worker::{AbortController, ByteStream, Headers, Request, Response};
 
@@ -99,6 +100,12 @@ fn set_durations(call: &mut Call<'_>, upstream_started: u64) {
 }
 
 /// Answers with the upstream's SSE stream, normalised chunk by chunk as it arrives.
+///
+/// The upstream is read by a pump that runs under `wait_until`, not by the response body:
+/// when a client hangs up, workerd stops pulling (and never drops) the response stream, so
+/// only a pump outside it can still see the stream to its end, account for it and log it.
+/// The pump hands chunks over an unbounded channel, so it never waits on a slow or departed
+/// client; an answer is a few kilobytes, so the buffer stays small.
 fn relay_stream(
     body: ByteStream,
     controller: AbortController,
@@ -110,19 +117,22 @@ fn relay_stream(
     call.log_deferred = true;
     let mut log = std::mem::take(&mut call.log);
     log.status = 200;
+    let (to_client, from_pump) = mpsc::unbounded::<Vec<u8>>();
     let pump = StreamPump {
         body,
         relay: ChatStreamRelay::new(model, vec![token]),
         idle_ms,
         controller: Some(controller),
+        to_client,
         log,
         started_ms: call.started_ms,
     };
+    call.ctx.wait_until(pump.run());
     let headers = Headers::new();
     headers.set("content-type", "text/event-stream").map_err(runtime_error)?;
     // no-transform: a compressed event stream would be buffered, not streamed.
     headers.set("cache-control", "no-cache, no-transform").map_err(runtime_error)?;
-    let stream = futures_util::stream::unfold(pump, StreamPump::next_piece);
+    let stream = from_pump.map(Ok::<Vec<u8>, worker::Error>);
     Response::from_stream(stream).map(|r| r.with_headers(headers)).map_err(runtime_error)
 }
 
@@ -133,17 +143,14 @@ struct StreamPump {
     /// The longest gap allowed between two upstream reads.
     idle_ms: u64,
     controller: Option<AbortController>,
+    to_client: mpsc::UnboundedSender<Vec<u8>>,
     log: RequestLog,
     started_ms: u64,
 }
 
 impl StreamPump {
-    async fn next_piece(mut self) -> Option<(worker::Result<Vec<u8>>, Self)> {
-        loop {
-            if self.relay.is_closed() {
-                self.end();
-                return None;
-            }
+    async fn run(mut self) {
+        while !self.relay.is_closed() {
             let out = match within(self.idle_ms, self.body.next()).await {
                 Some(Some(Ok(bytes))) => self.relay.feed(&bytes),
                 Some(Some(Err(e))) => {
@@ -155,13 +162,17 @@ impl StreamPump {
                     self.idle_ms as f64 / 1000.0
                 ))),
             };
-            if !out.is_empty() {
-                return Some((Ok(out), self));
+            if !out.is_empty() && self.to_client.unbounded_send(out).is_err() {
+                // The response stream is gone: nobody reads what Databricks still produces.
+                self.log.client_disconnected = Some(true);
+                break;
             }
         }
+        self.to_client.close_channel();
+        self.end();
     }
 
-    /// The client has everything: stop the upstream if it is still going, and log the call.
+    /// The stream is over: stop the upstream if it is still going, and log the call.
     fn end(&mut self) {
         if let Some(controller) = self.controller.take() {
             controller.abort();

@@ -161,9 +161,15 @@ test('a client that hangs up mid-stream cancels the upstream request', async () 
     }),
     signal: controller.signal,
   });
+  const callId = res.headers.get('x-litellm-call-id');
   const reader = res.body.getReader();
   await reader.read(); // the first chunk arrived: the stream is live
   controller.abort();
   await eventually(() => gw.fake.abortedCount === 1, 3000, 'the fake to see the upstream request cancelled');
   assert.equal(gw.fake.requests.length, 1);
+  // The call is still logged, with what Databricks produced before it was cancelled.
+  await eventually(() => gw.requestLogs().some((l) => l.call_id === callId), 3000, 'the log line');
+  const line = gw.requestLogs().find((l) => l.call_id === callId);
+  assert.equal(line.client_disconnected, true);
+  assert.ok(line.completion_tokens >= 1 && line.completion_tokens < 20, `completion_tokens ${line.completion_tokens}`);
 });
