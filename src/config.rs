@@ -29,6 +29,10 @@ pub struct GatewayConfig {
     pub deployments: Vec<Deployment>,
     /// `general_settings.master_key`; `None` means no master key is configured.
     pub master_key: Option<ValueRef>,
+    /// `router_settings.optional_pre_call_checks` has `enforce_model_rate_limits`: a
+    /// deployment's `rpm` / `tpm` are hard limits.
+    #[serde(default)]
+    pub enforce_model_rate_limits: bool,
 }
 
 /// One `model_list` entry: a Databricks serving endpoint behind a public model name.
@@ -46,6 +50,11 @@ pub struct Deployment {
     pub timeout_ms: u64,
     /// Limit for the gap between two chunks of a stream.
     pub stream_timeout_ms: u64,
+    /// Requests and tokens per minute (`litellm_params.rpm` / `tpm`).
+    #[serde(default)]
+    pub rpm: Option<u64>,
+    #[serde(default)]
+    pub tpm: Option<u64>,
     pub info: ModelInfo,
 }
 
@@ -117,7 +126,8 @@ pub fn parse(doc: &Value) -> Result<Parsed, ConfigError> {
     let router = optional_object(root, "router_settings", "router_settings")?;
     let general = optional_object(root, "general_settings", "general_settings")?;
     warn_unsupported(litellm, "litellm_settings", &["request_timeout"], &mut warnings);
-    warn_unsupported(router, "router_settings", &["timeout"], &mut warnings);
+    warn_unsupported(router, "router_settings", &["timeout", "optional_pre_call_checks"], &mut warnings);
+    let enforce_model_rate_limits = pre_call_checks(router, &mut warnings)?;
     warn_unsupported(general, "general_settings", &["master_key"], &mut warnings);
 
     // Timeout precedence as LiteLLM: the deployment's own, then the router's, then the global one.
@@ -162,7 +172,15 @@ pub fn parse(doc: &Value) -> Result<Parsed, ConfigError> {
         deployments.push(d);
     }
 
-    let config = GatewayConfig { deployments, master_key };
+    if !enforce_model_rate_limits {
+        for d in deployments.iter().filter(|d| d.rpm.is_some() || d.tpm.is_some()) {
+            warnings.push(format!(
+                "model_list: `{}` sets rpm/tpm, which are hard limits only with router_settings.optional_pre_call_checks: [enforce_model_rate_limits]",
+                d.model_name
+            ));
+        }
+    }
+    let config = GatewayConfig { deployments, master_key, enforce_model_rate_limits };
     for name in config.model_names() {
         let n = config.deployments.iter().filter(|d| d.model_name == name).count();
         if n > 1 {
@@ -198,8 +216,17 @@ fn parse_deployment(
         Some(v) => as_object(v, &params_path)?,
         None => return err(&params_path, "missing: every model needs litellm_params.model"),
     };
-    const PARAM_KEYS: [&str; 7] =
-        ["model", "api_base", "api_key", "timeout", "stream_timeout", "input_cost_per_token", "output_cost_per_token"];
+    const PARAM_KEYS: [&str; 9] = [
+        "model",
+        "api_base",
+        "api_key",
+        "timeout",
+        "stream_timeout",
+        "input_cost_per_token",
+        "output_cost_per_token",
+        "rpm",
+        "tpm",
+    ];
     warn_unsupported(Some(params), &params_path, &PARAM_KEYS, warnings);
 
     let model_path = format!("{params_path}.model");
@@ -310,8 +337,32 @@ fn parse_deployment(
         api_key,
         timeout_ms: (timeout_s * 1000.0).round() as u64,
         stream_timeout_ms: (stream_timeout_s * 1000.0).round() as u64,
+        rpm: count(Some(params), "rpm", &format!("{params_path}.rpm"))?,
+        tpm: count(Some(params), "tpm", &format!("{params_path}.tpm"))?,
         info,
     })
+}
+
+/// `router_settings.optional_pre_call_checks`: true when it asks for `enforce_model_rate_limits`.
+fn pre_call_checks(router: Option<&Map<String, Value>>, warnings: &mut Vec<String>) -> Result<bool, ConfigError> {
+    let path = "router_settings.optional_pre_call_checks";
+    match router.and_then(|r| r.get("optional_pre_call_checks")) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Array(checks)) => {
+            let mut enforce = false;
+            for check in checks {
+                match check.as_str() {
+                    Some("enforce_model_rate_limits") => enforce = true,
+                    Some(other) => {
+                        warnings.push(format!("{path}: `{other}` is not supported by the gateway yet; ignored"))
+                    }
+                    None => return err(path, "must be a list of check names"),
+                }
+            }
+            Ok(enforce)
+        }
+        Some(_) => err(path, "must be a list of check names"),
+    }
 }
 
 /// Reads `os.environ/NAME` (LiteLLM's form), `$NAME` or `${NAME}` (the seed's form), or a literal.
@@ -548,12 +599,30 @@ general_settings:
     #[test]
     fn unsupported_settings_are_reported_not_ignored() {
         let parsed = parse_yaml(
-            "model_list: [{model_name: m, litellm_params: {model: databricks/e, rpm: 10}}]\nlitellm_settings: {drop_params: true}\nrouter_settings: {routing_strategy: least-busy}",
+            "model_list: [{model_name: m, litellm_params: {model: databricks/e, weight: 2, rpm: 10}}]\nlitellm_settings: {drop_params: true}\nrouter_settings: {routing_strategy: least-busy}",
         )
         .unwrap();
-        for field in ["litellm_params.rpm", "litellm_settings.drop_params", "router_settings.routing_strategy"] {
+        for field in [
+            "litellm_params.weight",
+            "litellm_settings.drop_params",
+            "router_settings.routing_strategy",
+            "sets rpm/tpm",
+        ] {
             assert!(parsed.warnings.iter().any(|w| w.contains(field)), "no warning for {field}: {:?}", parsed.warnings);
         }
+    }
+
+    #[test]
+    fn deployment_limits_are_hard_only_when_enforced() {
+        let parsed = parse_yaml(
+            "model_list: [{model_name: m, litellm_params: {model: databricks/e, rpm: 3, tpm: 1000}}]\nrouter_settings: {optional_pre_call_checks: [enforce_model_rate_limits]}",
+        )
+        .unwrap();
+        assert!(parsed.config.enforce_model_rate_limits);
+        assert_eq!((parsed.config.deployments[0].rpm, parsed.config.deployments[0].tpm), (Some(3), Some(1000)));
+        assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
+        let e = error_of("model_list: [{model_name: m, litellm_params: {model: databricks/e, rpm: -3}}]");
+        assert_eq!(e.path, "model_list[0].litellm_params.rpm");
     }
 
     #[test]

@@ -53,8 +53,17 @@ pub fn prepare_chat_body(body: &mut Map<String, Value>, endpoint: &str, stream: 
     }
 }
 
+/// A chat answer ready for the client.
+#[derive(Debug)]
+pub struct Answer {
+    pub bytes: Vec<u8>,
+    pub usage: Option<Usage>,
+    /// The answer's id (`chatcmpl_...`).
+    pub id: Option<String>,
+}
+
 /// A Databricks chat answer as the client sees it, with its usage.
-pub fn normalize_chat_completion(body: &[u8], model_group: &str) -> Result<(Vec<u8>, Option<Usage>), ApiError> {
+pub fn normalize_chat_completion(body: &[u8], model_group: &str) -> Result<Answer, ApiError> {
     let mut answer = match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(answer)) => answer,
         _ => return Err(ApiError::bad_gateway("Databricks returned a malformed answer (not a JSON object)")),
@@ -69,16 +78,18 @@ pub fn normalize_chat_completion(body: &[u8], model_group: &str) -> Result<(Vec<
         }
     }
     let usage = Usage::from_value(answer.get("usage"));
+    let id = answer.get("id").and_then(Value::as_str).map(str::to_string);
     let bytes =
         serde_json::to_vec(&answer).map_err(|e| ApiError::internal(format!("cannot encode the answer: {e}")))?;
-    Ok((bytes, usage))
+    Ok(Answer { bytes, usage, id })
 }
 
 /// What one normalised stream chunk says about the stream.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Chunk {
     /// A chunk for the client; `finished` is true once a choice carried a `finish_reason`.
-    Data { json: String, usage: Option<Usage>, finished: bool },
+    /// `generated_chars` counts the content and reasoning characters it carries.
+    Data { json: String, usage: Option<Usage>, finished: bool, id: Option<String>, generated_chars: u64 },
     /// The upstream reported an error inside the stream.
     Error(ApiError),
     /// The payload is not a JSON object.
@@ -96,15 +107,20 @@ pub fn normalize_chunk(data: &str, model_group: &str, secrets: &[&str]) -> Chunk
     }
     chunk.insert("model".into(), Value::String(model_group.to_string()));
     let mut finished = false;
+    let mut generated_chars = 0;
     for choice in choices_mut(&mut chunk) {
         finished |= choice.get("finish_reason").is_some_and(|r| !r.is_null());
         if let Some(delta) = choice.get_mut("delta").and_then(Value::as_object_mut) {
             flatten_content(delta, true);
+            for field in ["content", "reasoning_content"] {
+                generated_chars += delta.get(field).and_then(Value::as_str).map_or(0, |t| t.chars().count() as u64);
+            }
         }
     }
     let usage = Usage::from_value(chunk.get("usage"));
+    let id = chunk.get("id").and_then(Value::as_str).map(str::to_string);
     let json = Value::Object(chunk).to_string();
-    Chunk::Data { json, usage, finished }
+    Chunk::Data { json, usage, finished, id, generated_chars }
 }
 
 fn choices_mut(answer: &mut Map<String, Value>) -> impl Iterator<Item = &mut Map<String, Value>> {
@@ -288,7 +304,8 @@ mod tests {
     #[test]
     fn answers_carry_the_requested_model_and_usage() {
         let raw = br#"{"id":"chatcmpl_1","object":"chat.completion","created":1,"model":"served-x","choices":[{"index":0,"message":{"role":"assistant","content":"Hi","tool_calls":null},"finish_reason":"stop","logprobs":null}],"usage":{"prompt_tokens":4,"completion_tokens":5,"total_tokens":9},"system_fingerprint":null}"#;
-        let (bytes, usage) = normalize_chat_completion(raw, "my-model").unwrap();
+        let Answer { bytes, usage, id } = normalize_chat_completion(raw, "my-model").unwrap();
+        assert_eq!(id.as_deref(), Some("chatcmpl_1"));
         let v: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v["model"], "my-model");
         assert_eq!(v["choices"][0]["message"]["content"], "Hi");
@@ -305,7 +322,7 @@ mod tests {
                 {"type": "summary_encrypted_text", "data": "enc"}]},
             {"type": "text", "text": "The answer "},
             {"type": "text", "text": "is 4.", "citations": []}]}, "finish_reason": "stop"}]});
-        let (bytes, _) = normalize_chat_completion(raw.to_string().as_bytes(), "m").unwrap();
+        let bytes = normalize_chat_completion(raw.to_string().as_bytes(), "m").unwrap().bytes;
         let message = &serde_json::from_slice::<Value>(&bytes).unwrap()["choices"][0]["message"];
         assert_eq!(message["content"], "The answer is 4.");
         assert_eq!(message["reasoning_content"], "Let me think.");
@@ -329,7 +346,10 @@ mod tests {
     #[test]
     fn chunks_are_normalised() {
         let data = r#"{"id":"c","object":"chat.completion.chunk","model":"served","choices":[{"index":0,"delta":{"content":[{"type":"reasoning","summary":[{"type":"summary_text","text":"Hm","signature":""}]}]},"finish_reason":null}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
-        let Chunk::Data { json, usage, finished } = normalize_chunk(data, "m", &[]) else { panic!() };
+        let Chunk::Data { json, usage, finished, id, generated_chars } = normalize_chunk(data, "m", &[]) else {
+            panic!()
+        };
+        assert_eq!((id.as_deref(), generated_chars), (Some("c"), 2));
         let v: Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["model"], "m");
         assert_eq!(

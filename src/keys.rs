@@ -227,8 +227,9 @@ impl KeyRecord {
         names
     }
 
-    /// The key as `/key/*` answers show it (LiteLLM's field names, RFC 3339 times, USD).
-    pub fn to_api(&self) -> Value {
+    /// The key as `/key/*` answers show it (LiteLLM's field names, RFC 3339 times, USD), with
+    /// the spend and budget period its ledger reports.
+    pub fn to_api(&self, spend: u64, budget_reset_at: Option<u64>) -> Value {
         let usd = |p: Option<u64>| p.map(|p| p as f64 / PICO_PER_USD);
         json!({
             "token": self.token,
@@ -239,9 +240,10 @@ impl KeyRecord {
             "expires": self.expires_at.map(time::format_rfc3339),
             "models": self.models,
             "aliases": self.aliases,
-            "spend": 0.0,
+            "spend": spend as f64 / PICO_PER_USD,
             "max_budget": usd(self.max_budget),
             "budget_duration": self.budget_duration,
+            "budget_reset_at": budget_reset_at.map(time::format_rfc3339),
             "soft_budget": usd(self.soft_budget),
             "rpm_limit": self.rpm_limit,
             "tpm_limit": self.tpm_limit,
@@ -581,8 +583,10 @@ mod tests {
 
     #[test]
     fn the_api_view_uses_litellm_names_and_dollars() {
-        let v = record_with(json!({"max_budget": 2.5, "duration": "1h"})).to_api();
+        let v = record_with(json!({"max_budget": 2.5, "duration": "1h"})).to_api(1_250_000_000_000, Some(NOW));
         assert_eq!(v["max_budget"], 2.5);
+        assert_eq!(v["spend"], 1.25);
+        assert_eq!(v["budget_reset_at"], time::format_rfc3339(NOW));
         assert_eq!(v["expires"], time::format_rfc3339(NOW + 3_600_000));
         assert_eq!(v["token"], hash_key("sk-test-key-1234"));
         assert_eq!(v["key_name"], "sk-...1234");

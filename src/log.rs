@@ -33,6 +33,15 @@ pub struct RequestLog {
     pub completion_tokens: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total_tokens: Option<u64>,
+    /// What the request cost, in USD (exact decimal).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<String>,
+    /// Set when the model has no known price.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price: Option<&'static str>,
+    /// For streams: the usage was estimated (cut before Databricks reported any).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimated: Option<bool>,
     /// For streams: the number of chunks relayed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chunks: Option<u64>,

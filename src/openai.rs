@@ -16,6 +16,8 @@ pub enum ErrorKind {
     RateLimit,
     /// A virtual key asked for a model outside its `models` (LiteLLM's type, with 401).
     KeyModelAccessDenied,
+    /// A key's `max_budget` cannot pay for the request (LiteLLM's type, with 400).
+    BudgetExceeded,
     /// The upstream or the gateway failed; not the caller's fault.
     Api,
 }
@@ -29,6 +31,7 @@ impl ErrorKind {
             ErrorKind::NotFound => "not_found_error",
             ErrorKind::RateLimit => "rate_limit_exceeded",
             ErrorKind::KeyModelAccessDenied => "key_model_access_denied",
+            ErrorKind::BudgetExceeded => "budget_exceeded",
             ErrorKind::Api => "api_error",
         }
     }

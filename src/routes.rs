@@ -17,6 +17,7 @@ pub enum Route {
     KeyRegenerate(Option<String>),
     KeyBlock,
     KeyUnblock,
+    SpendLogs,
 }
 
 impl Route {
@@ -34,6 +35,7 @@ impl Route {
             "/key/regenerate" => Route::KeyRegenerate(None),
             "/key/block" => Route::KeyBlock,
             "/key/unblock" => Route::KeyUnblock,
+            "/spend/logs" => Route::SpendLogs,
             _ => {
                 if let Some(id) = path.strip_prefix("/v1/models/").or_else(|| path.strip_prefix("/models/")) {
                     return percent_decode(id).filter(|id| !id.is_empty()).map(Route::Model);
@@ -55,7 +57,8 @@ impl Route {
             | Route::Liveliness
             | Route::Readiness
             | Route::KeyInfo
-            | Route::KeyList => "GET",
+            | Route::KeyList
+            | Route::SpendLogs => "GET",
             _ => "POST",
         }
     }
@@ -111,6 +114,7 @@ mod tests {
         assert_eq!(Route::parse("/key/generate").map(|r| r.method()), Some("POST"));
         assert_eq!(Route::parse("/key/info").map(|r| r.method()), Some("GET"));
         assert_eq!(Route::parse("/key/list").map(|r| r.method()), Some("GET"));
+        assert_eq!(Route::parse("/spend/logs").map(|r| r.method()), Some("GET"));
         assert_eq!(Route::parse("/key/sk-abc/regenerate"), Some(Route::KeyRegenerate(Some("sk-abc".into()))));
         assert_eq!(Route::parse("/key/regenerate"), Some(Route::KeyRegenerate(None)));
         assert_eq!(Route::parse("/key/a/b/regenerate"), None);

@@ -16,6 +16,10 @@ pub struct ChatStreamRelay {
     /// Secrets scrubbed from error messages that arrive inside the stream.
     secrets: Vec<Secret>,
     usage: Option<Usage>,
+    /// The stream's id (`chatcmpl_...`), from its first chunk.
+    id: Option<String>,
+    /// Characters of content and reasoning relayed, to estimate usage the upstream never sent.
+    generated_chars: u64,
     chunks: u64,
     finished: bool,
     /// `[DONE]` was sent: nothing more goes to the client.
@@ -30,6 +34,8 @@ impl ChatStreamRelay {
             model_group: model_group.to_string(),
             secrets,
             usage: None,
+            id: None,
+            generated_chars: 0,
             chunks: 0,
             finished: false,
             closed: false,
@@ -80,6 +86,14 @@ impl ChatStreamRelay {
         self.chunks
     }
 
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
+    pub fn generated_chars(&self) -> u64 {
+        self.generated_chars
+    }
+
     /// The error that ended the stream, if one did.
     pub fn error(&self) -> Option<&ApiError> {
         self.error.as_ref()
@@ -97,8 +111,12 @@ impl ChatStreamRelay {
             }
             let secrets: Vec<&str> = self.secrets.iter().map(Secret::expose).collect();
             match normalize_chunk(&data, &self.model_group, &secrets) {
-                Chunk::Data { json, usage, finished } => {
+                Chunk::Data { json, usage, finished, id, generated_chars } => {
                     self.chunks += 1;
+                    self.generated_chars += generated_chars;
+                    if self.id.is_none() {
+                        self.id = id;
+                    }
                     self.finished |= finished;
                     if usage.is_some() {
                         self.usage = usage;

@@ -3,11 +3,15 @@
 use serde_json::{json, Map, Value};
 use worker::Request;
 
+use super::accounting;
 use super::keystore::KeyStore;
+use super::ledger::LedgerStub;
 use super::{now_ms, read_body, vars, Call, Caller};
 use crate::embedded;
 use crate::ids;
 use crate::keys::{self, KeyRecord};
+use crate::ledger::{self, InfoRequest};
+use crate::limiter::Limits;
 use crate::openai::{parse_object, ApiError};
 use crate::routes::{self, Route};
 
@@ -16,22 +20,22 @@ const MAX_PAGE_SIZE: usize = 100;
 pub async fn handle(route: Route, mut req: Request, call: &mut Call<'_>, caller: Caller) -> Result<Value, ApiError> {
     let store = KeyStore::open(call.env)?;
     if route == Route::KeyInfo {
-        return info(&req, &store, &caller).await;
+        return info(&req, &store, &caller, call).await;
     }
     if !matches!(caller, Caller::Master) {
         return Err(ApiError::forbidden("Only the master key may manage keys."));
     }
     if route == Route::KeyList {
-        return list(&req, &store).await;
+        return list(&req, &store, call).await;
     }
     let body = parse_object(&read_body(&mut req).await?)?;
     match route {
         Route::KeyGenerate => generate(&body, &store, call).await,
-        Route::KeyUpdate => update(&body, &store).await,
-        Route::KeyDelete => delete(&body, &store).await,
+        Route::KeyUpdate => update(&body, &store, call).await,
+        Route::KeyDelete => delete(&body, &store, call).await,
         Route::KeyRegenerate(in_path) => regenerate(in_path.as_deref(), &body, &store, call).await,
-        Route::KeyBlock => set_blocked(&body, &store, true).await,
-        Route::KeyUnblock => set_blocked(&body, &store, false).await,
+        Route::KeyBlock => set_blocked(&body, &store, call, true).await,
+        Route::KeyUnblock => set_blocked(&body, &store, call, false).await,
         _ => Err(ApiError::not_found("Unknown key route")),
     }
 }
@@ -56,22 +60,23 @@ async fn generate(body: &Map<String, Value>, store: &KeyStore, call: &Call<'_>) 
         store.clear_revocation(&hash).await?;
     }
     store.put(&record, None).await?;
-    Ok(with_secret(&record, &key))
+    Ok(with_secret(record.to_api(0, None), &key))
 }
 
 /// `POST /key/update`: changes the fields given; the secret stays.
-async fn update(body: &Map<String, Value>, store: &KeyStore) -> Result<Value, ApiError> {
+async fn update(body: &Map<String, Value>, store: &KeyStore, call: &Call<'_>) -> Result<Value, ApiError> {
     let mut record = find(body_key(body)?, store).await?;
     let previous_alias = record.key_alias.clone();
     record.apply(keys::parse_changes(body, now_ms())?, now_ms());
     validate(&record, store, previous_alias.as_deref()).await?;
     store.put(&record, previous_alias.as_deref()).await?;
-    Ok(record.to_api())
+    sync_ledger(call, &record, None).await?;
+    view(&record, call).await
 }
 
 /// `POST /key/delete`: `keys` (secrets or hashes) and/or `key_aliases`. Nothing is deleted
 /// unless every key named exists.
-async fn delete(body: &Map<String, Value>, store: &KeyStore) -> Result<Value, ApiError> {
+async fn delete(body: &Map<String, Value>, store: &KeyStore, call: &Call<'_>) -> Result<Value, ApiError> {
     if let Some(field) = body.keys().find(|k| !["keys", "key_aliases"].contains(&k.as_str())) {
         return Err(ApiError::invalid_request(format!("Invalid `{field}`: unknown field"), field));
     }
@@ -117,6 +122,7 @@ async fn delete(body: &Map<String, Value>, store: &KeyStore) -> Result<Value, Ap
     let mut deleted = Vec::new();
     for record in &records {
         store.revoke(record, "deleted", false).await?;
+        sync_ledger(call, record, Some("deleted")).await?;
         deleted.push(record.token.clone());
     }
     deleted.dedup();
@@ -150,10 +156,16 @@ async fn regenerate(
     validate(&record, store, old.key_alias.as_deref()).await?;
     store.put(&record, old.key_alias.as_deref()).await?;
     store.revoke(&old, "regenerated", record.key_alias == old.key_alias).await?;
-    Ok(with_secret(&record, &key))
+    sync_ledger(call, &record, None).await?;
+    Ok(with_secret(view(&record, call).await?, &key))
 }
 
-async fn set_blocked(body: &Map<String, Value>, store: &KeyStore, blocked: bool) -> Result<Value, ApiError> {
+async fn set_blocked(
+    body: &Map<String, Value>,
+    store: &KeyStore,
+    call: &Call<'_>,
+    blocked: bool,
+) -> Result<Value, ApiError> {
     if let Some(field) = body.keys().find(|k| k.as_str() != "key") {
         return Err(ApiError::invalid_request(format!("Invalid `{field}`: unknown field"), field));
     }
@@ -161,11 +173,12 @@ async fn set_blocked(body: &Map<String, Value>, store: &KeyStore, blocked: bool)
     record.blocked = blocked;
     record.updated_at = now_ms();
     store.put(&record, record.key_alias.clone().as_deref()).await?;
-    Ok(record.to_api())
+    sync_ledger(call, &record, None).await?;
+    view(&record, call).await
 }
 
 /// `GET /key/info?key=`: the master key may read any key; a virtual key only itself.
-async fn info(req: &Request, store: &KeyStore, caller: &Caller) -> Result<Value, ApiError> {
+async fn info(req: &Request, store: &KeyStore, caller: &Caller, call: &Call<'_>) -> Result<Value, ApiError> {
     let asked = query(req, "key")?;
     let record = match (caller, asked) {
         (Caller::Master, Some(key)) => find(&key, store).await?,
@@ -176,12 +189,12 @@ async fn info(req: &Request, store: &KeyStore, caller: &Caller) -> Result<Value,
             return Err(ApiError::forbidden("A key may only read its own info; use the master key for others."))
         }
     };
-    Ok(json!({ "key": record.token, "info": record.to_api() }))
+    Ok(json!({ "key": record.token, "info": view(&record, call).await? }))
 }
 
 /// `GET /key/list?page=&size=&key_alias=&user_id=&team_id=&return_full_object=`: hashes (never
 /// secrets), newest first.
-async fn list(req: &Request, store: &KeyStore) -> Result<Value, ApiError> {
+async fn list(req: &Request, store: &KeyStore, call: &Call<'_>) -> Result<Value, ApiError> {
     let number = |name: &str, default: usize, max: usize| -> Result<usize, ApiError> {
         match query(req, name)? {
             None => Ok(default),
@@ -208,7 +221,7 @@ async fn list(req: &Request, store: &KeyStore) -> Result<Value, ApiError> {
     for (hash, meta) in entries.into_iter().skip((page - 1).saturating_mul(size)).take(size) {
         if full {
             if let Some(record) = store.get_fresh(&hash).await? {
-                keys.push(record.to_api());
+                keys.push(view(&record, call).await?);
             }
         } else {
             keys.push(json!({ "token": hash, "key_alias": meta.alias }));
@@ -269,10 +282,23 @@ fn describe(ident: &str) -> String {
     }
 }
 
-fn with_secret(record: &KeyRecord, key: &str) -> Value {
-    let mut v = record.to_api();
-    v["key"] = Value::String(key.to_string());
-    v
+fn with_secret(mut view: Value, key: &str) -> Value {
+    view["key"] = Value::String(key.to_string());
+    view
+}
+
+/// The key as the API shows it, with the spend its ledger holds.
+async fn view(record: &KeyRecord, call: &Call<'_>) -> Result<Value, ApiError> {
+    let ledger = LedgerStub::open(call.env, &ledger::key_ledger(&record.key_id))?;
+    let info = ledger.info(&InfoRequest { limits: Limits::from_key(record) }).await?;
+    Ok(record.to_api(info.spend, info.budget_reset_at))
+}
+
+/// Tells the key's ledger at once what KV will tell other locations within a minute: the key
+/// is blocked, deleted, or has a new secret. Keys with limits are refused there immediately.
+async fn sync_ledger(call: &Call<'_>, record: &KeyRecord, deleted: Option<&str>) -> Result<(), ApiError> {
+    let reason = deleted.or(record.blocked.then_some("blocked"));
+    accounting::notify_revocation(call.env, &record.key_id, reason, &record.token).await
 }
 
 fn new_secret() -> Result<String, ApiError> {

@@ -46,6 +46,9 @@ pub struct ListMeta {
     pub team_id: Option<String>,
     #[serde(default, rename = "c")]
     pub created_at: u64,
+    /// The key's stable id (names its ledger).
+    #[serde(default, rename = "i")]
+    pub key_id: String,
 }
 
 pub struct KeyStore {
@@ -99,6 +102,7 @@ impl KeyStore {
             user_id: record.user_id.clone(),
             team_id: record.team_id.clone(),
             created_at: record.created_at,
+            key_id: record.key_id.clone(),
         };
         let value = serde_json::to_string(record).map_err(|e| ApiError::internal(e.to_string()))?;
         let key = format!("key:{}", record.token);

@@ -1,9 +1,12 @@
 //! The thin layer between the Workers runtime and the pure modules: the fetch entry, the
 //! route table, who the caller is, and the rendering of every answer (headers, errors, log).
 
+mod accounting;
 mod admin;
 mod keystore;
+mod ledger;
 mod proxy;
+mod spend;
 mod upstream;
 mod vars;
 
@@ -104,6 +107,10 @@ async fn route(req: Request, call: &mut Call<'_>) -> std::result::Result<Respons
                 return Err(ApiError::not_found(message).with_param("model"));
             }
             json_response(200, &openai::model_object(&id))
+        }
+        Route::SpendLogs => {
+            let caller = authenticate(&req, call).await?;
+            json_response(200, &spend::logs(&req, call, &caller).await?)
         }
         key_route => {
             let caller = authenticate(&req, call).await?;

@@ -166,6 +166,7 @@ test('GET /v1/models and /models list the configured model names (auth required)
     'slow-model',
     'wrong-token-model',
     'unreachable-model',
+    'limited-deployment',
   ]);
   const bare = await raw(gw, '/models', { method: 'GET' });
   assert.equal(bare.status, 200);
@@ -191,7 +192,7 @@ test('health endpoints answer without a key', async () => {
   const ready = await raw(gw, '/health/readiness', { method: 'GET', key: null });
   assert.equal(ready.status, 200);
   assert.equal(ready.json.status, 'healthy');
-  assert.equal(ready.json.models, 7);
+  assert.equal(ready.json.models, 8);
 });
 
 test('concurrent requests are answered independently', async () => {

@@ -272,11 +272,11 @@ test('/key/delete takes aliases, and deletes nothing when a key is missing', asy
 });
 
 test('/key/{key}/regenerate with a chosen new key', async () => {
-  const { key, token } = await generate({ key_alias: 'regen-path', tpm_limit: 100 });
+  const { key, token } = await generate({ key_alias: 'regen-path', tpm_limit: 100000 });
   const res = await admin(`/key/${token}/regenerate`, { new_key: 'sk-my-new-secret-77' });
   assert.equal(res.status, 200, res.text);
   assert.equal(res.json.key, 'sk-my-new-secret-77');
-  assert.equal(res.json.tpm_limit, 100);
+  assert.equal(res.json.tpm_limit, 100000);
   await chatAs('sk-my-new-secret-77');
   await refused(key, /regenerated/);
   assert.equal((await adminGet('/key/list?key_alias=regen-path')).json.keys[0].token, sha256('sk-my-new-secret-77'));

@@ -37,6 +37,7 @@ export async function startGateway({ bindings = {}, fake: fakeOptions = {}, scri
     compatibilityDate: COMPATIBILITY_DATE,
     bindings: vars,
     kvNamespaces: ['KEYS'],
+    durableObjects: { LEDGER: { className: 'Ledger', useSQLite: true } },
     host: '127.0.0.1',
     port: 0,
     structuredWorkerdLogs: true,

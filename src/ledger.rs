@@ -1,0 +1,104 @@
+//! What the worker and a ledger Durable Object say to each other (JSON over the object's
+//! `fetch`), and the spend log row a ledger keeps per request. One ledger per virtual key
+//! (`key:<key_id>`), one for the master key (`master`), one per rate-limited deployment
+//! (`deployment:<id>`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::limiter::{Limits, Settlement};
+
+pub const MASTER: &str = "master";
+
+pub fn key_ledger(key_id: &str) -> String {
+    format!("key:{key_id}")
+}
+
+pub fn deployment_ledger(deployment_id: &str) -> String {
+    format!("deployment:{deployment_id}")
+}
+
+/// One request, as `/spend/logs` shows it. Money in pico-dollars, times in Unix ms.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpendLogRow {
+    /// The answer's id (`chatcmpl_...`), or the call id when there was no answer.
+    pub request_id: String,
+    pub call_id: String,
+    /// SHA-256 of the key (empty for the master key).
+    pub api_key: String,
+    pub key_alias: Option<String>,
+    pub model_group: String,
+    pub deployment: String,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub spend: u64,
+    pub start_time: u64,
+    pub end_time: u64,
+    pub status: u16,
+    pub streamed: bool,
+    /// The usage was estimated (a stream cut before Databricks reported any).
+    pub estimated: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettleRequest {
+    pub settlement: Settlement,
+    /// Kept in the ledger's spend log (not for deployment ledgers).
+    pub row: Option<SpendLogRow>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseRequest {
+    pub id: String,
+}
+
+/// Blocks (`reason`: blocked, deleted) or unblocks (`None`) a key at once, and records its
+/// current hash so that a regenerated key's old secret is refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeRequest {
+    pub reason: Option<String>,
+    pub token: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InfoRequest {
+    pub limits: Limits,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerInfo {
+    pub spend: u64,
+    pub budget_reset_at: Option<u64>,
+}
+
+/// Filters of `/spend/logs`, applied by each ledger to its own rows.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsQuery {
+    pub request_id: Option<String>,
+    pub start_ms: Option<u64>,
+    pub end_ms: Option<u64>,
+    pub limit: u64,
+}
+
+impl SpendLogRow {
+    /// The row as `/spend/logs` answers it (LiteLLM's names, RFC 3339 times, USD).
+    pub fn to_api(&self) -> serde_json::Value {
+        serde_json::json!({
+            "request_id": self.request_id,
+            "call_id": self.call_id,
+            "api_key": self.api_key,
+            "key_alias": self.key_alias,
+            "model_group": self.model_group,
+            "model_id": self.deployment,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "spend": crate::pricing::usd(self.spend),
+            "startTime": crate::time::format_rfc3339(self.start_time),
+            "endTime": crate::time::format_rfc3339(self.end_time),
+            "status": if (200..300).contains(&self.status) { "success" } else { "failure" },
+            "status_code": self.status,
+            "stream": self.streamed,
+            "estimated": self.estimated,
+        })
+    }
+}

@@ -1,0 +1,683 @@
+//! The ledger's rules: rate limits, in-flight slots, budget reservations and spend, as a pure
+//! function of (state, now, request). One Durable Object per key holds a [`LedgerState`]
+//! and only loads it, calls these functions and saves it; so every rule is tested natively.
+//!
+//! - Requests and tokens per minute use a sliding log of the last 60 s: at most `rpm`
+//!   admissions in any 60 s, never 2x at a window boundary.
+//! - Admission reserves tokens (prompt upper bound + `max_tokens`) and the worst-case cost;
+//!   settlement replaces them with the real usage. A reservation whose settlement never comes
+//!   (its isolate died) stops holding a slot when its lease ends, and is charged as reserved
+//!   after an hour; a late settlement then corrects that charge instead of adding to it.
+//! - Settling the same request twice counts it once.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::keys::KeyRecord;
+use crate::pricing::Prices;
+use crate::time::Duration;
+
+pub const WINDOW_MS: u64 = 60_000;
+/// An unsettled reservation older than this is charged as reserved.
+pub const RESERVATION_MAX_MS: u64 = 3_600_000;
+/// How long an estimated charge is remembered so that a late settlement can correct it.
+const ESTIMATE_MEMORY_MS: u64 = 24 * 3_600_000;
+/// Completion tokens reserved against a tokens-per-minute limit when a request sets no
+/// `max_tokens`; settlement corrects it.
+pub const DEFAULT_COMPLETION_ESTIMATE: u64 = 256;
+
+/// A key's (or a deployment's) limits, as the request that consults the ledger states them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub max_parallel: Option<u64>,
+    #[serde(default)]
+    pub model_rpm: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub model_tpm: BTreeMap<String, u64>,
+    /// Pico-dollars.
+    pub max_budget: Option<u64>,
+    pub budget_duration: Option<String>,
+    /// Pico-dollars.
+    pub soft_budget: Option<u64>,
+}
+
+impl Limits {
+    pub fn from_key(r: &KeyRecord) -> Self {
+        Limits {
+            rpm: r.rpm_limit,
+            tpm: r.tpm_limit,
+            max_parallel: r.max_parallel_requests,
+            model_rpm: r.model_rpm_limit.clone(),
+            model_tpm: r.model_tpm_limit.clone(),
+            max_budget: r.max_budget,
+            budget_duration: r.budget_duration.clone(),
+            soft_budget: r.soft_budget,
+        }
+    }
+
+    /// Whether a request must be admitted before it is forwarded. Keys without limits or a
+    /// budget skip that round trip; their usage is still settled afterwards.
+    pub fn needs_admission(&self) -> bool {
+        self.rpm.is_some()
+            || self.tpm.is_some()
+            || self.max_parallel.is_some()
+            || !self.model_rpm.is_empty()
+            || !self.model_tpm.is_empty()
+            || self.max_budget.is_some()
+    }
+
+    fn period(&self) -> Option<Duration> {
+        self.budget_duration.as_deref().and_then(Duration::parse)
+    }
+}
+
+/// One admitted (or settled) request, kept while it counts in the window or is unsettled.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub id: String,
+    pub at: u64,
+    pub model: String,
+    /// The reserved estimate until settled, then the real total.
+    pub tokens: u64,
+    pub state: EntryState,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum EntryState {
+    /// Admitted and not yet settled: holds its worst-case cost (pico-dollars) against the
+    /// budget, and a slot until `lease_until`.
+    Reserved {
+        cost: u64,
+        lease_until: u64,
+    },
+    Settled,
+    /// Its settlement never came: charged `charged` pico-dollars, as reserved.
+    Estimated {
+        charged: u64,
+    },
+    /// A late settlement replaced the estimate.
+    Corrected,
+}
+
+impl Entry {
+    fn reserved_cost(&self) -> u64 {
+        match self.state {
+            EntryState::Reserved { cost, .. } => cost,
+            _ => 0,
+        }
+    }
+
+    fn is_reserved(&self) -> bool {
+        matches!(self.state, EntryState::Reserved { .. })
+    }
+
+    /// Kept after the window so that a late or repeated settlement is recognised.
+    fn remembered(&self) -> bool {
+        matches!(self.state, EntryState::Estimated { .. } | EntryState::Corrected)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerState {
+    pub entries: Vec<Entry>,
+    /// Pico-dollars spent in the current budget period.
+    pub spend: u64,
+    pub period_start: Option<u64>,
+    pub soft_alerted: bool,
+    /// Blocked or deleted: refused here at once, whatever KV still says elsewhere.
+    pub revoked: Option<String>,
+    /// The key's current hash: an old secret is refused after regeneration.
+    pub token: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdmitRequest {
+    pub id: String,
+    pub model: String,
+    /// The caller's key hash, when the ledger is a key's.
+    pub token: Option<String>,
+    /// An upper bound of the prompt's tokens.
+    pub prompt_tokens_max: u64,
+    pub max_tokens: Option<u64>,
+    /// The most completion tokens imposed when a budget needs a bound and none is asked.
+    pub output_cap: u64,
+    pub prices: Prices,
+    pub lease_ms: u64,
+    pub limits: Limits,
+}
+
+/// The `x-ratelimit-*` figures of an answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateInfo {
+    pub limit_requests: Option<u64>,
+    pub remaining_requests: Option<u64>,
+    pub reset_requests_ms: Option<u64>,
+    pub limit_tokens: Option<u64>,
+    pub remaining_tokens: Option<u64>,
+    pub reset_tokens_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Decision {
+    /// Go ahead; `max_tokens` is set when the budget requires imposing one.
+    Admitted {
+        max_tokens: Option<u64>,
+        rate: RateInfo,
+        spend: u64,
+    },
+    RateLimited {
+        message: String,
+        retry_after_ms: u64,
+        rate: RateInfo,
+    },
+    BudgetExceeded {
+        committed: u64,
+        max_budget: u64,
+    },
+    Revoked {
+        reason: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settlement {
+    pub id: String,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// Pico-dollars.
+    pub cost: u64,
+    pub limits: Limits,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settled {
+    pub spend: u64,
+    /// This settlement took spend past `soft_budget` (reported once per period).
+    pub soft_budget_crossed: bool,
+    /// The settlement was a repeat and changed nothing.
+    pub duplicate: bool,
+}
+
+impl LedgerState {
+    pub fn admit(&mut self, req: &AdmitRequest, now: u64) -> Decision {
+        self.maintain(now, &req.limits);
+        if let Some(reason) = &self.revoked {
+            return Decision::Revoked { reason: reason.clone() };
+        }
+        if let (Some(current), Some(presented)) = (&self.token, &req.token) {
+            if current != presented {
+                return Decision::Revoked { reason: "regenerated".into() };
+            }
+        }
+        let limits = &req.limits;
+        let rate = self.rate_info(now, limits, &req.model, 0);
+
+        if let Some(max) = limits.max_parallel {
+            let leases: Vec<u64> = self.leases(now).collect();
+            if leases.len() as u64 >= max {
+                let retry = leases.iter().min().map_or(1000, |l| l - now);
+                let message = format!("Max parallel request limit reached: {max} requests in flight.");
+                return Decision::RateLimited { message, retry_after_ms: retry, rate };
+            }
+        }
+        let all_models = |_: &Entry| true;
+        let this_model = |e: &Entry| e.model == req.model;
+        if let Some(rpm) = limits.rpm {
+            if let Some(retry) = self.requests_retry(now, rpm, all_models) {
+                let message = format!("Rate limit reached: {rpm} requests per minute.");
+                return Decision::RateLimited { message, retry_after_ms: retry, rate };
+            }
+        }
+        if let Some(&rpm) = limits.model_rpm.get(&req.model) {
+            if let Some(retry) = self.requests_retry(now, rpm, this_model) {
+                let message = format!("Rate limit reached for model {}: {rpm} requests per minute.", req.model);
+                return Decision::RateLimited { message, retry_after_ms: retry, rate };
+            }
+        }
+        let tokens = req.prompt_tokens_max + req.max_tokens.unwrap_or(DEFAULT_COMPLETION_ESTIMATE);
+        let token_limits = [(limits.tpm, None), (limits.model_tpm.get(&req.model).copied(), Some(&req.model))];
+        for (tpm, model) in token_limits {
+            let Some(tpm) = tpm else { continue };
+            let retry = match model {
+                None => self.tokens_retry(now, tpm, tokens, all_models),
+                Some(_) => self.tokens_retry(now, tpm, tokens, this_model),
+            };
+            if let Some(retry) = retry {
+                let scope = model.map(|m| format!(" for model {m}")).unwrap_or_default();
+                let message = if tokens > tpm {
+                    format!("Rate limit reached{scope}: this request may use up to {tokens} tokens, more than the limit of {tpm} tokens per minute.")
+                } else {
+                    format!("Rate limit reached{scope}: {tpm} tokens per minute.")
+                };
+                return Decision::RateLimited { message, retry_after_ms: retry, rate };
+            }
+        }
+
+        // The budget holds what is spent plus what admitted requests may still cost.
+        let committed = self.committed();
+        let prompt_cost = req.prompt_tokens_max.saturating_mul(req.prices.input);
+        let mut imposed = None;
+        let completion_tokens = match (req.max_tokens, limits.max_budget) {
+            (Some(m), _) => m,
+            (None, Some(budget)) if req.prices.output > 0 => {
+                let left = budget.saturating_sub(committed).saturating_sub(prompt_cost);
+                let affordable = (left / req.prices.output).min(req.output_cap);
+                if affordable == 0 {
+                    return Decision::BudgetExceeded { committed, max_budget: budget };
+                }
+                imposed = Some(affordable);
+                affordable
+            }
+            (None, _) => DEFAULT_COMPLETION_ESTIMATE,
+        };
+        let worst = prompt_cost.saturating_add(completion_tokens.saturating_mul(req.prices.output));
+        if let Some(budget) = limits.max_budget {
+            if committed > budget || committed.saturating_add(worst) > budget {
+                return Decision::BudgetExceeded { committed, max_budget: budget };
+            }
+        }
+
+        self.entries.push(Entry {
+            id: req.id.clone(),
+            at: now,
+            model: req.model.clone(),
+            tokens,
+            state: EntryState::Reserved { cost: worst, lease_until: now + req.lease_ms },
+        });
+        Decision::Admitted { max_tokens: imposed, rate: self.rate_info(now, limits, &req.model, 0), spend: self.spend }
+    }
+
+    /// Replaces a reservation with the real usage (or records usage that had none).
+    pub fn settle(&mut self, s: &Settlement, now: u64) -> Settled {
+        self.maintain(now, &s.limits);
+        let tokens = s.prompt_tokens + s.completion_tokens;
+        let mut duplicate = false;
+        match self.entries.iter_mut().find(|e| e.id == s.id) {
+            Some(e) => match e.state {
+                EntryState::Reserved { .. } => {
+                    e.tokens = tokens;
+                    e.state = EntryState::Settled;
+                    self.spend = self.spend.saturating_add(s.cost);
+                }
+                EntryState::Estimated { charged } => {
+                    e.tokens = tokens;
+                    e.state = EntryState::Corrected;
+                    self.spend = self.spend.saturating_sub(charged).saturating_add(s.cost);
+                }
+                EntryState::Settled | EntryState::Corrected => duplicate = true,
+            },
+            None => {
+                // A request that was not admitted here (a key without limits): record it, so
+                // that it counts in the window and a repeat is recognised.
+                self.entries.push(Entry {
+                    id: s.id.clone(),
+                    at: now,
+                    model: String::new(),
+                    tokens,
+                    state: EntryState::Settled,
+                });
+                self.spend = self.spend.saturating_add(s.cost);
+            }
+        }
+        let crossed = match s.limits.soft_budget {
+            Some(soft) if !self.soft_alerted && self.spend >= soft => {
+                self.soft_alerted = true;
+                true
+            }
+            _ => false,
+        };
+        Settled { spend: self.spend, soft_budget_crossed: crossed, duplicate }
+    }
+
+    /// Drops a reservation whose request was never sent (another limit refused it).
+    pub fn release(&mut self, id: &str) {
+        self.entries.retain(|e| e.id != id || !e.is_reserved());
+    }
+
+    /// When the current budget period ends, if the key has a `budget_duration`.
+    pub fn budget_reset_at(&self, limits: &Limits) -> Option<u64> {
+        Some(limits.period()?.after(self.period_start?))
+    }
+
+    /// Spend plus what unsettled requests may still cost.
+    pub fn committed(&self) -> u64 {
+        self.entries.iter().fold(self.spend, |sum, e| sum.saturating_add(e.reserved_cost()))
+    }
+
+    /// Periodic work done lazily on each call: budget periods roll over, expired reservations
+    /// are charged, and what no longer counts is dropped.
+    pub fn maintain(&mut self, now: u64, limits: &Limits) {
+        if let Some(period) = limits.period() {
+            let start = *self.period_start.get_or_insert(now);
+            let mut next_start = start;
+            // Catch up over whole periods (bounded: at most 1200 months or a jump for seconds).
+            match period {
+                Duration::Seconds(s) if now >= start + s * 1000 => {
+                    next_start = start + (now - start) / (s * 1000) * s * 1000;
+                }
+                Duration::Months(_) => {
+                    for _ in 0..1200 {
+                        let candidate = period.after(next_start);
+                        if candidate > now {
+                            break;
+                        }
+                        next_start = candidate;
+                    }
+                }
+                Duration::Seconds(_) => {}
+            }
+            if next_start != start {
+                self.period_start = Some(next_start);
+                self.spend = 0;
+                self.soft_alerted = false;
+                // Estimates charged to the old period are not corrected in the new one.
+                for e in &mut self.entries {
+                    if let EntryState::Estimated { .. } = e.state {
+                        e.state = EntryState::Corrected;
+                    }
+                }
+            }
+        }
+        for e in &mut self.entries {
+            if let EntryState::Reserved { cost, .. } = e.state {
+                if e.at + RESERVATION_MAX_MS <= now {
+                    e.state = EntryState::Estimated { charged: cost };
+                    self.spend = self.spend.saturating_add(cost);
+                }
+            }
+        }
+        self.entries.retain(|e| {
+            e.is_reserved() || e.at + WINDOW_MS > now || (e.remembered() && e.at + ESTIMATE_MEMORY_MS > now)
+        });
+    }
+
+    /// The lease ends of the requests in flight.
+    fn leases(&self, now: u64) -> impl Iterator<Item = u64> + '_ {
+        self.entries.iter().filter_map(move |e| match e.state {
+            EntryState::Reserved { lease_until, .. } if lease_until > now => Some(lease_until),
+            _ => None,
+        })
+    }
+
+    fn window(&self, now: u64) -> impl Iterator<Item = &Entry> {
+        self.entries.iter().filter(move |e| e.at + WINDOW_MS > now)
+    }
+
+    /// `None` if one more request fits under `rpm`; else how long until it would.
+    fn requests_retry(&self, now: u64, rpm: u64, filter: impl Fn(&Entry) -> bool) -> Option<u64> {
+        let mut times: Vec<u64> = self.window(now).filter(|e| filter(e)).map(|e| e.at).collect();
+        let count = times.len() as u64;
+        if count < rpm {
+            return None;
+        }
+        times.sort_unstable();
+        // The oldest (count - rpm + 1) admissions must leave the window first.
+        let last_to_leave = times.get((count - rpm) as usize).copied().unwrap_or(now);
+        Some((last_to_leave + WINDOW_MS).saturating_sub(now).max(1))
+    }
+
+    /// `None` if `tokens` more fit under `tpm`; else how long until they would.
+    fn tokens_retry(&self, now: u64, tpm: u64, tokens: u64, filter: impl Fn(&Entry) -> bool) -> Option<u64> {
+        let mut window: Vec<(u64, u64)> = self.window(now).filter(|e| filter(e)).map(|e| (e.at, e.tokens)).collect();
+        let mut used: u64 = window.iter().map(|(_, t)| t).sum();
+        if used.saturating_add(tokens) <= tpm {
+            return None;
+        }
+        if tokens > tpm {
+            return Some(WINDOW_MS);
+        }
+        window.sort_unstable();
+        for (at, t) in window {
+            used -= t;
+            if used + tokens <= tpm {
+                return Some((at + WINDOW_MS).saturating_sub(now).max(1));
+            }
+        }
+        Some(WINDOW_MS)
+    }
+
+    /// The `x-ratelimit-*` figures after `extra` more requests.
+    pub fn rate_info(&self, now: u64, limits: &Limits, model: &str, extra: u64) -> RateInfo {
+        let rpm = limits.rpm.or_else(|| limits.model_rpm.get(model).copied());
+        let tpm = limits.tpm.or_else(|| limits.model_tpm.get(model).copied());
+        let scoped = |e: &&Entry| limits.rpm.is_some() || e.model == model;
+        let window: Vec<&Entry> = self.window(now).filter(scoped).collect();
+        let oldest = window.iter().map(|e| e.at).min();
+        let reset = oldest.map(|at| (at + WINDOW_MS).saturating_sub(now)).unwrap_or(0);
+        let used_tokens: u64 =
+            self.window(now).filter(|e| limits.tpm.is_some() || e.model == model).map(|e| e.tokens).sum();
+        RateInfo {
+            limit_requests: rpm,
+            remaining_requests: rpm.map(|r| r.saturating_sub(window.len() as u64 + extra)),
+            reset_requests_ms: rpm.map(|_| reset),
+            limit_tokens: tpm,
+            remaining_tokens: tpm.map(|t| t.saturating_sub(used_tokens)),
+            reset_tokens_ms: tpm.map(|_| reset),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pricing::PriceSource;
+
+    const T0: u64 = 1_800_000_000_000;
+    const PRICES: Prices = Prices { input: 1_000_000, output: 2_000_000, source: PriceSource::Config }; // 1 and 2 µ$ per token
+
+    fn limits() -> Limits {
+        Limits::default()
+    }
+
+    fn request(id: &str, limits: &Limits) -> AdmitRequest {
+        AdmitRequest {
+            id: id.into(),
+            model: "m".into(),
+            token: None,
+            prompt_tokens_max: 10,
+            max_tokens: Some(20),
+            output_cap: 1000,
+            prices: PRICES,
+            lease_ms: 30_000,
+            limits: limits.clone(),
+        }
+    }
+
+    fn admitted(d: &Decision) -> bool {
+        matches!(d, Decision::Admitted { .. })
+    }
+
+    fn settle(state: &mut LedgerState, id: &str, prompt: u64, completion: u64, limits: &Limits, now: u64) -> Settled {
+        let cost = PRICES.tokens_cost(prompt, completion);
+        let s = Settlement {
+            id: id.into(),
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            cost,
+            limits: limits.clone(),
+        };
+        state.settle(&s, now)
+    }
+
+    #[test]
+    fn rpm_admits_exactly_n_in_any_minute() {
+        let l = Limits { rpm: Some(5), ..limits() };
+        let mut s = LedgerState::default();
+        let results: Vec<bool> = (0..15).map(|i| admitted(&s.admit(&request(&format!("r{i}"), &l), T0 + i))).collect();
+        assert_eq!(results.iter().filter(|a| **a).count(), 5);
+        assert!(results[..5].iter().all(|a| *a));
+        // Still full just before the first admission leaves the window, open right after.
+        let Decision::RateLimited { retry_after_ms, .. } = s.admit(&request("x", &l), T0 + 59_000) else { panic!() };
+        assert_eq!(retry_after_ms, 1_000);
+        assert!(admitted(&s.admit(&request("y", &l), T0 + 60_000)));
+        // No boundary doubling: at most 5 in any 60 s.
+        assert!(!admitted(&s.admit(&request("z", &l), T0 + 60_000)));
+        assert!(admitted(&s.admit(&request("z", &l), T0 + 60_001)));
+    }
+
+    #[test]
+    fn model_rpm_counts_only_that_model() {
+        let l = Limits { model_rpm: [("m".to_string(), 1)].into(), ..limits() };
+        let mut s = LedgerState::default();
+        assert!(admitted(&s.admit(&request("a", &l), T0)));
+        assert!(!admitted(&s.admit(&request("b", &l), T0)));
+        let mut other = request("c", &l);
+        other.model = "n".into();
+        assert!(admitted(&s.admit(&other, T0)));
+    }
+
+    #[test]
+    fn parallel_slots_are_released_by_settlement_or_by_lease() {
+        let l = Limits { max_parallel: Some(2), ..limits() };
+        let mut s = LedgerState::default();
+        assert!(admitted(&s.admit(&request("a", &l), T0)));
+        assert!(admitted(&s.admit(&request("b", &l), T0)));
+        let Decision::RateLimited { retry_after_ms, message, .. } = s.admit(&request("c", &l), T0 + 1) else {
+            panic!()
+        };
+        assert!(message.contains("parallel"));
+        assert_eq!(retry_after_ms, 29_999);
+        settle(&mut s, "a", 1, 1, &l, T0 + 2);
+        assert!(admitted(&s.admit(&request("d", &l), T0 + 3)));
+        // "b" never settles (its isolate died): its lease frees the slot.
+        assert!(!admitted(&s.admit(&request("e", &l), T0 + 4)));
+        assert!(admitted(&s.admit(&request("f", &l), T0 + 30_001)));
+    }
+
+    #[test]
+    fn tpm_reserves_then_settles_the_real_tokens() {
+        let l = Limits { tpm: Some(100), ..limits() };
+        let mut s = LedgerState::default();
+        // Each request reserves 10 + 20 = 30 tokens: three fit, the fourth does not.
+        for id in ["a", "b", "c"] {
+            assert!(admitted(&s.admit(&request(id, &l), T0)));
+        }
+        assert!(!admitted(&s.admit(&request("d", &l), T0)));
+        // Real usage is smaller: settling frees room.
+        settle(&mut s, "a", 5, 5, &l, T0 + 1);
+        assert!(admitted(&s.admit(&request("d", &l), T0 + 2)));
+        // A request larger than the whole limit is refused with the reason.
+        let mut huge = request("h", &l);
+        huge.max_tokens = Some(500);
+        let Decision::RateLimited { message, .. } = s.admit(&huge, T0 + 3) else { panic!() };
+        assert!(message.contains("more than the limit"));
+    }
+
+    #[test]
+    fn budget_is_never_overshot_by_racing_requests() {
+        // Worst case per request: 10 × 1 µ$ + 20 × 2 µ$ = 50 µ$; budget 1000 µ$ → 20 fit.
+        let l = Limits { max_budget: Some(1_000_000_000), ..limits() };
+        let mut s = LedgerState::default();
+        let admitted_ids: Vec<String> =
+            (0..100).map(|i| format!("r{i}")).filter(|id| admitted(&s.admit(&request(id, &l), T0))).collect();
+        assert_eq!(admitted_ids.len(), 20);
+        let Decision::BudgetExceeded { committed, max_budget } = s.admit(&request("x", &l), T0) else { panic!() };
+        assert_eq!((committed, max_budget), (1_000_000_000, 1_000_000_000));
+        // Every admitted request settles at its worst case: spend lands exactly on the budget.
+        for id in &admitted_ids {
+            settle(&mut s, id, 10, 20, &l, T0 + 1);
+        }
+        assert_eq!(s.spend, 1_000_000_000);
+        assert_eq!(s.committed(), s.spend);
+    }
+
+    #[test]
+    fn without_max_tokens_the_budget_imposes_one() {
+        let l = Limits { max_budget: Some(100_000_000), ..limits() }; // 100 µ$
+        let mut s = LedgerState::default();
+        let mut r = request("a", &l);
+        r.max_tokens = None;
+        // (100 - 10) µ$ left after the prompt, 2 µ$ per completion token → 45 tokens.
+        let Decision::Admitted { max_tokens, .. } = s.admit(&r, T0) else { panic!() };
+        assert_eq!(max_tokens, Some(45));
+        r.id = "b".into();
+        assert!(matches!(s.admit(&r, T0), Decision::BudgetExceeded { .. }));
+        // The cap applies when the budget would allow more.
+        let roomy = Limits { max_budget: Some(u64::MAX / 4), ..limits() };
+        let mut r = request("c", &roomy);
+        r.max_tokens = None;
+        let Decision::Admitted { max_tokens, .. } = LedgerState::default().admit(&r, T0) else { panic!() };
+        assert_eq!(max_tokens, Some(1000));
+    }
+
+    #[test]
+    fn settlement_is_idempotent_and_records_unadmitted_usage() {
+        let l = limits();
+        let mut s = LedgerState::default();
+        let first = settle(&mut s, "a", 3, 4, &l, T0);
+        assert_eq!(first.spend, 3_000_000 + 8_000_000);
+        let again = settle(&mut s, "a", 3, 4, &l, T0 + 5);
+        assert!(again.duplicate);
+        assert_eq!(again.spend, first.spend);
+    }
+
+    #[test]
+    fn an_abandoned_reservation_is_charged_then_corrected_by_a_late_settlement() {
+        let l = Limits { max_budget: Some(1_000_000_000), ..limits() };
+        let mut s = LedgerState::default();
+        assert!(admitted(&s.admit(&request("a", &l), T0)));
+        s.maintain(T0 + RESERVATION_MAX_MS, &l);
+        assert_eq!(s.spend, 50_000_000);
+        let late = settle(&mut s, "a", 1, 1, &l, T0 + RESERVATION_MAX_MS + 1);
+        assert_eq!(late.spend, 3_000_000);
+        assert!(!late.duplicate);
+        assert!(settle(&mut s, "a", 1, 1, &l, T0 + RESERVATION_MAX_MS + 2).duplicate);
+    }
+
+    #[test]
+    fn budget_periods_reset_spend() {
+        let l = Limits { budget_duration: Some("30s".into()), soft_budget: Some(6_000_000), ..limits() };
+        let mut s = LedgerState::default();
+        let first = settle(&mut s, "a", 3, 1, &l, T0);
+        assert!(!first.soft_budget_crossed);
+        assert!(settle(&mut s, "b", 3, 1, &l, T0 + 1).soft_budget_crossed);
+        assert!(!settle(&mut s, "c", 3, 1, &l, T0 + 2).soft_budget_crossed, "once per period");
+        assert_eq!(s.budget_reset_at(&l), Some(T0 + 30_000));
+        s.maintain(T0 + 29_999, &l);
+        assert_eq!(s.spend, 15_000_000);
+        s.maintain(T0 + 95_000, &l);
+        assert_eq!(s.spend, 0);
+        assert_eq!(s.period_start, Some(T0 + 90_000));
+        assert!(settle(&mut s, "d", 6, 0, &l, T0 + 95_001).soft_budget_crossed, "again in the new period");
+    }
+
+    #[test]
+    fn revoked_and_regenerated_keys_are_refused() {
+        let l = Limits { rpm: Some(10), ..limits() };
+        let mut s = LedgerState { token: Some("new".into()), ..Default::default() };
+        let mut r = request("a", &l);
+        r.token = Some("old".into());
+        assert_eq!(s.admit(&r, T0), Decision::Revoked { reason: "regenerated".into() });
+        r.token = Some("new".into());
+        assert!(admitted(&s.admit(&r, T0)));
+        s.revoked = Some("blocked".into());
+        r.id = "b".into();
+        assert_eq!(s.admit(&r, T0), Decision::Revoked { reason: "blocked".into() });
+    }
+
+    #[test]
+    fn releasing_a_refused_request_frees_everything() {
+        let l = Limits { rpm: Some(1), max_budget: Some(60_000_000), ..limits() };
+        let mut s = LedgerState::default();
+        assert!(admitted(&s.admit(&request("a", &l), T0)));
+        s.release("a");
+        assert_eq!(s.committed(), 0);
+        assert!(admitted(&s.admit(&request("b", &l), T0)));
+    }
+
+    #[test]
+    fn rate_info_counts_down() {
+        let l = Limits { rpm: Some(3), tpm: Some(100), ..limits() };
+        let mut s = LedgerState::default();
+        let Decision::Admitted { rate, .. } = s.admit(&request("a", &l), T0) else { panic!() };
+        assert_eq!(rate.limit_requests, Some(3));
+        assert_eq!(rate.remaining_requests, Some(2));
+        assert_eq!(rate.remaining_tokens, Some(70));
+        assert_eq!(rate.reset_requests_ms, Some(60_000));
+    }
+}

@@ -1,0 +1,139 @@
+//! What a request costs, in exact units: pico-dollars (1e-12 USD) per token, so that
+//! Databricks' prices (1.24999e-06 USD is 1,249,990 pico-dollars) and every sum of them are
+//! whole numbers and never drift the way accumulated floats do.
+
+use crate::config::{Deployment, PICO_PER_USD};
+use crate::databricks::Usage;
+
+/// Prices per token in pico-dollars, and where they came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Prices {
+    pub input: u64,
+    pub output: u64,
+    pub source: PriceSource,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PriceSource {
+    /// `model_info` (or `litellm_params`) in the config.
+    Config,
+    /// The built-in Databricks price table.
+    Builtin,
+    /// No price known: the request is charged 0 and the log says so.
+    Unknown,
+}
+
+/// Databricks pay-per-token prices (USD per token as LiteLLM's price map has them, in
+/// pico-dollars): endpoint, input, output.
+const BUILTIN: [(&str, u64, u64); 8] = [
+    ("databricks-claude-sonnet-4-5", 2_999_990, 15_000_020),
+    ("databricks-claude-haiku-4-5", 1_000_020, 5_000_030),
+    ("databricks-gpt-5-1", 1_249_990, 9_999_990),
+    ("databricks-gemini-2-5-pro", 1_249_990, 9_999_990),
+    ("databricks-meta-llama-3-3-70b-instruct", 500_010, 1_500_030),
+    ("databricks-gpt-oss-120b", 150_010, 599_970),
+    ("databricks-gte-large-en", 129_990, 0),
+    ("databricks-bge-large-en", 100_030, 0),
+];
+
+/// The prices of a deployment: its config's, else the built-in table's for its endpoint.
+/// A price given for one direction only keeps the other from the table (or 0).
+pub fn prices_for(deployment: &Deployment) -> Prices {
+    let builtin = BUILTIN.iter().find(|(name, _, _)| *name == deployment.endpoint);
+    let info = &deployment.info;
+    match (info.input_cost_per_token, info.output_cost_per_token, builtin) {
+        (None, None, Some((_, input, output))) => {
+            Prices { input: *input, output: *output, source: PriceSource::Builtin }
+        }
+        (None, None, None) => Prices { input: 0, output: 0, source: PriceSource::Unknown },
+        (input, output, builtin) => Prices {
+            input: input.or(builtin.map(|b| b.1)).unwrap_or(0),
+            output: output.or(builtin.map(|b| b.2)).unwrap_or(0),
+            source: PriceSource::Config,
+        },
+    }
+}
+
+impl Prices {
+    /// The cost of a usage, in pico-dollars.
+    pub fn cost(&self, usage: &Usage) -> u64 {
+        self.tokens_cost(usage.prompt_tokens, usage.completion_tokens)
+    }
+
+    pub fn tokens_cost(&self, prompt_tokens: u64, completion_tokens: u64) -> u64 {
+        prompt_tokens.saturating_mul(self.input).saturating_add(completion_tokens.saturating_mul(self.output))
+    }
+}
+
+/// Pico-dollars as an exact decimal number of dollars: 54999910000 → `0.00005499991`.
+pub fn format_usd(pico: u64) -> String {
+    let whole = pico / PICO_PER_USD as u64;
+    let frac = pico % PICO_PER_USD as u64;
+    if frac == 0 {
+        return format!("{whole}.0");
+    }
+    let digits = format!("{frac:012}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
+/// Pico-dollars as a JSON number of dollars (for LiteLLM-shaped answers).
+pub fn usd(pico: u64) -> f64 {
+    pico as f64 / PICO_PER_USD
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ModelInfo, ValueRef};
+
+    fn deployment(endpoint: &str, input: Option<u64>, output: Option<u64>) -> Deployment {
+        Deployment {
+            id: "d".into(),
+            model_name: "m".into(),
+            endpoint: endpoint.into(),
+            api_base: ValueRef::Env("B".into()),
+            api_key: ValueRef::Env("K".into()),
+            timeout_ms: 1,
+            stream_timeout_ms: 1,
+            rpm: None,
+            tpm: None,
+            info: ModelInfo { input_cost_per_token: input, output_cost_per_token: output, ..Default::default() },
+        }
+    }
+
+    #[test]
+    fn litellm_charges_this_call_the_same() {
+        // LiteLLM 1.108: 4 prompt and 5 completion tokens on databricks-gpt-5-1 cost 5.499991e-05 USD.
+        let prices = prices_for(&deployment("databricks-gpt-5-1", None, None));
+        assert_eq!(prices.source, PriceSource::Builtin);
+        let cost = prices.cost(&Usage { prompt_tokens: 4, completion_tokens: 5, total_tokens: 9 });
+        assert_eq!(cost, 54_999_910);
+        assert_eq!(format_usd(cost), "0.00005499991");
+    }
+
+    #[test]
+    fn config_prices_win_and_unknown_models_cost_nothing() {
+        let p = prices_for(&deployment("databricks-gpt-5-1", Some(7), None));
+        assert_eq!((p.input, p.output, p.source), (7, 9_999_990, PriceSource::Config));
+        let p = prices_for(&deployment("my-finetune", None, None));
+        assert_eq!((p.input, p.output, p.source), (0, 0, PriceSource::Unknown));
+        assert_eq!(p.tokens_cost(1000, 1000), 0);
+    }
+
+    #[test]
+    fn sums_are_exact() {
+        let prices = prices_for(&deployment("databricks-gpt-oss-120b", None, None));
+        let total: u64 = (0..10_000).map(|_| prices.tokens_cost(3, 7)).sum();
+        assert_eq!(total, 10_000 * (3 * 150_010 + 7 * 599_970));
+    }
+
+    #[test]
+    fn usd_formatting() {
+        assert_eq!(format_usd(0), "0.0");
+        assert_eq!(format_usd(1), "0.000000000001");
+        assert_eq!(format_usd(1_500_000_000_000), "1.5");
+        assert_eq!(format_usd(12_000_000_000_000), "12.0");
+        assert_eq!(usd(2_500_000_000_000), 2.5);
+    }
+}

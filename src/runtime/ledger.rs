@@ -1,0 +1,256 @@
+//! The ledger Durable Object and the worker's stub for it.
+//!
+//! The object holds one [`LedgerState`] (as JSON in its SQLite storage) and a spend log table.
+//! Each call loads the state, applies one pure rule from `limiter`, and saves it, with no
+//! `await` in between: the object handles one call at a time, so admission is exact however
+//! many requests race. It holds no rule of its own.
+
+use std::cell::{Cell, RefCell};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use worker::wasm_bindgen::JsValue;
+use worker::{durable_object, DurableObject, Env, Method, Request, RequestInit, Response, SqlStorage, State, Stub};
+
+use super::now_ms;
+use crate::ledger::{InfoRequest, LedgerInfo, LogsQuery, ReleaseRequest, RevokeRequest, SettleRequest, SpendLogRow};
+use crate::limiter::{AdmitRequest, Decision, LedgerState, Settled};
+use crate::openai::ApiError;
+
+const BINDING: &str = "LEDGER";
+/// Spend log rows are kept this long, and at most this many per ledger.
+const LOG_RETENTION_MS: u64 = 30 * 86_400_000;
+const LOG_MAX_ROWS: u64 = 10_000;
+/// Retention runs every this many inserts.
+const RETENTION_EVERY: u32 = 256;
+
+#[durable_object]
+pub struct Ledger {
+    state: State,
+    cached: RefCell<Option<LedgerState>>,
+    schema_ready: Cell<bool>,
+    inserts: Cell<u32>,
+}
+
+impl DurableObject for Ledger {
+    fn new(state: State, _env: Env) -> Self {
+        Ledger { state, cached: RefCell::new(None), schema_ready: Cell::new(false), inserts: Cell::new(0) }
+    }
+
+    async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
+        let path = req.path();
+        let body = req.bytes().await?;
+        match self.handle(&path, &body) {
+            Ok(answer) => Response::from_json(&answer),
+            Err(message) => Response::error(message, 400),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct StateRow {
+    json: String,
+}
+
+#[derive(Deserialize)]
+struct LogRow {
+    row: String,
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("bad ledger request: {e}"))
+}
+
+fn to_value<T: Serialize>(v: &T) -> Result<Value, String> {
+    serde_json::to_value(v).map_err(|e| e.to_string())
+}
+
+fn sql_error(e: worker::Error) -> String {
+    format!("ledger storage failed: {e}")
+}
+
+impl Ledger {
+    /// One call, start to end without awaiting: load, apply, save.
+    fn handle(&self, path: &str, body: &[u8]) -> Result<Value, String> {
+        let sql = self.state.storage().sql();
+        self.ensure_schema(&sql)?;
+        let mut ledger = self.load(&sql)?;
+        let now = now_ms();
+        let answer = match path {
+            "/admit" => to_value(&ledger.admit(&parse::<AdmitRequest>(body)?, now))?,
+            "/settle" => {
+                let request: SettleRequest = parse(body)?;
+                let settled = ledger.settle(&request.settlement, now);
+                if let (Some(row), false) = (&request.row, settled.duplicate) {
+                    self.insert_log(&sql, row, now)?;
+                }
+                to_value(&settled)?
+            }
+            "/release" => {
+                ledger.release(&parse::<ReleaseRequest>(body)?.id);
+                Value::Null
+            }
+            "/revoke" => {
+                let request: RevokeRequest = parse(body)?;
+                ledger.revoked = request.reason;
+                if request.token.is_some() {
+                    ledger.token = request.token;
+                }
+                Value::Null
+            }
+            "/info" => {
+                let request: InfoRequest = parse(body)?;
+                ledger.maintain(now, &request.limits);
+                to_value(&LedgerInfo { spend: ledger.spend, budget_reset_at: ledger.budget_reset_at(&request.limits) })?
+            }
+            "/logs" => return self.logs(&sql, &parse(body)?),
+            _ => return Err(format!("unknown ledger call {path}")),
+        };
+        self.save(&sql, ledger)?;
+        Ok(answer)
+    }
+
+    fn ensure_schema(&self, sql: &SqlStorage) -> Result<(), String> {
+        if self.schema_ready.get() {
+            return Ok(());
+        }
+        for statement in [
+            "CREATE TABLE IF NOT EXISTS ledger_state (id INTEGER PRIMARY KEY, json TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS spend_logs (call_id TEXT PRIMARY KEY, request_id TEXT NOT NULL, start_time INTEGER NOT NULL, row TEXT NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS spend_logs_by_time ON spend_logs (start_time)",
+        ] {
+            sql.exec(statement, None).map_err(sql_error)?;
+        }
+        self.schema_ready.set(true);
+        Ok(())
+    }
+
+    fn load(&self, sql: &SqlStorage) -> Result<LedgerState, String> {
+        // Taken, not cloned: `save` puts it back; after a failed call the next one reloads.
+        if let Some(state) = self.cached.borrow_mut().take() {
+            return Ok(state);
+        }
+        let rows: Vec<StateRow> = sql
+            .exec("SELECT json FROM ledger_state WHERE id = 1", None)
+            .and_then(|c| c.to_array())
+            .map_err(sql_error)?;
+        match rows.first() {
+            Some(row) => serde_json::from_str(&row.json).map_err(|e| format!("ledger state unreadable: {e}")),
+            None => Ok(LedgerState::default()),
+        }
+    }
+
+    fn save(&self, sql: &SqlStorage, state: LedgerState) -> Result<(), String> {
+        let json = serde_json::to_string(&state).map_err(|e| e.to_string())?;
+        sql.exec("INSERT OR REPLACE INTO ledger_state (id, json) VALUES (1, ?)", vec![json.into()])
+            .map_err(sql_error)?;
+        *self.cached.borrow_mut() = Some(state);
+        Ok(())
+    }
+
+    fn insert_log(&self, sql: &SqlStorage, row: &SpendLogRow, now: u64) -> Result<(), String> {
+        let json = serde_json::to_string(row).map_err(|e| e.to_string())?;
+        sql.exec(
+            "INSERT OR IGNORE INTO spend_logs (call_id, request_id, start_time, row) VALUES (?, ?, ?, ?)",
+            vec![
+                row.call_id.clone().into(),
+                row.request_id.clone().into(),
+                (row.start_time as i64).into(),
+                json.into(),
+            ],
+        )
+        .map_err(sql_error)?;
+        let inserts = self.inserts.get().wrapping_add(1);
+        self.inserts.set(inserts);
+        if inserts % RETENTION_EVERY == 1 {
+            let cutoff = now.saturating_sub(LOG_RETENTION_MS) as i64;
+            sql.exec("DELETE FROM spend_logs WHERE start_time < ?", vec![cutoff.into()]).map_err(sql_error)?;
+            sql.exec(
+                "DELETE FROM spend_logs WHERE call_id IN (SELECT call_id FROM spend_logs ORDER BY start_time DESC LIMIT -1 OFFSET ?)",
+                vec![(LOG_MAX_ROWS as i64).into()],
+            )
+            .map_err(sql_error)?;
+        }
+        Ok(())
+    }
+
+    fn logs(&self, sql: &SqlStorage, query: &LogsQuery) -> Result<Value, String> {
+        let start = query.start_ms.unwrap_or(0) as i64;
+        let end = query.end_ms.map_or(i64::MAX, |e| e as i64);
+        let limit = query.limit as i64;
+        let cursor = match &query.request_id {
+            Some(id) => sql.exec(
+                "SELECT row FROM spend_logs WHERE start_time >= ? AND start_time <= ? AND (request_id = ? OR call_id = ?) ORDER BY start_time DESC LIMIT ?",
+                vec![start.into(), end.into(), id.clone().into(), id.clone().into(), limit.into()],
+            ),
+            None => sql.exec(
+                "SELECT row FROM spend_logs WHERE start_time >= ? AND start_time <= ? ORDER BY start_time DESC LIMIT ?",
+                vec![start.into(), end.into(), limit.into()],
+            ),
+        };
+        let rows: Vec<LogRow> = cursor.and_then(|c| c.to_array()).map_err(sql_error)?;
+        let rows: Vec<SpendLogRow> = rows.iter().filter_map(|r| serde_json::from_str(&r.row).ok()).collect();
+        to_value(&rows)
+    }
+}
+
+/// The worker's handle on one ledger.
+pub struct LedgerStub {
+    stub: Stub,
+}
+
+impl LedgerStub {
+    pub fn open(env: &Env, name: &str) -> Result<Self, ApiError> {
+        let missing = |_| {
+            ApiError::internal(format!(
+                "The gateway is misconfigured: the Durable Object binding `{BINDING}` is missing."
+            ))
+        };
+        let namespace = env.durable_object(BINDING).map_err(missing)?;
+        let stub = namespace.id_from_name(name).and_then(|id| id.get_stub()).map_err(ledger_error)?;
+        Ok(LedgerStub { stub })
+    }
+
+    async fn call<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T, ApiError> {
+        let json = serde_json::to_string(body).map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post).with_body(Some(JsValue::from_str(&json)));
+        let request = Request::new_with_init(&format!("https://ledger{path}"), &init).map_err(ledger_error)?;
+        let mut response = self.stub.fetch_with_request(request).await.map_err(ledger_error)?;
+        let bytes = response.bytes().await.map_err(ledger_error)?;
+        if response.status_code() != 200 {
+            let text = String::from_utf8_lossy(&bytes);
+            return Err(ApiError::internal(format!("The usage ledger refused a call: {text}")));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::internal(format!("The usage ledger answered badly: {e}")))
+    }
+
+    pub async fn admit(&self, request: &AdmitRequest) -> Result<Decision, ApiError> {
+        self.call("/admit", request).await
+    }
+
+    pub async fn settle(&self, request: &SettleRequest) -> Result<Settled, ApiError> {
+        self.call("/settle", request).await
+    }
+
+    pub async fn release(&self, id: &str) -> Result<(), ApiError> {
+        self.call::<Value>("/release", &ReleaseRequest { id: id.to_string() }).await.map(|_| ())
+    }
+
+    pub async fn revoke(&self, request: &RevokeRequest) -> Result<(), ApiError> {
+        self.call::<Value>("/revoke", request).await.map(|_| ())
+    }
+
+    pub async fn info(&self, request: &InfoRequest) -> Result<LedgerInfo, ApiError> {
+        self.call("/info", request).await
+    }
+
+    pub async fn logs(&self, query: &LogsQuery) -> Result<Vec<SpendLogRow>, ApiError> {
+        self.call("/logs", query).await
+    }
+}
+
+fn ledger_error(e: worker::Error) -> ApiError {
+    ApiError::internal(format!("The usage ledger (Durable Object) failed: {e}"))
+}
