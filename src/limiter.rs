@@ -69,6 +69,11 @@ impl Limits {
             || self.max_budget.is_some()
     }
 
+    /// Whether settled requests must be kept for the 60 s window.
+    fn windowed(&self) -> bool {
+        self.rpm.is_some() || self.tpm.is_some() || !self.model_rpm.is_empty() || !self.model_tpm.is_empty()
+    }
+
     fn period(&self) -> Option<Duration> {
         self.budget_duration.as_deref().and_then(Duration::parse)
     }
@@ -132,6 +137,12 @@ pub struct LedgerState {
     pub revoked: Option<String>,
     /// The key's current hash: an old secret is refused after regeneration.
     pub token: Option<String>,
+    /// Ids of entries added or changed, and of entries dropped, since the ledger last saved:
+    /// the object writes only those rows, whatever the size of the window.
+    #[serde(skip)]
+    pub changed: Vec<String>,
+    #[serde(skip)]
+    pub removed: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -289,6 +300,7 @@ impl LedgerState {
             tokens,
             state: EntryState::Reserved { cost: worst, lease_until: now + req.lease_ms },
         });
+        self.changed.push(req.id.clone());
         Decision::Admitted { max_tokens: imposed, rate: self.rate_info(now, limits, &req.model, 0), spend: self.spend }
     }
 
@@ -303,24 +315,29 @@ impl LedgerState {
                     e.tokens = tokens;
                     e.state = EntryState::Settled;
                     self.spend = self.spend.saturating_add(s.cost);
+                    self.changed.push(s.id.clone());
                 }
                 EntryState::Estimated { charged } => {
                     e.tokens = tokens;
                     e.state = EntryState::Corrected;
                     self.spend = self.spend.saturating_sub(charged).saturating_add(s.cost);
+                    self.changed.push(s.id.clone());
                 }
                 EntryState::Settled | EntryState::Corrected => duplicate = true,
             },
             None => {
-                // A request that was not admitted here (a key without limits): record it, so
-                // that it counts in the window and a repeat is recognised.
-                self.entries.push(Entry {
-                    id: s.id.clone(),
-                    at: now,
-                    model: String::new(),
-                    tokens,
-                    state: EntryState::Settled,
-                });
+                // A request that was not admitted here. With window limits it must count in the
+                // window (and a repeat is then recognised); without, only its spend is kept.
+                if s.limits.windowed() {
+                    self.entries.push(Entry {
+                        id: s.id.clone(),
+                        at: now,
+                        model: String::new(),
+                        tokens,
+                        state: EntryState::Settled,
+                    });
+                    self.changed.push(s.id.clone());
+                }
                 self.spend = self.spend.saturating_add(s.cost);
             }
         }
@@ -336,7 +353,10 @@ impl LedgerState {
 
     /// Drops a reservation whose request was never sent (another limit refused it).
     pub fn release(&mut self, id: &str) {
-        self.entries.retain(|e| e.id != id || !e.is_reserved());
+        if let Some(i) = self.entries.iter().position(|e| e.id == id && e.is_reserved()) {
+            self.entries.remove(i);
+            self.removed.push(id.to_string());
+        }
     }
 
     /// When the current budget period ends, if the key has a `budget_duration`.
@@ -379,6 +399,7 @@ impl LedgerState {
                 for e in &mut self.entries {
                     if let EntryState::Estimated { .. } = e.state {
                         e.state = EntryState::Corrected;
+                        self.changed.push(e.id.clone());
                     }
                 }
             }
@@ -388,11 +409,20 @@ impl LedgerState {
                 if e.at + RESERVATION_MAX_MS <= now {
                     e.state = EntryState::Estimated { charged: cost };
                     self.spend = self.spend.saturating_add(cost);
+                    self.changed.push(e.id.clone());
                 }
             }
         }
+        let windowed = limits.windowed();
+        let removed = &mut self.removed;
         self.entries.retain(|e| {
-            e.is_reserved() || e.at + WINDOW_MS > now || (e.remembered() && e.at + ESTIMATE_MEMORY_MS > now)
+            let keep = e.is_reserved()
+                || (windowed && e.at + WINDOW_MS > now)
+                || (e.remembered() && e.at + ESTIMATE_MEMORY_MS > now);
+            if !keep {
+                removed.push(e.id.clone());
+            }
+            keep
         });
     }
 
@@ -607,13 +637,48 @@ mod tests {
 
     #[test]
     fn settlement_is_idempotent_and_records_unadmitted_usage() {
-        let l = limits();
+        let l = Limits { rpm: Some(100), ..limits() };
         let mut s = LedgerState::default();
         let first = settle(&mut s, "a", 3, 4, &l, T0);
         assert_eq!(first.spend, 3_000_000 + 8_000_000);
         let again = settle(&mut s, "a", 3, 4, &l, T0 + 5);
         assert!(again.duplicate);
         assert_eq!(again.spend, first.spend);
+    }
+
+    #[test]
+    fn without_window_limits_settled_requests_are_not_kept() {
+        let l = Limits { max_budget: Some(u64::MAX / 4), ..limits() };
+        let mut s = LedgerState::default();
+        for i in 0..50 {
+            let id = format!("r{i}");
+            assert!(admitted(&s.admit(&request(&id, &l), T0 + i)));
+            settle(&mut s, &id, 1, 1, &l, T0 + i);
+        }
+        settle(&mut s, "unadmitted", 1, 1, &limits(), T0 + 60);
+        s.maintain(T0 + 61, &l);
+        assert!(s.entries.is_empty(), "{} entries kept", s.entries.len());
+        assert_eq!(s.spend, 51 * 3_000_000);
+    }
+
+    #[test]
+    fn changes_name_exactly_the_rows_to_write() {
+        let l = Limits { rpm: Some(10), ..limits() };
+        let mut s = LedgerState::default();
+        s.admit(&request("a", &l), T0);
+        s.admit(&request("b", &l), T0);
+        assert_eq!(s.changed, ["a", "b"]);
+        s.changed.clear();
+        settle(&mut s, "a", 1, 1, &l, T0 + 1);
+        s.release("b");
+        assert_eq!(
+            (s.changed.as_slice(), s.removed.as_slice()),
+            (["a".to_string()].as_slice(), ["b".to_string()].as_slice())
+        );
+        s.changed.clear();
+        s.removed.clear();
+        s.maintain(T0 + WINDOW_MS + 1, &l);
+        assert_eq!(s.removed, ["a"]);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use worker::{durable_object, DurableObject, Env, Method, Request, RequestInit, R
 
 use super::now_ms;
 use crate::ledger::{InfoRequest, LedgerInfo, LogsQuery, ReleaseRequest, RevokeRequest, SettleRequest, SpendLogRow};
-use crate::limiter::{AdmitRequest, Decision, LedgerState, Settled};
+use crate::limiter::{AdmitRequest, Decision, Entry, LedgerState, Settled};
 use crate::openai::ApiError;
 
 const BINDING: &str = "LEDGER";
@@ -49,8 +49,18 @@ impl DurableObject for Ledger {
 }
 
 #[derive(Deserialize)]
-struct StateRow {
+struct JsonRow {
     json: String,
+}
+
+/// The ledger's scalars, saved as one row; its entries are rows of their own.
+#[derive(Default, Serialize, Deserialize)]
+struct Totals {
+    spend: u64,
+    period_start: Option<u64>,
+    soft_alerted: bool,
+    revoked: Option<String>,
+    token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -117,6 +127,7 @@ impl Ledger {
         }
         for statement in [
             "CREATE TABLE IF NOT EXISTS ledger_state (id INTEGER PRIMARY KEY, json TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS ledger_entries (id TEXT PRIMARY KEY, json TEXT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS spend_logs (call_id TEXT PRIMARY KEY, request_id TEXT NOT NULL, start_time INTEGER NOT NULL, row TEXT NOT NULL)",
             "CREATE INDEX IF NOT EXISTS spend_logs_by_time ON spend_logs (start_time)",
         ] {
@@ -131,18 +142,58 @@ impl Ledger {
         if let Some(state) = self.cached.borrow_mut().take() {
             return Ok(state);
         }
-        let rows: Vec<StateRow> = sql
+        let unreadable = |e: serde_json::Error| format!("ledger state unreadable: {e}");
+        let rows: Vec<JsonRow> = sql
             .exec("SELECT json FROM ledger_state WHERE id = 1", None)
             .and_then(|c| c.to_array())
             .map_err(sql_error)?;
-        match rows.first() {
-            Some(row) => serde_json::from_str(&row.json).map_err(|e| format!("ledger state unreadable: {e}")),
-            None => Ok(LedgerState::default()),
-        }
+        let totals: Totals = match rows.first() {
+            Some(row) => serde_json::from_str(&row.json).map_err(unreadable)?,
+            None => Totals::default(),
+        };
+        let rows: Vec<JsonRow> =
+            sql.exec("SELECT json FROM ledger_entries", None).and_then(|c| c.to_array()).map_err(sql_error)?;
+        let mut entries: Vec<Entry> =
+            rows.iter().map(|r| serde_json::from_str(&r.json)).collect::<Result<_, _>>().map_err(unreadable)?;
+        entries.sort_by_key(|e| e.at);
+        Ok(LedgerState {
+            entries,
+            spend: totals.spend,
+            period_start: totals.period_start,
+            soft_alerted: totals.soft_alerted,
+            revoked: totals.revoked,
+            token: totals.token,
+            ..LedgerState::default()
+        })
     }
 
-    fn save(&self, sql: &SqlStorage, state: LedgerState) -> Result<(), String> {
-        let json = serde_json::to_string(&state).map_err(|e| e.to_string())?;
+    /// Writes the totals and only the entries the call touched: the cost of a call does not
+    /// grow with the number of requests in the window.
+    fn save(&self, sql: &SqlStorage, mut state: LedgerState) -> Result<(), String> {
+        for id in state.removed.drain(..) {
+            sql.exec("DELETE FROM ledger_entries WHERE id = ?", vec![id.into()]).map_err(sql_error)?;
+        }
+        let mut changed = std::mem::take(&mut state.changed);
+        changed.sort_unstable();
+        changed.dedup();
+        for id in changed {
+            if let Some(entry) = state.entries.iter().rev().find(|e| e.id == id) {
+                let json = serde_json::to_string(entry).map_err(|e| e.to_string())?;
+                sql.exec(
+                    "INSERT OR REPLACE INTO ledger_entries (id, json) VALUES (?, ?)",
+                    vec![id.into(), json.into()],
+                )
+                .map_err(sql_error)?;
+            }
+        }
+        let totals = Totals {
+            spend: state.spend,
+            period_start: state.period_start,
+            soft_alerted: state.soft_alerted,
+            revoked: state.revoked.clone(),
+            token: state.token.clone(),
+        };
+        let json = serde_json::to_string(&totals).map_err(|e| e.to_string())?;
         sql.exec("INSERT OR REPLACE INTO ledger_state (id, json) VALUES (1, ?)", vec![json.into()])
             .map_err(sql_error)?;
         *self.cached.borrow_mut() = Some(state);

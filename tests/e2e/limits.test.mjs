@@ -3,6 +3,9 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import OpenAI from 'openai';
 import { startGateway, raw, userMessage, eventually, MASTER_KEY } from '../support/gateway.mjs';
 
@@ -293,6 +296,32 @@ test('blocking a limited key refuses it at once', async () => {
   assert.match(refused.json.error.message, /blocked/);
   await raw(gw, '/key/unblock', { body: { key } });
   assert.equal((await send(key, 'unblocked')).status, 200);
+});
+
+test('counters and spend are durable: they survive a restart of the runtime', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'gateway-durable-'));
+  try {
+    let first = await startGateway({ persistDir: dir });
+    const { key } = await raw(first, '/key/generate', { body: { rpm_limit: 2, max_budget: 1 } }).then((r) => r.json);
+    const body = { model: 'databricks-gpt-5-1', messages: userMessage('remember me') };
+    assert.equal((await raw(first, '/v1/chat/completions', { key, body })).status, 200);
+    assert.equal((await raw(first, '/v1/chat/completions', { key, body })).status, 200);
+    const spent = (await raw(first, `/key/info?key=${key}`, { method: 'GET' })).json.info.spend;
+    assert.ok(spent > 0);
+    await first.close();
+
+    const second = await startGateway({ persistDir: dir });
+    try {
+      const info = (await raw(second, `/key/info?key=${key}`, { method: 'GET' })).json.info;
+      assert.equal(info.spend, spent);
+      const third = await raw(second, '/v1/chat/completions', { key, body });
+      assert.equal(third.status, 429, 'the window of the first instance still counts');
+    } finally {
+      await second.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('after the window, a rate-limited key passes again', async () => {

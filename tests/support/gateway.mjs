@@ -16,10 +16,10 @@ export const WRONG_TOKEN = 'dapiffffffffffffffffffffffffffffffff';
 const COMPATIBILITY_DATE = '2026-04-20';
 
 /**
- * @param {{ bindings?: Record<string,string>, fake?: object, scriptDir?: string }} options
+ * @param {{ bindings?: Record<string,string>, fake?: object, scriptDir?: string, persistDir?: string }} options
  *   `bindings` are added to (or, when undefined, removed from) the worker's vars.
  */
-export async function startGateway({ bindings = {}, fake: fakeOptions = {}, scriptDir = 'build-test' } = {}) {
+export async function startGateway({ bindings = {}, fake: fakeOptions = {}, scriptDir = 'build-test', persistDir } = {}) {
   const fake = await startFakeDatabricks({ token: DATABRICKS_TOKEN, ...fakeOptions });
   const logs = [];
   const vars = {
@@ -38,6 +38,8 @@ export async function startGateway({ bindings = {}, fake: fakeOptions = {}, scri
     bindings: vars,
     kvNamespaces: ['KEYS'],
     durableObjects: { LEDGER: { className: 'Ledger', useSQLite: true } },
+    // With a directory, KV and Durable Object storage outlive this instance (a restart).
+    ...(persistDir ? { kvPersist: path.join(persistDir, 'kv'), durableObjectsPersist: path.join(persistDir, 'do') } : {}),
     host: '127.0.0.1',
     port: 0,
     structuredWorkerdLogs: true,
