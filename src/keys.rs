@@ -17,8 +17,8 @@ pub const KEY_PREFIX: &str = "sk-";
 pub const ALL_MODELS: &str = "all-proxy-models";
 const MAX_TEXT: usize = 256;
 const MAX_ID: usize = 128;
-/// Budgets above a billion dollars are typos.
-const MAX_BUDGET_USD: f64 = 1e9;
+/// Budgets above ten million dollars are typos (and would not fit a u64 of pico-dollars).
+const MAX_BUDGET_USD: f64 = 1e7;
 
 /// SHA-256 of a key, as lower-case hex: the key's id everywhere but in the caller's hands.
 pub fn hash_key(key: &str) -> String {

@@ -1,13 +1,10 @@
 //! What the worker and a ledger Durable Object say to each other (JSON over the object's
 //! `fetch`), and the spend log row a ledger keeps per request. One ledger per virtual key
-//! (`key:<key_id>`), one for the master key (`master`), one per rate-limited deployment
-//! (`deployment:<id>`).
+//! (`key:<key_id>`) and one per rate-limited deployment (`deployment:<id>`).
 
 use serde::{Deserialize, Serialize};
 
 use crate::limiter::{Limits, Settlement};
-
-pub const MASTER: &str = "master";
 
 pub fn key_ledger(key_id: &str) -> String {
     format!("key:{key_id}")

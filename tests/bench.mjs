@@ -44,11 +44,34 @@ function positiveNumber(name, fallback) {
 
 // ------------------------------------------------------------------------------ scenarios
 
+/** A virtual key made through the gateway's own API. */
+async function virtualKey(gateway, fields) {
+  const res = await fetch(`${gateway.url}/key/generate`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${MASTER_KEY}`, 'content-type': 'application/json' },
+    body: JSON.stringify(fields),
+  });
+  if (!res.ok) throw new Error(`/key/generate: ${res.status} ${await res.text()}`);
+  return (await res.json()).key;
+}
+
 /**
  * The paths under test, in table order. Each is `{name, url, headers, body}`; `body` is an
  * object (the stream test swaps it for STREAM_BODY, keeping url and headers).
+ * - gateway: the master key (no key lookup, no admission; usage settled after the answer);
+ * - vkey: a virtual key without limits (a KV lookup, cached per isolate; no admission);
+ * - limited: a virtual key with limits and a budget set too high to refuse anything, so each
+ *   request pays its ledger's admission before and settlement after the upstream call.
  */
-function scenarios(gateway) {
+async function scenarios(gateway) {
+  const chat = `${gateway.url}/v1/chat/completions`;
+  const vkey = await virtualKey(gateway, {});
+  const limited = await virtualKey(gateway, {
+    rpm_limit: 100_000_000,
+    tpm_limit: 1_000_000_000_000,
+    max_parallel_requests: 10_000,
+    max_budget: 1_000_000,
+  });
   return [
     {
       name: 'direct',
@@ -56,12 +79,9 @@ function scenarios(gateway) {
       headers: { authorization: `Bearer ${DATABRICKS_TOKEN}` },
       body: CHAT_BODY,
     },
-    {
-      name: 'gateway',
-      url: `${gateway.url}/v1/chat/completions`,
-      headers: { authorization: `Bearer ${MASTER_KEY}` },
-      body: CHAT_BODY,
-    },
+    { name: 'gateway', url: chat, headers: { authorization: `Bearer ${MASTER_KEY}` }, body: CHAT_BODY },
+    { name: 'vkey', url: chat, headers: { authorization: `Bearer ${vkey}` }, body: CHAT_BODY },
+    { name: 'limited', url: chat, headers: { authorization: `Bearer ${limited}` }, body: CHAT_BODY },
   ];
 }
 
@@ -293,7 +313,7 @@ function report({ rows, streams, wasm, memBefore, memAfter }) {
 // Everything above is bounded (fixed durations, per-request timeouts); this is the backstop
 // should something still hang, e.g. workerd not shutting down.
 function watchdog() {
-  const rowCount = CONNECTIONS.length * 2;
+  const rowCount = CONNECTIONS.length * 4;
   const budgetS = rowCount * (SECONDS + WARMUP_SECONDS + 15) + 2 * STREAM_REQUESTS * 0.5 + 120;
   setTimeout(() => {
     console.error(`bench: still running after ${budgetS} s; giving up`);
@@ -307,7 +327,7 @@ async function main() {
   progress('starting the fake Databricks and the gateway');
   const gateway = await startGateway({ fake: { record: false } });
   try {
-    const paths = scenarios(gateway);
+    const paths = await scenarios(gateway);
     for (const scenario of paths) await checkScenario(scenario);
     const memBefore = workerdMemory();
 
@@ -316,7 +336,9 @@ async function main() {
       for (const scenario of paths) rows.push(await loadRow(scenario, connections));
     }
     const streams = [];
-    for (const scenario of paths) streams.push(await streamStats(scenario, STREAM_REQUESTS));
+    for (const scenario of paths.filter((p) => p.name === 'direct' || p.name === 'gateway')) {
+      streams.push(await streamStats(scenario, STREAM_REQUESTS));
+    }
 
     const memAfter = workerdMemory();
     report({ rows, streams, wasm: wasmSizes(), memBefore, memAfter });

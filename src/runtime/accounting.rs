@@ -1,6 +1,7 @@
 //! Who answers for a request and what it costs: admission before it is forwarded (keys with
 //! limits or a budget, and deployments with enforced limits) and settlement after it, on
-//! every path, in the caller's ledger (a key's, or the master key's).
+//! every path, in the key's ledger. The master key has no ledger of its own: its calls are
+//! in the log lines, and it pays no Durable Object call unless a deployment's limits apply.
 
 use worker::{console_error, console_log, Env};
 
@@ -28,7 +29,8 @@ struct Party {
 }
 
 pub struct Account {
-    caller: Party,
+    /// The virtual key's ledger; `None` for the master key.
+    key: Option<Party>,
     deployment: Option<Party>,
     token: Option<String>,
     prices: Prices,
@@ -62,13 +64,14 @@ impl Account {
         enforce_deployment_limits: bool,
         stream: bool,
     ) -> Result<Self, ApiError> {
-        let (name, limits, token, alias) = match caller {
-            Caller::Master => (ledger::MASTER.to_string(), Limits::default(), None, None),
+        let (key, token, alias) = match caller {
+            Caller::Master => (None, None, None),
             Caller::Key(r) => {
-                (ledger::key_ledger(&r.key_id), Limits::from_key(r), Some(r.token.clone()), r.key_alias.clone())
+                let ledger = LedgerStub::open(call.env, &ledger::key_ledger(&r.key_id))?;
+                let party = Party { ledger, limits: Limits::from_key(r), admitted: false };
+                (Some(party), Some(r.token.clone()), r.key_alias.clone())
             }
         };
-        let caller_party = Party { ledger: LedgerStub::open(call.env, &name)?, limits, admitted: false };
         let deployment_party = match (enforce_deployment_limits, deployment.rpm, deployment.tpm) {
             (true, rpm, tpm) if rpm.is_some() || tpm.is_some() => Some(Party {
                 ledger: LedgerStub::open(call.env, &ledger::deployment_ledger(&deployment.id))?,
@@ -89,7 +92,7 @@ impl Account {
             ..Default::default()
         };
         Ok(Account {
-            caller: caller_party,
+            key,
             deployment: deployment_party,
             token,
             prices: pricing::prices_for(deployment),
@@ -106,10 +109,15 @@ impl Account {
     /// True when the request holds a reservation somewhere: it is settled before the answer
     /// is released, so that the caller's next request finds its slot and budget freed.
     pub fn settles_first(&self) -> bool {
-        self.caller.admitted || self.deployment.as_ref().is_some_and(|d| d.admitted)
+        self.key.as_ref().is_some_and(|k| k.admitted) || self.deployment.as_ref().is_some_and(|d| d.admitted)
     }
 
-    /// Admits the request where limits apply (the caller's ledger first, then the
+    /// True when there is nothing to settle (the master key, no deployment limits).
+    pub fn has_no_ledger(&self) -> bool {
+        self.key.is_none() && self.deployment.is_none()
+    }
+
+    /// Admits the request where limits apply (the key's ledger first, then the
     /// deployment's). Returns a `max_tokens` to impose when the budget requires one.
     pub async fn admit(
         &mut self,
@@ -126,14 +134,15 @@ impl Account {
             output_cap: self.output_cap,
             prices: self.prices,
             lease_ms: self.lease_ms,
-            limits: self.caller.limits.clone(),
+            limits: Limits::default(),
         };
         let mut imposed = None;
-        if self.caller.limits.needs_admission() {
-            match self.caller.ledger.admit(&request).await? {
+        if let Some(key) = self.key.as_mut().filter(|k| k.limits.needs_admission()) {
+            request.limits = key.limits.clone();
+            match key.ledger.admit(&request).await? {
                 Decision::Admitted { max_tokens, rate, .. } => {
                     add_rate_headers(call, &rate);
-                    self.caller.admitted = true;
+                    key.admitted = true;
                     imposed = max_tokens;
                 }
                 Decision::RateLimited { message, retry_after_ms, rate } => {
@@ -141,15 +150,12 @@ impl Account {
                     return Err(rate_limited(message, retry_after_ms));
                 }
                 Decision::BudgetExceeded { committed, max_budget } => {
-                    return Err(ApiError::new(
-                        400,
-                        ErrorKind::BudgetExceeded,
-                        format!(
-                            "Budget has been exceeded! Current cost: {}, Max budget: {}",
-                            pricing::format_usd(committed),
-                            pricing::format_usd(max_budget)
-                        ),
-                    ))
+                    let message = format!(
+                        "Budget has been exceeded! Current cost: {}, Max budget: {}",
+                        pricing::format_usd(committed),
+                        pricing::format_usd(max_budget)
+                    );
+                    return Err(ApiError::new(400, ErrorKind::BudgetExceeded, message));
                 }
                 Decision::Revoked { reason } => return Err(revoked(&reason)),
             }
@@ -171,8 +177,8 @@ impl Account {
                 Err(e) => Some(e),
             };
             if let Some(error) = refused {
-                if self.caller.admitted {
-                    if let Err(e) = self.caller.ledger.release(&self.row.call_id).await {
+                if let Some(key) = self.key.as_ref().filter(|k| k.admitted) {
+                    if let Err(e) = key.ledger.release(&self.row.call_id).await {
                         console_error!("releasing call {} failed: {}", self.row.call_id, e.message);
                     }
                 }
@@ -187,8 +193,8 @@ impl Account {
         outcome.usage.map_or(0, |u| self.prices.cost(&u))
     }
 
-    /// Records the outcome in the caller's ledger (spend and spend log) and settles the
-    /// deployment's reservation. Returns the caller's spend afterwards, when known. A failed
+    /// Records the outcome in the key's ledger (spend and spend log) and settles the
+    /// deployment's reservation. Returns the key's spend afterwards, when known. A failed
     /// settlement is logged, never turned into an error for a request already answered.
     pub async fn settle(self, outcome: Outcome) -> Option<u64> {
         let usage = outcome.usage.unwrap_or_default();
@@ -200,36 +206,36 @@ impl Account {
             cost,
             limits: limits.clone(),
         };
-        let row = SpendLogRow {
-            request_id: outcome.response_id.clone().unwrap_or_else(|| self.row.call_id.clone()),
-            prompt_tokens: usage.prompt_tokens,
-            completion_tokens: usage.completion_tokens,
-            spend: cost,
-            end_time: now_ms(),
-            status: outcome.status,
-            estimated: outcome.estimated,
-            ..self.row.clone()
-        };
-        let request = SettleRequest { settlement: settlement(&self.caller.limits), row: Some(row) };
-        let spend = match self.caller.ledger.settle(&request).await {
-            Ok(settled) => {
-                if settled.soft_budget_crossed {
-                    let line = serde_json::json!({
-                        "event": "soft_budget_crossed",
-                        "key_hash": self.row.api_key.get(..16),
-                        "key_alias": self.row.key_alias,
-                        "spend": pricing::format_usd(settled.spend),
-                        "soft_budget": self.caller.limits.soft_budget.map(pricing::format_usd),
-                    });
-                    console_log!("{line}");
+        let mut spend = None;
+        if let Some(key) = &self.key {
+            let row = SpendLogRow {
+                request_id: outcome.response_id.clone().unwrap_or_else(|| self.row.call_id.clone()),
+                prompt_tokens: usage.prompt_tokens,
+                completion_tokens: usage.completion_tokens,
+                spend: cost,
+                end_time: now_ms(),
+                status: outcome.status,
+                estimated: outcome.estimated,
+                ..self.row.clone()
+            };
+            let request = SettleRequest { settlement: settlement(&key.limits), row: Some(row) };
+            match key.ledger.settle(&request).await {
+                Ok(settled) => {
+                    if settled.soft_budget_crossed {
+                        let line = serde_json::json!({
+                            "event": "soft_budget_crossed",
+                            "key_hash": self.row.api_key.get(..16),
+                            "key_alias": self.row.key_alias,
+                            "spend": pricing::format_usd(settled.spend),
+                            "soft_budget": key.limits.soft_budget.map(pricing::format_usd),
+                        });
+                        console_log!("{line}");
+                    }
+                    spend = Some(settled.spend);
                 }
-                Some(settled.spend)
+                Err(e) => console_error!("settling call {} failed: {}", self.row.call_id, e.message),
             }
-            Err(e) => {
-                console_error!("settling call {} failed: {}", self.row.call_id, e.message);
-                None
-            }
-        };
+        }
         if let Some(deployment) = self.deployment.as_ref().filter(|d| d.admitted) {
             let request = SettleRequest { settlement: settlement(&deployment.limits), row: None };
             if let Err(e) = deployment.ledger.settle(&request).await {
@@ -243,6 +249,9 @@ impl Account {
 /// Settles a request that ended without reaching the point where its answer is accounted,
 /// in the background unless the caller's next request depends on it.
 pub async fn settle_failed(account: Account, status: u16, call: &Call<'_>) {
+    if account.has_no_ledger() {
+        return;
+    }
     if account.settles_first() {
         account.settle(Outcome::failed(status)).await;
     } else {

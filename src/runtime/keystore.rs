@@ -10,9 +10,10 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use worker::kv::KvStore;
-use worker::Env;
+use worker::{console_error, Env};
 
 use super::now_ms;
 use crate::keys::KeyRecord;
@@ -55,8 +56,22 @@ pub struct KeyStore {
     kv: KvStore,
 }
 
+/// The detail goes to the log; the caller learns only which store failed.
 fn kv_error(e: worker::kv::KvError) -> ApiError {
-    ApiError::internal(format!("key store (Workers KV `{BINDING}`) failed: {e}"))
+    console_error!("Workers KV `{BINDING}` failed: {e}");
+    ApiError::internal(format!("The key store (Workers KV `{BINDING}`) failed."))
+}
+
+/// A JSON value from KV, parsed by serde_json: the binding's own JSON reader goes through
+/// JavaScript numbers and refuses integers above 2^53 (budgets in pico-dollars).
+async fn get_json<T: DeserializeOwned>(kv: &KvStore, key: &str) -> Result<Option<T>, ApiError> {
+    match kv.get(key).text().await.map_err(kv_error)? {
+        None => Ok(None),
+        Some(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
+            console_error!("Workers KV `{BINDING}` holds an unreadable value under {key}: {e}");
+            ApiError::internal(format!("The key store (Workers KV `{BINDING}`) holds an unreadable value."))
+        }),
+    }
 }
 
 impl KeyStore {
@@ -84,11 +99,11 @@ impl KeyStore {
 
     /// The key as KV has it now, for management calls that read before they write.
     pub async fn get_fresh(&self, hash: &str) -> Result<Option<KeyRecord>, ApiError> {
-        self.kv.get(&format!("key:{hash}")).json().await.map_err(kv_error)
+        get_json(&self.kv, &format!("key:{hash}")).await
     }
 
     pub async fn revocation(&self, hash: &str) -> Result<Option<Revocation>, ApiError> {
-        self.kv.get(&format!("revoked:{hash}")).json().await.map_err(kv_error)
+        get_json(&self.kv, &format!("revoked:{hash}")).await
     }
 
     pub async fn hash_for_alias(&self, alias: &str) -> Result<Option<String>, ApiError> {

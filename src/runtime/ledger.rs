@@ -271,10 +271,13 @@ impl LedgerStub {
         let mut response = self.stub.fetch_with_request(request).await.map_err(ledger_error)?;
         let bytes = response.bytes().await.map_err(ledger_error)?;
         if response.status_code() != 200 {
-            let text = String::from_utf8_lossy(&bytes);
-            return Err(ApiError::internal(format!("The usage ledger refused a call: {text}")));
+            worker::console_error!("the ledger refused {path}: {}", String::from_utf8_lossy(&bytes));
+            return Err(ApiError::internal("The usage ledger refused a call."));
         }
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::internal(format!("The usage ledger answered badly: {e}")))
+        serde_json::from_slice(&bytes).map_err(|e| {
+            worker::console_error!("the ledger answered {path} badly: {e}");
+            ApiError::internal("The usage ledger answered badly.")
+        })
     }
 
     pub async fn admit(&self, request: &AdmitRequest) -> Result<Decision, ApiError> {
@@ -302,6 +305,8 @@ impl LedgerStub {
     }
 }
 
+/// The detail goes to the log; the caller learns only that the ledger failed.
 fn ledger_error(e: worker::Error) -> ApiError {
-    ApiError::internal(format!("The usage ledger (Durable Object) failed: {e}"))
+    worker::console_error!("the ledger Durable Object failed: {e}");
+    ApiError::internal("The usage ledger (Durable Object) failed.")
 }

@@ -211,7 +211,8 @@ pub fn unknown_model(model: &str) -> ApiError {
     )
 }
 
-/// A failure of the Workers runtime itself, reported as a 500 without internal detail.
+/// A failure of the Workers runtime itself: a 500 for the caller, the detail in the log.
 pub fn runtime_error(e: worker::Error) -> ApiError {
-    ApiError::internal(format!("gateway runtime error: {e}"))
+    worker::console_error!("runtime error: {e}");
+    ApiError::internal("The gateway's runtime failed; see the worker's log.")
 }

@@ -75,7 +75,7 @@ pub async fn chat(mut req: Request, call: &mut Call<'_>, caller: Caller) -> Resu
                 if let Some(spend) = account.settle(outcome).await {
                     call.headers.push(("x-litellm-key-spend", pricing::format_usd(spend)));
                 }
-            } else {
+            } else if !account.has_no_ledger() {
                 call.ctx.wait_until(async move {
                     account.settle(outcome).await;
                 });

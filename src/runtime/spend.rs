@@ -52,11 +52,12 @@ pub async fn logs(req: &Request, call: &Call<'_>, caller: &Caller) -> Result<Val
             vec![ledger::key_ledger(&record.key_id)]
         }
         (Caller::Master, None) => {
-            let mut all = vec![ledger::MASTER.to_string()];
             let keys = KeyStore::open(call.env)?.list().await?;
-            all.extend(
-                keys.into_iter().filter(|(_, m)| !m.key_id.is_empty()).map(|(_, m)| ledger::key_ledger(&m.key_id)),
-            );
+            let mut all: Vec<String> = keys
+                .into_iter()
+                .filter(|(_, m)| !m.key_id.is_empty())
+                .map(|(_, m)| ledger::key_ledger(&m.key_id))
+                .collect();
             all.truncate(MAX_LEDGERS);
             all
         }
