@@ -33,6 +33,69 @@ pub struct GatewayConfig {
     /// deployment's `rpm` / `tpm` are hard limits.
     #[serde(default)]
     pub enforce_model_rate_limits: bool,
+    #[serde(default)]
+    pub router: RouterSettings,
+}
+
+/// How requests are spread over a group's deployments, retried and failed over
+/// (`router_settings`, or LiteLLM's same names in `litellm_settings`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RouterSettings {
+    pub strategy: Strategy,
+    /// Retries after the first attempt, within a group.
+    pub num_retries: u32,
+    /// Failures in a minute a deployment may have before it cools down.
+    pub allowed_fails: u32,
+    pub cooldown_ms: u64,
+    /// Skip deployments whose `max_input_tokens` cannot hold the request.
+    pub enable_pre_call_checks: bool,
+    /// The most time one request may take over all its attempts (`router_settings.timeout`).
+    pub timeout_ms: Option<u64>,
+    /// Groups tried in order after a group's retries fail.
+    pub fallbacks: Vec<(String, Vec<String>)>,
+    /// Groups tried when a request is too long for a group's context window.
+    pub context_window_fallbacks: Vec<(String, Vec<String>)>,
+    /// Groups tried after any group without fallbacks of its own.
+    pub default_fallbacks: Vec<String>,
+}
+
+impl Default for RouterSettings {
+    fn default() -> Self {
+        RouterSettings {
+            strategy: Strategy::SimpleShuffle,
+            num_retries: 3,
+            allowed_fails: 3,
+            cooldown_ms: 5_000,
+            enable_pre_call_checks: false,
+            timeout_ms: None,
+            fallbacks: Vec::new(),
+            context_window_fallbacks: Vec::new(),
+            default_fallbacks: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    SimpleShuffle,
+    LeastBusy,
+    LatencyBasedRouting,
+    UsageBasedRoutingV2,
+}
+
+impl RouterSettings {
+    /// The groups to try after `group` fails: its own fallbacks, else the default ones.
+    pub fn fallbacks_for(&self, group: &str) -> &[String] {
+        match self.fallbacks.iter().find(|(g, _)| g == group) {
+            Some((_, list)) => list,
+            None => &self.default_fallbacks,
+        }
+    }
+
+    pub fn context_window_fallbacks_for(&self, group: &str) -> &[String] {
+        self.context_window_fallbacks.iter().find(|(g, _)| g == group).map_or(&[], |(_, list)| list.as_slice())
+    }
 }
 
 /// One `model_list` entry: a Databricks serving endpoint behind a public model name.
@@ -55,6 +118,11 @@ pub struct Deployment {
     pub rpm: Option<u64>,
     #[serde(default)]
     pub tpm: Option<u64>,
+    /// `simple-shuffle` weight; `order`: lower is tried first.
+    #[serde(default)]
+    pub weight: Option<f64>,
+    #[serde(default)]
+    pub order: Option<u64>,
     pub info: ModelInfo,
 }
 
@@ -74,6 +142,11 @@ impl GatewayConfig {
     /// The first deployment of the group `model_name`.
     pub fn deployment_for(&self, model_name: &str) -> Option<&Deployment> {
         self.deployments.iter().find(|d| d.model_name == model_name)
+    }
+
+    /// Every deployment of the group `model_name`, in file order.
+    pub fn group(&self, model_name: &str) -> Vec<&Deployment> {
+        self.deployments.iter().filter(|d| d.model_name == model_name).collect()
     }
 
     /// The distinct public model names, in file order.
@@ -125,8 +198,21 @@ pub fn parse(doc: &Value) -> Result<Parsed, ConfigError> {
     let litellm = optional_object(root, "litellm_settings", "litellm_settings")?;
     let router = optional_object(root, "router_settings", "router_settings")?;
     let general = optional_object(root, "general_settings", "general_settings")?;
-    warn_unsupported(litellm, "litellm_settings", &["request_timeout"], &mut warnings);
-    warn_unsupported(router, "router_settings", &["timeout", "optional_pre_call_checks"], &mut warnings);
+    const SHARED: [&str; 4] = ["num_retries", "fallbacks", "context_window_fallbacks", "default_fallbacks"];
+    let litellm_known: Vec<&str> = ["request_timeout"].into_iter().chain(SHARED).collect();
+    let router_known: Vec<&str> = [
+        "timeout",
+        "optional_pre_call_checks",
+        "routing_strategy",
+        "allowed_fails",
+        "cooldown_time",
+        "enable_pre_call_checks",
+    ]
+    .into_iter()
+    .chain(SHARED)
+    .collect();
+    warn_unsupported(litellm, "litellm_settings", &litellm_known, &mut warnings);
+    warn_unsupported(router, "router_settings", &router_known, &mut warnings);
     let enforce_model_rate_limits = pre_call_checks(router, &mut warnings)?;
     warn_unsupported(general, "general_settings", &["master_key"], &mut warnings);
 
@@ -180,15 +266,8 @@ pub fn parse(doc: &Value) -> Result<Parsed, ConfigError> {
             ));
         }
     }
-    let config = GatewayConfig { deployments, master_key, enforce_model_rate_limits };
-    for name in config.model_names() {
-        let n = config.deployments.iter().filter(|d| d.model_name == name).count();
-        if n > 1 {
-            warnings.push(format!(
-                "model_list: `{name}` has {n} deployments; load balancing is not supported yet, the first one serves every request"
-            ));
-        }
-    }
+    let router_settings = parse_router(litellm, router, &deployments)?;
+    let config = GatewayConfig { deployments, master_key, enforce_model_rate_limits, router: router_settings };
     Ok(Parsed { config, warnings })
 }
 
@@ -216,7 +295,7 @@ fn parse_deployment(
         Some(v) => as_object(v, &params_path)?,
         None => return err(&params_path, "missing: every model needs litellm_params.model"),
     };
-    const PARAM_KEYS: [&str; 9] = [
+    const PARAM_KEYS: [&str; 11] = [
         "model",
         "api_base",
         "api_key",
@@ -226,6 +305,8 @@ fn parse_deployment(
         "output_cost_per_token",
         "rpm",
         "tpm",
+        "weight",
+        "order",
     ];
     warn_unsupported(Some(params), &params_path, &PARAM_KEYS, warnings);
 
@@ -337,10 +418,123 @@ fn parse_deployment(
         api_key,
         timeout_ms: (timeout_s * 1000.0).round() as u64,
         stream_timeout_ms: (stream_timeout_s * 1000.0).round() as u64,
+        weight: match number(Some(params), "weight", &format!("{params_path}.weight"))? {
+            Some(w) if w > 0.0 => Some(w),
+            Some(w) => return err(&format!("{params_path}.weight"), format!("bad number `{w}`: must be above 0")),
+            None => None,
+        },
+        order: count(Some(params), "order", &format!("{params_path}.order"))?,
         rpm: count(Some(params), "rpm", &format!("{params_path}.rpm"))?,
         tpm: count(Some(params), "tpm", &format!("{params_path}.tpm"))?,
         info,
     })
+}
+
+/// Router settings: `router_settings` wins over the same names in `litellm_settings`.
+fn parse_router(
+    litellm: Option<&Map<String, Value>>,
+    router: Option<&Map<String, Value>>,
+    deployments: &[Deployment],
+) -> Result<RouterSettings, ConfigError> {
+    let mut s = RouterSettings::default();
+    let pick = |key: &str| -> (Option<&Map<String, Value>>, String) {
+        match router.filter(|r| r.contains_key(key)) {
+            Some(r) => (Some(r), format!("router_settings.{key}")),
+            None => (litellm, format!("litellm_settings.{key}")),
+        }
+    };
+    if let Some(v) = router.and_then(|r| r.get("routing_strategy")).filter(|v| !v.is_null()) {
+        let path = "router_settings.routing_strategy";
+        s.strategy = match v.as_str() {
+            Some("simple-shuffle") => Strategy::SimpleShuffle,
+            Some("least-busy") => Strategy::LeastBusy,
+            Some("latency-based-routing") => Strategy::LatencyBasedRouting,
+            Some("usage-based-routing-v2") | Some("usage-based-routing") => Strategy::UsageBasedRoutingV2,
+            _ => {
+                return err(
+                    path,
+                    format!("{v} is not one of simple-shuffle, least-busy, latency-based-routing, usage-based-routing-v2"),
+                )
+            }
+        };
+    }
+    let (obj, path) = pick("num_retries");
+    if let Some(n) = whole(obj, "num_retries", &path)? {
+        s.num_retries = n.min(10) as u32;
+    }
+    if let Some(n) = whole(router, "allowed_fails", "router_settings.allowed_fails")? {
+        s.allowed_fails = n.min(1000) as u32;
+    }
+    if let Some(secs) = positive_seconds(router, "cooldown_time", "router_settings.cooldown_time")? {
+        s.cooldown_ms = (secs * 1000.0).round() as u64;
+    }
+    if let Some(secs) = positive_seconds(router, "timeout", "router_settings.timeout")? {
+        s.timeout_ms = Some((secs * 1000.0).round() as u64);
+    }
+    match router.and_then(|r| r.get("enable_pre_call_checks")) {
+        None | Some(Value::Null) => {}
+        Some(Value::Bool(b)) => s.enable_pre_call_checks = *b,
+        Some(_) => return err("router_settings.enable_pre_call_checks", "must be true or false"),
+    }
+    let group_exists = |name: &str| deployments.iter().any(|d| d.model_name == name);
+    for (key, target) in [("fallbacks", &mut s.fallbacks), ("context_window_fallbacks", &mut s.context_window_fallbacks)] {
+        let (obj, path) = pick(key);
+        *target = fallback_list(obj.and_then(|o| o.get(key)), &path, &group_exists)?;
+    }
+    let (obj, path) = pick("default_fallbacks");
+    s.default_fallbacks = match obj.and_then(|o| o.get("default_fallbacks")) {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => {
+            items.iter().map(|v| group_name(v, &path, &group_exists)).collect::<Result<_, _>>()?
+        }
+        Some(_) => return err(&path, "must be a list of model names"),
+    };
+    Ok(s)
+}
+
+/// LiteLLM's `[{"group": ["fallback", ...]}, ...]`; every name must be a configured group.
+fn fallback_list(
+    value: Option<&Value>,
+    path: &str,
+    group_exists: &dyn Fn(&str) -> bool,
+) -> Result<Vec<(String, Vec<String>)>, ConfigError> {
+    let items = match value {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(_) => return err(path, "must be a list like [{model: [fallback]}]"),
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let item_path = format!("{path}[{i}]");
+        for (group, targets) in as_object(item, &item_path)? {
+            group_name(&Value::String(group.clone()), &item_path, group_exists)?;
+            let targets_path = format!("{item_path}.{group}");
+            let targets = match targets {
+                Value::Array(t) => {
+                    t.iter().map(|v| group_name(v, &targets_path, group_exists)).collect::<Result<Vec<_>, _>>()?
+                }
+                _ => return err(&targets_path, "must be a list of model names"),
+            };
+            out.push((group.clone(), targets));
+        }
+    }
+    Ok(out)
+}
+
+fn group_name(value: &Value, path: &str, group_exists: &dyn Fn(&str) -> bool) -> Result<String, ConfigError> {
+    match value.as_str() {
+        Some(name) if group_exists(name) => Ok(name.to_string()),
+        Some(name) => err(path, format!("`{name}` is not a model_name in model_list")),
+        None => err(path, "must be a model name"),
+    }
+}
+
+fn whole(obj: Option<&Map<String, Value>>, key: &str, path: &str) -> Result<Option<u64>, ConfigError> {
+    match number(obj, key, path)? {
+        Some(n) if n >= 0.0 && n.fract() == 0.0 => Ok(Some(n as u64)),
+        Some(n) => err(path, format!("bad number `{n}`: must be a whole number, 0 or more")),
+        None => Ok(None),
+    }
 }
 
 /// `router_settings.optional_pre_call_checks`: true when it asks for `enforce_model_rate_limits`.
@@ -599,15 +793,10 @@ general_settings:
     #[test]
     fn unsupported_settings_are_reported_not_ignored() {
         let parsed = parse_yaml(
-            "model_list: [{model_name: m, litellm_params: {model: databricks/e, weight: 2, rpm: 10}}]\nlitellm_settings: {drop_params: true}\nrouter_settings: {routing_strategy: least-busy}",
+            "model_list: [{model_name: m, litellm_params: {model: databricks/e, seed: 2, rpm: 10}}]\nlitellm_settings: {drop_params: true}\nrouter_settings: {redis_host: x}",
         )
         .unwrap();
-        for field in [
-            "litellm_params.weight",
-            "litellm_settings.drop_params",
-            "router_settings.routing_strategy",
-            "sets rpm/tpm",
-        ] {
+        for field in ["litellm_params.seed", "litellm_settings.drop_params", "router_settings.redis_host", "sets rpm/tpm"] {
             assert!(parsed.warnings.iter().any(|w| w.contains(field)), "no warning for {field}: {:?}", parsed.warnings);
         }
     }
@@ -652,7 +841,7 @@ general_settings:
         .unwrap();
         assert_eq!(parsed.config.model_names(), vec!["b", "a"]);
         assert_eq!(parsed.config.deployment_for("b").map(|d| d.endpoint.as_str()), Some("b"));
-        assert!(parsed.warnings.iter().any(|w| w.contains("2 deployments")));
+
     }
 
     #[test]

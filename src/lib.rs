@@ -21,6 +21,7 @@ pub mod limiter;
 pub mod log;
 pub mod openai;
 pub mod pricing;
+pub mod router;
 pub mod routes;
 pub mod secret;
 pub mod sse;

@@ -98,6 +98,8 @@ mod tests {
             stream_timeout_ms: 1,
             rpm: None,
             tpm: None,
+            weight: None,
+            order: None,
             info: ModelInfo { input_cost_per_token: input, output_cost_per_token: output, ..Default::default() },
         }
     }

@@ -2,14 +2,17 @@
 // A local fake of Databricks Model Serving, for the end-to-end tests (imported in-process)
 // and for `make dev` (run as a CLI). Wire shapes, statuses and error bodies follow
 // Databricks' documented behaviour. Tests steer it with `[fake:KEY=VALUE]` directives in
-// the last user text (see DIRECTIVES). Zero dependencies; no logging or sync I/O per request,
-// so it is never the bottleneck of a benchmark.
+// the last user text (see DIRECTIVES), or per endpoint with `override()`. With `oauth` it also
+// issues OAuth machine-to-machine tokens at /oidc/v1/token. Zero dependencies; no logging or
+// sync I/O per request, so it is never the bottleneck of a benchmark.
 
 import http from 'node:http';
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
 
 const BASE = '/serving-endpoints';
+// At the workspace root, not under BASE.
+const TOKEN_PATH = '/oidc/v1/token';
 const PATH_HELP =
   'Path must be of form /serving-endpoints/<endpoint_name>/invocations or ' +
   '/serving-endpoints/<endpoint_name>/served-models/<served_model_name>/invocations';
@@ -51,9 +54,16 @@ const noop = () => {};
 
 /**
  * Starts the fake. Resolves once it listens.
- * @returns {Promise<{url: string, port: number, requests: object[], readonly inFlight: number,
- *   readonly maxInFlight: number, readonly abortedCount: number, reset(): void,
- *   close(): Promise<void>}>}
+ * `oauth: {clientId, clientSecret, expiresIn = 3600}` enables POST /oidc/v1/token; serving
+ * routes then take its access tokens as well as the PAT `token`.
+ * Per-endpoint objects map an endpoint name to a count; an endpoint with no request in flight
+ * is absent from `inFlightByEndpoint`.
+ * @returns {Promise<{url: string, workspaceUrl: string, port: number, requests: object[],
+ *   readonly inFlight: number, readonly maxInFlight: number, readonly abortedCount: number,
+ *   readonly inFlightByEndpoint: object, readonly maxInFlightByEndpoint: object,
+ *   readonly countsByEndpoint: object, readonly tokensIssued: number,
+ *   override(endpoint: string, directives: string | null): void, expireTokens(): void,
+ *   reset(): void, close(): Promise<void>}>}
  */
 export async function startFakeDatabricks({
   port = 0,
@@ -61,8 +71,14 @@ export async function startFakeDatabricks({
   token = 'dapi-fake-token',
   servedSuffix = '-served',
   record = true,
+  oauth = null,
 } = {}) {
-  const state = { token, servedSuffix, record, requests: [], inFlight: 0, maxInFlight: 0, abortedCount: 0 };
+  const state = {
+    token, servedSuffix, record, requests: [], inFlight: 0, maxInFlight: 0, abortedCount: 0,
+    oauth: oauth ? oauthState(oauth) : null,
+    overrides: new Map(), // endpoint -> raw directives, as parseDirectives finds them
+    inFlightBy: new Map(), maxInFlightBy: new Map(), countsBy: new Map(),
+  };
   const server = http.createServer((req, res) => {
     handle(state, req, res);
   });
@@ -81,8 +97,10 @@ export async function startFakeDatabricks({
   const actualPort = server.address().port;
   const urlHost = host.includes(':') ? `[${host}]` : host;
   let closing = null;
+  const workspaceUrl = `http://${urlHost}:${actualPort}`;
   return {
-    url: `http://${urlHost}:${actualPort}${BASE}`,
+    url: `${workspaceUrl}${BASE}`,
+    workspaceUrl,
     port: actualPort,
     requests: state.requests,
     get inFlight() {
@@ -94,11 +112,41 @@ export async function startFakeDatabricks({
     get abortedCount() {
       return state.abortedCount;
     },
+    get inFlightByEndpoint() {
+      return Object.fromEntries(state.inFlightBy);
+    },
+    get maxInFlightByEndpoint() {
+      return Object.fromEntries(state.maxInFlightBy);
+    },
+    get countsByEndpoint() {
+      return Object.fromEntries(state.countsBy);
+    },
+    get tokensIssued() {
+      return state.oauth?.issued ?? 0;
+    },
+    // Every later request to `endpoint` acts as if `directives` were in its prompt too (the
+    // prompt's own win on conflict). null removes it. Throws at once on a bad directive.
+    override(endpoint, directives) {
+      if (typeof endpoint !== 'string' || endpoint === '') throw new TypeError('override: endpoint must be a non-empty string');
+      const found = directives == null ? null : overrideDirectives(directives);
+      if (found && found.size > 0) state.overrides.set(endpoint, found);
+      else state.overrides.delete(endpoint);
+    },
+    // Tokens issued so far now answer "expired", as a real one does after `expires_in`.
+    expireTokens() {
+      if (!state.oauth) return;
+      for (const issued of state.oauth.tokens.keys()) state.oauth.tokens.set(issued, 0);
+    },
     reset() {
       // Same array object: tests may hold a reference to `requests`.
       state.requests.length = 0;
       state.maxInFlight = state.inFlight;
       state.abortedCount = 0;
+      state.overrides.clear();
+      state.countsBy.clear();
+      state.maxInFlightBy = new Map(state.inFlightBy);
+      // Issued tokens stay valid: a gateway caching one must not fail across tests.
+      if (state.oauth) state.oauth.issued = 0;
     },
     close() {
       closing ??= new Promise((resolve) => {
@@ -117,7 +165,10 @@ async function handle(state, req, res) {
   res.on('error', noop);
   const rawBody = await readBody(req);
   if (rawBody === null || res.destroyed || req.socket.destroyed) return;
-  const ex = openExchange(state, req, res, rawBody, receivedAt);
+  const path = req.url.split('?', 1)[0];
+  // Token requests are not serving traffic: kept out of `requests` and the in-flight counts.
+  if (state.oauth && path === TOKEN_PATH && req.method === 'POST') return issueToken(state, req, res, rawBody);
+  const ex = openExchange(state, req, res, rawBody, path, receivedAt);
   try {
     await respond(ex);
   } catch (err) {
@@ -136,11 +187,10 @@ async function readBody(req) {
 }
 
 // One exchange = one request being answered: its record, its timers, its close bookkeeping.
-function openExchange(state, req, res, rawBody, receivedAt) {
-  const path = req.url.split('?', 1)[0];
+function openExchange(state, req, res, rawBody, path, receivedAt) {
   const ex = {
     state, req, res, rawBody, path,
-    body: null, endpoint: null, token: null, d: NO_DIRECTIVES, eol: '\n',
+    body: null, endpoint: null, countedAs: null, token: null, d: NO_DIRECTIVES, eol: '\n',
     record: null, closed: false, hungUp: false, timers: new Set(),
   };
   if (state.record) {
@@ -160,6 +210,12 @@ function closeExchange(ex) {
   ex.closed = true;
   for (const cancel of ex.timers) cancel();
   ex.state.inFlight -= 1;
+  if (ex.countedAs !== null) {
+    const { inFlightBy } = ex.state;
+    const left = inFlightBy.get(ex.countedAs) - 1;
+    if (left > 0) inFlightBy.set(ex.countedAs, left);
+    else inFlightBy.delete(ex.countedAs);
+  }
   // Closed before the last byte was handed over, and not by us: the client hung up.
   if (!ex.res.writableFinished && !ex.hungUp) {
     ex.state.abortedCount += 1;
@@ -177,7 +233,11 @@ function failUnexpectedly(ex, err) {
 
 async function respond(ex) {
   const authError = authenticate(ex);
-  if (authError) return sendError(ex, authError);
+  if (authError) {
+    // Still counted per endpoint: a test may check that a refused request was retried.
+    countEndpoint(ex, endpointHint(ex));
+    return sendError(ex, authError);
+  }
 
   const route = ex.req.method === 'POST' ? routeOf(ex.path) : null;
   if (!route) return sendError(ex, dbError(404, 'ENDPOINT_NOT_FOUND', PATH_HELP));
@@ -236,6 +296,26 @@ function safeDecode(segment) {
 function setEndpoint(ex, endpoint) {
   ex.endpoint = endpoint;
   if (ex.record) ex.record.endpoint = endpoint;
+  countEndpoint(ex, endpoint);
+}
+
+// The endpoint a request names, read without acting on it (for the counts only).
+function endpointHint(ex) {
+  const route = ex.req.method === 'POST' ? routeOf(ex.path) : null;
+  if (!route) return null;
+  if (route.endpoint) return route.endpoint;
+  const body = parseBody(ex.rawBody);
+  return typeof body === 'object' && typeof body.model === 'string' && body.model !== '' ? body.model : null;
+}
+
+function countEndpoint(ex, endpoint) {
+  if (endpoint === null || ex.countedAs !== null || ex.closed) return;
+  const { countsBy, inFlightBy, maxInFlightBy } = ex.state;
+  ex.countedAs = endpoint;
+  countsBy.set(endpoint, (countsBy.get(endpoint) ?? 0) + 1);
+  const now = (inFlightBy.get(endpoint) ?? 0) + 1;
+  inFlightBy.set(endpoint, now);
+  if (now > (maxInFlightBy.get(endpoint) ?? 0)) maxInFlightBy.set(endpoint, now);
 }
 
 // Returns the parsed object, or a sentence explaining why the body is unusable.
@@ -254,10 +334,72 @@ function authenticate(ex) {
   const match = /^Bearer\s+(\S+)\s*$/i.exec(ex.req.headers.authorization ?? '');
   if (!match) return unauthenticated();
   ex.token = match[1];
-  if (ex.token !== ex.state.token) {
-    return dbError(403, '403', `Invalid access token. [ReqId: ${randomUUID()}]`, { details: false });
+  if (ex.token === ex.state.token) return null;
+  const expiresAt = ex.state.oauth?.tokens.get(ex.token);
+  if (expiresAt !== undefined) return Date.now() < expiresAt ? null : tokenExpired();
+  return dbError(403, '403', `Invalid access token. [ReqId: ${randomUUID()}]`, { details: false });
+}
+
+// ------------------------------------------------------------------------------ OAuth M2M
+
+function oauthState({ clientId, clientSecret, expiresIn = 3600 }) {
+  if (typeof clientId !== 'string' || !clientId || typeof clientSecret !== 'string' || !clientSecret) {
+    throw new TypeError('oauth needs a non-empty clientId and clientSecret');
   }
-  return null;
+  const seconds = Number(expiresIn);
+  if (!Number.isInteger(seconds) || seconds < 0) throw new TypeError(`oauth: bad expiresIn '${expiresIn}'`);
+  // tokens: access token -> expiry (ms since epoch); kept after expiry so it reads "expired".
+  return { clientId, clientSecret, expiresIn: seconds, tokens: new Map(), issued: 0 };
+}
+
+// POST /oidc/v1/token, client_credentials with HTTP Basic client authentication.
+function issueToken(state, req, res, rawBody) {
+  const { oauth } = state;
+  if (!basicCredentialsMatch(req.headers.authorization, oauth)) {
+    return sendJson(res, 401, { error: 'invalid_client', error_description: 'Client authentication failed' });
+  }
+  const type = (req.headers['content-type'] ?? '').split(';', 1)[0].trim().toLowerCase();
+  if (type !== 'application/x-www-form-urlencoded') {
+    return sendJson(res, 400, oauthInvalid('Content-Type must be application/x-www-form-urlencoded'));
+  }
+  const form = new URLSearchParams(rawBody);
+  if (form.get('grant_type') !== 'client_credentials') {
+    return sendJson(res, 400, oauthInvalid("Unsupported grant_type: expected 'client_credentials'"));
+  }
+  if (!(form.get('scope') ?? '').split(' ').includes('all-apis')) {
+    return sendJson(res, 400, oauthInvalid("Invalid scope: expected 'all-apis'"));
+  }
+  const accessToken = jwtLike(oauth);
+  oauth.tokens.set(accessToken, Date.now() + oauth.expiresIn * 1000);
+  oauth.issued += 1;
+  sendJson(res, 200, { access_token: accessToken, token_type: 'Bearer', expires_in: oauth.expiresIn, scope: 'all-apis' });
+}
+
+function basicCredentialsMatch(header, { clientId, clientSecret }) {
+  const match = /^Basic\s+(\S+)\s*$/i.exec(header ?? '');
+  if (!match) return false;
+  const pair = Buffer.from(match[1], 'base64').toString('utf8');
+  const colon = pair.indexOf(':');
+  return colon !== -1 && pair.slice(0, colon) === clientId && pair.slice(colon + 1) === clientSecret;
+}
+
+function oauthInvalid(description) {
+  return { error: 'invalid_request', error_description: description };
+}
+
+// Shaped like the real tokens (a JWT, hence "eyJ..."), but nothing checks the signature.
+function jwtLike({ clientId, expiresIn }) {
+  const part = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const iat = nowSeconds();
+  const claims = { iss: 'fake-databricks', sub: clientId, scope: 'all-apis', iat, exp: iat + expiresIn, jti: randomUUID() };
+  return `${part({ alg: 'RS256', typ: 'JWT' })}.${part(claims)}.${randomBytes(32).toString('base64url')}`;
+}
+
+function sendJson(res, status, payload) {
+  if (res.destroyed) return;
+  const text = JSON.stringify(payload);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
 }
 
 // ------------------------------------------------------------------------------ errors
@@ -282,6 +424,15 @@ function unauthenticated() {
   return dbError(401, 401, message, {
     details: false,
     headers: { 'www-authenticate': 'Bearer realm="DatabricksRealm"' },
+  });
+}
+
+// Uncertain: databricks.md does not say what an expired OAuth token gets. Any 401 with
+// `invalid_token` in www-authenticate is what a gateway should take as "refresh and retry".
+function tokenExpired() {
+  return dbError(401, '401', `Token expired. [ReqId: ${randomUUID()}]`, {
+    details: false,
+    headers: { 'www-authenticate': 'Bearer realm="DatabricksRealm", error="invalid_token"' },
   });
 }
 
@@ -379,10 +530,26 @@ function directiveValue(kind, value) {
   return n;
 }
 
+// Directives given to `override()`: checked now, so that a typo throws in the test itself.
+function overrideDirectives(directives) {
+  if (typeof directives !== 'string') throw new TypeError('override: directives must be a string or null');
+  const { found, text } = parseDirectives(directives);
+  if (text) throw new Error(`override: not a fake directive: '${text}'`);
+  const d = typedDirectives(found);
+  if (typeof d === 'string') throw new Error(`override: ${d}`);
+  return found;
+}
+
+// The prompt's directives over the endpoint's override, if any.
+function withOverride(ex, found) {
+  const extra = ex.state.overrides.get(ex.endpoint);
+  return extra ? new Map([...extra, ...found]) : found;
+}
+
 // Applies the directives that act before any answer: bad directive, delay, reset, error.
 // Returns true when the caller should go on and answer.
 async function preflight(ex, found) {
-  const d = typedDirectives(found);
+  const d = typedDirectives(withOverride(ex, found));
   if (typeof d === 'string') {
     sendError(ex, badRequest(d));
     return false;
@@ -806,12 +973,17 @@ function nowSeconds() {
 
 // ------------------------------------------------------------------------------ CLI
 
-const USAGE = 'usage: node tests/fake-databricks.mjs [--port 4010] [--host 127.0.0.1] [--token dapi-...] [--served-suffix -served]';
+const USAGE =
+  'usage: node tests/fake-databricks.mjs [--port 4010] [--host 127.0.0.1] [--token dapi-...] [--served-suffix -served]\n' +
+  '         [--oauth-client-id ID --oauth-client-secret SECRET [--oauth-expires-in 3600]]';
 
 function parseArgs(argv) {
   // No recording: a long `make dev` session would otherwise keep every request in memory.
   const options = { port: 4010, host: '127.0.0.1', record: false };
-  const names = { '--port': 'port', '--host': 'host', '--token': 'token', '--served-suffix': 'servedSuffix' };
+  const names = {
+    '--port': 'port', '--host': 'host', '--token': 'token', '--served-suffix': 'servedSuffix',
+    '--oauth-client-id': 'clientId', '--oauth-client-secret': 'clientSecret', '--oauth-expires-in': 'expiresIn',
+  };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const eq = arg.indexOf('=');
@@ -824,12 +996,26 @@ function parseArgs(argv) {
   const port = Number(options.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`bad port '${options.port}'\n${USAGE}`);
   options.port = port;
-  return options;
+  return withOAuth(options);
+}
+
+// Moves the OAuth flags into `options.oauth`; half a client is a mistake, not "no OAuth".
+function withOAuth(options) {
+  const { clientId, clientSecret, expiresIn, ...rest } = options;
+  if (clientId === undefined && clientSecret === undefined) {
+    if (expiresIn !== undefined) throw new Error(`--oauth-expires-in needs --oauth-client-id and --oauth-client-secret\n${USAGE}`);
+    return rest;
+  }
+  if (!clientId || !clientSecret) throw new Error(`OAuth needs both --oauth-client-id and --oauth-client-secret\n${USAGE}`);
+  if (expiresIn !== undefined && !/^\d+$/.test(expiresIn)) throw new Error(`bad --oauth-expires-in '${expiresIn}'\n${USAGE}`);
+  return { ...rest, oauth: { clientId, clientSecret, expiresIn: expiresIn === undefined ? 3600 : Number(expiresIn) } };
 }
 
 async function main(argv) {
-  const fake = await startFakeDatabricks(parseArgs(argv));
+  const options = parseArgs(argv);
+  const fake = await startFakeDatabricks(options);
   process.stdout.write(`fake databricks listening on ${fake.url}\n`);
+  if (options.oauth) process.stdout.write(`OAuth M2M tokens at ${fake.workspaceUrl}${TOKEN_PATH}\n`);
   const stop = () => fake.close().then(() => process.exit(0));
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
