@@ -453,7 +453,9 @@ fn parse_router(
             _ => {
                 return err(
                     path,
-                    format!("{v} is not one of simple-shuffle, least-busy, latency-based-routing, usage-based-routing-v2"),
+                    format!(
+                        "{v} is not one of simple-shuffle, least-busy, latency-based-routing, usage-based-routing-v2"
+                    ),
                 )
             }
         };
@@ -477,7 +479,9 @@ fn parse_router(
         Some(_) => return err("router_settings.enable_pre_call_checks", "must be true or false"),
     }
     let group_exists = |name: &str| deployments.iter().any(|d| d.model_name == name);
-    for (key, target) in [("fallbacks", &mut s.fallbacks), ("context_window_fallbacks", &mut s.context_window_fallbacks)] {
+    for (key, target) in
+        [("fallbacks", &mut s.fallbacks), ("context_window_fallbacks", &mut s.context_window_fallbacks)]
+    {
         let (obj, path) = pick(key);
         *target = fallback_list(obj.and_then(|o| o.get(key)), &path, &group_exists)?;
     }
@@ -796,7 +800,9 @@ general_settings:
             "model_list: [{model_name: m, litellm_params: {model: databricks/e, seed: 2, rpm: 10}}]\nlitellm_settings: {drop_params: true}\nrouter_settings: {redis_host: x}",
         )
         .unwrap();
-        for field in ["litellm_params.seed", "litellm_settings.drop_params", "router_settings.redis_host", "sets rpm/tpm"] {
+        for field in
+            ["litellm_params.seed", "litellm_settings.drop_params", "router_settings.redis_host", "sets rpm/tpm"]
+        {
             assert!(parsed.warnings.iter().any(|w| w.contains(field)), "no warning for {field}: {:?}", parsed.warnings);
         }
     }
@@ -841,7 +847,6 @@ general_settings:
         .unwrap();
         assert_eq!(parsed.config.model_names(), vec!["b", "a"]);
         assert_eq!(parsed.config.deployment_for("b").map(|d| d.endpoint.as_str()), Some("b"));
-
     }
 
     #[test]

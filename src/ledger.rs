@@ -43,11 +43,6 @@ pub struct SettleRequest {
     pub row: Option<SpendLogRow>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReleaseRequest {
-    pub id: String,
-}
-
 /// Blocks (`reason`: blocked, deleted) or unblocks (`None`) a key at once, and records its
 /// current hash so that a regenerated key's old secret is refused.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -351,14 +351,6 @@ impl LedgerState {
         Settled { spend: self.spend, soft_budget_crossed: crossed, duplicate }
     }
 
-    /// Drops a reservation whose request was never sent (another limit refused it).
-    pub fn release(&mut self, id: &str) {
-        if let Some(i) = self.entries.iter().position(|e| e.id == id && e.is_reserved()) {
-            self.entries.remove(i);
-            self.removed.push(id.to_string());
-        }
-    }
-
     /// When the current budget period ends, if the key has a `budget_duration`.
     pub fn budget_reset_at(&self, limits: &Limits) -> Option<u64> {
         Some(limits.period()?.after(self.period_start?))
@@ -670,15 +662,11 @@ mod tests {
         assert_eq!(s.changed, ["a", "b"]);
         s.changed.clear();
         settle(&mut s, "a", 1, 1, &l, T0 + 1);
-        s.release("b");
-        assert_eq!(
-            (s.changed.as_slice(), s.removed.as_slice()),
-            (["a".to_string()].as_slice(), ["b".to_string()].as_slice())
-        );
+        assert_eq!(s.changed, ["a"]);
+        assert!(s.removed.is_empty());
         s.changed.clear();
-        s.removed.clear();
         s.maintain(T0 + WINDOW_MS + 1, &l);
-        assert_eq!(s.removed, ["a"]);
+        assert_eq!(s.removed, ["a"], "the settled one leaves the window; the reserved one stays");
     }
 
     #[test]
@@ -723,16 +711,6 @@ mod tests {
         s.revoked = Some("blocked".into());
         r.id = "b".into();
         assert_eq!(s.admit(&r, T0), Decision::Revoked { reason: "blocked".into() });
-    }
-
-    #[test]
-    fn releasing_a_refused_request_frees_everything() {
-        let l = Limits { rpm: Some(1), max_budget: Some(60_000_000), ..limits() };
-        let mut s = LedgerState::default();
-        assert!(admitted(&s.admit(&request("a", &l), T0)));
-        s.release("a");
-        assert_eq!(s.committed(), 0);
-        assert!(admitted(&s.admit(&request("b", &l), T0)));
     }
 
     #[test]

@@ -133,7 +133,8 @@ pub fn eligible<'a>(
     let healthy: Vec<&Deployment> = if group.len() == 1 {
         sized
     } else {
-        let warm: Vec<&Deployment> = sized.iter().copied().filter(|d| health.cooling_until(&d.id, now).is_none()).collect();
+        let warm: Vec<&Deployment> =
+            sized.iter().copied().filter(|d| health.cooling_until(&d.id, now).is_none()).collect();
         if warm.is_empty() {
             let back = sized.iter().filter_map(|d| health.cooling_until(&d.id, now)).min().unwrap_or(now);
             return Err(Unavailable::CoolingDown { retry_after_ms: back.saturating_sub(now).max(1) });
@@ -205,11 +206,14 @@ fn weighted<'a>(candidates: &[&'a Deployment], random: f64) -> Option<&'a Deploy
 }
 
 /// The candidate with the lowest score; ties are broken at random.
-fn lowest<'a>(candidates: &[&'a Deployment], random: f64, score: impl Fn(&Deployment) -> f64) -> Option<&'a Deployment> {
+fn lowest<'a>(
+    candidates: &[&'a Deployment],
+    random: f64,
+    score: impl Fn(&Deployment) -> f64,
+) -> Option<&'a Deployment> {
     let scores: Vec<f64> = candidates.iter().map(|d| score(d)).collect();
     let best = scores.iter().copied().fold(f64::INFINITY, f64::min);
-    let ties: Vec<&Deployment> =
-        candidates.iter().zip(&scores).filter(|(_, s)| **s <= best).map(|(d, _)| *d).collect();
+    let ties: Vec<&Deployment> = candidates.iter().zip(&scores).filter(|(_, s)| **s <= best).map(|(d, _)| *d).collect();
     let i = ((random.clamp(0.0, 0.999_999) * ties.len() as f64) as usize).min(ties.len().saturating_sub(1));
     ties.get(i).copied()
 }
@@ -218,8 +222,9 @@ fn lowest<'a>(candidates: &[&'a Deployment], random: f64, score: impl Fn(&Deploy
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Failure {
     /// Try again (another deployment when there is one); `cool_now` cools the deployment
-    /// down at once.
-    Retry { cool_now: bool },
+    /// down at once; a failure that is not `transient` (401, 404) is not retried on the same
+    /// deployment.
+    Retry { cool_now: bool, transient: bool },
     /// The request is too long for this group: try its context-window fallbacks.
     ContextWindow,
     /// The request itself is wrong: answer the caller now.
@@ -230,14 +235,15 @@ pub enum Failure {
 pub fn classify(status: u16, message: &str) -> Failure {
     let lower = message.to_ascii_lowercase();
     match status {
-        429 | 401 | 404 | 408 => Failure::Retry { cool_now: true },
+        429 | 408 => Failure::Retry { cool_now: true, transient: true },
+        401 | 404 => Failure::Retry { cool_now: true, transient: false },
         400 if ["too long", "context length", "context window", "maximum context", "too many tokens"]
             .iter()
             .any(|p| lower.contains(p)) =>
         {
             Failure::ContextWindow
         }
-        500..=599 => Failure::Retry { cool_now: false },
+        500..=599 => Failure::Retry { cool_now: false, transient: true },
         _ => Failure::Final,
     }
 }
@@ -316,10 +322,7 @@ mod tests {
         assert_eq!(choose(&[&a, &b], Strategy::LeastBusy, &stats, NOW, 0.5).unwrap().id, "b");
         assert_eq!(choose(&[&a, &b], Strategy::LatencyBasedRouting, &stats, NOW, 0.5).unwrap().id, "a");
         // An unmeasured deployment is tried before a measured one.
-        let unmeasured = |id: &str| DeploymentStats {
-            latency_ms: (id == "a").then_some(10.0),
-            ..Default::default()
-        };
+        let unmeasured = |id: &str| DeploymentStats { latency_ms: (id == "a").then_some(10.0), ..Default::default() };
         assert_eq!(choose(&[&a, &b], Strategy::LatencyBasedRouting, &unmeasured, NOW, 0.5).unwrap().id, "b");
     }
 
@@ -375,13 +378,19 @@ mod tests {
             ..deployment("small")
         };
         let group = [&a, &b, &small];
-        let ids = |r: Result<Vec<&Deployment>, Unavailable>| -> Vec<String> { r.unwrap().iter().map(|d| d.id.clone()).collect() };
+        let ids = |r: Result<Vec<&Deployment>, Unavailable>| -> Vec<String> {
+            r.unwrap().iter().map(|d| d.id.clone()).collect()
+        };
         let mut h = Health::default();
         assert_eq!(ids(eligible(&group, &h, NOW, &[], 10, &s)), ["a", "small"]);
         assert_eq!(ids(eligible(&group, &h, NOW, &[], 1000, &s)), ["a"], "small cannot hold 1000 tokens");
         h.record_failure("a", NOW, true, 3, &s);
         assert_eq!(ids(eligible(&group, &h, NOW, &[], 1000, &s)), ["b"], "order 2 takes over while a cools");
-        assert_eq!(ids(eligible(&group, &h, NOW, &["b".to_string()], 1000, &s)), ["b"], "tried, but nothing else is left");
+        assert_eq!(
+            ids(eligible(&group, &h, NOW, &["b".to_string()], 1000, &s)),
+            ["b"],
+            "tried, but nothing else is left"
+        );
         h.record_failure("b", NOW, true, 3, &s);
         assert_eq!(
             eligible(&[&a, &b], &h, NOW + 1000, &[], 10, &s),
@@ -394,10 +403,11 @@ mod tests {
 
     #[test]
     fn failures_are_classified() {
-        assert_eq!(classify(429, ""), Failure::Retry { cool_now: true });
-        assert_eq!(classify(404, ""), Failure::Retry { cool_now: true });
-        assert_eq!(classify(503, ""), Failure::Retry { cool_now: false });
-        assert_eq!(classify(504, "timeout"), Failure::Retry { cool_now: false });
+        assert_eq!(classify(429, ""), Failure::Retry { cool_now: true, transient: true });
+        assert_eq!(classify(404, ""), Failure::Retry { cool_now: true, transient: false });
+        assert_eq!(classify(401, ""), Failure::Retry { cool_now: true, transient: false });
+        assert_eq!(classify(503, ""), Failure::Retry { cool_now: false, transient: true });
+        assert_eq!(classify(504, "timeout"), Failure::Retry { cool_now: false, transient: true });
         assert_eq!(classify(400, "Input is too long for requested model."), Failure::ContextWindow);
         assert_eq!(classify(400, "Unsupported value: 'temperature'"), Failure::Final);
         assert_eq!(classify(403, ""), Failure::Final);

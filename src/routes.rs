@@ -18,6 +18,8 @@ pub enum Route {
     KeyBlock,
     KeyUnblock,
     SpendLogs,
+    Health,
+    ModelInfo,
 }
 
 impl Route {
@@ -36,6 +38,8 @@ impl Route {
             "/key/block" => Route::KeyBlock,
             "/key/unblock" => Route::KeyUnblock,
             "/spend/logs" => Route::SpendLogs,
+            "/health" => Route::Health,
+            "/model/info" | "/v1/model/info" => Route::ModelInfo,
             _ => {
                 if let Some(id) = path.strip_prefix("/v1/models/").or_else(|| path.strip_prefix("/models/")) {
                     return percent_decode(id).filter(|id| !id.is_empty()).map(Route::Model);
@@ -58,7 +62,9 @@ impl Route {
             | Route::Readiness
             | Route::KeyInfo
             | Route::KeyList
-            | Route::SpendLogs => "GET",
+            | Route::SpendLogs
+            | Route::Health
+            | Route::ModelInfo => "GET",
             _ => "POST",
         }
     }

@@ -31,10 +31,13 @@ struct Party {
 pub struct Account {
     /// The virtual key's ledger; `None` for the master key.
     key: Option<Party>,
+    /// The ledger of the deployment now serving the request, when its limits are enforced.
     deployment: Option<Party>,
+    /// Attempts made so far: each deployment admission gets its own id.
+    attempts: u32,
     token: Option<String>,
+    /// The prices of the deployment now serving the request.
     prices: Prices,
-    output_cap: u64,
     lease_ms: u64,
     row: SpendLogRow,
 }
@@ -55,15 +58,44 @@ impl Outcome {
     }
 }
 
+/// What a key is asked to reserve for a request that any of `deployments` may serve.
+pub struct Reservation {
+    pub prompt_tokens_max: u64,
+    pub max_tokens: Option<u64>,
+    /// The highest prices among the deployments that may serve it.
+    pub prices: Prices,
+    pub output_cap: u64,
+    pub lease_ms: u64,
+}
+
+impl Reservation {
+    pub fn new(deployments: &[&Deployment], prompt_tokens_max: u64, max_tokens: Option<u64>) -> Self {
+        let mut prices = Prices { input: 0, output: 0, source: PriceSource::Unknown };
+        for p in deployments.iter().map(|d| pricing::prices_for(d)) {
+            prices.input = prices.input.max(p.input);
+            prices.output = prices.output.max(p.output);
+            if p.source != PriceSource::Unknown {
+                prices.source = p.source;
+            }
+        }
+        let output_cap = deployments
+            .iter()
+            .map(|d| d.info.max_output_tokens.unwrap_or(DEFAULT_OUTPUT_CAP))
+            .max()
+            .unwrap_or(DEFAULT_OUTPUT_CAP);
+        let timeout = deployments.iter().map(|d| d.timeout_ms).max().unwrap_or(MAX_EXECUTION_MS);
+        Reservation {
+            prompt_tokens_max,
+            max_tokens,
+            prices,
+            output_cap,
+            lease_ms: timeout.min(MAX_EXECUTION_MS) + LEASE_MARGIN_MS,
+        }
+    }
+}
+
 impl Account {
-    pub fn open(
-        call: &Call<'_>,
-        caller: &Caller,
-        group: &str,
-        deployment: &Deployment,
-        enforce_deployment_limits: bool,
-        stream: bool,
-    ) -> Result<Self, ApiError> {
+    pub fn open(call: &Call<'_>, caller: &Caller, group: &str, stream: bool) -> Result<Self, ApiError> {
         let (key, token, alias) = match caller {
             Caller::Master => (None, None, None),
             Caller::Key(r) => {
@@ -72,32 +104,23 @@ impl Account {
                 (Some(party), Some(r.token.clone()), r.key_alias.clone())
             }
         };
-        let deployment_party = match (enforce_deployment_limits, deployment.rpm, deployment.tpm) {
-            (true, rpm, tpm) if rpm.is_some() || tpm.is_some() => Some(Party {
-                ledger: LedgerStub::open(call.env, &ledger::deployment_ledger(&deployment.id))?,
-                limits: Limits { rpm, tpm, ..Limits::default() },
-                admitted: false,
-            }),
-            _ => None,
-        };
         let row = SpendLogRow {
             request_id: call.log.call_id.clone(),
             call_id: call.log.call_id.clone(),
             api_key: token.clone().unwrap_or_default(),
             key_alias: alias,
             model_group: group.to_string(),
-            deployment: deployment.id.clone(),
             start_time: call.started_ms,
             streamed: stream,
             ..Default::default()
         };
         Ok(Account {
             key,
-            deployment: deployment_party,
+            deployment: None,
+            attempts: 0,
             token,
-            prices: pricing::prices_for(deployment),
-            output_cap: deployment.info.max_output_tokens.unwrap_or(DEFAULT_OUTPUT_CAP),
-            lease_ms: deployment.timeout_ms.min(MAX_EXECUTION_MS) + LEASE_MARGIN_MS,
+            prices: Prices { input: 0, output: 0, source: PriceSource::Unknown },
+            lease_ms: MAX_EXECUTION_MS + LEASE_MARGIN_MS,
             row,
         })
     }
@@ -117,75 +140,113 @@ impl Account {
         self.key.is_none() && self.deployment.is_none()
     }
 
-    /// Admits the request where limits apply (the key's ledger first, then the
-    /// deployment's). Returns a `max_tokens` to impose when the budget requires one.
-    pub async fn admit(
-        &mut self,
-        call: &mut Call<'_>,
-        prompt_tokens_max: u64,
-        max_tokens: Option<u64>,
-    ) -> Result<Option<u64>, ApiError> {
-        let mut request = AdmitRequest {
+    /// Admits the request with the key's limits and budget, if it has any. Returns a
+    /// `max_tokens` to impose when the budget requires one.
+    pub async fn admit(&mut self, call: &mut Call<'_>, reservation: &Reservation) -> Result<Option<u64>, ApiError> {
+        self.lease_ms = reservation.lease_ms;
+        let Some(key) = self.key.as_mut().filter(|k| k.limits.needs_admission()) else { return Ok(None) };
+        let request = AdmitRequest {
             id: self.row.call_id.clone(),
             model: self.row.model_group.clone(),
             token: self.token.clone(),
-            prompt_tokens_max,
-            max_tokens,
-            output_cap: self.output_cap,
-            prices: self.prices,
-            lease_ms: self.lease_ms,
-            limits: Limits::default(),
+            prompt_tokens_max: reservation.prompt_tokens_max,
+            max_tokens: reservation.max_tokens,
+            output_cap: reservation.output_cap,
+            prices: reservation.prices,
+            lease_ms: reservation.lease_ms,
+            limits: key.limits.clone(),
         };
-        let mut imposed = None;
-        if let Some(key) = self.key.as_mut().filter(|k| k.limits.needs_admission()) {
-            request.limits = key.limits.clone();
-            match key.ledger.admit(&request).await? {
-                Decision::Admitted { max_tokens, rate, .. } => {
-                    add_rate_headers(call, &rate);
-                    key.admitted = true;
-                    imposed = max_tokens;
-                }
-                Decision::RateLimited { message, retry_after_ms, rate } => {
-                    add_rate_headers(call, &rate);
-                    return Err(rate_limited(message, retry_after_ms));
-                }
-                Decision::BudgetExceeded { committed, max_budget } => {
-                    let message = format!(
-                        "Budget has been exceeded! Current cost: {}, Max budget: {}",
-                        pricing::format_usd(committed),
-                        pricing::format_usd(max_budget)
-                    );
-                    return Err(ApiError::new(400, ErrorKind::BudgetExceeded, message));
-                }
-                Decision::Revoked { reason } => return Err(revoked(&reason)),
+        match key.ledger.admit(&request).await? {
+            Decision::Admitted { max_tokens, rate, .. } => {
+                add_rate_headers(call, &rate);
+                key.admitted = true;
+                Ok(max_tokens)
+            }
+            Decision::RateLimited { message, retry_after_ms, rate } => {
+                add_rate_headers(call, &rate);
+                Err(rate_limited(message, retry_after_ms))
+            }
+            Decision::BudgetExceeded { committed, max_budget } => {
+                let message = format!(
+                    "Budget has been exceeded! Current cost: {}, Max budget: {}",
+                    pricing::format_usd(committed),
+                    pricing::format_usd(max_budget)
+                );
+                Err(ApiError::new(400, ErrorKind::BudgetExceeded, message))
+            }
+            Decision::Revoked { reason } => Err(revoked(&reason)),
+        }
+    }
+
+    /// Makes `deployment` the one serving the request: its prices apply, and with enforced
+    /// deployment limits it must admit the attempt. `Err` is a 429 naming the deployment.
+    pub async fn use_deployment(
+        &mut self,
+        env: &Env,
+        deployment: &Deployment,
+        enforce: bool,
+        reservation: &Reservation,
+    ) -> Result<(), ApiError> {
+        self.prices = pricing::prices_for(deployment);
+        self.row.deployment = deployment.id.clone();
+        self.attempts += 1;
+        if !enforce || (deployment.rpm.is_none() && deployment.tpm.is_none()) {
+            return Ok(());
+        }
+        let party = Party {
+            ledger: LedgerStub::open(env, &ledger::deployment_ledger(&deployment.id))?,
+            limits: Limits { rpm: deployment.rpm, tpm: deployment.tpm, ..Limits::default() },
+            admitted: false,
+        };
+        let request = AdmitRequest {
+            id: self.attempt_id(),
+            model: deployment.model_name.clone(),
+            token: None,
+            prompt_tokens_max: reservation.prompt_tokens_max,
+            max_tokens: reservation.max_tokens,
+            output_cap: reservation.output_cap,
+            prices: self.prices,
+            lease_ms: reservation.lease_ms,
+            limits: party.limits.clone(),
+        };
+        match party.ledger.admit(&request).await? {
+            Decision::Admitted { .. } => {
+                self.deployment = Some(Party { admitted: true, ..party });
+                Ok(())
+            }
+            Decision::RateLimited { message, retry_after_ms, .. } => Err(rate_limited(
+                format!("Deployment `{}` of `{}`: {message}", deployment.id, deployment.model_name),
+                retry_after_ms,
+            )),
+            other => Err(ApiError::internal(format!("unexpected deployment admission: {other:?}"))),
+        }
+    }
+
+    /// The attempt on the current deployment failed: its reservation is settled empty (the
+    /// request still counts against the deployment's requests per minute).
+    pub async fn deployment_failed(&mut self) {
+        if let Some(party) = self.deployment.take() {
+            let mut settlement = self.settlement(&party.limits, Usage::default(), 0);
+            settlement.id = self.attempt_id();
+            let request = SettleRequest { settlement, row: None };
+            if let Err(e) = party.ledger.settle(&request).await {
+                console_error!("settling attempt {} failed: {}", self.attempt_id(), e.message);
             }
         }
-        if let Some(deployment) = &mut self.deployment {
-            request.token = None;
-            request.max_tokens = imposed.or(max_tokens);
-            request.limits = deployment.limits.clone();
-            let refused = match deployment.ledger.admit(&request).await {
-                Ok(Decision::Admitted { .. }) => {
-                    deployment.admitted = true;
-                    None
-                }
-                Ok(Decision::RateLimited { message, retry_after_ms, .. }) => Some(rate_limited(
-                    format!("Deployment `{}` of `{}`: {message}", self.row.deployment, self.row.model_group),
-                    retry_after_ms,
-                )),
-                Ok(other) => Some(ApiError::internal(format!("unexpected deployment admission: {other:?}"))),
-                Err(e) => Some(e),
-            };
-            if let Some(error) = refused {
-                if let Some(key) = self.key.as_ref().filter(|k| k.admitted) {
-                    if let Err(e) = key.ledger.release(&self.row.call_id).await {
-                        console_error!("releasing call {} failed: {}", self.row.call_id, e.message);
-                    }
-                }
-                return Err(error);
-            }
+    }
+
+    fn attempt_id(&self) -> String {
+        format!("{}#{}", self.row.call_id, self.attempts)
+    }
+
+    fn settlement(&self, limits: &Limits, usage: Usage, cost: u64) -> Settlement {
+        Settlement {
+            id: self.row.call_id.clone(),
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            cost,
+            limits: limits.clone(),
         }
-        Ok(imposed)
     }
 
     /// What an outcome costs, in pico-dollars.
@@ -193,19 +254,12 @@ impl Account {
         outcome.usage.map_or(0, |u| self.prices.cost(&u))
     }
 
-    /// Records the outcome in the key's ledger (spend and spend log) and settles the
+    /// Records the outcome in the key's ledger (spend and spend log) and settles the serving
     /// deployment's reservation. Returns the key's spend afterwards, when known. A failed
     /// settlement is logged, never turned into an error for a request already answered.
     pub async fn settle(self, outcome: Outcome) -> Option<u64> {
         let usage = outcome.usage.unwrap_or_default();
         let cost = self.cost(&outcome);
-        let settlement = |limits: &Limits| Settlement {
-            id: self.row.call_id.clone(),
-            prompt_tokens: usage.prompt_tokens,
-            completion_tokens: usage.completion_tokens,
-            cost,
-            limits: limits.clone(),
-        };
         let mut spend = None;
         if let Some(key) = &self.key {
             let row = SpendLogRow {
@@ -218,7 +272,7 @@ impl Account {
                 estimated: outcome.estimated,
                 ..self.row.clone()
             };
-            let request = SettleRequest { settlement: settlement(&key.limits), row: Some(row) };
+            let request = SettleRequest { settlement: self.settlement(&key.limits, usage, cost), row: Some(row) };
             match key.ledger.settle(&request).await {
                 Ok(settled) => {
                     if settled.soft_budget_crossed {
@@ -237,12 +291,18 @@ impl Account {
             }
         }
         if let Some(deployment) = self.deployment.as_ref().filter(|d| d.admitted) {
-            let request = SettleRequest { settlement: settlement(&deployment.limits), row: None };
-            if let Err(e) = deployment.ledger.settle(&request).await {
+            let mut settlement = self.settlement(&deployment.limits, usage, cost);
+            settlement.id = self.attempt_id();
+            if let Err(e) = deployment.ledger.settle(&SettleRequest { settlement, row: None }).await {
                 console_error!("settling call {} with its deployment failed: {}", self.row.call_id, e.message);
             }
         }
         spend
+    }
+
+    /// Records which group answered (after a fallback).
+    pub fn answered_by(&mut self, group: &str) {
+        self.row.model_group = group.to_string();
     }
 }
 

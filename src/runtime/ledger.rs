@@ -14,7 +14,7 @@ use worker::wasm_bindgen::JsValue;
 use worker::{durable_object, DurableObject, Env, Method, Request, RequestInit, Response, SqlStorage, State, Stub};
 
 use super::now_ms;
-use crate::ledger::{InfoRequest, LedgerInfo, LogsQuery, ReleaseRequest, RevokeRequest, SettleRequest, SpendLogRow};
+use crate::ledger::{InfoRequest, LedgerInfo, LogsQuery, RevokeRequest, SettleRequest, SpendLogRow};
 use crate::limiter::{AdmitRequest, Decision, Entry, LedgerState, Settled};
 use crate::openai::ApiError;
 
@@ -96,10 +96,6 @@ impl Ledger {
                     self.insert_log(&sql, row, now)?;
                 }
                 to_value(&settled)?
-            }
-            "/release" => {
-                ledger.release(&parse::<ReleaseRequest>(body)?.id);
-                Value::Null
             }
             "/revoke" => {
                 let request: RevokeRequest = parse(body)?;
@@ -286,10 +282,6 @@ impl LedgerStub {
 
     pub async fn settle(&self, request: &SettleRequest) -> Result<Settled, ApiError> {
         self.call("/settle", request).await
-    }
-
-    pub async fn release(&self, id: &str) -> Result<(), ApiError> {
-        self.call::<Value>("/release", &ReleaseRequest { id: id.to_string() }).await.map(|_| ())
     }
 
     pub async fn revoke(&self, request: &RevokeRequest) -> Result<(), ApiError> {

@@ -3,9 +3,11 @@
 
 mod accounting;
 mod admin;
+mod health;
 mod keystore;
 mod ledger;
 mod proxy;
+mod routing;
 mod spend;
 mod upstream;
 mod vars;
@@ -107,6 +109,17 @@ async fn route(req: Request, call: &mut Call<'_>) -> std::result::Result<Respons
                 return Err(ApiError::not_found(message).with_param("model"));
             }
             json_response(200, &openai::model_object(&id))
+        }
+        Route::Health => {
+            let caller = authenticate(&req, call).await?;
+            if !matches!(caller, Caller::Master) {
+                return Err(ApiError::forbidden("Only the master key may run /health."));
+            }
+            json_response(200, &health::health(call).await?)
+        }
+        Route::ModelInfo => {
+            let caller = authenticate(&req, call).await?;
+            json_response(200, &health::model_info(call, &caller).await?)
         }
         Route::SpendLogs => {
             let caller = authenticate(&req, call).await?;

@@ -5,10 +5,11 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use worker::{AbortController, ByteStream, Headers, Request, Response};
 
-use super::accounting::{self, Account, Outcome};
-use super::upstream::{self, within, Upstream};
-use super::{bytes_response, now_ms, read_body, runtime_error, unknown_model, vars, Call, Caller};
-use crate::config::Deployment;
+use super::accounting::{self, Account, Outcome, Reservation};
+use super::routing::{self, Forwarded, Routed};
+use super::upstream::within;
+use super::{bytes_response, now_ms, read_body, runtime_error, unknown_model, Call, Caller};
+use crate::config::{Deployment, GatewayConfig};
 use crate::databricks::{self, Answer, Usage};
 use crate::embedded;
 use crate::log::RequestLog;
@@ -19,7 +20,8 @@ use crate::stream::ChatStreamRelay;
 
 /// `POST /chat/completions` for an authenticated caller:
 /// parse → resolve the model (the key's aliases and allowed models) → admit (limits, budget)
-/// → forward → relay the answer or stream → settle the usage (on every path) → log.
+/// → route (pick a deployment, retry, cool down, fall back) → relay the answer or stream →
+/// settle the usage (on every path) → log.
 pub async fn chat(mut req: Request, call: &mut Call<'_>, caller: Caller) -> Result<Response, ApiError> {
     let bytes = read_body(&mut req).await?;
     let ChatRequest { model, stream, mut body } = openai::parse_chat_request(&bytes)?;
@@ -30,42 +32,38 @@ pub async fn chat(mut req: Request, call: &mut Call<'_>, caller: Caller) -> Resu
         Caller::Master => model.clone(),
         Caller::Key(record) => record.resolve_model(&model)?,
     };
-    let deployment = config.deployment_for(&group).ok_or_else(|| unknown_model(&model))?;
+    let members = config.group(&group);
+    if members.is_empty() {
+        return Err(unknown_model(&model));
+    }
     call.log.model = Some(group.clone());
-    call.log.deployment = Some(deployment.id.clone());
     call.log.stream = Some(stream);
     call.headers.push(("x-litellm-model-group", group.clone()));
-    call.headers.push(("x-litellm-model-id", deployment.id.clone()));
-
-    let api_base = vars::resolve(call.env, &deployment.api_base)?;
-    let token = vars::resolve(call.env, &deployment.api_key)?;
-    call.headers.push(("x-litellm-model-api-base", api_base.expose().to_string()));
-    databricks::prepare_chat_body(&mut body, &deployment.endpoint, stream);
-    let mut payload = encode(&body)?;
+    databricks::prepare_chat_body(&mut body, &members[0].endpoint, stream);
 
     // The payload's size in bytes bounds its prompt tokens from above (a token is at least a
-    // byte), so a budget reserved with it is never overshot by the prompt.
-    let prompt_bytes = payload.len() as u64;
-    let mut account = Account::open(call, &caller, &group, deployment, config.enforce_model_rate_limits, stream)?;
+    // byte), so a budget reserved with it is never overshot by the prompt. The reservation
+    // takes the highest prices among every deployment that may serve the request.
+    let prompt_bytes = encode(&body)?.len() as u64;
     let max_tokens = body.get("max_tokens").and_then(Value::as_u64);
-    if let Some(imposed) = account.admit(call, prompt_bytes, max_tokens).await? {
+    let reservation = Reservation::new(&servable(config, &group), prompt_bytes, max_tokens);
+    let mut account = Account::open(call, &caller, &group, stream)?;
+    if let Some(imposed) = account.admit(call, &reservation).await? {
         body.insert("max_tokens".into(), imposed.into());
-        payload = encode(&body)?;
     }
-    drop(body);
 
-    let url = databricks::url(api_base.expose(), "chat/completions");
-    let forwarded = forward(call, &url, &token, payload, deployment, stream, &model).await;
-    match forwarded {
+    let routed = routing::route(call, config, &group, &model, &mut body, stream, &mut account, &reservation).await;
+    drop(body);
+    match routed {
         Err(error) => {
             accounting::settle_failed(account, error.status, call).await;
             Err(error)
         }
-        Ok(Forwarded::Stream { body, controller }) => {
-            let pump = StreamPump::new(body, controller, call, &model, token, deployment, account, prompt_bytes);
+        Ok(Routed { deployment, forwarded: Forwarded::Stream { body, controller, first }, token }) => {
+            let pump = StreamPump::new(body, controller, call, &model, token, deployment, account, prompt_bytes, first);
             relay_stream(pump, call)
         }
-        Ok(Forwarded::Answer(Answer { bytes, usage, id })) => {
+        Ok(Routed { forwarded: Forwarded::Answer(Answer { bytes, usage, id }), .. }) => {
             call.log.set_usage(usage);
             let outcome = Outcome { usage, estimated: false, status: 200, response_id: id };
             let cost = account.cost(&outcome);
@@ -85,80 +83,17 @@ pub async fn chat(mut req: Request, call: &mut Call<'_>, caller: Caller) -> Resu
     }
 }
 
+/// The deployments that may end up serving a request for `group`: its own and its fallbacks'.
+fn servable<'c>(config: &'c GatewayConfig, group: &str) -> Vec<&'c Deployment> {
+    let settings = &config.router;
+    let mut groups = vec![group.to_string()];
+    groups.extend(settings.fallbacks_for(group).iter().cloned());
+    groups.extend(settings.context_window_fallbacks_for(group).iter().cloned());
+    groups.iter().flat_map(|g| config.group(g)).collect()
+}
+
 fn encode(body: &serde_json::Map<String, Value>) -> Result<Vec<u8>, ApiError> {
     serde_json::to_vec(body).map_err(|e| ApiError::internal(format!("cannot encode the request: {e}")))
-}
-
-/// What Databricks answered: a whole answer, or a stream whose headers arrived.
-enum Forwarded {
-    Answer(Answer),
-    Stream { body: ByteStream, controller: AbortController },
-}
-
-/// Sends the request and reads the answer (or the start of the stream) within the timeout.
-async fn forward(
-    call: &mut Call<'_>,
-    url: &str,
-    token: &Secret,
-    payload: Vec<u8>,
-    deployment: &Deployment,
-    stream: bool,
-    model: &str,
-) -> Result<Forwarded, ApiError> {
-    let upstream_started = now_ms();
-    let Upstream { mut response, controller } =
-        upstream::post_json(url, token, payload, deployment.timeout_ms).await.inspect_err(|_| {
-            call.log.upstream_ms = Some(now_ms().saturating_sub(upstream_started));
-        })?;
-    let status = response.status_code();
-    call.log.upstream_status = Some(status);
-    let remaining_ms = deployment.timeout_ms.saturating_sub(now_ms().saturating_sub(upstream_started));
-
-    if !(200..300).contains(&status) {
-        // The error body is read within what is left of the timeout; an unreadable one is empty.
-        let body = match within(remaining_ms, response.bytes()).await {
-            Some(result) => result.unwrap_or_default(),
-            None => {
-                controller.abort();
-                Vec::new()
-            }
-        };
-        let mut error = databricks::upstream_error(status, &body, &[token.expose()]);
-        error.retry_after_s = response.headers().get("retry-after").ok().flatten().and_then(|v| v.trim().parse().ok());
-        set_durations(call, upstream_started);
-        return Err(error);
-    }
-
-    if stream {
-        let body = response.stream().map_err(runtime_error)?;
-        set_durations(call, upstream_started);
-        return Ok(Forwarded::Stream { body, controller });
-    }
-
-    let body = match within(remaining_ms, response.bytes()).await {
-        Some(Ok(body)) => body,
-        Some(Err(e)) => {
-            return Err(ApiError::bad_gateway(format!(
-                "The connection to Databricks broke while reading the answer: {e}"
-            )))
-        }
-        None => {
-            controller.abort();
-            return Err(upstream::timed_out(deployment.timeout_ms));
-        }
-    };
-    set_durations(call, upstream_started);
-    databricks::normalize_chat_completion(&body, model).map(Forwarded::Answer)
-}
-
-/// Records the upstream time and adds LiteLLM's duration headers.
-fn set_durations(call: &mut Call<'_>, upstream_started: u64) {
-    let now = now_ms();
-    let upstream_ms = now.saturating_sub(upstream_started);
-    let total_ms = now.saturating_sub(call.started_ms);
-    call.log.upstream_ms = Some(upstream_ms);
-    call.headers.push(("x-litellm-response-duration-ms", total_ms.to_string()));
-    call.headers.push(("x-litellm-overhead-duration-ms", total_ms.saturating_sub(upstream_ms).to_string()));
 }
 
 /// Answers with the upstream's SSE stream, normalised chunk by chunk as it arrives.
@@ -191,6 +126,8 @@ struct StreamPump {
     controller: Option<AbortController>,
     account: Option<Account>,
     prompt_bytes: u64,
+    /// The bytes read before answering (so that a stream failing before them was retried).
+    first: Option<Vec<u8>>,
     log: RequestLog,
     started_ms: u64,
 }
@@ -206,8 +143,10 @@ impl StreamPump {
         deployment: &Deployment,
         account: Account,
         prompt_bytes: u64,
+        first: Vec<u8>,
     ) -> Self {
         StreamPump {
+            first: Some(first),
             body,
             relay: ChatStreamRelay::new(model, vec![token]),
             idle_ms: deployment.stream_timeout_ms,
@@ -221,7 +160,11 @@ impl StreamPump {
 
     async fn run(mut self, to_client: mpsc::UnboundedSender<Vec<u8>>) {
         while !self.relay.is_closed() {
-            let out = match within(self.idle_ms, self.body.next()).await {
+            let read = match self.first.take() {
+                Some(first) => Some(Some(Ok(first))),
+                None => within(self.idle_ms, self.body.next()).await,
+            };
+            let out = match read {
                 Some(Some(Ok(bytes))) => self.relay.feed(&bytes),
                 Some(Some(Err(e))) => {
                     self.relay.fail(ApiError::bad_gateway(format!("The Databricks stream broke: {e}")))

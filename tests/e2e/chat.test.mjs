@@ -2,6 +2,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { startGateway, raw, userMessage, MASTER_KEY, DATABRICKS_TOKEN } from '../support/gateway.mjs';
 
 let gw;
@@ -11,6 +12,15 @@ before(async () => {
 after(async () => {
   await gw?.close();
 });
+
+// The model names of the test config, in file order, without repeats.
+const CONFIGURED = [
+  ...new Set(
+    [...readFileSync(new URL('../fixtures/litellm_config.yaml', import.meta.url), 'utf8').matchAll(/^\s*- model_name: (\S+)/gm)].map(
+      (m) => m[1],
+    ),
+  ),
+];
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
@@ -158,16 +168,8 @@ test('log lines hold no secret and no prompt text', async () => {
 test('GET /v1/models and /models list the configured model names (auth required)', async () => {
   const models = [];
   for await (const m of gw.client().models.list()) models.push(m.id);
-  assert.deepEqual(models, [
-    'databricks-gpt-5-1',
-    'databricks-claude-sonnet-4-5',
-    'databricks-gpt-oss-120b',
-    'missing-endpoint',
-    'slow-model',
-    'wrong-token-model',
-    'unreachable-model',
-    'limited-deployment',
-  ]);
+  assert.ok(CONFIGURED.length >= 10);
+  assert.deepEqual(models, CONFIGURED);
   const bare = await raw(gw, '/models', { method: 'GET' });
   assert.equal(bare.status, 200);
   assert.equal(bare.json.object, 'list');
@@ -192,7 +194,7 @@ test('health endpoints answer without a key', async () => {
   const ready = await raw(gw, '/health/readiness', { method: 'GET', key: null });
   assert.equal(ready.status, 200);
   assert.equal(ready.json.status, 'healthy');
-  assert.equal(ready.json.models, 8);
+  assert.equal(ready.json.models, CONFIGURED.length);
 });
 
 test('concurrent requests are answered independently', async () => {

@@ -158,12 +158,18 @@ test('Databricks 404 for a missing endpoint is NotFoundError with its message', 
   });
 });
 
-test('a Databricks 429 passes its retry-after on', async () => {
+test('a Databricks 429 is retried after its retry-after, then passed on', async () => {
+  gw.fake.reset();
+  const started = performance.now();
   const res = await raw(gw, '/v1/chat/completions', {
-    body: { model: 'databricks-gpt-5-1', messages: userMessage('slow down [fake:error=429] [fake:retry-after=7]') },
+    body: { model: 'databricks-gpt-5-1', messages: userMessage('slow down [fake:error=429] [fake:retry-after=1]') },
   });
+  const elapsed = performance.now() - started;
   const error = assertError(res, 429, 'rate_limit_exceeded');
-  assert.equal(res.headers.get('retry-after'), '7');
+  assert.equal(res.headers.get('retry-after'), '1');
+  // Two retries, each after the second Databricks asked for.
+  assert.equal(gw.fake.requests.length, 3);
+  assert.ok(elapsed >= 2000 && elapsed < 4000, `elapsed ${elapsed.toFixed(0)} ms`);
   assert.match(error.message, /REQUEST_LIMIT_EXCEEDED/);
 });
 
@@ -219,8 +225,10 @@ test('an upstream slower than the timeout is 504 and the upstream request is abo
   const elapsed = performance.now() - started;
   const error = assertError(res, 504, 'api_error');
   assert.match(error.message, /timeout of 1 s/);
-  assert.ok(elapsed < 3000, `answered after ${elapsed.toFixed(0)} ms, the timeout is 1 s`);
-  await eventually(() => gw.fake.abortedCount === 1, 3000, 'the fake to see the request aborted');
+  // The test config retries twice: three attempts of 1 s each, every one aborted.
+  assert.equal(res.headers.get('x-litellm-attempted-retries'), '2');
+  assert.ok(elapsed < 4500, `answered after ${elapsed.toFixed(0)} ms, three attempts of 1 s`);
+  await eventually(() => gw.fake.abortedCount === 3, 3000, 'the fake to see every attempt aborted');
   await assert.rejects(chat('again [fake:delay=4000]', 'slow-model'), (e) => e instanceof OpenAI.APIError && e.status === 504);
 });
 

@@ -37,7 +37,10 @@ export async function startGateway({ bindings = {}, fake: fakeOptions = {}, scri
     compatibilityDate: COMPATIBILITY_DATE,
     bindings: vars,
     kvNamespaces: ['KEYS'],
-    durableObjects: { LEDGER: { className: 'Ledger', useSQLite: true } },
+    durableObjects: {
+      LEDGER: { className: 'Ledger', useSQLite: true },
+      HEALTH: { className: 'GroupHealth', useSQLite: true },
+    },
     // With a directory, KV and Durable Object storage outlive this instance (a restart).
     ...(persistDir ? { kvPersist: path.join(persistDir, 'kv'), durableObjectsPersist: path.join(persistDir, 'do') } : {}),
     host: '127.0.0.1',

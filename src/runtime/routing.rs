@@ -1,0 +1,460 @@
+//! Spreading requests over a model group's deployments, retrying, cooling failing deployments
+//! down and falling back to other groups. The rules are `router`'s; this is their wiring:
+//!
+//! - Cooldowns are shared by every isolate through one `GroupHealth` Durable Object per group.
+//!   Each isolate keeps a copy, refreshed in the background at most once a second and updated
+//!   at once by its own failures, so routing never waits on the object: another isolate sees a
+//!   cooldown within about a second.
+//! - In-flight counts, latencies and usage per deployment (least-busy, latency-based and
+//!   usage-based routing) are each isolate's own view of its own traffic.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration as StdDuration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use worker::wasm_bindgen::JsValue;
+use worker::{
+    durable_object, AbortController, ByteStream, Delay, DurableObject, Env, Method, Request, RequestInit, Response,
+    SqlStorage, State, Stub,
+};
+
+use super::accounting::{Account, Reservation};
+use super::upstream::{self, within, Upstream};
+use super::{now_ms, runtime_error, vars, Call};
+use crate::config::{Deployment, GatewayConfig, RouterSettings};
+use crate::databricks::{self, Answer};
+use crate::openai::{ApiError, ErrorKind};
+use crate::router::{self, DeploymentStats, Failure, Health, Unavailable};
+use crate::secret::Secret;
+
+const HEALTH_BINDING: &str = "HEALTH";
+/// How stale an isolate's copy of a group's cooldowns may get before it asks again.
+const HEALTH_REFRESH_MS: u64 = 1_000;
+
+thread_local! {
+    /// Group → (fetched at, cooldowns): this isolate's copy of the shared health.
+    static HEALTH: RefCell<HashMap<String, (u64, Health)>> = RefCell::new(HashMap::new());
+    /// Deployment id → what this isolate saw of it.
+    static STATS: RefCell<HashMap<String, DeploymentStats>> = RefCell::new(HashMap::new());
+}
+
+/// What Databricks answered: a whole answer, or a stream whose first bytes arrived.
+pub enum Forwarded {
+    Answer(Answer),
+    Stream { body: ByteStream, controller: AbortController, first: Vec<u8> },
+}
+
+/// A request routed to the deployment that answered it.
+pub struct Routed<'c> {
+    pub deployment: &'c Deployment,
+    pub forwarded: Forwarded,
+    pub token: Secret,
+}
+
+/// Tries the group's deployments (and then its fallbacks) until one answers, within
+/// `num_retries` retries per group and the router's overall timeout. `display` is the model
+/// name answers carry when the group asked for answers.
+#[allow(clippy::too_many_arguments)]
+pub async fn route<'c>(
+    call: &mut Call<'_>,
+    config: &'c GatewayConfig,
+    group: &str,
+    display: &str,
+    body: &mut Map<String, Value>,
+    stream: bool,
+    account: &mut Account,
+    reservation: &Reservation,
+) -> Result<Routed<'c>, ApiError> {
+    let settings = &config.router;
+    let deadline = settings.timeout_ms.map(|t| call.started_ms + t);
+    // Pre-call checks use a typical estimate (four bytes a token), not the budget's bound.
+    let prompt_tokens_estimate = reservation.prompt_tokens_max / 4;
+    let mut queue: VecDeque<String> = VecDeque::from([group.to_string()]);
+    let mut visited: Vec<String> = Vec::new();
+    let (mut retries, mut fallbacks) = (0u32, 0u32);
+    let mut last_error: Option<ApiError> = None;
+
+    'groups: while let Some(current) = queue.pop_front() {
+        if visited.contains(&current) {
+            continue;
+        }
+        visited.push(current.clone());
+        if current != group {
+            fallbacks += 1;
+        }
+        let all_members = config.group(&current);
+        let shown = if current == group { display.to_string() } else { current.clone() };
+        let mut tried: Vec<String> = Vec::new();
+        // Deployments that answered 401 or 404: not tried again by this request.
+        let mut broken: Vec<String> = Vec::new();
+        for attempt in 0..=settings.num_retries {
+            if deadline.is_some_and(|d| now_ms() >= d) {
+                last_error = Some(upstream::timed_out(settings.timeout_ms.unwrap_or_default()));
+                break 'groups;
+            }
+            let members: Vec<&Deployment> = all_members.iter().copied().filter(|d| !broken.contains(&d.id)).collect();
+            if members.is_empty() {
+                break;
+            }
+            let health = health_view(call, &current);
+            let now = now_ms();
+            let candidates = match router::eligible(&members, &health, now, &tried, prompt_tokens_estimate, settings) {
+                Ok(candidates) => candidates,
+                Err(Unavailable::CoolingDown { retry_after_ms }) => {
+                    last_error = Some(no_deployments(&current, retry_after_ms));
+                    break;
+                }
+                Err(Unavailable::ContextWindow) => {
+                    last_error = Some(context_window(&current));
+                    push_front(&mut queue, settings.context_window_fallbacks_for(&current));
+                    continue 'groups;
+                }
+            };
+            let stats = |id: &str| STATS.with(|s| s.borrow().get(id).cloned().unwrap_or_default());
+            let Some(deployment) = router::choose(&candidates, settings.strategy, &stats, now, random()) else {
+                break;
+            };
+            if attempt > 0 {
+                retries += 1;
+            }
+            tried.push(deployment.id.clone());
+            if let Err(error) =
+                account.use_deployment(call.env, deployment, config.enforce_model_rate_limits, reservation).await
+            {
+                last_error = Some(error);
+                continue;
+            }
+            let result = attempt_once(call, deployment, body, stream, &shown, deadline).await;
+            match result {
+                Ok((forwarded, token)) => {
+                    account.answered_by(&current);
+                    set_attempt_headers(call, retries, fallbacks);
+                    return Ok(Routed { deployment, forwarded, token });
+                }
+                Err(error) => {
+                    account.deployment_failed().await;
+                    match router::classify(error.status, &error.message) {
+                        Failure::Final => {
+                            set_attempt_headers(call, retries, fallbacks);
+                            return Err(error);
+                        }
+                        Failure::ContextWindow => {
+                            push_front(&mut queue, settings.context_window_fallbacks_for(&current));
+                            last_error = Some(error);
+                            continue 'groups;
+                        }
+                        Failure::Retry { cool_now, transient } => {
+                            record_failure(call, &current, deployment, cool_now, all_members.len(), settings);
+                            if !transient {
+                                broken.push(deployment.id.clone());
+                            }
+                            let wait = router::backoff_ms(error.status, attempt + 1, error.retry_after_s);
+                            last_error = Some(error);
+                            if attempt < settings.num_retries && wait > 0 {
+                                let left = deadline.map_or(wait, |d| d.saturating_sub(now_ms()));
+                                Delay::from(StdDuration::from_millis(wait.min(left))).await;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if current == group {
+            queue.extend(settings.fallbacks_for(&current).iter().cloned());
+        }
+    }
+    set_attempt_headers(call, retries, fallbacks);
+    Err(last_error.unwrap_or_else(|| no_deployments(group, 1000)))
+}
+
+fn push_front(queue: &mut VecDeque<String>, groups: &[String]) {
+    for g in groups.iter().rev() {
+        queue.push_front(g.clone());
+    }
+}
+
+fn set_attempt_headers(call: &mut Call<'_>, retries: u32, fallbacks: u32) {
+    call.headers.push(("x-litellm-attempted-retries", retries.to_string()));
+    call.headers.push(("x-litellm-attempted-fallbacks", fallbacks.to_string()));
+}
+
+fn no_deployments(group: &str, retry_after_ms: u64) -> ApiError {
+    let mut error = ApiError::new(
+        429,
+        ErrorKind::RateLimit,
+        format!("No deployments available for selected model: every deployment of `{group}` is cooling down."),
+    );
+    error.retry_after_s = Some(retry_after_ms.div_ceil(1000).max(1));
+    error
+}
+
+fn context_window(group: &str) -> ApiError {
+    ApiError::invalid_request(
+        format!("The request is too long for the context window of every deployment of `{group}`."),
+        "messages",
+    )
+}
+
+/// One attempt on one deployment: the answer, or the first bytes of the stream, within the
+/// deployment's timeout (and what is left of the router's).
+async fn attempt_once(
+    call: &mut Call<'_>,
+    deployment: &Deployment,
+    body: &mut Map<String, Value>,
+    stream: bool,
+    shown: &str,
+    deadline: Option<u64>,
+) -> Result<(Forwarded, Secret), ApiError> {
+    let api_base = vars::resolve(call.env, &deployment.api_base)?;
+    let token = vars::resolve(call.env, &deployment.api_key)?;
+    call.log.deployment = Some(deployment.id.clone());
+    call.headers.push(("x-litellm-model-id", deployment.id.clone()));
+    call.headers.push(("x-litellm-model-api-base", api_base.expose().to_string()));
+    body.insert("model".into(), Value::String(deployment.endpoint.clone()));
+    let payload =
+        serde_json::to_vec(&*body).map_err(|e| ApiError::internal(format!("cannot encode the request: {e}")))?;
+    let url = databricks::url(api_base.expose(), "chat/completions");
+    let timeout_ms = deadline.map_or(deployment.timeout_ms, |d| deployment.timeout_ms.min(d.saturating_sub(now_ms())));
+
+    with_stats(&deployment.id, |s| s.in_flight += 1);
+    let started = now_ms();
+    let result = forward(call, &url, &token, payload, deployment, timeout_ms, stream, shown).await;
+    with_stats(&deployment.id, |s| {
+        s.in_flight = s.in_flight.saturating_sub(1);
+        if result.is_ok() {
+            s.record_latency(now_ms().saturating_sub(started) as f64);
+        }
+        if let Ok(Forwarded::Answer(answer)) = &result {
+            s.record_usage(now_ms(), answer.usage.map_or(0, |u| u.total_tokens));
+        }
+    });
+    result.map(|forwarded| (forwarded, token))
+}
+
+/// Sends the request and reads the answer (or the start of the stream) within `timeout_ms`.
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    call: &mut Call<'_>,
+    url: &str,
+    token: &Secret,
+    payload: Vec<u8>,
+    deployment: &Deployment,
+    timeout_ms: u64,
+    stream: bool,
+    shown: &str,
+) -> Result<Forwarded, ApiError> {
+    let upstream_started = now_ms();
+    let Upstream { mut response, controller } =
+        upstream::post_json(url, token, payload, timeout_ms).await.inspect_err(|_| {
+            call.log.upstream_ms = Some(now_ms().saturating_sub(upstream_started));
+        })?;
+    let status = response.status_code();
+    call.log.upstream_status = Some(status);
+    let remaining_ms = timeout_ms.saturating_sub(now_ms().saturating_sub(upstream_started));
+
+    if !(200..300).contains(&status) {
+        // The error body is read within what is left of the timeout; an unreadable one is empty.
+        let body = match within(remaining_ms, response.bytes()).await {
+            Some(result) => result.unwrap_or_default(),
+            None => {
+                controller.abort();
+                Vec::new()
+            }
+        };
+        let mut error = databricks::upstream_error(status, &body, &[token.expose()]);
+        error.retry_after_s = response.headers().get("retry-after").ok().flatten().and_then(|v| v.trim().parse().ok());
+        set_durations(call, upstream_started);
+        return Err(error);
+    }
+
+    if stream {
+        // The first bytes are awaited here, so that a stream failing before them can still be
+        // retried elsewhere: nothing has reached the client yet.
+        let mut body = response.stream().map_err(runtime_error)?;
+        let first_timeout = deployment.stream_timeout_ms.min(remaining_ms.max(1));
+        let first = match within(first_timeout, futures_util::StreamExt::next(&mut body)).await {
+            Some(Some(Ok(bytes))) => bytes,
+            Some(Some(Err(e))) => return Err(ApiError::bad_gateway(format!("The Databricks stream broke: {e}"))),
+            Some(None) => return Err(ApiError::bad_gateway("Databricks ended the stream before sending anything")),
+            None => {
+                controller.abort();
+                return Err(upstream::timed_out(first_timeout));
+            }
+        };
+        set_durations(call, upstream_started);
+        return Ok(Forwarded::Stream { body, controller, first });
+    }
+
+    let body = match within(remaining_ms, response.bytes()).await {
+        Some(Ok(body)) => body,
+        Some(Err(e)) => {
+            return Err(ApiError::bad_gateway(format!(
+                "The connection to Databricks broke while reading the answer: {e}"
+            )))
+        }
+        None => {
+            controller.abort();
+            return Err(upstream::timed_out(timeout_ms));
+        }
+    };
+    set_durations(call, upstream_started);
+    databricks::normalize_chat_completion(&body, shown).map(Forwarded::Answer)
+}
+
+/// Records the upstream time and adds LiteLLM's duration headers.
+fn set_durations(call: &mut Call<'_>, upstream_started: u64) {
+    let now = now_ms();
+    let upstream_ms = now.saturating_sub(upstream_started);
+    let total_ms = now.saturating_sub(call.started_ms);
+    call.log.upstream_ms = Some(upstream_ms);
+    call.headers.push(("x-litellm-response-duration-ms", total_ms.to_string()));
+    call.headers.push(("x-litellm-overhead-duration-ms", total_ms.saturating_sub(upstream_ms).to_string()));
+}
+
+fn with_stats(id: &str, f: impl FnOnce(&mut DeploymentStats)) {
+    STATS.with(|s| f(s.borrow_mut().entry(id.to_string()).or_default()));
+}
+
+/// Uniform in [0, 1), from the platform's random source.
+fn random() -> f64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        return 0.5;
+    }
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// This isolate's copy of a group's health; a stale copy is refreshed in the background.
+fn health_view(call: &Call<'_>, group: &str) -> Health {
+    let now = now_ms();
+    let (fetched_at, health) = HEALTH.with(|h| h.borrow().get(group).cloned().unwrap_or((0, Health::default())));
+    if fetched_at + HEALTH_REFRESH_MS <= now {
+        // Marked fresh now, so that concurrent requests do not all ask.
+        HEALTH.with(|h| h.borrow_mut().insert(group.to_string(), (now, health.clone())));
+        if let Ok(stub) = HealthStub::open(call.env, group) {
+            let group = group.to_string();
+            call.ctx.wait_until(async move {
+                if let Ok(shared) = stub.call("/state", &Value::Null).await {
+                    merge_into_cache(&group, &shared);
+                }
+            });
+        }
+    }
+    health
+}
+
+fn merge_into_cache(group: &str, shared: &Health) {
+    let now = now_ms();
+    HEALTH.with(|h| {
+        let mut cache = h.borrow_mut();
+        let entry = cache.entry(group.to_string()).or_insert((now, Health::default()));
+        entry.1.merge(shared, now);
+    });
+}
+
+/// A failed attempt: cools the deployment down here at once when the rules say so, and tells
+/// the group's shared health in the background.
+fn record_failure(
+    call: &Call<'_>,
+    group: &str,
+    deployment: &Deployment,
+    immediate: bool,
+    group_size: usize,
+    settings: &RouterSettings,
+) {
+    let now = now_ms();
+    HEALTH.with(|h| {
+        let mut cache = h.borrow_mut();
+        let entry = cache.entry(group.to_string()).or_insert((now, Health::default()));
+        entry.1.record_failure(&deployment.id, now, immediate, group_size, settings);
+    });
+    if let Ok(stub) = HealthStub::open(call.env, group) {
+        let report = FailureReport { id: deployment.id.clone(), immediate, group_size, settings: settings.clone() };
+        let group = group.to_string();
+        call.ctx.wait_until(async move {
+            if let Ok(shared) = stub.call("/fail", &report).await {
+                merge_into_cache(&group, &shared);
+            }
+        });
+    }
+}
+
+/// Every deployment's cooldown as the shared object has it (for `/model/info`).
+pub async fn shared_health(env: &Env, group: &str) -> Result<Health, ApiError> {
+    HealthStub::open(env, group)?.call("/state", &Value::Null).await
+}
+
+#[derive(Serialize, Deserialize)]
+struct FailureReport {
+    id: String,
+    immediate: bool,
+    group_size: usize,
+    settings: RouterSettings,
+}
+
+/// The cooldowns of one model group, shared by every isolate. Holds no rule of its own.
+#[durable_object]
+pub struct GroupHealth {
+    state: State,
+}
+
+impl DurableObject for GroupHealth {
+    fn new(state: State, _env: Env) -> Self {
+        GroupHealth { state }
+    }
+
+    async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
+        let path = req.path();
+        let body = req.bytes().await?;
+        let sql = self.state.storage().sql();
+        sql.exec("CREATE TABLE IF NOT EXISTS health (id INTEGER PRIMARY KEY, json TEXT NOT NULL)", None)?;
+        let mut health = load_health(&sql)?;
+        let now = now_ms();
+        if path == "/fail" {
+            let report: FailureReport =
+                serde_json::from_slice(&body).map_err(|e| worker::Error::RustError(e.to_string()))?;
+            health.record_failure(&report.id, now, report.immediate, report.group_size, &report.settings);
+            let json = serde_json::to_string(&health).map_err(|e| worker::Error::RustError(e.to_string()))?;
+            sql.exec("INSERT OR REPLACE INTO health (id, json) VALUES (1, ?)", vec![json.into()])?;
+        }
+        health.cooldown_until.retain(|_, until| *until > now);
+        Response::from_json(&health)
+    }
+}
+
+fn load_health(sql: &SqlStorage) -> worker::Result<Health> {
+    #[derive(Deserialize)]
+    struct Row {
+        json: String,
+    }
+    let rows: Vec<Row> = sql.exec("SELECT json FROM health WHERE id = 1", None)?.to_array()?;
+    Ok(rows.first().and_then(|r| serde_json::from_str(&r.json).ok()).unwrap_or_default())
+}
+
+struct HealthStub {
+    stub: Stub,
+}
+
+impl HealthStub {
+    fn open(env: &Env, group: &str) -> Result<Self, ApiError> {
+        let namespace = env.durable_object(HEALTH_BINDING).map_err(|_| {
+            ApiError::internal(format!(
+                "The gateway is misconfigured: the Durable Object binding `{HEALTH_BINDING}` is missing."
+            ))
+        })?;
+        let stub = namespace.id_from_name(group).and_then(|id| id.get_stub()).map_err(runtime_error)?;
+        Ok(HealthStub { stub })
+    }
+
+    async fn call(&self, path: &str, body: &impl Serialize) -> Result<Health, ApiError> {
+        let json = serde_json::to_string(body).map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post).with_body(Some(JsValue::from_str(&json)));
+        let request = Request::new_with_init(&format!("https://health{path}"), &init).map_err(runtime_error)?;
+        let mut response = self.stub.fetch_with_request(request).await.map_err(runtime_error)?;
+        let bytes = response.bytes().await.map_err(runtime_error)?;
+        serde_json::from_slice(&bytes).map_err(|_| ApiError::internal("The group health object answered badly."))
+    }
+}
