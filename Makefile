@@ -18,7 +18,7 @@ export ESBUILD_BIN := $(CURDIR)/node_modules/.bin/esbuild
 export WRANGLER_SEND_METRICS := false
 export PATH := $(CARGO_BIN):$(PATH)
 
-.PHONY: help tools build build-test dev test test-rust test-e2e check-deploy bench lint clean
+.PHONY: help tools build build-test build-test-strategies dev test test-rust test-e2e check-deploy bench lint clean
 
 help:
 	@echo "make dev     start the gateway on :4000 (fake Databricks unless DATABRICKS_API_BASE is set)"
@@ -45,6 +45,11 @@ build-test: tools
 	GATEWAY_CONFIG=$(TEST_CONFIG) worker-build --release --out-dir build-test
 	@ls -l build-test/index_bg.wasm | awk '{printf "wasm: %d bytes", $$5}'; gzip -9c build-test/index_bg.wasm | wc -c | awk '{printf ", %d gzipped\n", $$1}'
 
+# A routing strategy is built in with the config: one build per strategy that learns from traffic.
+build-test-strategies: tools
+	GATEWAY_CONFIG=tests/fixtures/least_busy.yaml worker-build --release --out-dir build-test-least-busy
+	GATEWAY_CONFIG=tests/fixtures/latency.yaml worker-build --release --out-dir build-test-latency
+
 dev: tools
 	node tests/dev.mjs
 
@@ -58,7 +63,7 @@ lint: tools
 	cargo clippy --locked --target wasm32-unknown-unknown -- -D warnings
 	cargo fmt --check
 
-test-e2e: build-test
+test-e2e: build-test build-test-strategies
 	node --test --test-concurrency=1 tests/e2e/
 
 # The deploy bundle builds and validates offline.
@@ -69,4 +74,4 @@ bench: build-test
 	node tests/bench.mjs
 
 clean:
-	rm -rf build build-test dist target node_modules
+	rm -rf build build-test build-test-least-busy build-test-latency dist target node_modules

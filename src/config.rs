@@ -821,6 +821,32 @@ general_settings:
     }
 
     #[test]
+    fn router_settings_are_read_and_checked() {
+        let parsed = parse_yaml(
+            "model_list: [{model_name: a, litellm_params: {model: databricks/a, weight: 2, order: 1}}, {model_name: b, litellm_params: {model: databricks/b}}]\n\
+             litellm_settings: {num_retries: 5, fallbacks: [{a: [b]}]}\n\
+             router_settings: {routing_strategy: least-busy, num_retries: 1, allowed_fails: 4, cooldown_time: 0.5, enable_pre_call_checks: true, context_window_fallbacks: [{a: [b]}], default_fallbacks: [b]}",
+        )
+        .unwrap();
+        let r = &parsed.config.router;
+        assert_eq!(r.strategy, Strategy::LeastBusy);
+        assert_eq!((r.num_retries, r.allowed_fails, r.cooldown_ms), (1, 4, 500), "router_settings wins");
+        assert!(r.enable_pre_call_checks);
+        assert_eq!(r.fallbacks_for("a"), ["b"], "litellm_settings.fallbacks are read too");
+        assert_eq!(r.fallbacks_for("b"), ["b"], "default_fallbacks for groups without their own");
+        assert_eq!(r.context_window_fallbacks_for("a"), ["b"]);
+        let d = &parsed.config.deployments[0];
+        assert_eq!((d.weight, d.order), (Some(2.0), Some(1)));
+        let e = error_of("model_list: [{model_name: a, litellm_params: {model: databricks/a}}]\nrouter_settings: {fallbacks: [{a: [nope]}]}");
+        assert_eq!(e.path, "router_settings.fallbacks[0].a");
+        assert!(e.message.contains("`nope` is not a model_name"));
+        let e = error_of("model_list: [{model_name: a, litellm_params: {model: databricks/a}}]\nrouter_settings: {routing_strategy: fastest}");
+        assert_eq!(e.path, "router_settings.routing_strategy");
+        let e = error_of("model_list: [{model_name: a, litellm_params: {model: databricks/a, weight: 0}}]");
+        assert_eq!(e.path, "model_list[0].litellm_params.weight");
+    }
+
+    #[test]
     fn ids_are_stable_and_unique() {
         let text = "model_list: [{model_name: a, litellm_params: {model: databricks/a}}, {model_name: b, litellm_params: {model: databricks/a}}]";
         let one = parse_yaml(text).unwrap().config;
@@ -855,6 +881,14 @@ general_settings:
             let text = std::fs::read_to_string(path).unwrap();
             let parsed = parse_yaml(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
             assert!(parsed.config.deployment_for("databricks-gpt-5-1").is_some(), "{path}");
+            assert!(parsed.warnings.iter().all(|w| !w.contains("not supported")), "{path}: {:?}", parsed.warnings);
+        }
+        for (path, strategy) in [
+            ("tests/fixtures/least_busy.yaml", Strategy::LeastBusy),
+            ("tests/fixtures/latency.yaml", Strategy::LatencyBasedRouting),
+        ] {
+            let parsed = parse_yaml(&std::fs::read_to_string(path).unwrap()).unwrap();
+            assert_eq!(parsed.config.router.strategy, strategy, "{path}");
         }
     }
 }

@@ -61,7 +61,8 @@ async function virtualKey(gateway, fields) {
  * - gateway: the master key (no key lookup, no admission; usage settled after the answer);
  * - vkey: a virtual key without limits (a KV lookup, cached per isolate; no admission);
  * - limited: a virtual key with limits and a budget set too high to refuse anything, so each
- *   request pays its ledger's admission before and settlement after the upstream call.
+ *   request pays its ledger's admission before and settlement after the upstream call;
+ * - balanced: the master key on a group of two deployments (routing on the path).
  */
 async function scenarios(gateway) {
   const chat = `${gateway.url}/v1/chat/completions`;
@@ -82,6 +83,8 @@ async function scenarios(gateway) {
     { name: 'gateway', url: chat, headers: { authorization: `Bearer ${MASTER_KEY}` }, body: CHAT_BODY },
     { name: 'vkey', url: chat, headers: { authorization: `Bearer ${vkey}` }, body: CHAT_BODY },
     { name: 'limited', url: chat, headers: { authorization: `Bearer ${limited}` }, body: CHAT_BODY },
+    // Two deployments behind one name (simple-shuffle, weights 3:1).
+    { name: 'balanced', url: chat, headers: { authorization: `Bearer ${MASTER_KEY}` }, body: { ...CHAT_BODY, model: 'balanced' } },
   ];
 }
 
@@ -313,7 +316,7 @@ function report({ rows, streams, wasm, memBefore, memAfter }) {
 // Everything above is bounded (fixed durations, per-request timeouts); this is the backstop
 // should something still hang, e.g. workerd not shutting down.
 function watchdog() {
-  const rowCount = CONNECTIONS.length * 4;
+  const rowCount = CONNECTIONS.length * 5;
   const budgetS = rowCount * (SECONDS + WARMUP_SECONDS + 15) + 2 * STREAM_REQUESTS * 0.5 + 120;
   setTimeout(() => {
     console.error(`bench: still running after ${budgetS} s; giving up`);

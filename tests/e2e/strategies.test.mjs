@@ -1,0 +1,47 @@
+// The routing strategies that learn from traffic, each in its own build of the worker (a
+// strategy is a router setting, built in with the config).
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startGateway, raw, userMessage } from '../support/gateway.mjs';
+
+const ask = (gw, model, content) => raw(gw, '/v1/chat/completions', { body: { model, messages: userMessage(content) } });
+
+test('least-busy keeps traffic away from a deployment that holds requests', async () => {
+  const gw = await startGateway({ scriptDir: 'build-test-least-busy' });
+  try {
+    gw.fake.override('busy-slow', '[fake:delay=1000]');
+    // Four clients, each sending one request after another for 2.5 s.
+    const until = Date.now() + 2500;
+    const client = async (c) => {
+      for (let i = 0; Date.now() < until; i++) assert.equal((await ask(gw, 'busy-group', `c${c} r${i}`)).status, 200);
+    };
+    await Promise.all([0, 1, 2, 3].map(client));
+    const slow = gw.fake.countsByEndpoint['busy-slow'] ?? 0;
+    const fast = gw.fake.countsByEndpoint['busy-fast'] ?? 0;
+    // Shuffling would send every other decision to the slow one; least-busy sends it one only
+    // when it holds nothing, at most about once per second per client.
+    assert.ok(fast > 50, `fast got ${fast}`);
+    assert.ok(slow <= 12, `slow got ${slow} of ${slow + fast}`);
+  } finally {
+    await gw.close();
+  }
+});
+
+test('latency-based routing converges to the fast deployment', async () => {
+  const gw = await startGateway({ scriptDir: 'build-test-latency' });
+  try {
+    gw.fake.override('lat-slow', '[fake:delay=250]');
+    const served = [];
+    for (let i = 0; i < 30; i++) {
+      const res = await ask(gw, 'latency-group', `r${i}`);
+      assert.equal(res.status, 200);
+      served.push(res.headers.get('x-litellm-model-id'));
+    }
+    // Each deployment is measured once at most before the fast one is known.
+    assert.ok(served.filter((id) => id === 'lat-slow').length <= 1, served.join(','));
+    assert.ok(served.slice(2).every((id) => id === 'lat-fast'), served.join(','));
+  } finally {
+    await gw.close();
+  }
+});
