@@ -35,6 +35,9 @@ pub struct GatewayConfig {
     pub enforce_model_rate_limits: bool,
     #[serde(default)]
     pub router: RouterSettings,
+    /// `litellm_settings.drop_params`: parameters Databricks does not take are removed.
+    #[serde(default)]
+    pub drop_params: bool,
 }
 
 /// How requests are spread over a group's deployments, retried and failed over
@@ -109,6 +112,9 @@ pub struct Deployment {
     pub endpoint: String,
     pub api_base: ValueRef,
     pub api_key: ValueRef,
+    /// A service principal (`litellm_params.client_id` / `client_secret`): OAuth M2M tokens.
+    #[serde(default)]
+    pub oauth: Option<OAuthClient>,
     /// Limit for an answer (non-streaming) or for the first byte of a stream.
     pub timeout_ms: u64,
     /// Limit for the gap between two chunks of a stream.
@@ -124,6 +130,13 @@ pub struct Deployment {
     #[serde(default)]
     pub order: Option<u64>,
     pub info: ModelInfo,
+}
+
+/// A Databricks service principal's credentials.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OAuthClient {
+    pub client_id: ValueRef,
+    pub client_secret: ValueRef,
 }
 
 /// Prices and sizes of a deployment, from `model_info` (or `litellm_params`, as LiteLLM allows).
@@ -199,7 +212,7 @@ pub fn parse(doc: &Value) -> Result<Parsed, ConfigError> {
     let router = optional_object(root, "router_settings", "router_settings")?;
     let general = optional_object(root, "general_settings", "general_settings")?;
     const SHARED: [&str; 4] = ["num_retries", "fallbacks", "context_window_fallbacks", "default_fallbacks"];
-    let litellm_known: Vec<&str> = ["request_timeout"].into_iter().chain(SHARED).collect();
+    let litellm_known: Vec<&str> = ["request_timeout", "drop_params"].into_iter().chain(SHARED).collect();
     let router_known: Vec<&str> = [
         "timeout",
         "optional_pre_call_checks",
@@ -267,7 +280,13 @@ pub fn parse(doc: &Value) -> Result<Parsed, ConfigError> {
         }
     }
     let router_settings = parse_router(litellm, router, &deployments)?;
-    let config = GatewayConfig { deployments, master_key, enforce_model_rate_limits, router: router_settings };
+    let drop_params = match litellm.and_then(|l| l.get("drop_params")) {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return err("litellm_settings.drop_params", "must be true or false"),
+    };
+    let config =
+        GatewayConfig { deployments, master_key, enforce_model_rate_limits, router: router_settings, drop_params };
     Ok(Parsed { config, warnings })
 }
 
@@ -295,7 +314,7 @@ fn parse_deployment(
         Some(v) => as_object(v, &params_path)?,
         None => return err(&params_path, "missing: every model needs litellm_params.model"),
     };
-    const PARAM_KEYS: [&str; 11] = [
+    const PARAM_KEYS: [&str; 13] = [
         "model",
         "api_base",
         "api_key",
@@ -307,6 +326,8 @@ fn parse_deployment(
         "tpm",
         "weight",
         "order",
+        "client_id",
+        "client_secret",
     ];
     warn_unsupported(Some(params), &params_path, &PARAM_KEYS, warnings);
 
@@ -358,6 +379,23 @@ fn parse_deployment(
             }
             value
         }
+    };
+
+    let oauth = match (params.get("client_id"), params.get("client_secret")) {
+        (None, None) => None,
+        (Some(id), Some(secret)) => {
+            let client_secret = value_ref(secret, &format!("{params_path}.client_secret"))?;
+            if matches!(client_secret, ValueRef::Literal(_)) {
+                warnings.push(format!(
+                    "{params_path}.client_secret: a literal secret is built into the worker; prefer os.environ/DATABRICKS_CLIENT_SECRET"
+                ));
+            }
+            Some(OAuthClient { client_id: value_ref(id, &format!("{params_path}.client_id"))?, client_secret })
+        }
+        (Some(_), None) => {
+            return err(&format!("{params_path}.client_secret"), "missing: client_id needs client_secret")
+        }
+        (None, Some(_)) => return err(&format!("{params_path}.client_id"), "missing: client_secret needs client_id"),
     };
 
     let timeout_s =
@@ -416,6 +454,7 @@ fn parse_deployment(
         endpoint,
         api_base,
         api_key,
+        oauth,
         timeout_ms: (timeout_s * 1000.0).round() as u64,
         stream_timeout_ms: (stream_timeout_s * 1000.0).round() as u64,
         weight: match number(Some(params), "weight", &format!("{params_path}.weight"))? {
@@ -797,11 +836,11 @@ general_settings:
     #[test]
     fn unsupported_settings_are_reported_not_ignored() {
         let parsed = parse_yaml(
-            "model_list: [{model_name: m, litellm_params: {model: databricks/e, seed: 2, rpm: 10}}]\nlitellm_settings: {drop_params: true}\nrouter_settings: {redis_host: x}",
+            "model_list: [{model_name: m, litellm_params: {model: databricks/e, seed: 2, rpm: 10}}]\nlitellm_settings: {set_verbose: true}\nrouter_settings: {redis_host: x}",
         )
         .unwrap();
         for field in
-            ["litellm_params.seed", "litellm_settings.drop_params", "router_settings.redis_host", "sets rpm/tpm"]
+            ["litellm_params.seed", "litellm_settings.set_verbose", "router_settings.redis_host", "sets rpm/tpm"]
         {
             assert!(parsed.warnings.iter().any(|w| w.contains(field)), "no warning for {field}: {:?}", parsed.warnings);
         }

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::openai::{ApiError, ErrorKind};
+use crate::openai::{ApiError, ErrorKind, Kind};
 
 /// Token counts of one answer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -27,13 +27,176 @@ impl Usage {
     }
 }
 
+/// `https://host/serving-endpoints` → `https://host`: OAuth's token endpoint is at the
+/// workspace root.
+pub fn workspace_root(api_base: &str) -> String {
+    let after_scheme = api_base.find("://").map_or(0, |i| i + 3);
+    match api_base[after_scheme..].find('/') {
+        Some(slash) => api_base[..after_scheme + slash].to_string(),
+        None => api_base.trim_end_matches('/').to_string(),
+    }
+}
+
 /// `{api_base}/{route}`, tolerating a trailing slash on the base.
 pub fn url(api_base: &str, route: &str) -> String {
     format!("{}/{route}", api_base.trim_end_matches('/'))
 }
 
-/// Turns a client's chat body into the body Databricks expects, in place (so a retry can
-/// reuse it with another endpoint).
+/// Turns a client's body into the body Databricks expects, in place (a retry then only
+/// changes `model`).
+pub fn prepare_body(kind: Kind, body: &mut Map<String, Value>, endpoint: &str, stream: bool) {
+    match kind {
+        Kind::Chat => {
+            prepare_chat_body(body, endpoint, stream);
+            map_reasoning_effort(body, endpoint);
+            return_thinking_blocks(body);
+        }
+        Kind::Completion => {
+            body.insert("model".into(), Value::String(endpoint.to_string()));
+            if stream {
+                ask_for_usage(body);
+            }
+        }
+        Kind::Embedding => {
+            body.insert("model".into(), Value::String(endpoint.to_string()));
+        }
+    }
+}
+
+/// Thinking budgets for `reasoning_effort` on Claude endpoints, as LiteLLM maps them.
+fn thinking_budget(effort: &str) -> Option<u64> {
+    match effort {
+        "minimal" | "low" => Some(1024),
+        "medium" => Some(2048),
+        "high" => Some(4096),
+        _ => None,
+    }
+}
+
+/// Claude endpoints take `thinking` rather than `reasoning_effort`: the effort becomes a
+/// thinking budget, and `max_tokens` is raised above it when needed (Claude requires
+/// `budget_tokens < max_tokens`). A `thinking` the client sent wins and passes through.
+fn map_reasoning_effort(body: &mut Map<String, Value>, endpoint: &str) {
+    if !endpoint.contains("claude") || body.contains_key("thinking") {
+        return;
+    }
+    let Some(effort) = body.get("reasoning_effort").and_then(Value::as_str).map(str::to_string) else { return };
+    body.remove("reasoning_effort");
+    let Some(budget) = thinking_budget(&effort) else { return };
+    body.insert("thinking".into(), json!({"type": "enabled", "budget_tokens": budget}));
+    let max_tokens = body.get("max_tokens").and_then(Value::as_u64);
+    if max_tokens.is_none_or(|m| m <= budget) {
+        // The answer keeps the room the client asked for on top of the thinking.
+        body.insert("max_tokens".into(), (budget + max_tokens.unwrap_or(DEFAULT_ANSWER_TOKENS)).into());
+    }
+}
+
+/// Room left for the answer when a thinking budget forces a `max_tokens` the client did not set.
+const DEFAULT_ANSWER_TOKENS: u64 = 4096;
+
+/// An assistant turn sent back with the `thinking_blocks` (and `reasoning_content`) the gateway
+/// gave it becomes Databricks' content list again, signatures included, so that Claude can
+/// continue its reasoning across turns.
+fn return_thinking_blocks(body: &mut Map<String, Value>) {
+    let Some(messages) = body.get_mut("messages").and_then(Value::as_array_mut) else { return };
+    for message in messages.iter_mut().filter_map(Value::as_object_mut) {
+        let Some(Value::Array(blocks)) = message.remove("thinking_blocks") else { continue };
+        message.remove("reasoning_content");
+        let summary: Vec<Value> = blocks
+            .iter()
+            .filter_map(|b| match b.get("type").and_then(Value::as_str) {
+                Some("thinking") => Some(json!({
+                    "type": "summary_text",
+                    "text": b.get("thinking").cloned().unwrap_or(Value::String(String::new())),
+                    "signature": b.get("signature").cloned().unwrap_or(Value::String(String::new())),
+                })),
+                Some("redacted_thinking") => Some(json!({"type": "summary_encrypted_text", "data": b.get("data")})),
+                _ => None,
+            })
+            .collect();
+        let mut parts = vec![json!({"type": "reasoning", "summary": summary})];
+        match message.remove("content") {
+            Some(Value::String(text)) if !text.is_empty() => parts.push(json!({"type": "text", "text": text})),
+            Some(Value::Array(existing)) => parts.extend(existing),
+            _ => {}
+        }
+        message.insert("content".into(), Value::Array(parts));
+    }
+}
+
+/// Parameters Databricks takes, per endpoint kind; `drop_params` removes the others.
+fn supported(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Chat => &[
+            "model",
+            "messages",
+            "stream",
+            "stream_options",
+            "stop",
+            "temperature",
+            "top_p",
+            "top_k",
+            "max_tokens",
+            "n",
+            "response_format",
+            "tools",
+            "tool_choice",
+            "logprobs",
+            "top_logprobs",
+            "reasoning_effort",
+            "thinking",
+        ],
+        Kind::Completion => &[
+            "model",
+            "prompt",
+            "stream",
+            "stream_options",
+            "stop",
+            "temperature",
+            "top_p",
+            "top_k",
+            "max_tokens",
+            "n",
+            "logprobs",
+        ],
+        Kind::Embedding => &["model", "input", "instruction"],
+    }
+}
+
+/// LiteLLM's request-level switches never go upstream. With `drop_params` (from the config, or
+/// `true` in the request) every parameter Databricks does not take is removed, and those in
+/// the request's `additional_drop_params` in any case. Returns the names removed.
+pub fn drop_params(kind: Kind, body: &mut Map<String, Value>, configured: bool) -> Vec<String> {
+    let asked = body.remove("drop_params").and_then(|v| v.as_bool()).unwrap_or(false);
+    let mut dropped: Vec<String> = Vec::new();
+    if let Some(Value::Array(extra)) = body.remove("additional_drop_params") {
+        for name in extra.iter().filter_map(Value::as_str) {
+            if body.remove(name).is_some() {
+                dropped.push(name.to_string());
+            }
+        }
+    }
+    if configured || asked {
+        let keep = supported(kind);
+        let unsupported: Vec<String> = body.keys().filter(|k| !keep.contains(&k.as_str())).cloned().collect();
+        for name in unsupported {
+            body.remove(&name);
+            dropped.push(name);
+        }
+    }
+    dropped
+}
+
+fn ask_for_usage(body: &mut Map<String, Value>) {
+    let options = body.entry("stream_options").or_insert_with(|| json!({}));
+    if let Value::Object(options) = options {
+        options.insert("include_usage".into(), Value::Bool(true));
+    } else {
+        *options = json!({"include_usage": true});
+    }
+}
+
+/// Turns a client's chat body into the body Databricks expects, in place.
 pub fn prepare_chat_body(body: &mut Map<String, Value>, endpoint: &str, stream: bool) {
     body.insert("model".into(), Value::String(endpoint.to_string()));
     // Databricks knows only `max_tokens`; the newer OpenAI name wins when both are given.
@@ -44,13 +207,59 @@ pub fn prepare_chat_body(body: &mut Map<String, Value>, endpoint: &str, stream: 
     }
     if stream {
         // Usage is needed to account for a stream; some Claude paths only send it when asked.
-        let options = body.entry("stream_options").or_insert_with(|| json!({}));
-        if let Value::Object(options) = options {
-            options.insert("include_usage".into(), Value::Bool(true));
-        } else {
-            *options = json!({"include_usage": true});
-        }
+        ask_for_usage(body);
     }
+}
+
+/// A Databricks answer of any kind as the client sees it, with its usage.
+pub fn normalize_answer(kind: Kind, body: &[u8], model: &str, base64: bool) -> Result<Answer, ApiError> {
+    match kind {
+        Kind::Chat => normalize_chat_completion(body, model),
+        Kind::Completion => normalize_list_answer(body, model, "choices", |_| Ok(())),
+        Kind::Embedding => normalize_list_answer(body, model, "data", |item| {
+            if base64 {
+                encode_embedding(item)?;
+            }
+            Ok(())
+        }),
+    }
+}
+
+/// An answer whose `field` is a list: `model` renamed, each item passed to `each`.
+fn normalize_list_answer(
+    body: &[u8],
+    model: &str,
+    field: &str,
+    each: impl Fn(&mut Value) -> Result<(), ApiError>,
+) -> Result<Answer, ApiError> {
+    let mut answer = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(answer)) => answer,
+        _ => return Err(ApiError::bad_gateway("Databricks returned a malformed answer (not a JSON object)")),
+    };
+    let Some(items) = answer.get_mut(field).and_then(Value::as_array_mut) else {
+        return Err(ApiError::bad_gateway(format!("Databricks returned a malformed answer (no {field})")));
+    };
+    for item in items {
+        each(item)?;
+    }
+    answer.insert("model".into(), Value::String(model.to_string()));
+    let usage = Usage::from_value(answer.get("usage"));
+    let id = answer.get("id").and_then(Value::as_str).map(str::to_string);
+    let bytes =
+        serde_json::to_vec(&answer).map_err(|e| ApiError::internal(format!("cannot encode the answer: {e}")))?;
+    Ok(Answer { bytes, usage, id })
+}
+
+/// An embedding as OpenAI's base64: the vector's little-endian 32-bit floats.
+fn encode_embedding(item: &mut Value) -> Result<(), ApiError> {
+    let malformed = || ApiError::bad_gateway("Databricks returned a malformed embedding");
+    let vector = item.get("embedding").and_then(Value::as_array).ok_or_else(malformed)?;
+    let mut bytes = Vec::with_capacity(vector.len() * 4);
+    for x in vector {
+        bytes.extend_from_slice(&(x.as_f64().ok_or_else(malformed)? as f32).to_le_bytes());
+    }
+    item["embedding"] = Value::String(crate::base64::standard(&bytes));
+    Ok(())
 }
 
 /// A chat answer ready for the client.
@@ -116,6 +325,8 @@ pub fn normalize_chunk(data: &str, model_group: &str, secrets: &[&str]) -> Chunk
                 generated_chars += delta.get(field).and_then(Value::as_str).map_or(0, |t| t.chars().count() as u64);
             }
         }
+        // Legacy completions stream their text on the choice itself.
+        generated_chars += choice.get("text").and_then(Value::as_str).map_or(0, |t| t.chars().count() as u64);
     }
     let usage = Usage::from_value(chunk.get("usage"));
     let id = chunk.get("id").and_then(Value::as_str).map(str::to_string);
@@ -413,6 +624,95 @@ mod tests {
         assert!(!e.message.contains("dapi0123"), "{}", e.message);
         assert!(!e.message.contains("custom-secret-1"));
         assert_eq!(redact("dapi is short dapi123", &[]), "dapi is short dapi123");
+    }
+
+    #[test]
+    fn reasoning_effort_becomes_a_thinking_budget_on_claude() {
+        let mut body = obj(json!({"reasoning_effort": "medium", "max_tokens": 500, "messages": []}));
+        prepare_body(Kind::Chat, &mut body, "databricks-claude-sonnet-4-5", false);
+        assert_eq!(body["thinking"], json!({"type": "enabled", "budget_tokens": 2048}));
+        assert_eq!(body["max_tokens"], 2548);
+        assert!(!body.contains_key("reasoning_effort"));
+        let mut body = obj(json!({"reasoning_effort": "high", "messages": []}));
+        prepare_body(Kind::Chat, &mut body, "databricks-claude-sonnet-4-5", false);
+        assert_eq!(body["max_tokens"], 4096 + 4096);
+        // Kept for GPT-5 and gpt-oss; a client's own `thinking` wins.
+        let mut body = obj(json!({"reasoning_effort": "low", "messages": []}));
+        prepare_body(Kind::Chat, &mut body, "databricks-gpt-5-1", false);
+        assert_eq!(body["reasoning_effort"], "low");
+        let mut body = obj(
+            json!({"reasoning_effort": "low", "thinking": {"type": "enabled", "budget_tokens": 5000}, "max_tokens": 9000, "messages": []}),
+        );
+        prepare_body(Kind::Chat, &mut body, "databricks-claude-sonnet-4-5", false);
+        assert_eq!(body["thinking"]["budget_tokens"], 5000);
+        assert_eq!(body["max_tokens"], 9000);
+    }
+
+    #[test]
+    fn thinking_blocks_go_back_as_reasoning_parts() {
+        let mut body = obj(json!({"messages": [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": "a", "reasoning_content": "hm", "thinking_blocks": [{"type": "thinking", "thinking": "hm", "signature": "s1"}]},
+            {"role": "user", "content": "q2"}]}));
+        prepare_body(Kind::Chat, &mut body, "databricks-claude-sonnet-4-5", false);
+        assert_eq!(
+            body["messages"][1],
+            json!({"role": "assistant", "content": [
+                {"type": "reasoning", "summary": [{"type": "summary_text", "text": "hm", "signature": "s1"}]},
+                {"type": "text", "text": "a"}]})
+        );
+        assert_eq!(body["messages"][0], json!({"role": "user", "content": "q"}));
+    }
+
+    #[test]
+    fn drop_params_removes_what_databricks_does_not_take() {
+        let mut body =
+            obj(json!({"model": "m", "messages": [], "user": "u", "seed": 1, "temperature": 0.2, "drop_params": true}));
+        let mut dropped = drop_params(Kind::Chat, &mut body, false);
+        dropped.sort();
+        assert_eq!(dropped, ["seed", "user"]);
+        assert_eq!(Value::Object(body), json!({"model": "m", "messages": [], "temperature": 0.2}));
+        // Without it only LiteLLM's own switches go, and the ones asked for by name.
+        let mut body = obj(
+            json!({"model": "m", "user": "u", "temperature": 0.2, "additional_drop_params": ["temperature"], "drop_params": false}),
+        );
+        assert_eq!(drop_params(Kind::Chat, &mut body, false), ["temperature"]);
+        assert_eq!(Value::Object(body), json!({"model": "m", "user": "u"}));
+        let mut body = obj(json!({"model": "m", "input": "x", "dimensions": 3, "instruction": "i"}));
+        assert_eq!(drop_params(Kind::Embedding, &mut body, true), ["dimensions"]);
+    }
+
+    #[test]
+    fn embeddings_and_completions_are_normalised() {
+        let raw = br#"{"object":"list","model":"served","data":[{"index":0,"object":"embedding","embedding":[1.0,-2.5]}],"usage":{"prompt_tokens":3,"total_tokens":3}}"#;
+        let a = normalize_answer(Kind::Embedding, raw, "gte", false).unwrap();
+        let v: Value = serde_json::from_slice(&a.bytes).unwrap();
+        assert_eq!(v["model"], "gte");
+        assert_eq!(v["data"][0]["embedding"], json!([1.0, -2.5]));
+        assert_eq!(a.usage.map(|u| u.prompt_tokens), Some(3));
+        let b = normalize_answer(Kind::Embedding, raw, "gte", true).unwrap();
+        let v: Value = serde_json::from_slice(&b.bytes).unwrap();
+        // 1.0f32 = 00 00 80 3f, -2.5f32 = 00 00 20 c0
+        assert_eq!(v["data"][0]["embedding"], crate::base64::standard(&[0, 0, 0x80, 0x3f, 0, 0, 0x20, 0xc0]));
+        let c = normalize_answer(
+            Kind::Completion,
+            br#"{"id":"cmpl_1","choices":[{"text":"hi"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#,
+            "m",
+            false,
+        )
+        .unwrap();
+        assert_eq!(c.id.as_deref(), Some("cmpl_1"));
+        assert_eq!(normalize_answer(Kind::Embedding, b"{}", "m", false).unwrap_err().status, 502);
+    }
+
+    #[test]
+    fn workspace_root_strips_the_path() {
+        assert_eq!(
+            workspace_root("https://adb-1.2.azuredatabricks.net/serving-endpoints"),
+            "https://adb-1.2.azuredatabricks.net"
+        );
+        assert_eq!(workspace_root("http://127.0.0.1:4010/serving-endpoints/"), "http://127.0.0.1:4010");
+        assert_eq!(workspace_root("https://host"), "https://host");
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub struct RequestLog {
     /// For streams: the client went away before the end.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_disconnected: Option<bool>,
+    /// Parameters removed because Databricks does not take them (`drop_params`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dropped_params: Vec<String>,
     /// The OpenAI error type, when the request failed (the message may quote the upstream).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_type: Option<&'static str>,

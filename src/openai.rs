@@ -131,17 +131,49 @@ impl ApiError {
     }
 }
 
-/// A chat completion request that passed validation. The body is kept whole so that fields
-/// the gateway does not know pass through to Databricks unchanged.
+/// The three OpenAI endpoints the gateway proxies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Chat,
+    Completion,
+    Embedding,
+}
+
+impl Kind {
+    /// The route, under the serving-endpoints base, that Databricks answers it on.
+    pub fn route(self) -> &'static str {
+        match self {
+            Kind::Chat => "chat/completions",
+            Kind::Completion => "completions",
+            Kind::Embedding => "embeddings",
+        }
+    }
+}
+
+/// A request that passed validation. The body is kept whole so that fields the gateway does
+/// not know pass through to Databricks unchanged.
 #[derive(Clone, Debug, PartialEq)]
-pub struct ChatRequest {
+pub struct ProxyRequest {
+    pub kind: Kind,
     pub model: String,
     pub stream: bool,
     pub body: Map<String, Value>,
+    /// Embeddings asked as base64 (`encoding_format`): Databricks answers floats, the gateway
+    /// encodes them.
+    pub base64: bool,
+}
+
+/// Parses and validates a body for `kind`.
+pub fn parse_request(kind: Kind, bytes: &[u8]) -> Result<ProxyRequest, ApiError> {
+    match kind {
+        Kind::Chat => parse_chat_request(bytes),
+        Kind::Completion => parse_completion_request(bytes),
+        Kind::Embedding => parse_embedding_request(bytes),
+    }
 }
 
 /// Parses and validates a `/chat/completions` body.
-pub fn parse_chat_request(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
+pub fn parse_chat_request(bytes: &[u8]) -> Result<ProxyRequest, ApiError> {
     let body = parse_object(bytes)?;
     let model = required_model(&body)?;
     match body.get("messages") {
@@ -171,14 +203,73 @@ pub fn parse_chat_request(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
         None => return Err(ApiError::invalid_request("`messages` is a required field", "messages")),
     }
     let stream = optional_bool(&body, "stream")?;
-    for field in ["max_tokens", "max_completion_tokens"] {
-        match body.get(field) {
+    check_max_tokens(&body, &["max_tokens", "max_completion_tokens"])?;
+    Ok(ProxyRequest { kind: Kind::Chat, model, stream, body, base64: false })
+}
+
+fn check_max_tokens(body: &Map<String, Value>, fields: &[&str]) -> Result<(), ApiError> {
+    for field in fields {
+        match body.get(*field) {
             None | Some(Value::Null) => {}
             Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n >= 1) => {}
             Some(_) => return Err(ApiError::invalid_request(format!("`{field}` must be a positive integer"), field)),
         }
     }
-    Ok(ChatRequest { model, stream, body })
+    Ok(())
+}
+
+/// Parses and validates a legacy `/completions` body: `prompt` is text or a list of texts.
+pub fn parse_completion_request(bytes: &[u8]) -> Result<ProxyRequest, ApiError> {
+    let body = parse_object(bytes)?;
+    let model = required_model(&body)?;
+    texts(body.get("prompt"), "prompt")?;
+    let stream = optional_bool(&body, "stream")?;
+    check_max_tokens(&body, &["max_tokens"])?;
+    Ok(ProxyRequest { kind: Kind::Completion, model, stream, body, base64: false })
+}
+
+/// Parses and validates an `/embeddings` body: `input` is text or a list of texts, and
+/// `encoding_format` is `float` or `base64`.
+pub fn parse_embedding_request(bytes: &[u8]) -> Result<ProxyRequest, ApiError> {
+    let mut body = parse_object(bytes)?;
+    let model = required_model(&body)?;
+    texts(body.get("input"), "input")?;
+    let base64 = match body.remove("encoding_format") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(f)) if f == "float" => false,
+        Some(Value::String(f)) if f == "base64" => true,
+        Some(_) => {
+            return Err(ApiError::invalid_request(
+                "`encoding_format` must be \"float\" or \"base64\"",
+                "encoding_format",
+            ))
+        }
+    };
+    if body.get("stream").is_some_and(|s| s.as_bool() == Some(true)) {
+        return Err(ApiError::invalid_request("Embeddings cannot be streamed", "stream"));
+    }
+    Ok(ProxyRequest { kind: Kind::Embedding, model, stream: false, body, base64 })
+}
+
+/// A text or a non-empty list of texts. Token arrays are refused: Databricks takes text only.
+fn texts(value: Option<&Value>, field: &str) -> Result<(), ApiError> {
+    let token_arrays = || {
+        ApiError::invalid_request(
+            format!("`{field}` as token ids is not supported by Databricks; send the text instead"),
+            field,
+        )
+    };
+    match value {
+        Some(Value::String(_)) => Ok(()),
+        Some(Value::Array(items)) if items.is_empty() => {
+            Err(ApiError::invalid_request(format!("`{field}` must not be an empty list"), field))
+        }
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) => Ok(()),
+        Some(Value::Array(items)) if items.iter().all(|i| i.is_number() || i.is_array()) => Err(token_arrays()),
+        Some(Value::Array(_)) => Err(ApiError::invalid_request(format!("`{field}` must be a list of strings"), field)),
+        None | Some(Value::Null) => Err(ApiError::invalid_request(format!("`{field}` is a required field"), field)),
+        Some(_) => Err(ApiError::invalid_request(format!("`{field}` must be a string or a list of strings"), field)),
+    }
 }
 
 pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
@@ -258,6 +349,33 @@ mod tests {
             assert_eq!((e.status, e.kind), (400, ErrorKind::InvalidRequest), "{body}");
             assert_eq!(e.param.as_deref(), Some(param), "{body}");
         }
+    }
+
+    #[test]
+    fn completions_and_embeddings_take_text_only() {
+        let ok = parse_request(Kind::Completion, br#"{"model":"m","prompt":["a","b"],"stream":true}"#).unwrap();
+        assert!(ok.stream);
+        let e = parse_request(Kind::Embedding, br#"{"model":"m","input":"x","encoding_format":"base64"}"#).unwrap();
+        assert!(e.base64);
+        assert!(!e.body.contains_key("encoding_format"), "never forwarded: the gateway encodes");
+        let cases = [
+            (Kind::Completion, r#"{"model":"m"}"#, "prompt"),
+            (Kind::Completion, r#"{"model":"m","prompt":[1,2,3]}"#, "prompt"),
+            (Kind::Embedding, r#"{"model":"m","input":[[1,2],[3]]}"#, "input"),
+            (Kind::Embedding, r#"{"model":"m","input":[]}"#, "input"),
+            (Kind::Embedding, r#"{"model":"m","input":["a",2]}"#, "input"),
+            (Kind::Embedding, r#"{"model":"m","input":"a","encoding_format":"int8"}"#, "encoding_format"),
+            (Kind::Embedding, r#"{"model":"m","input":"a","stream":true}"#, "stream"),
+            (Kind::Embedding, r#"{"input":"a"}"#, "model"),
+        ];
+        for (kind, body, param) in cases {
+            let e = parse_request(kind, body.as_bytes()).unwrap_err();
+            assert_eq!((e.status, e.param.as_deref()), (400, Some(param)), "{body}");
+        }
+        assert!(parse_request(Kind::Embedding, br#"{"model":"m","input":[1,2]}"#)
+            .unwrap_err()
+            .message
+            .contains("token ids"));
     }
 
     #[test]

@@ -94,6 +94,7 @@ mod tests {
             endpoint: endpoint.into(),
             api_base: ValueRef::Env("B".into()),
             api_key: ValueRef::Env("K".into()),
+            oauth: None,
             timeout_ms: 1,
             stream_timeout_ms: 1,
             rpm: None,

@@ -271,6 +271,7 @@ mod tests {
             endpoint: id.into(),
             api_base: ValueRef::Env("B".into()),
             api_key: ValueRef::Env("K".into()),
+            oauth: None,
             timeout_ms: 1000,
             stream_timeout_ms: 1000,
             rpm: None,

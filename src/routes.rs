@@ -4,6 +4,8 @@
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
     ChatCompletions,
+    Completions,
+    Embeddings,
     Models,
     Model(String),
     Liveliness,
@@ -26,6 +28,8 @@ impl Route {
     pub fn parse(path: &str) -> Option<Route> {
         let route = match path {
             "/chat/completions" | "/v1/chat/completions" => Route::ChatCompletions,
+            "/completions" | "/v1/completions" => Route::Completions,
+            "/embeddings" | "/v1/embeddings" => Route::Embeddings,
             "/models" | "/v1/models" => Route::Models,
             "/health/liveliness" | "/health/liveness" => Route::Liveliness,
             "/health/readiness" => Route::Readiness,

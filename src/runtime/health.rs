@@ -4,6 +4,7 @@
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 
+use super::credentials;
 use super::routing;
 use super::upstream::{self, within, Upstream};
 use super::{now_ms, vars, Call, Caller};
@@ -48,9 +49,13 @@ async fn check(call: &Call<'_>, d: &Deployment) -> (Value, Option<String>) {
         "model_id": d.id,
         "api_base": base.as_ref().ok().map(|b| b.expose().to_string()),
     });
-    let (base, token) = match (base, vars::resolve(call.env, &d.api_key)) {
-        (Ok(base), Ok(token)) => (base, token),
-        (Err(e), _) | (_, Err(e)) => return (entry, Some(e.message)),
+    let base = match base {
+        Ok(base) => base,
+        Err(e) => return (entry, Some(e.message)),
+    };
+    let token = match credentials::for_deployment(call.env, d, &base).await {
+        Ok(credential) => credential.token,
+        Err(e) => return (entry, Some(e.message)),
     };
     let (route, body) = match d.info.mode.as_deref() {
         Some("embedding") => ("embeddings", json!({"model": d.endpoint, "input": "ping"})),

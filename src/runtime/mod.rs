@@ -3,6 +3,7 @@
 
 mod accounting;
 mod admin;
+mod credentials;
 mod health;
 mod keystore;
 mod ledger;
@@ -20,7 +21,7 @@ use crate::embedded;
 use crate::ids;
 use crate::keys::{self, KeyRecord};
 use crate::log::RequestLog;
-use crate::openai::{self, ApiError, MAX_BODY_BYTES};
+use crate::openai::{self, ApiError, Kind, MAX_BODY_BYTES};
 use crate::routes::Route;
 use crate::time;
 use keystore::KeyStore;
@@ -94,9 +95,14 @@ async fn route(req: Request, call: &mut Call<'_>) -> std::result::Result<Respons
                 serde_json::json!({"status": "healthy", "version": env!("CARGO_PKG_VERSION"), "models": models});
             json_response(200, &status)
         }
-        Route::ChatCompletions => {
+        Route::ChatCompletions | Route::Completions | Route::Embeddings => {
+            let kind = match route {
+                Route::Completions => Kind::Completion,
+                Route::Embeddings => Kind::Embedding,
+                _ => Kind::Chat,
+            };
             let caller = authenticate(&req, call).await?;
-            proxy::chat(req, call, caller).await
+            proxy::proxy(kind, req, call, caller).await
         }
         Route::Models => {
             let caller = authenticate(&req, call).await?;

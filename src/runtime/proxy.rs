@@ -1,4 +1,5 @@
-//! The chat completions handler: the order of one proxied request, step by step.
+//! The handler of the proxied endpoints (chat, completions, embeddings): the order of one
+//! proxied request, step by step.
 
 use futures_channel::mpsc;
 use futures_util::StreamExt;
@@ -6,25 +7,25 @@ use serde_json::Value;
 use worker::{AbortController, ByteStream, Headers, Request, Response};
 
 use super::accounting::{self, Account, Outcome, Reservation};
-use super::routing::{self, Forwarded, Routed};
+use super::routing::{self, Ask, Forwarded, Routed};
 use super::upstream::within;
 use super::{bytes_response, now_ms, read_body, runtime_error, unknown_model, Call, Caller};
 use crate::config::{Deployment, GatewayConfig};
 use crate::databricks::{self, Answer, Usage};
 use crate::embedded;
 use crate::log::RequestLog;
-use crate::openai::{self, ApiError, ChatRequest};
+use crate::openai::{self, ApiError, Kind, ProxyRequest};
 use crate::pricing;
 use crate::secret::Secret;
 use crate::stream::ChatStreamRelay;
 
-/// `POST /chat/completions` for an authenticated caller:
+/// `POST /chat/completions`, `/completions` or `/embeddings` for an authenticated caller:
 /// parse → resolve the model (the key's aliases and allowed models) → admit (limits, budget)
 /// → route (pick a deployment, retry, cool down, fall back) → relay the answer or stream →
 /// settle the usage (on every path) → log.
-pub async fn chat(mut req: Request, call: &mut Call<'_>, caller: Caller) -> Result<Response, ApiError> {
+pub async fn proxy(kind: Kind, mut req: Request, call: &mut Call<'_>, caller: Caller) -> Result<Response, ApiError> {
     let bytes = read_body(&mut req).await?;
-    let ChatRequest { model, stream, mut body } = openai::parse_chat_request(&bytes)?;
+    let ProxyRequest { model, stream, mut body, base64, .. } = openai::parse_request(kind, &bytes)?;
     drop(bytes);
 
     let config = embedded::config().map_err(ApiError::internal)?;
@@ -39,7 +40,8 @@ pub async fn chat(mut req: Request, call: &mut Call<'_>, caller: Caller) -> Resu
     call.log.model = Some(group.clone());
     call.log.stream = Some(stream);
     call.headers.push(("x-litellm-model-group", group.clone()));
-    databricks::prepare_chat_body(&mut body, &members[0].endpoint, stream);
+    databricks::prepare_body(kind, &mut body, &members[0].endpoint, stream);
+    call.log.dropped_params = databricks::drop_params(kind, &mut body, config.drop_params);
 
     // The payload's size in bytes bounds its prompt tokens from above (a token is at least a
     // byte), so a budget reserved with it is never overshot by the prompt. The reservation
@@ -52,7 +54,8 @@ pub async fn chat(mut req: Request, call: &mut Call<'_>, caller: Caller) -> Resu
         body.insert("max_tokens".into(), imposed.into());
     }
 
-    let routed = routing::route(call, config, &group, &model, &mut body, stream, &mut account, &reservation).await;
+    let mut ask = Ask { kind, body: &mut body, stream, base64 };
+    let routed = routing::route(call, config, &group, &model, &mut ask, &mut account, &reservation).await;
     drop(body);
     match routed {
         Err(error) => {

@@ -21,11 +21,12 @@ use worker::{
 };
 
 use super::accounting::{Account, Reservation};
+use super::credentials::{self, Credential};
 use super::upstream::{self, within, Upstream};
 use super::{now_ms, runtime_error, vars, Call};
 use crate::config::{Deployment, GatewayConfig, RouterSettings};
 use crate::databricks::{self, Answer};
-use crate::openai::{ApiError, ErrorKind};
+use crate::openai::{ApiError, ErrorKind, Kind};
 use crate::router::{self, DeploymentStats, Failure, Health, Unavailable};
 use crate::secret::Secret;
 
@@ -53,17 +54,24 @@ pub struct Routed<'c> {
     pub token: Secret,
 }
 
+/// What is asked of Databricks: the kind of request, its body, and how its answer is shown.
+pub struct Ask<'a> {
+    pub kind: Kind,
+    pub body: &'a mut Map<String, Value>,
+    pub stream: bool,
+    /// Embeddings answered as base64.
+    pub base64: bool,
+}
+
 /// Tries the group's deployments (and then its fallbacks) until one answers, within
 /// `num_retries` retries per group and the router's overall timeout. `display` is the model
 /// name answers carry when the group asked for answers.
-#[allow(clippy::too_many_arguments)]
 pub async fn route<'c>(
     call: &mut Call<'_>,
     config: &'c GatewayConfig,
     group: &str,
     display: &str,
-    body: &mut Map<String, Value>,
-    stream: bool,
+    ask: &mut Ask<'_>,
     account: &mut Account,
     reservation: &Reservation,
 ) -> Result<Routed<'c>, ApiError> {
@@ -126,7 +134,7 @@ pub async fn route<'c>(
                 last_error = Some(error);
                 continue;
             }
-            let result = attempt_once(call, deployment, body, stream, &shown, deadline).await;
+            let result = attempt_once(call, deployment, ask, &shown, deadline).await;
             match result {
                 Ok((forwarded, token)) => {
                     account.answered_by(&current);
@@ -202,25 +210,29 @@ fn context_window(group: &str) -> ApiError {
 async fn attempt_once(
     call: &mut Call<'_>,
     deployment: &Deployment,
-    body: &mut Map<String, Value>,
-    stream: bool,
+    ask: &mut Ask<'_>,
     shown: &str,
     deadline: Option<u64>,
 ) -> Result<(Forwarded, Secret), ApiError> {
     let api_base = vars::resolve(call.env, &deployment.api_base)?;
-    let token = vars::resolve(call.env, &deployment.api_key)?;
+    let mut credential = credentials::for_deployment(call.env, deployment, &api_base).await?;
     call.log.deployment = Some(deployment.id.clone());
     call.headers.push(("x-litellm-model-id", deployment.id.clone()));
     call.headers.push(("x-litellm-model-api-base", api_base.expose().to_string()));
-    body.insert("model".into(), Value::String(deployment.endpoint.clone()));
-    let payload =
-        serde_json::to_vec(&*body).map_err(|e| ApiError::internal(format!("cannot encode the request: {e}")))?;
-    let url = databricks::url(api_base.expose(), "chat/completions");
+    ask.body.insert("model".into(), Value::String(deployment.endpoint.clone()));
+    let url = databricks::url(api_base.expose(), ask.kind.route());
     let timeout_ms = deadline.map_or(deployment.timeout_ms, |d| deployment.timeout_ms.min(d.saturating_sub(now_ms())));
 
     with_stats(&deployment.id, |s| s.in_flight += 1);
     let started = now_ms();
-    let result = forward(call, &url, &token, payload, deployment, timeout_ms, stream, shown).await;
+    let mut result = forward(call, &url, &credential, ask, deployment, timeout_ms, shown).await;
+    // An OAuth token Databricks refuses (expired early, rotated) is replaced once.
+    if credential.is_oauth() && matches!(&result, Err(e) if e.status == 401 || e.status == 403) {
+        if let Some(fresh) = credentials::refresh(&credential).await? {
+            credential = fresh;
+            result = forward(call, &url, &credential, ask, deployment, timeout_ms, shown).await;
+        }
+    }
     with_stats(&deployment.id, |s| {
         s.in_flight = s.in_flight.saturating_sub(1);
         if result.is_ok() {
@@ -230,21 +242,22 @@ async fn attempt_once(
             s.record_usage(now_ms(), answer.usage.map_or(0, |u| u.total_tokens));
         }
     });
-    result.map(|forwarded| (forwarded, token))
+    result.map(|forwarded| (forwarded, credential.token))
 }
 
 /// Sends the request and reads the answer (or the start of the stream) within `timeout_ms`.
-#[allow(clippy::too_many_arguments)]
 async fn forward(
     call: &mut Call<'_>,
     url: &str,
-    token: &Secret,
-    payload: Vec<u8>,
+    credential: &Credential,
+    ask: &Ask<'_>,
     deployment: &Deployment,
     timeout_ms: u64,
-    stream: bool,
     shown: &str,
 ) -> Result<Forwarded, ApiError> {
+    let token = &credential.token;
+    let payload =
+        serde_json::to_vec(&*ask.body).map_err(|e| ApiError::internal(format!("cannot encode the request: {e}")))?;
     let upstream_started = now_ms();
     let Upstream { mut response, controller } =
         upstream::post_json(url, token, payload, timeout_ms).await.inspect_err(|_| {
@@ -269,7 +282,7 @@ async fn forward(
         return Err(error);
     }
 
-    if stream {
+    if ask.stream {
         // The first bytes are awaited here, so that a stream failing before them can still be
         // retried elsewhere: nothing has reached the client yet.
         let mut body = response.stream().map_err(runtime_error)?;
@@ -300,7 +313,7 @@ async fn forward(
         }
     };
     set_durations(call, upstream_started);
-    databricks::normalize_chat_completion(&body, shown).map(Forwarded::Answer)
+    databricks::normalize_answer(ask.kind, &body, shown, ask.base64).map(Forwarded::Answer)
 }
 
 /// Records the upstream time and adds LiteLLM's duration headers.

@@ -11,7 +11,7 @@ use worker::{AbortController, Delay, Fetch, Headers, Method, Request, RequestIni
 use crate::openai::ApiError;
 use crate::secret::Secret;
 
-const USER_AGENT: &str = concat!("databricks-gateway/", env!("CARGO_PKG_VERSION"));
+pub const USER_AGENT: &str = concat!("databricks-gateway/", env!("CARGO_PKG_VERSION"));
 
 /// An upstream answer whose headers arrived; `controller` aborts it (dropping it does not).
 pub struct Upstream {
