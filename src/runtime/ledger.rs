@@ -10,10 +10,10 @@ use std::cell::{Cell, RefCell};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use worker::wasm_bindgen::JsValue;
-use worker::{durable_object, DurableObject, Env, Method, Request, RequestInit, Response, SqlStorage, State, Stub};
+use worker::{durable_object, DurableObject, Env, Request, Response, SqlStorage, State};
 
 use super::now_ms;
+use super::objects::ObjectStub;
 use crate::ledger::{InfoRequest, LedgerInfo, LogsQuery, RevokeRequest, SettleRequest, SpendLogRow};
 use crate::limiter::{AdmitRequest, Decision, Entry, LedgerState, Settled};
 use crate::openai::ApiError;
@@ -244,61 +244,31 @@ impl Ledger {
 
 /// The worker's handle on one ledger.
 pub struct LedgerStub {
-    stub: Stub,
+    object: ObjectStub,
 }
 
 impl LedgerStub {
     pub fn open(env: &Env, name: &str) -> Result<Self, ApiError> {
-        let missing = |_| {
-            ApiError::internal(format!(
-                "The gateway is misconfigured: the Durable Object binding `{BINDING}` is missing."
-            ))
-        };
-        let namespace = env.durable_object(BINDING).map_err(missing)?;
-        let stub = namespace.id_from_name(name).and_then(|id| id.get_stub()).map_err(ledger_error)?;
-        Ok(LedgerStub { stub })
-    }
-
-    async fn call<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T, ApiError> {
-        let json = serde_json::to_string(body).map_err(|e| ApiError::internal(e.to_string()))?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post).with_body(Some(JsValue::from_str(&json)));
-        let request = Request::new_with_init(&format!("https://ledger{path}"), &init).map_err(ledger_error)?;
-        let mut response = self.stub.fetch_with_request(request).await.map_err(ledger_error)?;
-        let bytes = response.bytes().await.map_err(ledger_error)?;
-        if response.status_code() != 200 {
-            worker::console_error!("the ledger refused {path}: {}", String::from_utf8_lossy(&bytes));
-            return Err(ApiError::internal("The usage ledger refused a call."));
-        }
-        serde_json::from_slice(&bytes).map_err(|e| {
-            worker::console_error!("the ledger answered {path} badly: {e}");
-            ApiError::internal("The usage ledger answered badly.")
-        })
+        Ok(LedgerStub { object: ObjectStub::open(env, BINDING, name)? })
     }
 
     pub async fn admit(&self, request: &AdmitRequest) -> Result<Decision, ApiError> {
-        self.call("/admit", request).await
+        self.object.call("/admit", request).await
     }
 
     pub async fn settle(&self, request: &SettleRequest) -> Result<Settled, ApiError> {
-        self.call("/settle", request).await
+        self.object.call("/settle", request).await
     }
 
     pub async fn revoke(&self, request: &RevokeRequest) -> Result<(), ApiError> {
-        self.call::<Value>("/revoke", request).await.map(|_| ())
+        self.object.call::<Value>("/revoke", request).await.map(|_| ())
     }
 
     pub async fn info(&self, request: &InfoRequest) -> Result<LedgerInfo, ApiError> {
-        self.call("/info", request).await
+        self.object.call("/info", request).await
     }
 
     pub async fn logs(&self, query: &LogsQuery) -> Result<Vec<SpendLogRow>, ApiError> {
-        self.call("/logs", query).await
+        self.object.call("/logs", query).await
     }
-}
-
-/// The detail goes to the log; the caller learns only that the ledger failed.
-fn ledger_error(e: worker::Error) -> ApiError {
-    worker::console_error!("the ledger Durable Object failed: {e}");
-    ApiError::internal("The usage ledger (Durable Object) failed.")
 }

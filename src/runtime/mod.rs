@@ -7,6 +7,7 @@ mod credentials;
 mod health;
 mod keystore;
 mod ledger;
+mod objects;
 mod proxy;
 mod routing;
 mod spend;

@@ -14,14 +14,13 @@ use std::time::Duration as StdDuration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use worker::wasm_bindgen::JsValue;
 use worker::{
-    durable_object, AbortController, ByteStream, Delay, DurableObject, Env, Method, Request, RequestInit, Response,
-    SqlStorage, State, Stub,
+    durable_object, AbortController, ByteStream, Delay, DurableObject, Env, Request, Response, SqlStorage, State,
 };
 
 use super::accounting::{Account, Reservation};
 use super::credentials::{self, Credential};
+use super::objects::ObjectStub;
 use super::upstream::{self, within, Upstream};
 use super::{now_ms, runtime_error, vars, Call};
 use crate::config::{Deployment, GatewayConfig, RouterSettings};
@@ -447,27 +446,15 @@ fn load_health(sql: &SqlStorage) -> worker::Result<Health> {
 }
 
 struct HealthStub {
-    stub: Stub,
+    object: ObjectStub,
 }
 
 impl HealthStub {
     fn open(env: &Env, group: &str) -> Result<Self, ApiError> {
-        let namespace = env.durable_object(HEALTH_BINDING).map_err(|_| {
-            ApiError::internal(format!(
-                "The gateway is misconfigured: the Durable Object binding `{HEALTH_BINDING}` is missing."
-            ))
-        })?;
-        let stub = namespace.id_from_name(group).and_then(|id| id.get_stub()).map_err(runtime_error)?;
-        Ok(HealthStub { stub })
+        Ok(HealthStub { object: ObjectStub::open(env, HEALTH_BINDING, group)? })
     }
 
     async fn call(&self, path: &str, body: &impl Serialize) -> Result<Health, ApiError> {
-        let json = serde_json::to_string(body).map_err(|e| ApiError::internal(e.to_string()))?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post).with_body(Some(JsValue::from_str(&json)));
-        let request = Request::new_with_init(&format!("https://health{path}"), &init).map_err(runtime_error)?;
-        let mut response = self.stub.fetch_with_request(request).await.map_err(runtime_error)?;
-        let bytes = response.bytes().await.map_err(runtime_error)?;
-        serde_json::from_slice(&bytes).map_err(|_| ApiError::internal("The group health object answered badly."))
+        self.object.call(path, body).await
     }
 }

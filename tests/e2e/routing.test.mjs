@@ -3,7 +3,7 @@
 
 import { test, before, after, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { startGateway, raw, userMessage, eventually, MASTER_KEY } from '../support/gateway.mjs';
+import { startGateway, raw, userMessage, eventually, rawStream as rawStreamOf } from '../support/gateway.mjs';
 
 let gw;
 before(async () => {
@@ -20,15 +20,7 @@ const count = (endpoint) => gw.fake.countsByEndpoint[endpoint] ?? 0;
 // The test config cools a deployment down for 2 s.
 const COOLDOWN_MS = 2000;
 
-async function rawStream(model, content) {
-  const res = await fetch(`${gw.url}/v1/chat/completions`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${MASTER_KEY}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ model, stream: true, messages: userMessage(content) }),
-  });
-  const text = await res.text();
-  return { res, events: text.split('\n\n').filter((e) => e.startsWith('data: ')).map((e) => e.slice(6)) };
-}
+const rawStream = (model, content) => rawStreamOf(gw, model, content);
 
 test('simple-shuffle spreads a group by weight (3:1) within statistical bounds', async () => {
   const N = 200;

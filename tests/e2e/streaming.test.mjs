@@ -4,7 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
-import { startGateway, MASTER_KEY, userMessage, eventually } from '../support/gateway.mjs';
+import { startGateway, MASTER_KEY, userMessage, eventually, rawStream as rawStreamOf } from '../support/gateway.mjs';
 
 let gw;
 before(async () => {
@@ -23,20 +23,7 @@ async function sdkStream(model, content, extra = {}) {
   return chunks;
 }
 
-/** Streams with plain fetch; returns the `data:` payloads in order, and the raw text. */
-async function rawStream(model, content) {
-  const res = await fetch(`${gw.url}/v1/chat/completions`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${MASTER_KEY}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ model, stream: true, messages: userMessage(content) }),
-  });
-  const text = await res.text();
-  const events = text
-    .split('\n\n')
-    .filter((e) => e.trim())
-    .map((e) => e.replace(/^data: /, ''));
-  return { res, text, events };
-}
+const rawStream = (model, content) => rawStreamOf(gw, model, content);
 
 const textOf = (chunks) => chunks.map(({ chunk }) => chunk.choices[0]?.delta?.content ?? '').join('');
 

@@ -98,6 +98,21 @@ export async function raw(gateway, pathname, { method = 'POST', headers = {}, bo
 
 export const userMessage = (content) => [{ role: 'user', content }];
 
+/** Streams a chat answer with plain fetch (what curl sees): the response and its `data:` payloads. */
+export async function rawStream(gateway, model, content, key = MASTER_KEY) {
+  const res = await fetch(`${gateway.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model, stream: true, messages: userMessage(content) }),
+  });
+  const text = await res.text();
+  const events = text
+    .split('\n\n')
+    .filter((e) => e.trim())
+    .map((e) => e.replace(/^data: /, ''));
+  return { res, text, events };
+}
+
 /** Waits until `predicate()` holds, polling; fails after `ms`. */
 export async function eventually(predicate, ms = 3000, what = 'condition') {
   const deadline = Date.now() + ms;

@@ -1,0 +1,53 @@
+//! Calling a Durable Object: JSON in, JSON out, over the object's `fetch`.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use worker::wasm_bindgen::JsValue;
+use worker::{console_error, Env, Method, Request, RequestInit, Stub};
+
+use crate::openai::ApiError;
+
+/// A handle on one named object of a binding.
+pub struct ObjectStub {
+    stub: Stub,
+    /// The binding's name, for the errors.
+    binding: &'static str,
+}
+
+impl ObjectStub {
+    pub fn open(env: &Env, binding: &'static str, name: &str) -> Result<Self, ApiError> {
+        let namespace = env.durable_object(binding).map_err(|_| {
+            ApiError::internal(format!(
+                "The gateway is misconfigured: the Durable Object binding `{binding}` is missing."
+            ))
+        })?;
+        let stub = namespace.id_from_name(name).and_then(|id| id.get_stub()).map_err(|e| failed(binding, e))?;
+        Ok(ObjectStub { stub, binding })
+    }
+
+    /// POSTs `body` as JSON to `path`; the answer is JSON. The detail of a failure goes to the
+    /// log; the caller learns only which object failed.
+    pub async fn call<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T, ApiError> {
+        let binding = self.binding;
+        let json = serde_json::to_string(body).map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post).with_body(Some(JsValue::from_str(&json)));
+        let request =
+            Request::new_with_init(&format!("https://object{path}"), &init).map_err(|e| failed(binding, e))?;
+        let mut response = self.stub.fetch_with_request(request).await.map_err(|e| failed(binding, e))?;
+        let bytes = response.bytes().await.map_err(|e| failed(binding, e))?;
+        if response.status_code() != 200 {
+            console_error!("the {binding} object refused {path}: {}", String::from_utf8_lossy(&bytes));
+            return Err(ApiError::internal(format!("The {binding} Durable Object refused a call.")));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| {
+            console_error!("the {binding} object answered {path} badly: {e}");
+            ApiError::internal(format!("The {binding} Durable Object answered badly."))
+        })
+    }
+}
+
+fn failed(binding: &str, e: worker::Error) -> ApiError {
+    console_error!("the {binding} Durable Object failed: {e}");
+    ApiError::internal(format!("The {binding} Durable Object failed."))
+}
