@@ -151,6 +151,28 @@ pub struct ModelInfo {
     pub mode: Option<String>,
 }
 
+#[cfg(test)]
+impl Deployment {
+    /// A deployment of endpoint `endpoint` (also its id) in group `g`, nothing else set.
+    pub fn for_tests(endpoint: &str) -> Self {
+        Deployment {
+            id: endpoint.into(),
+            model_name: "g".into(),
+            endpoint: endpoint.into(),
+            api_base: ValueRef::Env("DATABRICKS_API_BASE".into()),
+            api_key: ValueRef::Env("DATABRICKS_TOKEN".into()),
+            oauth: None,
+            timeout_ms: 1000,
+            stream_timeout_ms: 1000,
+            rpm: None,
+            tpm: None,
+            weight: None,
+            order: None,
+            info: ModelInfo::default(),
+        }
+    }
+}
+
 impl GatewayConfig {
     /// The first deployment of the group `model_name`.
     pub fn deployment_for(&self, model_name: &str) -> Option<&Deployment> {

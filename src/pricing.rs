@@ -85,24 +85,11 @@ pub fn usd(pico: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ModelInfo, ValueRef};
+    use crate::config::ModelInfo;
 
     fn deployment(endpoint: &str, input: Option<u64>, output: Option<u64>) -> Deployment {
-        Deployment {
-            id: "d".into(),
-            model_name: "m".into(),
-            endpoint: endpoint.into(),
-            api_base: ValueRef::Env("B".into()),
-            api_key: ValueRef::Env("K".into()),
-            oauth: None,
-            timeout_ms: 1,
-            stream_timeout_ms: 1,
-            rpm: None,
-            tpm: None,
-            weight: None,
-            order: None,
-            info: ModelInfo { input_cost_per_token: input, output_cost_per_token: output, ..Default::default() },
-        }
+        let info = ModelInfo { input_cost_per_token: input, output_cost_per_token: output, ..Default::default() };
+        Deployment { info, ..Deployment::for_tests(endpoint) }
     }
 
     #[test]

@@ -262,24 +262,10 @@ pub fn backoff_ms(status: u16, attempt: u32, retry_after_s: Option<u64>) -> u64 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ModelInfo, ValueRef};
+    use crate::config::ModelInfo;
 
     fn deployment(id: &str) -> Deployment {
-        Deployment {
-            id: id.into(),
-            model_name: "g".into(),
-            endpoint: id.into(),
-            api_base: ValueRef::Env("B".into()),
-            api_key: ValueRef::Env("K".into()),
-            oauth: None,
-            timeout_ms: 1000,
-            stream_timeout_ms: 1000,
-            rpm: None,
-            tpm: None,
-            weight: None,
-            order: None,
-            info: ModelInfo::default(),
-        }
+        Deployment::for_tests(id)
     }
 
     fn settings() -> RouterSettings {

@@ -26,6 +26,9 @@ use crate::stream::ChatStreamRelay;
 pub async fn proxy(kind: Kind, mut req: Request, call: &mut Call<'_>, caller: Caller) -> Result<Response, ApiError> {
     let bytes = read_body(&mut req).await?;
     let ProxyRequest { model, stream, mut body, base64, .. } = openai::parse_request(kind, &bytes)?;
+    // The body's size in bytes bounds its prompt tokens from above (a token is at least a
+    // byte), so a budget reserved with it is never overshot by the prompt.
+    let prompt_bytes = bytes.len() as u64;
     drop(bytes);
 
     let config = embedded::config().map_err(ApiError::internal)?;
@@ -43,10 +46,7 @@ pub async fn proxy(kind: Kind, mut req: Request, call: &mut Call<'_>, caller: Ca
     databricks::prepare_body(kind, &mut body, &members[0].endpoint, stream);
     call.log.dropped_params = databricks::drop_params(kind, &mut body, config.drop_params);
 
-    // The payload's size in bytes bounds its prompt tokens from above (a token is at least a
-    // byte), so a budget reserved with it is never overshot by the prompt. The reservation
-    // takes the highest prices among every deployment that may serve the request.
-    let prompt_bytes = encode(&body)?.len() as u64;
+    // The reservation takes the highest prices among every deployment that may serve it.
     let max_tokens = body.get("max_tokens").and_then(Value::as_u64);
     let reservation = Reservation::new(&servable(config, &group), prompt_bytes, max_tokens);
     let mut account = Account::open(call, &caller, &group, stream)?;
@@ -93,10 +93,6 @@ fn servable<'c>(config: &'c GatewayConfig, group: &str) -> Vec<&'c Deployment> {
     groups.extend(settings.fallbacks_for(group).iter().cloned());
     groups.extend(settings.context_window_fallbacks_for(group).iter().cloned());
     groups.iter().flat_map(|g| config.group(g)).collect()
-}
-
-fn encode(body: &serde_json::Map<String, Value>) -> Result<Vec<u8>, ApiError> {
-    serde_json::to_vec(body).map_err(|e| ApiError::internal(format!("cannot encode the request: {e}")))
 }
 
 /// Answers with the upstream's SSE stream, normalised chunk by chunk as it arrives.
