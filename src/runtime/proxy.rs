@@ -217,6 +217,9 @@ impl StreamPump {
             self.log.price = Some("unknown: charged 0");
         }
         account.settle(outcome).await;
+        if let Some(deployment) = &self.log.deployment {
+            routing::stream_ended(deployment, usage.total_tokens);
+        }
 
         self.log.total_ms = now_ms().saturating_sub(self.started_ms);
         self.log.set_usage(Some(usage));

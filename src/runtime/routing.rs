@@ -233,15 +233,29 @@ async fn attempt_once(
         }
     }
     with_stats(&deployment.id, |s| {
-        s.in_flight = s.in_flight.saturating_sub(1);
         if result.is_ok() {
             s.record_latency(now_ms().saturating_sub(started) as f64);
         }
-        if let Ok(Forwarded::Answer(answer)) = &result {
-            s.record_usage(now_ms(), answer.usage.map_or(0, |u| u.total_tokens));
+        match &result {
+            // A stream stays in flight until it ends (see `stream_ended`).
+            Ok(Forwarded::Stream { .. }) => {}
+            Ok(Forwarded::Answer(answer)) => {
+                s.in_flight = s.in_flight.saturating_sub(1);
+                s.record_usage(now_ms(), answer.usage.map_or(0, |u| u.total_tokens));
+            }
+            Err(_) => s.in_flight = s.in_flight.saturating_sub(1),
         }
     });
     result.map(|forwarded| (forwarded, credential.token))
+}
+
+/// A stream that a deployment was serving ended: it is no longer in flight, and its tokens
+/// count in the deployment's usage this minute.
+pub fn stream_ended(deployment_id: &str, tokens: u64) {
+    with_stats(deployment_id, |s| {
+        s.in_flight = s.in_flight.saturating_sub(1);
+        s.record_usage(now_ms(), tokens);
+    });
 }
 
 /// Sends the request and reads the answer (or the start of the stream) within `timeout_ms`.

@@ -3,7 +3,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startGateway, raw, userMessage } from '../support/gateway.mjs';
+import { startGateway, raw, rawStream, userMessage } from '../support/gateway.mjs';
 
 const ask = (gw, model, content) => raw(gw, '/v1/chat/completions', { body: { model, messages: userMessage(content) } });
 
@@ -22,6 +22,29 @@ test('least-busy keeps traffic away from a deployment that holds requests', asyn
     // Shuffling would send every other decision to the slow one; least-busy sends it one only
     // when it holds nothing, at most about once per second per client.
     assert.ok(fast > 50, `fast got ${fast}`);
+    assert.ok(slow <= 12, `slow got ${slow} of ${slow + fast}`);
+  } finally {
+    await gw.close();
+  }
+});
+
+test('least-busy counts a stream in flight until it ends, not until its first chunk', async () => {
+  const gw = await startGateway({ scriptDir: 'build-test-least-busy' });
+  try {
+    // The slow deployment answers its first chunk at once but takes 1.2 s to finish a stream.
+    gw.fake.override('busy-slow', '[fake:chunks=4] [fake:spacing=400]');
+    const until = Date.now() + 2500;
+    const client = async (c) => {
+      for (let i = 0; Date.now() < until; i++) {
+        const { res, events } = await rawStream(gw, 'busy-group', `c${c} r${i}`);
+        assert.equal(res.status, 200);
+        assert.equal(events.at(-1), '[DONE]');
+      }
+    };
+    await Promise.all([0, 1, 2, 3].map(client));
+    const slow = gw.fake.countsByEndpoint['busy-slow'] ?? 0;
+    const fast = gw.fake.countsByEndpoint['busy-fast'] ?? 0;
+    assert.ok(fast > 30, `fast got ${fast}`);
     assert.ok(slow <= 12, `slow got ${slow} of ${slow + fast}`);
   } finally {
     await gw.close();
