@@ -15,7 +15,7 @@ mod upstream;
 mod vars;
 
 use futures_util::StreamExt;
-use worker::{console_log, event, Context, Date, Env, Headers, Request, Response, Result};
+use worker::{console_log, event, Context, Date, Env, Headers, Method, Request, Response, Result};
 
 use crate::auth;
 use crate::embedded;
@@ -73,6 +73,10 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     for (name, value) in &call.headers {
         headers.set(name, value)?;
     }
+    // Browsers may call the gateway from any origin (as LiteLLM allows): keys travel in
+    // headers, never in cookies.
+    headers.set("access-control-allow-origin", "*")?;
+    headers.set("access-control-expose-headers", EXPOSED_HEADERS)?;
     if !call.log_deferred {
         call.log.status = response.status_code();
         call.log.total_ms = now_ms().saturating_sub(started_ms);
@@ -85,6 +89,9 @@ async fn route(req: Request, call: &mut Call<'_>) -> std::result::Result<Respons
     let path = req.path();
     let method = req.method();
     let route = Route::parse(&path).ok_or_else(|| ApiError::not_found(format!("Unknown route {method} {path}")))?;
+    if method == Method::Options {
+        return preflight(route.method(), req.headers().get("access-control-request-headers").ok().flatten());
+    }
     if method.as_ref() != route.method() {
         return Err(ApiError::method_not_allowed(method.as_ref(), &path, route.method()));
     }
@@ -203,6 +210,27 @@ pub async fn read_body(req: &mut Request) -> std::result::Result<Vec<u8>, ApiErr
         return Err(ApiError::too_large(bytes.len()));
     }
     Ok(bytes)
+}
+
+/// The headers a browser client may read (the rate-limit and LiteLLM ones).
+const EXPOSED_HEADERS: &str =
+    "x-litellm-call-id, x-litellm-model-id, x-litellm-model-group, x-litellm-model-api-base, \
+     x-litellm-response-cost, x-litellm-key-spend, x-litellm-response-duration-ms, x-litellm-overhead-duration-ms, \
+     x-litellm-attempted-retries, x-litellm-attempted-fallbacks, x-ratelimit-limit-requests, \
+     x-ratelimit-remaining-requests, x-ratelimit-reset-requests, x-ratelimit-limit-tokens, \
+     x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens, retry-after";
+
+/// A CORS preflight for a known route: its method, and whatever headers the browser asks to
+/// send (the OpenAI SDKs add their own `x-stainless-*` ones).
+fn preflight(method: &str, requested_headers: Option<String>) -> std::result::Result<Response, ApiError> {
+    let headers = Headers::new();
+    let set = |name: &str, value: &str| headers.set(name, value).map_err(runtime_error);
+    set("access-control-allow-methods", &format!("{method}, OPTIONS"))?;
+    let allowed = requested_headers
+        .unwrap_or_else(|| "authorization, content-type, x-litellm-api-key, api-key, x-api-key".into());
+    set("access-control-allow-headers", &allowed)?;
+    set("access-control-max-age", "86400")?;
+    Ok(Response::empty().map_err(runtime_error)?.with_status(204).with_headers(headers))
 }
 
 pub fn json_response(status: u16, body: &serde_json::Value) -> std::result::Result<Response, ApiError> {

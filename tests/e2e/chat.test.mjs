@@ -208,3 +208,29 @@ test('concurrent requests are answered independently', async () => {
     words.map((w) => `Echo: ${w}`),
   );
 });
+
+test('browsers may call it: CORS preflight and headers they can read', async () => {
+  const pre = await fetch(`${gw.url}/v1/chat/completions`, {
+    method: 'OPTIONS',
+    headers: {
+      origin: 'https://app.example',
+      'access-control-request-method': 'POST',
+      'access-control-request-headers': 'authorization, content-type, x-stainless-os',
+    },
+  });
+  assert.equal(pre.status, 204);
+  assert.equal(pre.headers.get('access-control-allow-origin'), '*');
+  assert.match(pre.headers.get('access-control-allow-methods'), /POST/);
+  assert.match(pre.headers.get('access-control-allow-headers'), /x-stainless-os/);
+  const res = await raw(gw, '/v1/chat/completions', {
+    headers: { origin: 'https://app.example' },
+    body: { model: 'databricks-gpt-5-1', messages: userMessage('from a browser') },
+  });
+  assert.equal(res.headers.get('access-control-allow-origin'), '*');
+  assert.match(res.headers.get('access-control-expose-headers'), /x-litellm-response-cost/);
+  // Errors carry them too, so that a browser can read why it was refused.
+  const refused = await raw(gw, '/v1/models', { method: 'GET', key: null });
+  assert.equal(refused.status, 401);
+  assert.equal(refused.headers.get('access-control-allow-origin'), '*');
+  assert.equal((await fetch(`${gw.url}/nowhere`, { method: 'OPTIONS' })).status, 404);
+});
