@@ -30,6 +30,15 @@ pub fn is_hash(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// A key's hash, whether it is given as the secret or as the hash itself.
+pub fn token_of(ident: &str) -> String {
+    if is_hash(ident) {
+        ident.to_string()
+    } else {
+        hash_key(ident)
+    }
+}
+
 /// A new key: `sk-` and 192 random bits, URL-safe base64.
 pub fn new_key() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; 24];
@@ -431,6 +440,8 @@ mod tests {
         assert_eq!(hash_key("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         assert!(is_hash(&hash_key("x")));
         assert!(!is_hash("sk-1234"));
+        assert_eq!(token_of("sk-1234"), hash_key("sk-1234"));
+        assert_eq!(token_of(&hash_key("x")), hash_key("x"));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::config::Deployment;
 use crate::databricks::Usage;
 use crate::ledger::{self, SettleRequest, SpendLogRow};
 use crate::limiter::{AdmitRequest, Decision, Limits, RateInfo, Settlement};
+use crate::log::RequestLog;
 use crate::openai::{ApiError, ErrorKind};
 use crate::pricing::{self, PriceSource, Prices};
 
@@ -321,11 +322,11 @@ pub async fn settle_failed(account: Account, status: u16, call: &Call<'_>) {
     }
 }
 
-/// Adds the cost to the log line, saying when a model has no known price.
-pub fn log_cost(call: &mut Call<'_>, prices: Prices, cost: u64) {
-    call.log.cost = Some(pricing::format_usd(cost));
+/// Adds the cost to a log line, saying when a model has no known price.
+pub fn log_cost(log: &mut RequestLog, prices: Prices, cost: u64) {
+    log.cost = Some(pricing::format_usd(cost));
     if prices.source == PriceSource::Unknown {
-        call.log.price = Some("unknown: charged 0");
+        log.price = Some("unknown: charged 0");
     }
 }
 

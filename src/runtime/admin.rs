@@ -101,7 +101,7 @@ async fn delete(body: &Map<String, Value>, store: &KeyStore, call: &Call<'_>) ->
     let mut records = Vec::new();
     let mut missing = Vec::new();
     for key in &named_keys {
-        match store.get_fresh(&to_hash(key)).await? {
+        match store.get_fresh(&keys::token_of(key)).await? {
             Some(r) => records.push(r),
             None => missing.push(describe(key)),
         }
@@ -184,7 +184,7 @@ async fn info(req: &Request, store: &KeyStore, caller: &Caller, call: &Call<'_>)
         (Caller::Master, Some(key)) => find(&key, store).await?,
         (Caller::Master, None) => return Err(ApiError::invalid_request("Give the key to look up as ?key=", "key")),
         (Caller::Key(own), None) => KeyRecord::clone(own),
-        (Caller::Key(own), Some(key)) if to_hash(&key) == own.token => KeyRecord::clone(own),
+        (Caller::Key(own), Some(key)) if keys::token_of(&key) == own.token => KeyRecord::clone(own),
         (Caller::Key(_), Some(_)) => {
             return Err(ApiError::forbidden("A key may only read its own info; use the master key for others."))
         }
@@ -252,7 +252,7 @@ async fn validate(record: &KeyRecord, store: &KeyStore, previous_alias: Option<&
 
 async fn find(ident: &str, store: &KeyStore) -> Result<KeyRecord, ApiError> {
     store
-        .get_fresh(&to_hash(ident))
+        .get_fresh(&keys::token_of(ident))
         .await?
         .ok_or_else(|| ApiError::not_found(format!("No such key: {}.", describe(ident))).with_param("key"))
 }
@@ -262,15 +262,6 @@ fn body_key(body: &Map<String, Value>) -> Result<&str, ApiError> {
         .and_then(Value::as_str)
         .filter(|k| !k.is_empty())
         .ok_or_else(|| ApiError::invalid_request("`key` (the key or its hash) is required", "key"))
-}
-
-/// A key's hash, whether it is given as the secret or as the hash itself.
-fn to_hash(ident: &str) -> String {
-    if keys::is_hash(ident) {
-        ident.to_string()
-    } else {
-        keys::hash_key(ident)
-    }
 }
 
 /// How an error names a key: by hash or abbreviation, never the secret.

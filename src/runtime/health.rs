@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use super::credentials;
 use super::routing;
-use super::upstream::{self, within, Upstream};
+use super::upstream::{self, Upstream};
 use super::{now_ms, vars, Call, Caller};
 use crate::config::Deployment;
 use crate::databricks;
@@ -72,13 +72,7 @@ async fn check(call: &Call<'_>, d: &Deployment) -> (Value, Option<String>) {
         Ok(Upstream { mut response, controller }) => {
             let status = response.status_code();
             let left = timeout.saturating_sub(now_ms().saturating_sub(started)).max(1);
-            let bytes = match within(left, response.bytes()).await {
-                Some(result) => result.unwrap_or_default(),
-                None => {
-                    controller.abort();
-                    Vec::new()
-                }
-            };
+            let bytes = upstream::body_within(left, &mut response, controller).await;
             (!(200..300).contains(&status))
                 .then(|| databricks::upstream_error(status, &bytes, &[token.expose()]).message)
         }

@@ -70,7 +70,7 @@ pub async fn proxy(kind: Kind, mut req: Request, call: &mut Call<'_>, caller: Ca
             call.log.set_usage(usage);
             let outcome = Outcome { usage, estimated: false, status: 200, response_id: id };
             let cost = account.cost(&outcome);
-            accounting::log_cost(call, account.prices(), cost);
+            accounting::log_cost(&mut call.log, account.prices(), cost);
             call.headers.push(("x-litellm-response-cost", pricing::format_usd(cost)));
             if account.settles_first() {
                 if let Some(spend) = account.settle(outcome).await {
@@ -211,11 +211,7 @@ impl StreamPump {
             status: self.relay.error().map_or(200, |e| e.status),
             response_id: self.relay.id().map(str::to_string),
         };
-        let cost = account.cost(&outcome);
-        self.log.cost = Some(pricing::format_usd(cost));
-        if account.prices().source == pricing::PriceSource::Unknown {
-            self.log.price = Some("unknown: charged 0");
-        }
+        accounting::log_cost(&mut self.log, account.prices(), account.cost(&outcome));
         account.settle(outcome).await;
         if let Some(deployment) = &self.log.deployment {
             routing::stream_ended(deployment, usage.total_tokens);

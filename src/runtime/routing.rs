@@ -281,14 +281,8 @@ async fn forward(
     let remaining_ms = timeout_ms.saturating_sub(now_ms().saturating_sub(upstream_started));
 
     if !(200..300).contains(&status) {
-        // The error body is read within what is left of the timeout; an unreadable one is empty.
-        let body = match within(remaining_ms, response.bytes()).await {
-            Some(result) => result.unwrap_or_default(),
-            None => {
-                controller.abort();
-                Vec::new()
-            }
-        };
+        // The error body is read within what is left of the timeout.
+        let body = upstream::body_within(remaining_ms, &mut response, controller).await;
         let mut error = databricks::upstream_error(status, &body, &[token.expose()]);
         error.retry_after_s = response.headers().get("retry-after").ok().flatten().and_then(|v| v.trim().parse().ok());
         set_durations(call, upstream_started);

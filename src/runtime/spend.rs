@@ -36,7 +36,7 @@ pub async fn logs(req: &Request, call: &Call<'_>, caller: &Caller) -> Result<Val
             })?,
         },
     };
-    let asked_hash = param("api_key").map(|k| if keys::is_hash(&k) { k } else { keys::hash_key(&k) });
+    let asked_hash = param("api_key").map(|k| keys::token_of(&k));
 
     let ledgers: Vec<String> = match (caller, asked_hash) {
         (Caller::Key(own), None) => vec![ledger::key_ledger(&own.key_id)],

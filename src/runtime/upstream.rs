@@ -45,6 +45,18 @@ fn build_request(url: &str, token: &Secret, body: &[u8]) -> worker::Result<Reque
     Request::new_with_init(url, &init)
 }
 
+/// The body of an answer, read within `ms`; an unreadable one is empty, and one that takes too
+/// long aborts the request.
+pub async fn body_within(ms: u64, response: &mut Response, controller: AbortController) -> Vec<u8> {
+    match within(ms, response.bytes()).await {
+        Some(result) => result.unwrap_or_default(),
+        None => {
+            controller.abort();
+            Vec::new()
+        }
+    }
+}
+
 pub fn timed_out(timeout_ms: u64) -> ApiError {
     ApiError::gateway_timeout(format!(
         "Databricks did not answer within the configured timeout of {} s; the request was aborted.",

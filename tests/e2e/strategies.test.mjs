@@ -7,18 +7,24 @@ import { startGateway, raw, rawStream, userMessage } from '../support/gateway.mj
 
 const ask = (gw, model, content) => raw(gw, '/v1/chat/completions', { body: { model, messages: userMessage(content) } });
 
+/** Four clients, each calling `send(content)` one call after another for 2.5 s; returns how
+ *  many requests each of busy-group's deployments received. */
+async function busyLoad(gw, send) {
+  const until = Date.now() + 2500;
+  const client = async (c) => {
+    for (let i = 0; Date.now() < until; i++) await send(`c${c} r${i}`);
+  };
+  await Promise.all([0, 1, 2, 3].map(client));
+  return { slow: gw.fake.countsByEndpoint['busy-slow'] ?? 0, fast: gw.fake.countsByEndpoint['busy-fast'] ?? 0 };
+}
+
 test('least-busy keeps traffic away from a deployment that holds requests', async () => {
   const gw = await startGateway({ scriptDir: 'build-test-least-busy' });
   try {
     gw.fake.override('busy-slow', '[fake:delay=1000]');
-    // Four clients, each sending one request after another for 2.5 s.
-    const until = Date.now() + 2500;
-    const client = async (c) => {
-      for (let i = 0; Date.now() < until; i++) assert.equal((await ask(gw, 'busy-group', `c${c} r${i}`)).status, 200);
-    };
-    await Promise.all([0, 1, 2, 3].map(client));
-    const slow = gw.fake.countsByEndpoint['busy-slow'] ?? 0;
-    const fast = gw.fake.countsByEndpoint['busy-fast'] ?? 0;
+    const { slow, fast } = await busyLoad(gw, async (content) => {
+      assert.equal((await ask(gw, 'busy-group', content)).status, 200);
+    });
     // Shuffling would send every other decision to the slow one; least-busy sends it one only
     // when it holds nothing, at most about once per second per client.
     assert.ok(fast > 50, `fast got ${fast}`);
@@ -33,17 +39,11 @@ test('least-busy counts a stream in flight until it ends, not until its first ch
   try {
     // The slow deployment answers its first chunk at once but takes 1.2 s to finish a stream.
     gw.fake.override('busy-slow', '[fake:chunks=4] [fake:spacing=400]');
-    const until = Date.now() + 2500;
-    const client = async (c) => {
-      for (let i = 0; Date.now() < until; i++) {
-        const { res, events } = await rawStream(gw, 'busy-group', `c${c} r${i}`);
-        assert.equal(res.status, 200);
-        assert.equal(events.at(-1), '[DONE]');
-      }
-    };
-    await Promise.all([0, 1, 2, 3].map(client));
-    const slow = gw.fake.countsByEndpoint['busy-slow'] ?? 0;
-    const fast = gw.fake.countsByEndpoint['busy-fast'] ?? 0;
+    const { slow, fast } = await busyLoad(gw, async (content) => {
+      const { res, events } = await rawStream(gw, 'busy-group', content);
+      assert.equal(res.status, 200);
+      assert.equal(events.at(-1), '[DONE]');
+    });
     assert.ok(fast > 30, `fast got ${fast}`);
     assert.ok(slow <= 12, `slow got ${slow} of ${slow + fast}`);
   } finally {
