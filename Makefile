@@ -18,12 +18,13 @@ export ESBUILD_BIN := $(CURDIR)/node_modules/.bin/esbuild
 export WRANGLER_SEND_METRICS := false
 export PATH := $(CARGO_BIN):$(PATH)
 
-.PHONY: help tools build build-test build-test-strategies dev test test-rust test-e2e check-deploy bench lint clean
+.PHONY: help tools build build-test build-test-strategies dev test test-rust test-e2e check-deploy bench soak lint clean
 
 help:
 	@echo "make dev     start the gateway on :4000 (fake Databricks unless DATABRICKS_API_BASE is set)"
 	@echo "make test    unit tests, lint, end-to-end tests under workerd, deploy dry run"
 	@echo "make bench   load the fake directly and through the gateway; print a table"
+	@echo "make soak    minutes of mixed load with faults and a restart; check every key's ledger (SOAK_SECONDS=180)"
 
 tools: node_modules/.package-lock.json
 	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
@@ -72,6 +73,10 @@ check-deploy: tools
 
 bench: build-test
 	node tests/bench.mjs
+
+# Not part of `make test`: several minutes (SOAK_SECONDS of load, then about a minute of probes).
+soak: build-test
+	node tests/soak.mjs
 
 clean:
 	rm -rf build build-test build-test-least-busy build-test-latency dist target node_modules
