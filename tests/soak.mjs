@@ -12,7 +12,7 @@
 // It prints a table of figures and exits 1 listing every violated invariant.
 //
 // Environment: SOAK_SECONDS (load, default 180), SOAK_WORKERS (concurrent clients, default
-// 12), SOAK_SEED (the plan of requests, default random), SOAK_SETTLE_SECONDS (wait after the
+// 12), SOAK_MAX_REQUESTS (the load stops earlier after so many, default 50,000), SOAK_SEED (the plan of requests, default random), SOAK_SETTLE_SECONDS (wait after the
 // load so that rate windows are empty before the probes, default 61), SOAK_WAIT_LEASES=1
 // (also wait until the leases of requests cut by the restart have ended, so that every slot
 // must be free: adds up to 6 minutes).
@@ -24,6 +24,8 @@ import { startGateway, MASTER_KEY } from './support/gateway.mjs';
 
 const SECONDS = positiveNumber('SOAK_SECONDS', 180);
 const WORKERS = Math.round(positiveNumber('SOAK_WORKERS', 12));
+// Also bounded in count: 10 keys x 5,000 stays under the 10,000 spend-log rows a ledger keeps.
+const MAX_REQUESTS = Math.round(positiveNumber('SOAK_MAX_REQUESTS', 50_000));
 const SEED = Math.round(positiveNumber('SOAK_SEED', 1 + Math.floor(Math.random() * 1e9)));
 const SETTLE_SECONDS = positiveNumber('SOAK_SETTLE_SECONDS', 61);
 const WAIT_LEASES = process.env.SOAK_WAIT_LEASES === '1';
@@ -379,10 +381,12 @@ async function runLoad(state, keys, rand, violations) {
   const deadline = startedAt + SECONDS * 1000;
   const restartAt = startedAt + (SECONDS * 1000) / 2;
   let inFlight = 0;
+  let sent = 0;
   const client = async () => {
-    while (Date.now() < deadline) {
+    while (Date.now() < deadline && sent < MAX_REQUESTS) {
       while (state.restarting) await state.restarting;
       const plan = planRequest(rand, keys);
+      sent += 1;
       inFlight += 1;
       const rec = await execute(plan, state);
       inFlight -= 1;
