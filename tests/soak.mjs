@@ -12,10 +12,11 @@
 // It prints a table of figures and exits 1 listing every violated invariant.
 //
 // Environment: SOAK_SECONDS (load, default 180), SOAK_WORKERS (concurrent clients, default
-// 12), SOAK_MAX_REQUESTS (the load stops earlier after so many, default 50,000), SOAK_SEED (the plan of requests, default random), SOAK_SETTLE_SECONDS (wait after the
-// load so that rate windows are empty before the probes, default 61), SOAK_WAIT_LEASES=1
-// (also wait until the leases of requests cut by the restart have ended, so that every slot
-// must be free: adds up to 6 minutes).
+// 12), SOAK_MAX_REQUESTS (the load stops earlier after so many, default 50,000), SOAK_SEED
+// (the plan of requests, default random), SOAK_SETTLE_SECONDS (wait after the load so that
+// rate windows are empty before the probes, default 61), SOAK_WAIT_LEASES=1 (also wait until
+// the leases of requests cut by the restart have ended, so that every slot must be free: adds
+// up to 6 minutes).
 
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -183,7 +184,9 @@ async function execute(plan, state) {
   state.active?.delete(rec);
   if (first === 'backstop') {
     rec.error = 'hang';
-    rec.errorMessage = `still ${rec.phase} ${REQUEST_TIMEOUT_MS + 5000} ms after it was sent (status ${rec.status}), its abort did not end it`;
+    rec.errorMessage =
+      `still ${rec.phase} ${REQUEST_TIMEOUT_MS + 5000} ms after it was sent (status ${rec.status}), ` +
+      'its abort did not end it';
     rec.endedAt = Date.now();
   }
   return rec;
@@ -225,7 +228,7 @@ async function send(plan, state, rec) {
     controller.abort();
   };
   const hang = setTimeout(() => stop('hang'), REQUEST_TIMEOUT_MS);
-  const abort = plan.abortAfterMs === null || plan.abortAfterMs === undefined ? null : setTimeout(() => stop('client-abort'), plan.abortAfterMs);
+  const abort = plan.abortAfterMs == null ? null : setTimeout(() => stop('client-abort'), plan.abortAfterMs);
   try {
     const res = await fetch(`${state.gw.url}${plan.route}`, {
       method: 'POST',
@@ -413,7 +416,9 @@ async function runLoad(state, keys, rand, violations) {
     progress(`load: ${records.length} requests, ${Math.round((Date.now() - startedAt) / 1000)} s, ${state.active.size} in flight`);
     // Past the deadline, say what is still going (the longest legitimate answer takes ~3 s).
     if (Date.now() > deadline + 5000) {
-      for (const r of state.active) progress(`  still in flight: ${r.kind} ${r.key} ${r.phase} for ${Date.now() - r.startedAt} ms, status ${r.status}, call ${r.callId}`);
+      for (const r of state.active) {
+        progress(`  in flight: ${r.kind} ${r.key} ${r.phase} for ${Date.now() - r.startedAt} ms, status ${r.status}, call ${r.callId}`);
+      }
     }
   }, 15_000);
   await Promise.all([...Array.from({ length: WORKERS }, client), restarter]);
@@ -576,7 +581,9 @@ function checkLedger(key, rows, info, calls, prices, state, phase) {
     if (rec.costHeader !== null && !rec.stream) {
       const p = prices.byId.get(rec.deployment);
       const expected = p ? BigInt(prompt) * p.input + BigInt(completion) * p.output : 0n;
-      if (usdToPico(rec.costHeader) !== expected) v(`call ${rec.callId}: x-litellm-response-cost ${rec.costHeader} != ${picoToUsd(expected)}`);
+      if (usdToPico(rec.costHeader) !== expected) {
+        v(`call ${rec.callId}: x-litellm-response-cost ${rec.costHeader} != ${picoToUsd(expected)}`);
+      }
     }
   }
   if (rows.size >= LOGS_KEPT) v(`${rows.size} rows: the ledger keeps ${LOGS_KEPT}, the sums below cannot be exact (run shorter)`);
@@ -681,10 +688,11 @@ async function probeKeys(state, keys, records, prices, ledger) {
 /** The requests of `key` that the restart may have left unsettled (see `probeKeys`). */
 function unsettledAtRestart(state, records, key, rowIds) {
   const r = state.restart;
+  const abandonedBefore = (rec) => rec.endedAt >= r.beganAt - ABANDONED_SETTLE_MS && rec.endedAt <= r.endedAt;
   return records.filter(
     (rec) =>
       rec.key === key.name &&
-      (rec.outcome === 'cut' || (rec.outcome === 'aborted' && rec.endedAt >= r.beganAt - ABANDONED_SETTLE_MS && rec.endedAt <= r.endedAt)) &&
+      (rec.outcome === 'cut' || (rec.outcome === 'aborted' && abandonedBefore(rec))) &&
       !(rec.callId && rowIds.has(rec.callId)),
   );
 }
@@ -760,7 +768,9 @@ async function probeTpm(state, key) {
     .reduce((s, r) => s + r.usage.prompt_tokens + (r.usage.completion_tokens ?? 0), 0);
   body.max_tokens = key.tpm - used - bytes - 1;
   const res = await probeCall(state, key, body, 'probe-tpm');
-  if (res.status !== 200) state.violations.push(`probe ${key.name}: a request reserving ${key.tpm - 1} of tpm ${key.tpm} got ${res.status} ${res.errorMessage}`);
+  if (res.status !== 200) {
+    state.violations.push(`probe ${key.name}: a request reserving ${key.tpm - 1} of tpm ${key.tpm} got ${res.status} ${res.errorMessage}`);
+  }
   return res.status === 200;
 }
 
@@ -777,7 +787,9 @@ async function probeSlots(state, key, cut) {
   const since = Date.now() - (state.restart?.beganAt ?? Date.now());
   const leased = since < LEASE_MS ? cut.length : 0;
   const v = (text) => state.violations.push(`probe ${key.name}: ${text}`);
-  if (admitted < n - leased) v(`max_parallel_requests ${n}: only ${admitted} admitted (${leased} may be held by requests unsettled at the restart)`);
+  if (admitted < n - leased) {
+    v(`max_parallel_requests ${n}: only ${admitted} admitted (${leased} may be held by requests unsettled at the restart)`);
+  }
   if (admitted + refused.length !== n + 1) {
     const others = [...results, extra].filter((r) => r.status !== 200 && !refused.includes(r)).map((r) => `${r.status} ${r.errorMessage}`);
     v(`slot probe: ${admitted} admitted, ${refused.length} refused for parallel, others: ${others.join('; ')}`);
@@ -829,18 +841,28 @@ function report({ state, keys, load, ledgerA, ledgerC, probes, totalSeconds }) {
   const lost = total(ledgerA, 'lostAtRestart');
   const r = state.restart;
   lines.push('');
-  lines.push(`load ${load.seconds.toFixed(0)} s, ${WORKERS} clients, seed ${SEED}: ${records.length} requests, ${(records.length / load.seconds).toFixed(1)} req/s`);
-  lines.push(`client disconnects (streams aborted): ${records.filter((x) => x.outcome === 'aborted').length}; injected faults: ${records.filter((x) => x.plan.fault).length}`);
-  lines.push(`restarts: 1 (at ${((r.beganAt - load.startedAt) / 1000).toFixed(0)} s, ${r.inFlight} in flight, ${records.filter((x) => x.outcome === 'cut').length} cut, new runtime in ${r.endedAt - r.beganAt} ms)`);
+  const count = (outcome) => records.filter((x) => x.outcome === outcome).length;
+  const rate = (records.length / load.seconds).toFixed(1);
+  lines.push(`load ${load.seconds.toFixed(0)} s, ${WORKERS} clients, seed ${SEED}: ${records.length} requests, ${rate} req/s`);
+  lines.push(`client disconnects (streams aborted): ${count('aborted')}; injected faults: ${records.filter((x) => x.plan.fault).length}`);
+  const at = ((r.beganAt - load.startedAt) / 1000).toFixed(0);
+  lines.push(`restarts: 1 (at ${at} s, ${r.inFlight} in flight, ${count('cut')} cut, new runtime in ${r.endedAt - r.beganAt} ms)`);
   const probed = [...probes.values()];
   const held = probed.reduce((sum, p) => sum + (p.hold?.hold ?? 0n), 0n);
   const allowed = probed.reduce((sum, p) => sum + (p.hold?.bound ?? 0n), 0n);
   const leased = probed.reduce((sum, p) => sum + (p.slots ? p.slots.n - p.slots.admitted : 0), 0);
-  lines.push(`left by requests unsettled at the restart (${probed.reduce((n, p) => n + p.cut, 0)}): budget holds ${picoToUsd(held)} USD (allowed ${picoToUsd(allowed)}), slots ${leased}`);
+  const unsettled = probed.reduce((n, p) => n + p.cut, 0);
+  lines.push(
+    `left by requests unsettled at the restart (${unsettled}): budget holds ${picoToUsd(held)} USD ` +
+      `(allowed ${picoToUsd(allowed)}), slots ${leased}`,
+  );
   lines.push(`answered calls without a row (settled in the background, lost with the stopped runtime): ${lost}`);
-  lines.push(`spend-log rows checked: ${total(ledgerC, 'rows')} (${total(ledgerC, 'estimated')} charged by estimate); complete calls matched to their row: ${total(ledgerC, 'matched')}`);
+  lines.push(
+    `spend-log rows checked: ${total(ledgerC, 'rows')} (${total(ledgerC, 'estimated')} charged by estimate); ` +
+      `complete calls matched to their row: ${total(ledgerC, 'matched')}`,
+  );
   lines.push(`keys checked: ${keys.length}; probe calls: ${state.probes.length}; max spend error: ${picoToUsd(maxErr)} USD`);
-  lines.push(`total ${totalSeconds.toFixed(0)} s (load, settling, ${SETTLE_SECONDS} s for the rate windows, probes)`);
+  lines.push(`total ${totalSeconds.toFixed(0)} s (load, settling, waiting for the rate windows${WAIT_LEASES ? ' and leases' : ''}, probes)`);
   return lines.join('\n');
 }
 
@@ -874,8 +896,10 @@ async function main() {
     // Phase A: the ledgers as the load left them.
     const ledgerA = await readLedgers(state, keys, load.records, prices, 'A');
 
-    const waitUntil = Math.max(Date.now() + SETTLE_SECONDS * 1000, WAIT_LEASES && state.restart ? state.restart.beganAt + LEASE_MS + 5000 : 0);
-    progress(`waiting ${Math.round((waitUntil - Date.now()) / 1000)} s for the rate windows${WAIT_LEASES ? ' and the leases of cut requests' : ''} to end`);
+    const leasesEnd = WAIT_LEASES && state.restart ? state.restart.beganAt + LEASE_MS + 5000 : 0;
+    const waitUntil = Math.max(Date.now() + SETTLE_SECONDS * 1000, leasesEnd);
+    const what = WAIT_LEASES ? 'the rate windows and the leases of cut requests' : 'the rate windows';
+    progress(`waiting ${Math.round((waitUntil - Date.now()) / 1000)} s for ${what} to end`);
     await sleep(waitUntil - Date.now());
     const probes = await probeKeys(state, keys, load.records, prices, ledgerA);
 
