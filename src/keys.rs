@@ -213,6 +213,20 @@ impl KeyRecord {
         self.models.is_empty() || self.models.iter().any(|m| m == ALL_MODELS || m == model)
     }
 
+    /// Whether a request of this key may be served by the configured group `group`, directly
+    /// or through one of its aliases (fallbacks too go only where the key may go).
+    pub fn may_use_group(&self, group: &str) -> bool {
+        self.may_use(group) || self.aliases.iter().any(|(alias, target)| target == group && self.may_use(alias))
+    }
+
+    /// The configured groups this key may use, when `models` restricts it (`None`: all).
+    pub fn scope(&self, configured: &[&str]) -> Option<Vec<String>> {
+        if self.may_use(ALL_MODELS) {
+            return None;
+        }
+        Some(configured.iter().filter(|g| self.may_use_group(g)).map(|g| g.to_string()).collect())
+    }
+
     /// The names this key may send: the allowed configured models and the aliases to them.
     pub fn visible_models<'a>(&'a self, configured: &[&'a str]) -> Vec<&'a str> {
         let mut names: Vec<&str> = configured.iter().copied().filter(|m| self.may_use(m)).collect();
@@ -433,6 +447,19 @@ mod tests {
         let mut r = KeyRecord::new("sk-test-key-1234", "id-1".into(), NOW);
         r.apply(changes(body).unwrap(), NOW);
         r
+    }
+
+    #[test]
+    fn the_scope_names_every_group_the_key_reaches_directly_or_by_alias() {
+        let all = record_with(json!({}));
+        assert_eq!(all.scope(&MODELS), None);
+        assert!(all.may_use_group("databricks-gpt-5-1"));
+        let everything = record_with(json!({"models": ["all-proxy-models"]}));
+        assert_eq!(everything.scope(&MODELS), None);
+        let narrow = record_with(json!({"models": ["fast"], "aliases": {"fast": "databricks-gpt-5-1"}}));
+        assert_eq!(narrow.scope(&MODELS), Some(vec!["databricks-gpt-5-1".to_string()]));
+        assert!(narrow.may_use_group("databricks-gpt-5-1"));
+        assert!(!narrow.may_use_group("databricks-claude-sonnet-4-5"), "a fallback outside the key");
     }
 
     #[test]

@@ -289,7 +289,9 @@ async fn view(record: &KeyRecord, call: &Call<'_>) -> Result<Value, ApiError> {
 /// is blocked, deleted, or has a new secret. Keys with limits are refused there immediately.
 async fn sync_ledger(call: &Call<'_>, record: &KeyRecord, deleted: Option<&str>) -> Result<(), ApiError> {
     let reason = deleted.or(record.blocked.then_some("blocked"));
-    accounting::notify_revocation(call.env, &record.key_id, reason, &record.token).await
+    let config = embedded::config().map_err(ApiError::internal)?;
+    let scope = record.scope(&config.model_names());
+    accounting::notify_revocation(call.env, &record.key_id, reason, &record.token, scope).await
 }
 
 fn new_secret() -> Result<String, ApiError> {

@@ -163,9 +163,10 @@ test('without max_tokens a budgeted key gets one imposed that the budget can pay
   const res = await send(key, 'how many tokens may I use');
   assert.equal(res.status, 200, res.text);
   const sent = gw.fake.requests[0].body.max_tokens;
-  // (budget - prompt upper bound: the request's size in bytes) / output price, in whole tokens.
-  const promptBytes = Buffer.byteLength(JSON.stringify({ model: 'databricks-gpt-5-1', messages: userMessage('how many tokens may I use') }));
-  const affordable = (500_000_000n - BigInt(promptBytes) * INPUT_PICO) / OUTPUT_PICO;
+  // (budget - the prompt's bound) / output price, in whole tokens. The bound for a GPT-family
+  // endpoint (README): the text's bytes, one per text, 8 a message and 32 a request.
+  const promptBound = Buffer.byteLength('how many tokens may I use') + 1 + 8 + 32;
+  const affordable = (500_000_000n - BigInt(promptBound) * INPUT_PICO) / OUTPUT_PICO;
   assert.equal(BigInt(sent), affordable);
   const unlimited = await generate({});
   gw.fake.reset();
@@ -175,7 +176,7 @@ test('without max_tokens a budgeted key gets one imposed that the budget can pay
 
 test('tpm_limit reserves the estimate and settles the real usage', async () => {
   const { key } = await generate({ tpm_limit: 1200 });
-  // prompt upper bound (bytes) + max_tokens 700 ≈ 800 tokens reserved: two do not fit at once.
+  // the prompt's estimate + max_tokens 700 ≈ 710 tokens held: two do not fit at once.
   const [a, b] = await Promise.all([send(key, 'one', { max_tokens: 700 }), send(key, 'two', { max_tokens: 700 })]);
   assert.deepEqual([a.status, b.status].sort(), [200, 429]);
   const limited = a.status === 429 ? a : b;
