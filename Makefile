@@ -45,10 +45,12 @@ build-test: tools
 	GATEWAY_CONFIG=$(TEST_CONFIG) worker-build --release --out-dir build-test
 	@ls -l build-test/index_bg.wasm | awk '{printf "wasm: %d bytes", $$5}'; gzip -9c build-test/index_bg.wasm | wc -c | awk '{printf ", %d gzipped\n", $$1}'
 
-# A routing strategy is built in with the config: one build per strategy that learns from traffic.
+# A routing strategy is built in with the config: one build per strategy that learns from traffic,
+# and one for router settings that would change every other test (default fallbacks, timeout).
 build-test-strategies: tools
 	GATEWAY_CONFIG=tests/fixtures/least_busy.yaml worker-build --release --out-dir build-test-least-busy
 	GATEWAY_CONFIG=tests/fixtures/latency.yaml worker-build --release --out-dir build-test-latency
+	GATEWAY_CONFIG=tests/fixtures/router.yaml worker-build --release --out-dir build-test-router
 
 dev: tools
 	node tests/dev.mjs
@@ -74,4 +76,4 @@ bench: build-test
 	node tests/bench.mjs
 
 clean:
-	rm -rf build build-test build-test-least-busy build-test-latency dist target node_modules
+	rm -rf build build-test build-test-least-busy build-test-latency build-test-router dist target node_modules

@@ -42,8 +42,9 @@ test('the SDK gets a chat.completion named after the requested model, with the u
 
 test('the request reaches Databricks translated: endpoint, max_tokens, token, unknown fields kept', async () => {
   gw.fake.reset();
+  // gpt-oss takes a temperature (GPT-5 refuses any but 1, as the strict fake does).
   await gw.client().chat.completions.create({
-    model: 'databricks-gpt-5-1',
+    model: 'databricks-gpt-oss-120b',
     messages: [
       { role: 'system', content: 'Be brief.' },
       { role: 'user', content: 'Count to three' },
@@ -57,7 +58,7 @@ test('the request reaches Databricks translated: endpoint, max_tokens, token, un
   assert.equal(sent.path, '/serving-endpoints/chat/completions');
   assert.equal(sent.headers.authorization, `Bearer ${DATABRICKS_TOKEN}`);
   assert.match(sent.headers['user-agent'], /^databricks-gateway\/\d+\.\d+\.\d+$/);
-  assert.equal(sent.body.model, 'databricks-gpt-5-1');
+  assert.equal(sent.body.model, 'databricks-gpt-oss-120b');
   assert.equal(sent.body.max_tokens, 50);
   assert.equal('max_completion_tokens' in sent.body, false);
   assert.equal(sent.body.temperature, 0.5);
