@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod base64;
+pub mod body;
 pub mod config;
 pub mod databricks;
 pub mod embedded;

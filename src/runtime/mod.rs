@@ -18,6 +18,7 @@ use futures_util::StreamExt;
 use worker::{console_log, event, Context, Date, Env, Headers, Method, Request, Response, Result};
 
 use crate::auth;
+use crate::body::BoundedBody;
 use crate::embedded;
 use crate::ids;
 use crate::keys::{self, KeyRecord};
@@ -193,19 +194,30 @@ async fn authenticate(req: &Request, call: &mut Call<'_>) -> std::result::Result
 
 /// Reads a request body, refusing one over Databricks' payload limit. An oversized body
 /// announced by its length is drained, not kept: a client still uploading would otherwise
-/// see its connection reset instead of the 413.
+/// see its connection reset instead of the 413. A body without a length (chunked) is read
+/// chunk by chunk and refused at the limit, without reading the rest.
 pub async fn read_body(req: &mut Request) -> std::result::Result<Vec<u8>, ApiError> {
+    let cannot_read =
+        |e: worker::Error| ApiError::invalid_request(format!("Cannot read the request body: {e}"), "request_body");
     let announced = req.headers().get("content-length").ok().flatten().and_then(|v| v.trim().parse::<usize>().ok());
-    if let Some(len) = announced.filter(|len| *len > MAX_BODY_BYTES) {
+    let Some(len) = announced else {
+        if req.inner().body().is_none() {
+            return Ok(Vec::new());
+        }
+        let mut body = BoundedBody::default();
+        let mut chunks = req.stream().map_err(cannot_read)?;
+        while let Some(chunk) = chunks.next().await {
+            body.push(&chunk.map_err(cannot_read)?)?;
+        }
+        return Ok(body.into_bytes());
+    };
+    if len > MAX_BODY_BYTES {
         if let Ok(mut body) = req.stream() {
             while let Some(Ok(_)) = body.next().await {}
         }
         return Err(ApiError::too_large(len));
     }
-    let bytes = req
-        .bytes()
-        .await
-        .map_err(|e| ApiError::invalid_request(format!("Cannot read the request body: {e}"), "request_body"))?;
+    let bytes = req.bytes().await.map_err(cannot_read)?;
     if bytes.len() > MAX_BODY_BYTES {
         return Err(ApiError::too_large(bytes.len()));
     }
