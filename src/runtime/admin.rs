@@ -94,8 +94,11 @@ async fn delete(body: &Map<String, Value>, store: &KeyStore, call: &Call<'_>) ->
             Some(_) => Err(ApiError::invalid_request(format!("Invalid `{field}`: must be a list of strings"), field)),
         }
     };
-    let (named_keys, aliases) = (list("keys")?, list("key_aliases")?);
-    if named_keys.is_empty() && aliases.is_empty() {
+    let (named_keys, named_aliases) = (list("keys")?, list("key_aliases")?);
+    for alias in &named_aliases {
+        keys::check_alias(alias, "key_aliases")?;
+    }
+    if named_keys.is_empty() && named_aliases.is_empty() {
         return Err(ApiError::invalid_request("Give `keys` or `key_aliases` to delete.", "keys"));
     }
     let mut records = Vec::new();
@@ -106,7 +109,7 @@ async fn delete(body: &Map<String, Value>, store: &KeyStore, call: &Call<'_>) ->
             None => missing.push(describe(key)),
         }
     }
-    for alias in &aliases {
+    for alias in &named_aliases {
         match store.hash_for_alias(alias).await? {
             Some(hash) => match store.get_fresh(&hash).await? {
                 Some(r) => records.push(r),
@@ -235,10 +238,12 @@ async fn list(req: &Request, store: &KeyStore, call: &Call<'_>) -> Result<Value,
     }))
 }
 
-/// Config checks, and the uniqueness of the alias (unless it is the key's own, unchanged).
+/// Config checks, Workers KV's limits, and the uniqueness of the alias (unless it is the key's
+/// own, unchanged).
 async fn validate(record: &KeyRecord, store: &KeyStore, previous_alias: Option<&str>) -> Result<(), ApiError> {
     let config = embedded::config().map_err(ApiError::internal)?;
     record.validate(&config.model_names())?;
+    record.check_kv_limits()?;
     if let Some(alias) = record.key_alias.as_deref().filter(|a| Some(*a) != previous_alias) {
         if store.hash_for_alias(alias).await?.is_some() {
             return Err(ApiError::invalid_request(

@@ -4,6 +4,9 @@
 //! - `revoked:<sha256>`: why a secret stopped working (deleted or regenerated), kept 30 days
 //!   so that its holder is told which.
 //!
+//! Names and sizes are checked against KV's own limits before a write
+//! ([`KeyRecord::check_kv_limits`]).
+//!
 //! KV is eventually consistent between locations (about 60 s). Reads on the request path go
 //! through a short per-isolate cache, which this isolate's own writes update at once.
 
@@ -16,7 +19,7 @@ use worker::kv::KvStore;
 use worker::{console_error, Env};
 
 use super::now_ms;
-use crate::keys::KeyRecord;
+use crate::keys::{alias_kv_key, record_kv_key, revoked_kv_key, KeyRecord, ListMeta};
 use crate::openai::ApiError;
 
 const BINDING: &str = "KEYS";
@@ -34,22 +37,6 @@ thread_local! {
 pub struct Revocation {
     pub reason: String,
     pub at: u64,
-}
-
-/// What `/key/list` needs of a key without reading its record.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct ListMeta {
-    #[serde(default, rename = "a", skip_serializing_if = "Option::is_none")]
-    pub alias: Option<String>,
-    #[serde(default, rename = "u", skip_serializing_if = "Option::is_none")]
-    pub user_id: Option<String>,
-    #[serde(default, rename = "t", skip_serializing_if = "Option::is_none")]
-    pub team_id: Option<String>,
-    #[serde(default, rename = "c")]
-    pub created_at: u64,
-    /// The key's stable id (names its ledger).
-    #[serde(default, rename = "i")]
-    pub key_id: String,
 }
 
 pub struct KeyStore {
@@ -99,28 +86,24 @@ impl KeyStore {
 
     /// The key as KV has it now, for management calls that read before they write.
     pub async fn get_fresh(&self, hash: &str) -> Result<Option<KeyRecord>, ApiError> {
-        get_json(&self.kv, &format!("key:{hash}")).await
+        get_json(&self.kv, &record_kv_key(hash)).await
     }
 
     pub async fn revocation(&self, hash: &str) -> Result<Option<Revocation>, ApiError> {
-        get_json(&self.kv, &format!("revoked:{hash}")).await
+        get_json(&self.kv, &revoked_kv_key(hash)).await
     }
 
+    /// The hash of the key with this alias; the alias must fit a KV key (`check_alias`).
     pub async fn hash_for_alias(&self, alias: &str) -> Result<Option<String>, ApiError> {
-        self.kv.get(&format!("alias:{alias}")).text().await.map_err(kv_error)
+        self.kv.get(&alias_kv_key(alias)).text().await.map_err(kv_error)
     }
 
     /// Writes a key and its alias index; `previous_alias` is dropped from the index if it changed.
     pub async fn put(&self, record: &KeyRecord, previous_alias: Option<&str>) -> Result<(), ApiError> {
-        let meta = ListMeta {
-            alias: record.key_alias.clone(),
-            user_id: record.user_id.clone(),
-            team_id: record.team_id.clone(),
-            created_at: record.created_at,
-            key_id: record.key_id.clone(),
-        };
+        record.check_kv_limits()?;
+        let meta = record.list_meta();
         let value = serde_json::to_string(record).map_err(|e| ApiError::internal(e.to_string()))?;
-        let key = format!("key:{}", record.token);
+        let key = record_kv_key(&record.token);
         self.kv
             .put(&key, value)
             .map_err(kv_error)?
@@ -130,11 +113,11 @@ impl KeyStore {
             .await
             .map_err(kv_error)?;
         if let Some(alias) = &record.key_alias {
-            let index = format!("alias:{alias}");
+            let index = alias_kv_key(alias);
             self.kv.put(&index, record.token.as_str()).map_err(kv_error)?.execute().await.map_err(kv_error)?;
         }
         if let Some(old) = previous_alias.filter(|old| Some(*old) != record.key_alias.as_deref()) {
-            self.kv.delete(&format!("alias:{old}")).await.map_err(kv_error)?;
+            self.kv.delete(&alias_kv_key(old)).await.map_err(kv_error)?;
         }
         remember(record, now_ms());
         Ok(())
@@ -145,7 +128,7 @@ impl KeyStore {
     pub async fn revoke(&self, record: &KeyRecord, reason: &str, keep_alias: bool) -> Result<(), ApiError> {
         let tombstone = serde_json::to_string(&Revocation { reason: reason.to_string(), at: now_ms() })
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        let revoked = format!("revoked:{}", record.token);
+        let revoked = revoked_kv_key(&record.token);
         self.kv
             .put(&revoked, tombstone)
             .map_err(kv_error)?
@@ -153,9 +136,9 @@ impl KeyStore {
             .execute()
             .await
             .map_err(kv_error)?;
-        self.kv.delete(&format!("key:{}", record.token)).await.map_err(kv_error)?;
+        self.kv.delete(&record_kv_key(&record.token)).await.map_err(kv_error)?;
         if let (false, Some(alias)) = (keep_alias, &record.key_alias) {
-            self.kv.delete(&format!("alias:{alias}")).await.map_err(kv_error)?;
+            self.kv.delete(&alias_kv_key(alias)).await.map_err(kv_error)?;
         }
         CACHE.with(|c| c.borrow_mut().remove(&record.token));
         Ok(())
@@ -163,7 +146,7 @@ impl KeyStore {
 
     /// Forgets that a secret was revoked (a caller chose it again for a new key).
     pub async fn clear_revocation(&self, hash: &str) -> Result<(), ApiError> {
-        self.kv.delete(&format!("revoked:{hash}")).await.map_err(kv_error)
+        self.kv.delete(&revoked_kv_key(hash)).await.map_err(kv_error)
     }
 
     /// Every key's hash and list metadata.

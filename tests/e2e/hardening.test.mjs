@@ -1,4 +1,5 @@
-// Hardening found by review (issue 9, point 6), through the built worker under workerd.
+// Hardening found by review (issue 9, point 6), through the built worker under workerd: bodies
+// without a length, Workers KV's own limits.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -88,4 +89,56 @@ test('a small chunked body works', async () => {
   const res = await postChunked(0, { prefix: new TextEncoder().encode(JSON.stringify(chatBody)) });
   assert.equal(res.status, 200, JSON.stringify(res.json));
   assert.equal(res.json.choices[0].message.content, 'Echo: hi');
+});
+
+// ---------------------------------------------------------------- Workers KV's own limits
+
+test('a key_alias whose KV key would pass 512 bytes is a 400, one at the limit works', async () => {
+  const tag = randomUUID().slice(0, 8);
+  // 256 characters (the field's own limit), but 752 bytes in UTF-8: past KV's 512-byte keys.
+  const tooLong = `${tag}${'€'.repeat(248)}`;
+  assert.equal([...tooLong].length, 256);
+  assertError(await admin('/key/generate', { key_alias: tooLong }), 400, 'key_alias');
+  // 506 bytes: `alias:` + 506 = 512, KV's limit exactly.
+  const atLimit = `${tag}${'€'.repeat(166)}`;
+  assert.equal(Buffer.byteLength(`alias:${atLimit}`), 512);
+  const created = await generate({ key_alias: atLimit });
+  assert.equal(created.key_alias, atLimit);
+  const listed = await adminGet(`/key/list?key_alias=${encodeURIComponent(atLimit)}`);
+  assert.equal(listed.json.keys[0].token, created.token);
+
+  const other = await generate();
+  assertError(await admin('/key/update', { key: other.key, key_alias: tooLong }), 400, 'key_alias');
+  assertError(await admin('/key/regenerate', { key: other.key, key_alias: tooLong }), 400, 'key_alias');
+  // Nothing was half-written: the key still works with its old secret.
+  assert.equal((await raw(gw, '/v1/chat/completions', { key: other.key, body: chatBody })).status, 200);
+});
+
+test('list metadata over 1024 bytes is a 400 naming the longest field', async () => {
+  const emoji = '\u{1F600}'; // 4 bytes in UTF-8
+  const tag = randomUUID().slice(0, 8);
+  const cases = [
+    [{ key_alias: `${tag}${'é'.repeat(240)}`, user_id: emoji.repeat(128) }, 'user_id'],
+    [{ key_alias: `${tag}${'a'.repeat(100)}`, user_id: emoji.repeat(100), team_id: emoji.repeat(128) }, 'team_id'],
+    [{ key_alias: `${tag}${emoji.repeat(120)}`, user_id: emoji.repeat(100), team_id: 't'.repeat(128) }, 'key_alias'],
+  ];
+  for (const [body, param] of cases) assertError(await admin('/key/generate', body), 400, param);
+  const key = await generate({ key_alias: `${tag}${'a'.repeat(100)}`, user_id: emoji.repeat(110) });
+  assertError(await admin('/key/update', { key: key.key, team_id: emoji.repeat(128) }), 400, 'team_id');
+  // Every field at its longest in ASCII fits.
+  const widest = await generate({ key_alias: `${tag}${'a'.repeat(248)}`, user_id: 'u'.repeat(128), team_id: 't'.repeat(128) });
+  assert.equal(widest.user_id, 'u'.repeat(128));
+});
+
+test('lookups and deletes by over-long aliases or keys are 4xx, never 500', async () => {
+  const long = 'é'.repeat(256);
+  assertError(await admin('/key/delete', { key_aliases: [long] }), 400, 'key_aliases');
+  assertError(await admin('/key/delete', { key_aliases: ['x'.repeat(100_000)] }), 400, 'key_aliases');
+  const listed = await adminGet(`/key/list?key_alias=${encodeURIComponent(long)}`);
+  assert.equal(listed.status, 200, listed.text);
+  assert.deepEqual(listed.json.keys, []);
+  const info = await adminGet(`/key/info?key=sk-${'x'.repeat(5000)}`);
+  assert.equal(info.status, 404, info.text);
+  assert.equal((await admin('/key/update', { key: `sk-${'é'.repeat(3000)}`, rpm_limit: 1 })).status, 404);
+  assert.equal((await admin('/key/delete', { keys: [`sk-${'é'.repeat(3000)}`] })).status, 404);
 });
