@@ -10,6 +10,7 @@
 //! `stream`, `sse`) → one log line (`log`).
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod aliases;
 pub mod auth;
 pub mod base64;
 pub mod body;

@@ -5,7 +5,8 @@
 //!   so that its holder is told which.
 //!
 //! Names and sizes are checked against KV's own limits before a write
-//! ([`KeyRecord::check_kv_limits`]).
+//! ([`KeyRecord::check_kv_limits`]); the uniqueness of aliases is held by the `KeyAlias`
+//! Durable Objects, the `alias:` index only serves lookups.
 //!
 //! KV is eventually consistent between locations (about 60 s). Reads on the request path go
 //! through a short per-isolate cache, which this isolate's own writes update at once.

@@ -3,6 +3,7 @@
 
 mod accounting;
 mod admin;
+mod aliases;
 mod credentials;
 mod health;
 mod keystore;

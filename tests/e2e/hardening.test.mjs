@@ -1,5 +1,5 @@
 // Hardening found by review (issue 9, point 6), through the built worker under workerd: bodies
-// without a length, Workers KV's own limits.
+// without a length, Workers KV's own limits, unique aliases under racing writers.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -141,4 +141,65 @@ test('lookups and deletes by over-long aliases or keys are 4xx, never 500', asyn
   assert.equal(info.status, 404, info.text);
   assert.equal((await admin('/key/update', { key: `sk-${'é'.repeat(3000)}`, rpm_limit: 1 })).status, 404);
   assert.equal((await admin('/key/delete', { keys: [`sk-${'é'.repeat(3000)}`] })).status, 404);
+});
+
+// ---------------------------------------------------------------- unique aliases under races
+
+/**
+ * Runs `calls` at once. Connections are opened first: otherwise the call that finds one left
+ * open from an earlier test starts well ahead of the rest, and there is no race.
+ */
+async function race(calls) {
+  await Promise.all(calls.map(() => adminGet('/health/liveliness')));
+  return Promise.all(calls.map((call) => call()));
+}
+
+test('20 racing /key/generate with one key_alias: exactly one gets it', async () => {
+  for (let round = 0; round < 3; round++) {
+    const alias = unique('race-generate');
+    const results = await race(Array.from({ length: 20 }, () => () => admin('/key/generate', { key_alias: alias })));
+    const won = results.filter((r) => r.status === 200);
+    assert.equal(won.length, 1, results.map((r) => r.status).join(','));
+    for (const r of results.filter((r) => r.status !== 200)) assertError(r, 400, 'key_alias');
+    const listed = await adminGet(`/key/list?key_alias=${alias}`);
+    assert.deepEqual(listed.json.keys.map((k) => k.token), [won[0].json.token]);
+  }
+});
+
+test('racing /key/update giving keys one alias: one succeeds, the others keep theirs', async () => {
+  for (let round = 0; round < 3; round++) {
+    const alias = unique('race-update');
+    const keys = await Promise.all(Array.from({ length: 8 }, (_, i) => generate({ key_alias: unique(`own-${i}`) })));
+    const results = await race(keys.map((k) => () => admin('/key/update', { key: k.key, key_alias: alias })));
+    const won = results.filter((r) => r.status === 200);
+    assert.equal(won.length, 1, results.map((r) => r.status).join(','));
+    for (const r of results.filter((r) => r.status !== 200)) assertError(r, 400, 'key_alias');
+    const listed = await adminGet(`/key/list?key_alias=${alias}`);
+    assert.deepEqual(listed.json.keys.map((k) => k.token), [won[0].json.token]);
+    // A loser keeps its own alias, and the winner's old alias is free.
+    const loser = keys.find((k) => k.token !== won[0].json.token);
+    assert.equal((await adminGet(`/key/info?key=${loser.token}`)).json.info.key_alias, loser.key_alias);
+    const winnerOld = keys.find((k) => k.token === won[0].json.token).key_alias;
+    await generate({ key_alias: winnerOld });
+  }
+});
+
+test('an alias stays with its key through regeneration and is freed by delete', async () => {
+  const alias = unique('kept');
+  const first = await generate({ key_alias: alias });
+  const regen = await admin('/key/regenerate', { key: first.key });
+  assert.equal(regen.status, 200, regen.text);
+  assert.equal(regen.json.key_alias, alias);
+  assertError(await admin('/key/generate', { key_alias: alias }), 400, 'key_alias');
+  // Renamed by regeneration: the new alias is taken, the old one free.
+  const renamed = unique('renamed');
+  const again = await admin('/key/regenerate', { key: regen.json.key, key_alias: renamed });
+  assert.equal(again.status, 200, again.text);
+  assertError(await admin('/key/generate', { key_alias: renamed }), 400, 'key_alias');
+  await generate({ key_alias: alias });
+  // Delete frees it, by key or by alias.
+  assert.equal((await admin('/key/delete', { key_aliases: [alias] })).status, 200);
+  assert.equal((await admin('/key/delete', { keys: [again.json.key] })).status, 200);
+  await generate({ key_alias: alias });
+  await generate({ key_alias: renamed });
 });
