@@ -25,7 +25,7 @@ use crate::ids;
 use crate::keys::{self, KeyRecord};
 use crate::log::RequestLog;
 use crate::openai::{self, ApiError, Kind, MAX_BODY_BYTES};
-use crate::routes::Route;
+use crate::routes::{self, Route};
 use crate::time;
 use keystore::KeyStore;
 
@@ -58,7 +58,7 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     let log = RequestLog {
         call_id: call_id.clone(),
         method: req.method().to_string(),
-        route: req.path(),
+        route: routes::loggable_path(&req.path()),
         ..Default::default()
     };
     let mut call = Call { env: &env, ctx: &ctx, started_ms, log, headers: Vec::new(), log_deferred: false };

@@ -1,5 +1,6 @@
 // Hardening found by review (issue 9, point 6), through the built worker under workerd: bodies
-// without a length, Workers KV's own limits, unique aliases under racing writers.
+// without a length, Workers KV's own limits, unique aliases under racing writers, no key in a
+// log line.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -202,4 +203,27 @@ test('an alias stays with its key through regeneration and is freed by delete', 
   assert.equal((await admin('/key/delete', { keys: [again.json.key] })).status, 200);
   await generate({ key_alias: alias });
   await generate({ key_alias: renamed });
+});
+
+// ---------------------------------------------------------------- no key in a log line
+
+test('the log line of /key/{key}/regenerate has the key replaced in its route', async () => {
+  const { key } = await generate();
+  const res = await raw(gw, `/key/${key}/regenerate`, { body: {} });
+  assert.equal(res.status, 200, res.text);
+  const callId = res.headers.get('x-litellm-call-id');
+  await eventually(() => gw.requestLogs().some((l) => l.call_id === callId), 3000, 'the log line');
+  const line = gw.requestLogs().find((l) => l.call_id === callId);
+  assert.equal(line.route, '/key/{key}/regenerate');
+  assert.equal(line.status, 200);
+  const all = gw.logs.join('\n');
+  assert.equal(all.includes(key), false, 'the old key is in a log line');
+  assert.equal(all.includes(res.json.key), false, 'the new key is in a log line');
+
+  // A key pasted into an unknown path is left out too.
+  const stray = await raw(gw, `/v1/${key}/chat/completions`, { body: chatBody });
+  assert.equal(stray.status, 404);
+  const strayId = stray.headers.get('x-litellm-call-id');
+  await eventually(() => gw.requestLogs().some((l) => l.call_id === strayId), 3000, 'the log line');
+  assert.equal(gw.logs.join('\n').includes(key), false);
 });
