@@ -14,6 +14,7 @@ pub mod aliases;
 pub mod auth;
 pub mod base64;
 pub mod body;
+pub mod cache;
 pub mod config;
 pub mod databricks;
 pub mod embedded;

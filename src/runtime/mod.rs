@@ -27,7 +27,7 @@ use crate::log::RequestLog;
 use crate::openai::{self, ApiError, Kind, MAX_BODY_BYTES};
 use crate::routes::{self, Route};
 use crate::time;
-use keystore::KeyStore;
+use keystore::{KeyStore, Lookup};
 
 /// What a handler knows about the call it serves.
 pub struct Call<'a> {
@@ -178,19 +178,22 @@ async fn authenticate(req: &Request, call: &mut Call<'_>) -> std::result::Result
     let hash = keys::hash_key(&presented);
     call.log.key_hash = Some(hash[..16].to_string());
     let store = KeyStore::open(call.env)?;
-    let Some(record) = store.get(&hash).await? else {
-        let message = match store.revocation(&hash).await? {
-            Some(r) if r.reason == "regenerated" => {
-                format!("This API key was regenerated at {}; use the new key.", time::format_rfc3339(r.at))
-            }
-            Some(r) => format!("This API key was deleted at {}.", time::format_rfc3339(r.at)),
-            None => "Invalid API key.".to_string(),
-        };
-        return Err(ApiError::unauthorized(message));
+    let revocation = match store.lookup(&hash).await? {
+        Lookup::Key(record) => {
+            call.log.key_alias = record.key_alias.clone();
+            record.check_usable(now_ms())?;
+            return Ok(Caller::Key(record));
+        }
+        Lookup::Unknown(revocation) => revocation,
     };
-    call.log.key_alias = record.key_alias.clone();
-    record.check_usable(now_ms())?;
-    Ok(Caller::Key(Box::new(record)))
+    let message = match revocation {
+        Some(r) if r.reason == "regenerated" => {
+            format!("This API key was regenerated at {}; use the new key.", time::format_rfc3339(r.at))
+        }
+        Some(r) => format!("This API key was deleted at {}.", time::format_rfc3339(r.at)),
+        None => "Invalid API key.".to_string(),
+    };
+    Err(ApiError::unauthorized(message))
 }
 
 /// Reads a request body, refusing one over Databricks' payload limit. An oversized body

@@ -1,6 +1,6 @@
 // Hardening found by review (issue 9, point 6), through the built worker under workerd: bodies
 // without a length, Workers KV's own limits, unique aliases under racing writers, no key in a
-// log line.
+// log line, and the memory of unknown keys.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -226,4 +226,43 @@ test('the log line of /key/{key}/regenerate has the key replaced in its route', 
   const strayId = stray.headers.get('x-litellm-call-id');
   await eventually(() => gw.requestLogs().some((l) => l.call_id === strayId), 3000, 'the log line');
   assert.equal(gw.logs.join('\n').includes(key), false);
+});
+
+// ---------------------------------------------------------------- unknown keys remembered
+
+test('an unknown key is refused the same way twice, and works at once once generated', async () => {
+  const secret = `sk-${randomUUID()}`;
+  const first = await raw(gw, '/v1/chat/completions', { key: secret, body: chatBody });
+  const second = await raw(gw, '/v1/chat/completions', { key: secret, body: chatBody });
+  for (const res of [first, second]) {
+    assert.equal(res.status, 401, res.text);
+    assert.equal(res.json.error.type, 'authentication_error');
+  }
+  assert.equal(second.json.error.message, first.json.error.message);
+
+  // Generated right after being refused: this isolate's own write replaces what it remembered.
+  await generate({ key: secret });
+  assert.equal((await raw(gw, '/v1/chat/completions', { key: secret, body: chatBody })).status, 200);
+
+  // Deleted: refused as deleted at once; chosen again: works at once.
+  assert.equal((await admin('/key/delete', { keys: [secret] })).status, 200);
+  const deleted = await raw(gw, '/v1/chat/completions', { key: secret, body: chatBody });
+  assert.equal(deleted.status, 401);
+  assert.match(deleted.json.error.message, /deleted/);
+  await generate({ key: secret });
+  assert.equal((await raw(gw, '/v1/chat/completions', { key: secret, body: chatBody })).status, 200);
+});
+
+test('a regenerated key: the new secret works at once, the old is refused as regenerated', async () => {
+  const chosen = `sk-${randomUUID()}`;
+  // Refused first, so that the isolate remembers it as unknown.
+  assert.equal((await raw(gw, '/v1/chat/completions', { key: chosen, body: chatBody })).status, 401);
+  const { key } = await generate();
+  assert.equal((await raw(gw, '/v1/chat/completions', { key, body: chatBody })).status, 200);
+  const regen = await admin('/key/regenerate', { key, new_key: chosen });
+  assert.equal(regen.status, 200, regen.text);
+  assert.equal((await raw(gw, '/v1/chat/completions', { key: chosen, body: chatBody })).status, 200);
+  const old = await raw(gw, '/v1/chat/completions', { key, body: chatBody });
+  assert.equal(old.status, 401);
+  assert.match(old.json.error.message, /regenerated/);
 });
