@@ -10,8 +10,11 @@
 //! `stream`, `sse`) → one log line (`log`).
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod aliases;
 pub mod auth;
 pub mod base64;
+pub mod body;
+pub mod cache;
 pub mod config;
 pub mod databricks;
 pub mod embedded;

@@ -40,6 +40,7 @@ export async function startGateway({ bindings = {}, fake: fakeOptions = {}, scri
     durableObjects: {
       LEDGER: { className: 'Ledger', useSQLite: true },
       HEALTH: { className: 'GroupHealth', useSQLite: true },
+      KEY_ALIASES: { className: 'KeyAlias', useSQLite: true },
     },
     // With a directory, KV and Durable Object storage outlive this instance (a restart).
     ...(persistDir ? { kvPersist: path.join(persistDir, 'kv'), durableObjectsPersist: path.join(persistDir, 'do') } : {}),
