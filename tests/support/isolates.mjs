@@ -13,7 +13,7 @@ import { MASTER_KEY, DATABRICKS_TOKEN, WRONG_TOKEN } from './gateway.mjs';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const COMPATIBILITY_DATE = '2026-04-20';
 // Durable Object classes the worker exports, and the bindings that name them.
-const OBJECTS = { LEDGER: 'Ledger', HEALTH: 'GroupHealth' };
+const OBJECTS = { LEDGER: 'Ledger', HEALTH: 'GroupHealth', KEY_ALIASES: 'KeyAlias' };
 
 export async function startTwoIsolates({ scriptDir = 'build-test', fake: fakeOptions = {} } = {}) {
   const fake = await startFakeDatabricks({ token: DATABRICKS_TOKEN, ...fakeOptions });
