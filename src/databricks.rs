@@ -37,6 +37,13 @@ pub fn workspace_root(api_base: &str) -> String {
     }
 }
 
+/// How long an OAuth token is used, in seconds, of the `expires_in` Databricks gave it: until
+/// a minute before it expires (as LiteLLM), but at least half its life for short-lived ones.
+pub fn oauth_usable_s(expires_in_s: u64) -> u64 {
+    const EXPIRY_MARGIN_S: u64 = 60;
+    expires_in_s.saturating_sub(EXPIRY_MARGIN_S).max(expires_in_s / 2)
+}
+
 /// `{api_base}/{route}`, tolerating a trailing slash on the base.
 pub fn url(api_base: &str, route: &str) -> String {
     format!("{}/{route}", api_base.trim_end_matches('/'))
@@ -700,6 +707,14 @@ mod tests {
         prepare_body(Kind::Chat, &mut body, "databricks-claude-sonnet-4-5", false, None);
         assert_eq!(body["thinking"]["budget_tokens"], 5000);
         assert_eq!(body["max_tokens"], 9000);
+    }
+
+    #[test]
+    fn oauth_tokens_are_replaced_a_minute_before_they_expire() {
+        assert_eq!(oauth_usable_s(3600), 3540);
+        assert_eq!(oauth_usable_s(120), 60);
+        assert_eq!(oauth_usable_s(61), 30, "short-lived: half its life");
+        assert_eq!(oauth_usable_s(0), 0);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { startGateway, raw, userMessage, MASTER_KEY, DATABRICKS_TOKEN } from '../support/gateway.mjs';
+import { startGateway, raw, userMessage, eventually, MASTER_KEY, DATABRICKS_TOKEN } from '../support/gateway.mjs';
 
 let gw;
 before(async () => {
@@ -151,6 +151,7 @@ test('answers carry LiteLLM headers, and the call id is the one logged', async (
 
 test('log lines hold no secret and no prompt text', async () => {
   const marker = 'zebra-walrus-marker-8841';
+  const linesBefore = gw.requestLogs().length;
   await gw.client().chat.completions.create({ model: 'databricks-gpt-5-1', messages: userMessage(marker) });
   await raw(gw, '/v1/chat/completions', { key: 'sk-wrong-key-123', body: { model: 'databricks-gpt-5-1' } });
   const stream = await gw.client().chat.completions.create({
@@ -159,8 +160,9 @@ test('log lines hold no secret and no prompt text', async () => {
     messages: userMessage(marker),
   });
   for await (const _ of stream);
+  // A stream's line is written when its pump ends: wait for all three lines before scanning.
+  await eventually(() => gw.requestLogs().length >= linesBefore + 3, 3000, 'the three log lines');
   const all = gw.logs.join('\n');
-  assert.ok(gw.requestLogs().length >= 3);
   for (const secret of [MASTER_KEY, DATABRICKS_TOKEN, 'sk-wrong-key-123', marker, 'Echo:']) {
     assert.equal(all.includes(secret), false, `the log contains ${secret}`);
   }
