@@ -20,6 +20,7 @@
 //
 // Environment: BENCH_SECONDS (per cell and round, default 4), BENCH_ROUNDS (default 3),
 // BENCH_WARMUP_SECONDS (per cell, once, default 1), BENCH_CONNECTIONS (default "1,16"),
+// BENCH_STREAM_CONNECTIONS (default "1"),
 // BENCH_SEED (the shuffles, default 1), BENCH_STORAGE_DIR (where the gateway's KV and Durable
 // Objects keep their files, default /dev/shm when there is one). Writes build-test/bench.json.
 
@@ -42,8 +43,8 @@ const ROUNDS = Math.round(positiveNumber('BENCH_ROUNDS', 3));
 const WARMUP_SECONDS = positiveNumber('BENCH_WARMUP_SECONDS', 1);
 const CONNECTIONS = numberList('BENCH_CONNECTIONS', [1, 16]);
 const SEED = Math.round(positiveNumber('BENCH_SEED', 1));
-// Streams run at one connection: their point is the time to first chunk, not throughput.
-const STREAM_CONNECTIONS = [1];
+// Streams run at one connection by default: their point is the time to first chunk.
+const STREAM_CONNECTIONS = numberList('BENCH_STREAM_CONNECTIONS', [1]);
 // Miniflare keeps KV and Durable Object storage under os.tmpdir() by default, on disk here: every
 // settlement's SQLite commit then waits on a disk the whole machine shares, and the `vkey` and
 // `limited` rows measure that disk (about 3× slower on this machine), not the gateway. A tmpfs
@@ -646,6 +647,7 @@ function report({ rows, wasm, memBefore, memAfter, host }) {
       secondsPerCell: SECONDS,
       warmupSeconds: WARMUP_SECONDS,
       connections: CONNECTIONS,
+      streamConnections: STREAM_CONNECTIONS,
       seed: SEED,
       storage: STORAGE_ROOT,
     },
