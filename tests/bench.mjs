@@ -300,22 +300,37 @@ function failure(kind, detail) {
  * next request when the previous one is read. Requests started before the deadline finish
  * (bounded by the timeouts) and count; the rate divides by the time until the last one did.
  */
-async function runCell(cell, seconds, pids) {
+async function runCell(cell, seconds) {
   const options = requestOptions(cell.row);
   const clients = Array.from(
     { length: cell.connections },
     () => new Client(options.origin, { pipelining: 1, headersTimeout: REQUEST_TIMEOUT_MS, bodyTimeout: REQUEST_TIMEOUT_MS }),
   );
   const tally = { good: 0, latencies: [], firsts: [], errors: {} };
-  const pid = cell.row.runtime ? pids[cell.row.runtime] : null;
-  const cpuBefore = cpuTicks(pid);
   const started = performance.now();
   const deadline = started + seconds * 1000;
   await Promise.all(clients.map((client) => closedLoop(client, cell.row, options, deadline, tally)));
   const elapsed = (performance.now() - started) / 1000;
-  const cpuAfter = cpuTicks(pid);
   await Promise.all(clients.map((client) => client.destroy()));
-  return summarise(tally, elapsed, cpuBefore === null || cpuAfter === null ? null : cpuAfter - cpuBefore);
+  return summarise(tally, elapsed);
+}
+
+/**
+ * A run, then the wait until workerd is idle again. The serving workerd's CPU time is read
+ * across both, so that a row is charged for the background work it leaves (settlements) and
+ * the next row starts on an idle runtime.
+ */
+async function measureCell(cell, seconds, pids) {
+  const pid = cell.row.runtime ? pids[cell.row.runtime] : null;
+  const cpuBefore = cpuTicks(pid);
+  const run = await runCell(cell, seconds);
+  run.busyAfterMs = await quiesce(pids);
+  const cpuAfter = cpuTicks(pid);
+  // All of the process's threads (the worker, its Durable Objects, Miniflare's entry); null
+  // for `direct`, which has no workerd.
+  run.cpuMsPerRequest =
+    cpuBefore === null || cpuAfter === null || run.good === 0 ? null : ((cpuAfter - cpuBefore) * TICK_MS) / run.good;
+  return run;
 }
 
 async function closedLoop(client, row, options, deadline, tally) {
@@ -333,7 +348,7 @@ async function closedLoop(client, row, options, deadline, tally) {
 }
 
 /** One run's figures: rates from counted requests only, percentiles of their latencies. */
-function summarise(tally, elapsed, cpuTicksUsed) {
+function summarise(tally, elapsed) {
   const sorted = Float64Array.from(tally.latencies).sort();
   const firsts = Float64Array.from(tally.firsts).sort();
   const errors = Object.values(tally.errors).reduce((n, e) => n + e.count, 0);
@@ -347,8 +362,6 @@ function summarise(tally, elapsed, cpuTicksUsed) {
     p99: percentile(sorted, 99),
     firstP50: percentile(firsts, 50),
     firstP99: percentile(firsts, 99),
-    // The serving workerd's CPU (all its threads) per counted request; null for `direct`.
-    cpuMsPerRequest: cpuTicksUsed === null || tally.good === 0 ? null : (cpuTicksUsed * TICK_MS) / tally.good,
   };
 }
 
@@ -370,13 +383,11 @@ async function runRounds(allCells, pids) {
   const random = mulberry32(SEED);
   for (const cell of allCells) {
     progress(`warm-up: ${cell.key}, ${WARMUP_SECONDS} s`);
-    await runCell(cell, WARMUP_SECONDS, pids);
-    await quiesce(pids);
+    await measureCell(cell, WARMUP_SECONDS, pids);
   }
   for (let round = 1; round <= ROUNDS; round++) {
     for (const cell of shuffled(allCells, random)) {
-      const run = await runCell(cell, SECONDS, pids);
-      run.busyAfterMs = await quiesce(pids);
+      const run = await measureCell(cell, SECONDS, pids);
       cell.runs.push(run);
       const busy = run.busyAfterMs === null ? `still busy after ${QUIESCE_MAX_MS} ms` : `idle after ${run.busyAfterMs.toFixed(0)} ms`;
       progress(`round ${round}/${ROUNDS}: ${cell.key}: ${run.rps.toFixed(0)} req/s, ${run.errors} errors, workerd ${busy}`);
