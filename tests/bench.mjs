@@ -14,15 +14,16 @@
 // How it is aggregated (so that a noisy moment on a shared machine does not decide a row):
 // - each cell (a row at a number of connections) runs once per round, in a shuffled order per
 //   round, BENCH_ROUNDS rounds after one discarded warm-up pass; the table shows the median over
-//   rounds of req/s, p50 and p99, and the min–max of req/s.
+//   rounds of req/s, p50 and p99, and the min–max of req/s; between runs it waits for workerd
+//   to go idle, so that the background work a row leaves is not billed to the next.
 // The load is closed-loop: each connection is its own undici Client (one socket, one request
 // in flight) sending its next request as soon as the previous one is read to its end.
 //
 // Environment: BENCH_SECONDS (per cell and round, default 4), BENCH_ROUNDS (default 3),
 // BENCH_WARMUP_SECONDS (per cell, once, default 1), BENCH_CONNECTIONS (default "1,16"),
-// BENCH_STREAM_CONNECTIONS (default "1"),
-// BENCH_SEED (the shuffles, default 1), BENCH_STORAGE_DIR (where the gateway's KV and Durable
-// Objects keep their files, default /dev/shm when there is one). Writes build-test/bench.json.
+// BENCH_STREAM_CONNECTIONS (default "1"), BENCH_SEED (the shuffles, default 1),
+// BENCH_STORAGE_DIR (where the gateway's KV and Durable Objects keep their files, default
+// /dev/shm when there is one). Writes build-test/bench.json. Exits 1 when any row had errors.
 
 import fs from 'node:fs';
 import os from 'node:os';
