@@ -23,7 +23,7 @@ export PATH := $(CARGO_BIN):$(PATH)
 help:
 	@echo "make dev     start the gateway on :4000 (fake Databricks unless DATABRICKS_API_BASE is set)"
 	@echo "make test    unit tests, lint, end-to-end tests under workerd, deploy dry run"
-	@echo "make bench   load the fake directly and through the gateway; print a table"
+	@echo "make bench   load the fake directly, through a trivial worker and through the gateway; print a table, write build-test/bench.json"
 
 tools: node_modules/.package-lock.json
 	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
