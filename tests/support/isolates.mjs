@@ -8,10 +8,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Miniflare } from 'miniflare';
 import { startFakeDatabricks } from '../fake-databricks.mjs';
-import { MASTER_KEY, DATABRICKS_TOKEN, WRONG_TOKEN } from './gateway.mjs';
+import { MASTER_KEY, DATABRICKS_TOKEN, WRONG_TOKEN, COMPATIBILITY_DATE } from './gateway.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const COMPATIBILITY_DATE = '2026-04-20';
 // Durable Object classes the worker exports, and the bindings that name them.
 const OBJECTS = { LEDGER: 'Ledger', HEALTH: 'GroupHealth', KEY_ALIASES: 'KeyAlias' };
 
