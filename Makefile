@@ -23,7 +23,7 @@ export PATH := $(CARGO_BIN):$(PATH)
 help:
 	@echo "make dev     start the gateway on :4000 (fake Databricks unless DATABRICKS_API_BASE is set)"
 	@echo "make test    unit tests, lint, end-to-end tests under workerd, deploy dry run"
-	@echo "make bench   load the fake directly and through the gateway; print a table"
+	@echo "make bench   load the fake directly, through a trivial worker and through the gateway; print a table, write build-test/bench.json"
 	@echo "make soak    minutes of mixed load with faults and a restart; check every key's ledger (SOAK_SECONDS=180)"
 
 tools: node_modules/.package-lock.json
@@ -46,10 +46,12 @@ build-test: tools
 	GATEWAY_CONFIG=$(TEST_CONFIG) worker-build --release --out-dir build-test
 	@ls -l build-test/index_bg.wasm | awk '{printf "wasm: %d bytes", $$5}'; gzip -9c build-test/index_bg.wasm | wc -c | awk '{printf ", %d gzipped\n", $$1}'
 
-# A routing strategy is built in with the config: one build per strategy that learns from traffic.
+# A routing strategy is built in with the config: one build per strategy that learns from traffic,
+# and one for router settings that would change every other test (default fallbacks, timeout).
 build-test-strategies: tools
 	GATEWAY_CONFIG=tests/fixtures/least_busy.yaml worker-build --release --out-dir build-test-least-busy
 	GATEWAY_CONFIG=tests/fixtures/latency.yaml worker-build --release --out-dir build-test-latency
+	GATEWAY_CONFIG=tests/fixtures/router.yaml worker-build --release --out-dir build-test-router
 
 dev: tools
 	node tests/dev.mjs
@@ -79,4 +81,4 @@ soak: build-test
 	node tests/soak.mjs
 
 clean:
-	rm -rf build build-test build-test-least-busy build-test-latency dist target node_modules
+	rm -rf build build-test build-test-least-busy build-test-latency build-test-router dist target node_modules

@@ -7,6 +7,8 @@
 #[path = "src/config.rs"]
 #[allow(dead_code)]
 mod config;
+#[path = "src/price_table.rs"]
+mod price_table;
 
 use std::path::PathBuf;
 
@@ -31,6 +33,19 @@ fn build(path: &PathBuf) -> Result<(), String> {
     let parsed = config::parse(&doc).map_err(|e| e.to_string())?;
     for warning in &parsed.warnings {
         println!("cargo:warning=config {}: {warning}", path.display());
+    }
+    // A model without a price is charged 0, and keys with a budget are refused it.
+    for d in &parsed.config.deployments {
+        let priced = d.info.input_cost_per_token.is_some() || d.info.output_cost_per_token.is_some();
+        if !priced && !price_table::has_builtin_price(&d.endpoint) {
+            println!(
+                "cargo:warning=config {}: model `{}` (endpoint `{}`) has no known price: its calls are charged 0 \
+                 and keys with a budget are refused it; set model_info.input_cost_per_token and output_cost_per_token",
+                path.display(),
+                d.model_name,
+                d.endpoint
+            );
+        }
     }
     let json = serde_json::to_string(&parsed.config).map_err(|e| e.to_string())?;
     let out = PathBuf::from(std::env::var("OUT_DIR").map_err(|e| e.to_string())?).join("gateway_config.json");

@@ -21,7 +21,7 @@ impl Usage {
         let (prompt_tokens, completion_tokens) = (get("prompt_tokens"), get("completion_tokens"));
         let total_tokens = match u.get("total_tokens").and_then(Value::as_u64) {
             Some(t) => t,
-            None => prompt_tokens + completion_tokens,
+            None => prompt_tokens.saturating_add(completion_tokens),
         };
         Some(Usage { prompt_tokens, completion_tokens, total_tokens })
     }
@@ -37,18 +37,27 @@ pub fn workspace_root(api_base: &str) -> String {
     }
 }
 
+/// How long an OAuth token is used, in seconds, of the `expires_in` Databricks gave it: until
+/// a minute before it expires (as LiteLLM), but at least half its life for short-lived ones.
+pub fn oauth_usable_s(expires_in_s: u64) -> u64 {
+    const EXPIRY_MARGIN_S: u64 = 60;
+    expires_in_s.saturating_sub(EXPIRY_MARGIN_S).max(expires_in_s / 2)
+}
+
 /// `{api_base}/{route}`, tolerating a trailing slash on the base.
 pub fn url(api_base: &str, route: &str) -> String {
     format!("{}/{route}", api_base.trim_end_matches('/'))
 }
 
-/// Turns a client's body into the body Databricks expects, in place (a retry then only
-/// changes `model`).
-pub fn prepare_body(kind: Kind, body: &mut Map<String, Value>, endpoint: &str, stream: bool) {
+/// Turns a client's body into the body `endpoint` expects, in place. Each attempt prepares
+/// its own copy: a fallback to another model family gets its own translation. `output_cap` is
+/// a `max_tokens` a budget imposed: the translation must not raise it.
+pub fn prepare_body(kind: Kind, body: &mut Map<String, Value>, endpoint: &str, stream: bool, output_cap: Option<u64>) {
     match kind {
         Kind::Chat => {
+            map_reasoning_effort(body, endpoint, output_cap);
+            map_thinking(body, endpoint);
             prepare_chat_body(body, endpoint, stream);
-            map_reasoning_effort(body, endpoint);
             return_thinking_blocks(body);
         }
         Kind::Completion => {
@@ -63,6 +72,32 @@ pub fn prepare_body(kind: Kind, body: &mut Map<String, Value>, endpoint: &str, s
     }
 }
 
+fn is_claude(endpoint: &str) -> bool {
+    endpoint.contains("claude")
+}
+
+/// OpenAI's reasoning models (GPT-5, gpt-oss) take `reasoning_effort` and refuse `thinking`.
+fn takes_reasoning_effort(endpoint: &str) -> bool {
+    endpoint.contains("gpt")
+}
+
+/// The `max_tokens` the request carries to `endpoint` once translated: the client's
+/// (`max_completion_tokens` winning), or, on Claude with `reasoning_effort`, room for the
+/// thinking budget on top of it. What a budget must hold for the output.
+pub fn upstream_max_tokens(kind: Kind, body: &Map<String, Value>, endpoint: &str) -> Option<u64> {
+    let asked = ["max_completion_tokens", "max_tokens"].iter().find_map(|f| body.get(*f).and_then(Value::as_u64));
+    if kind != Kind::Chat || !is_claude(endpoint) || body.contains_key("thinking") {
+        return asked;
+    }
+    match body.get("reasoning_effort").and_then(Value::as_str).and_then(thinking_budget) {
+        // The answer keeps the room the client asked for on top of the thinking.
+        Some(budget) if asked.is_none_or(|m| m <= budget) => {
+            Some(budget.saturating_add(asked.unwrap_or(DEFAULT_ANSWER_TOKENS)))
+        }
+        _ => asked,
+    }
+}
+
 /// Thinking budgets for `reasoning_effort` on Claude endpoints, as LiteLLM maps them.
 fn thinking_budget(effort: &str) -> Option<u64> {
     match effort {
@@ -73,22 +108,48 @@ fn thinking_budget(effort: &str) -> Option<u64> {
     }
 }
 
+/// Claude's smallest thinking budget.
+const MIN_THINKING_BUDGET: u64 = 1024;
+
 /// Claude endpoints take `thinking` rather than `reasoning_effort`: the effort becomes a
 /// thinking budget, and `max_tokens` is raised above it when needed (Claude requires
-/// `budget_tokens < max_tokens`). A `thinking` the client sent wins and passes through.
-fn map_reasoning_effort(body: &mut Map<String, Value>, endpoint: &str) {
-    if !endpoint.contains("claude") || body.contains_key("thinking") {
+/// `budget_tokens < max_tokens`). A `thinking` the client sent wins and passes through. Under
+/// an imposed `output_cap` the thinking fits inside it, or is left out when it cannot.
+fn map_reasoning_effort(body: &mut Map<String, Value>, endpoint: &str, output_cap: Option<u64>) {
+    if !is_claude(endpoint) || body.contains_key("thinking") {
         return;
     }
-    let Some(effort) = body.get("reasoning_effort").and_then(Value::as_str).map(str::to_string) else { return };
-    body.remove("reasoning_effort");
-    let Some(budget) = thinking_budget(&effort) else { return };
+    let max_tokens = upstream_max_tokens(Kind::Chat, body, endpoint);
+    let Some(effort) = body.remove("reasoning_effort") else { return };
+    let Some(budget) = effort.as_str().and_then(thinking_budget) else { return };
+    let (budget, max_tokens) = match output_cap {
+        Some(cap) if cap <= MIN_THINKING_BUDGET => return,
+        Some(cap) => (budget.min(cap - 1), Some(cap)),
+        None => (budget, max_tokens),
+    };
     body.insert("thinking".into(), json!({"type": "enabled", "budget_tokens": budget}));
-    let max_tokens = body.get("max_tokens").and_then(Value::as_u64);
-    if max_tokens.is_none_or(|m| m <= budget) {
-        // The answer keeps the room the client asked for on top of the thinking.
-        body.insert("max_tokens".into(), (budget + max_tokens.unwrap_or(DEFAULT_ANSWER_TOKENS)).into());
+    if let Some(max_tokens) = max_tokens {
+        body.remove("max_completion_tokens");
+        body.insert("max_tokens".into(), max_tokens.into());
     }
+}
+
+/// A Claude-style `thinking` sent to an OpenAI reasoning model becomes the `reasoning_effort`
+/// its budget corresponds to; Databricks refuses `thinking` there.
+fn map_thinking(body: &mut Map<String, Value>, endpoint: &str) {
+    if is_claude(endpoint) || !takes_reasoning_effort(endpoint) {
+        return;
+    }
+    let Some(thinking) = body.remove("thinking") else { return };
+    if body.contains_key("reasoning_effort") || thinking.get("type").and_then(Value::as_str) != Some("enabled") {
+        return;
+    }
+    let effort = match thinking.get("budget_tokens").and_then(Value::as_u64).unwrap_or(0) {
+        0..=1024 => "low",
+        1025..=2048 => "medium",
+        _ => "high",
+    };
+    body.insert("reasoning_effort".into(), effort.into());
 }
 
 /// Room left for the answer when a thinking budget forces a `max_tokens` the client did not set.
@@ -629,23 +690,67 @@ mod tests {
     #[test]
     fn reasoning_effort_becomes_a_thinking_budget_on_claude() {
         let mut body = obj(json!({"reasoning_effort": "medium", "max_tokens": 500, "messages": []}));
-        prepare_body(Kind::Chat, &mut body, "databricks-claude-sonnet-4-5", false);
+        prepare_body(Kind::Chat, &mut body, "databricks-claude-sonnet-4-5", false, None);
         assert_eq!(body["thinking"], json!({"type": "enabled", "budget_tokens": 2048}));
         assert_eq!(body["max_tokens"], 2548);
         assert!(!body.contains_key("reasoning_effort"));
         let mut body = obj(json!({"reasoning_effort": "high", "messages": []}));
-        prepare_body(Kind::Chat, &mut body, "databricks-claude-sonnet-4-5", false);
+        prepare_body(Kind::Chat, &mut body, "databricks-claude-sonnet-4-5", false, None);
         assert_eq!(body["max_tokens"], 4096 + 4096);
         // Kept for GPT-5 and gpt-oss; a client's own `thinking` wins.
         let mut body = obj(json!({"reasoning_effort": "low", "messages": []}));
-        prepare_body(Kind::Chat, &mut body, "databricks-gpt-5-1", false);
+        prepare_body(Kind::Chat, &mut body, "databricks-gpt-5-1", false, None);
         assert_eq!(body["reasoning_effort"], "low");
         let mut body = obj(
             json!({"reasoning_effort": "low", "thinking": {"type": "enabled", "budget_tokens": 5000}, "max_tokens": 9000, "messages": []}),
         );
-        prepare_body(Kind::Chat, &mut body, "databricks-claude-sonnet-4-5", false);
+        prepare_body(Kind::Chat, &mut body, "databricks-claude-sonnet-4-5", false, None);
         assert_eq!(body["thinking"]["budget_tokens"], 5000);
         assert_eq!(body["max_tokens"], 9000);
+    }
+
+    #[test]
+    fn oauth_tokens_are_replaced_a_minute_before_they_expire() {
+        assert_eq!(oauth_usable_s(3600), 3540);
+        assert_eq!(oauth_usable_s(120), 60);
+        assert_eq!(oauth_usable_s(61), 30, "short-lived: half its life");
+        assert_eq!(oauth_usable_s(0), 0);
+    }
+
+    #[test]
+    fn each_family_gets_its_own_translation() {
+        let client =
+            obj(json!({"thinking": {"type": "enabled", "budget_tokens": 3000}, "max_tokens": 5000, "messages": []}));
+        // Claude keeps `thinking`; GPT gets the matching effort and never `thinking`.
+        let mut claude = client.clone();
+        prepare_body(Kind::Chat, &mut claude, "databricks-claude-sonnet-4-5", false, None);
+        assert_eq!(claude["thinking"]["budget_tokens"], 3000);
+        let mut gpt = client.clone();
+        prepare_body(Kind::Chat, &mut gpt, "databricks-gpt-5-1", false, None);
+        assert!(!gpt.contains_key("thinking"));
+        assert_eq!(gpt["reasoning_effort"], "high");
+        // `reasoning_effort` never reaches Claude.
+        let mut claude = obj(json!({"reasoning_effort": "low", "messages": []}));
+        prepare_body(Kind::Chat, &mut claude, "databricks-claude-haiku-4-5", false, None);
+        assert!(!claude.contains_key("reasoning_effort"));
+    }
+
+    #[test]
+    fn an_imposed_max_tokens_is_never_raised_by_the_thinking_budget() {
+        let mut body = obj(json!({"reasoning_effort": "high", "max_tokens": 3000, "messages": []}));
+        prepare_body(Kind::Chat, &mut body, "databricks-claude-sonnet-4-5", false, Some(3000));
+        assert_eq!(body["max_tokens"], 3000);
+        assert_eq!(body["thinking"]["budget_tokens"], 2999);
+        let mut body = obj(json!({"reasoning_effort": "high", "max_tokens": 900, "messages": []}));
+        prepare_body(Kind::Chat, &mut body, "databricks-claude-sonnet-4-5", false, Some(900));
+        assert_eq!(body["max_tokens"], 900);
+        assert!(!body.contains_key("thinking") && !body.contains_key("reasoning_effort"));
+        // What a budget must hold is what the translation sends.
+        let client = obj(json!({"reasoning_effort": "medium", "max_tokens": 500, "messages": []}));
+        assert_eq!(upstream_max_tokens(Kind::Chat, &client, "databricks-claude-sonnet-4-5"), Some(2548));
+        assert_eq!(upstream_max_tokens(Kind::Chat, &client, "databricks-gpt-5-1"), Some(500));
+        let newer = obj(json!({"max_completion_tokens": 7, "max_tokens": 9}));
+        assert_eq!(upstream_max_tokens(Kind::Chat, &newer, "x"), Some(7));
     }
 
     #[test]
@@ -654,7 +759,7 @@ mod tests {
             {"role": "user", "content": "q"},
             {"role": "assistant", "content": "a", "reasoning_content": "hm", "thinking_blocks": [{"type": "thinking", "thinking": "hm", "signature": "s1"}]},
             {"role": "user", "content": "q2"}]}));
-        prepare_body(Kind::Chat, &mut body, "databricks-claude-sonnet-4-5", false);
+        prepare_body(Kind::Chat, &mut body, "databricks-claude-sonnet-4-5", false, None);
         assert_eq!(
             body["messages"][1],
             json!({"role": "assistant", "content": [

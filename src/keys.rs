@@ -19,6 +19,11 @@ const MAX_TEXT: usize = 256;
 const MAX_ID: usize = 128;
 /// Budgets above ten million dollars are typos (and would not fit a u64 of pico-dollars).
 const MAX_BUDGET_USD: f64 = 1e7;
+/// Workers KV's own limits: a key (name) of at most 512 bytes, list metadata of at most 1024
+/// bytes once serialised. A write past either fails, so they are checked before, field by field.
+pub const KV_KEY_MAX_BYTES: usize = 512;
+pub const KV_METADATA_MAX_BYTES: usize = 1024;
+const ALIAS_INDEX_PREFIX: &str = "alias:";
 
 /// SHA-256 of a key, as lower-case hex: the key's id everywhere but in the caller's hands.
 pub fn hash_key(key: &str) -> String {
@@ -213,6 +218,20 @@ impl KeyRecord {
         self.models.is_empty() || self.models.iter().any(|m| m == ALL_MODELS || m == model)
     }
 
+    /// Whether a request of this key may be served by the configured group `group`, directly
+    /// or through one of its aliases (fallbacks too go only where the key may go).
+    pub fn may_use_group(&self, group: &str) -> bool {
+        self.may_use(group) || self.aliases.iter().any(|(alias, target)| target == group && self.may_use(alias))
+    }
+
+    /// The configured groups this key may use, when `models` restricts it (`None`: all).
+    pub fn scope(&self, configured: &[&str]) -> Option<Vec<String>> {
+        if self.may_use(ALL_MODELS) {
+            return None;
+        }
+        Some(configured.iter().filter(|g| self.may_use_group(g)).map(|g| g.to_string()).collect())
+    }
+
     /// The names this key may send: the allowed configured models and the aliases to them.
     pub fn visible_models<'a>(&'a self, configured: &[&'a str]) -> Vec<&'a str> {
         let mut names: Vec<&str> = configured.iter().copied().filter(|m| self.may_use(m)).collect();
@@ -254,6 +273,89 @@ impl KeyRecord {
             "team_id": self.team_id,
         })
     }
+}
+
+/// What `/key/list` needs of a key without reading its record, kept as the KV entry's list
+/// metadata (short names: KV allows 1024 bytes).
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ListMeta {
+    #[serde(default, rename = "a", skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    #[serde(default, rename = "u", skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(default, rename = "t", skip_serializing_if = "Option::is_none")]
+    pub team_id: Option<String>,
+    #[serde(default, rename = "c")]
+    pub created_at: u64,
+    /// The key's stable id (names its ledger).
+    #[serde(default, rename = "i")]
+    pub key_id: String,
+}
+
+impl KeyRecord {
+    pub fn list_meta(&self) -> ListMeta {
+        ListMeta {
+            alias: self.key_alias.clone(),
+            user_id: self.user_id.clone(),
+            team_id: self.team_id.clone(),
+            created_at: self.created_at,
+            key_id: self.key_id.clone(),
+        }
+    }
+
+    /// Checks what Workers KV would refuse to store: the alias index's key name, and the list
+    /// metadata, whose size the longest of `key_alias`, `user_id` and `team_id` is blamed for.
+    pub fn check_kv_limits(&self) -> Result<(), ApiError> {
+        if let Some(alias) = &self.key_alias {
+            check_alias(alias, "key_alias")?;
+        }
+        let size = json_len(&self.list_meta());
+        if size > KV_METADATA_MAX_BYTES {
+            let fields = [("key_alias", &self.key_alias), ("user_id", &self.user_id), ("team_id", &self.team_id)];
+            let field = fields.iter().max_by_key(|(_, v)| json_len(v)).map_or("key_alias", |(f, _)| *f);
+            return Err(bad(
+                field,
+                format!(
+                    "key_alias, user_id and team_id together take {size} bytes in the key's list metadata; \
+                     Workers KV allows {KV_METADATA_MAX_BYTES}. Shorten `{field}`."
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// KV key names of the key store: a key's record, the alias index, a revoked secret's tombstone.
+pub fn record_kv_key(hash: &str) -> String {
+    format!("key:{hash}")
+}
+
+pub fn alias_kv_key(alias: &str) -> String {
+    format!("{ALIAS_INDEX_PREFIX}{alias}")
+}
+
+pub fn revoked_kv_key(hash: &str) -> String {
+    format!("revoked:{hash}")
+}
+
+/// An alias to store or look up (`field` names where it came from): its index key must fit
+/// Workers KV's key limit, counted in UTF-8 bytes (a non-ASCII character takes 2 to 4).
+pub fn check_alias(alias: &str, field: &str) -> Result<(), ApiError> {
+    if alias_kv_key(alias).len() > KV_KEY_MAX_BYTES {
+        let max = KV_KEY_MAX_BYTES - ALIAS_INDEX_PREFIX.len();
+        return Err(bad(
+            field,
+            format!(
+                "an alias may take at most {max} bytes in UTF-8 (Workers KV's key limit); this one takes {}",
+                alias.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn json_len(value: &impl Serialize) -> usize {
+    serde_json::to_string(value).map_or(usize::MAX, |s| s.len())
 }
 
 fn set<T>(field: &mut T, change: Option<T>) {
@@ -436,6 +538,19 @@ mod tests {
     }
 
     #[test]
+    fn the_scope_names_every_group_the_key_reaches_directly_or_by_alias() {
+        let all = record_with(json!({}));
+        assert_eq!(all.scope(&MODELS), None);
+        assert!(all.may_use_group("databricks-gpt-5-1"));
+        let everything = record_with(json!({"models": ["all-proxy-models"]}));
+        assert_eq!(everything.scope(&MODELS), None);
+        let narrow = record_with(json!({"models": ["fast"], "aliases": {"fast": "databricks-gpt-5-1"}}));
+        assert_eq!(narrow.scope(&MODELS), Some(vec!["databricks-gpt-5-1".to_string()]));
+        assert!(narrow.may_use_group("databricks-gpt-5-1"));
+        assert!(!narrow.may_use_group("databricks-claude-sonnet-4-5"), "a fallback outside the key");
+    }
+
+    #[test]
     fn hashes_are_sha256_hex() {
         assert_eq!(hash_key("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         assert!(is_hash(&hash_key("x")));
@@ -576,6 +691,64 @@ mod tests {
         assert_ne!(n.token, r.token);
         assert_eq!(n.token, hash_key("sk-brand-new-key"));
         assert_eq!(n.key_name, "sk-...-key");
+    }
+
+    #[test]
+    fn aliases_must_fit_a_kv_key_counted_in_bytes() {
+        let max = KV_KEY_MAX_BYTES - "alias:".len();
+        assert!(check_alias(&"a".repeat(max), "key_alias").is_ok());
+        let e = check_alias(&"a".repeat(max + 1), "key_aliases").unwrap_err();
+        assert_eq!((e.status, e.param.as_deref()), (400, Some("key_aliases")));
+        assert_eq!(alias_kv_key(&"a".repeat(max)).len(), KV_KEY_MAX_BYTES);
+        // 256 characters pass the field's own check, but not in 2-byte UTF-8.
+        let accented = "é".repeat(256);
+        let e = record_with(json!({ "key_alias": accented })).check_kv_limits().unwrap_err();
+        assert_eq!((e.status, e.param.as_deref()), (400, Some("key_alias")));
+        assert!(record_with(json!({ "key_alias": "é".repeat(250) })).check_kv_limits().is_ok());
+    }
+
+    #[test]
+    fn list_metadata_must_fit_kv_and_the_longest_field_is_named() {
+        // The longest values each field takes, in ASCII, fit together.
+        let ascii =
+            record_with(json!({"key_alias": "a".repeat(256), "user_id": "u".repeat(128), "team_id": "t".repeat(128)}));
+        assert!(json_len(&ascii.list_meta()) <= KV_METADATA_MAX_BYTES);
+        assert!(ascii.check_kv_limits().is_ok());
+        // 4-byte characters do not.
+        let emoji = "\u{1F600}";
+        for (body, field) in [
+            (
+                json!({"key_alias": "a".repeat(200), "user_id": emoji.repeat(128), "team_id": emoji.repeat(80)}),
+                "user_id",
+            ),
+            (
+                json!({"key_alias": "a".repeat(100), "team_id": emoji.repeat(128), "user_id": emoji.repeat(100)}),
+                "team_id",
+            ),
+            (
+                json!({"key_alias": emoji.repeat(120), "user_id": emoji.repeat(100), "team_id": "t".repeat(100)}),
+                "key_alias",
+            ),
+        ] {
+            let r = record_with(body.clone());
+            assert!(json_len(&r.list_meta()) > KV_METADATA_MAX_BYTES, "{body}");
+            let e = r.check_kv_limits().unwrap_err();
+            assert_eq!((e.status, e.param.as_deref()), (400, Some(field)), "{body}");
+        }
+        // Escapes count: a control character is six bytes once serialised.
+        let escaped =
+            record_with(json!({"user_id": format!("u{}", "\u{1}".repeat(127)), "team_id": "\u{1}".repeat(128)}));
+        assert_eq!(escaped.check_kv_limits().unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn list_metadata_uses_short_names() {
+        let r = record_with(json!({"key_alias": "a", "user_id": "u"}));
+        let meta = serde_json::to_value(r.list_meta()).unwrap();
+        assert_eq!(meta, json!({"a": "a", "u": "u", "c": NOW, "i": "id-1"}));
+        assert_eq!(serde_json::from_value::<ListMeta>(meta).unwrap(), r.list_meta());
+        assert_eq!(record_kv_key("h"), "key:h");
+        assert_eq!(revoked_kv_key("h"), "revoked:h");
     }
 
     #[test]

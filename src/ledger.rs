@@ -49,6 +49,9 @@ pub struct SettleRequest {
 pub struct RevokeRequest {
     pub reason: Option<String>,
     pub token: Option<String>,
+    /// The model groups the key may now use (`None`: all).
+    #[serde(default)]
+    pub scope: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,7 +86,7 @@ impl SpendLogRow {
             "model_id": self.deployment,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "total_tokens": self.prompt_tokens.saturating_add(self.completion_tokens),
             "spend": crate::pricing::usd(self.spend),
             "startTime": crate::time::format_rfc3339(self.start_time),
             "endTime": crate::time::format_rfc3339(self.end_time),

@@ -10,8 +10,11 @@
 //! `stream`, `sse`) → one log line (`log`).
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod aliases;
 pub mod auth;
 pub mod base64;
+pub mod body;
+pub mod cache;
 pub mod config;
 pub mod databricks;
 pub mod embedded;
@@ -21,7 +24,9 @@ pub mod ledger;
 pub mod limiter;
 pub mod log;
 pub mod openai;
+pub mod price_table;
 pub mod pricing;
+pub mod prompt;
 pub mod router;
 pub mod routes;
 pub mod secret;

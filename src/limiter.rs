@@ -137,6 +137,10 @@ pub struct LedgerState {
     pub revoked: Option<String>,
     /// The key's current hash: an old secret is refused after regeneration.
     pub token: Option<String>,
+    /// The model groups the key may use, when it is restricted: a narrowing of `models` is
+    /// enforced here at once, whatever KV still says elsewhere.
+    #[serde(default)]
+    pub scope: Option<Vec<String>>,
     /// Ids of entries added or changed, and of entries dropped, since the ledger last saved:
     /// the object writes only those rows, whatever the size of the window.
     #[serde(skip)]
@@ -145,15 +149,25 @@ pub struct LedgerState {
     pub removed: Vec<String>,
 }
 
+fn one() -> u64 {
+    1
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdmitRequest {
     pub id: String,
     pub model: String,
     /// The caller's key hash, when the ledger is a key's.
     pub token: Option<String>,
-    /// An upper bound of the prompt's tokens.
-    pub prompt_tokens_max: u64,
+    /// A typical count of the prompt's tokens: what token rate limits admit on.
+    pub prompt_tokens_estimate: u64,
+    /// A sound upper bound of the prompt's tokens: what a budget holds.
+    pub prompt_tokens_bound: u64,
+    /// The most completion tokens each choice may use, if the request says.
     pub max_tokens: Option<u64>,
+    /// Completions asked (`n`, `best_of`): each may use `max_tokens`.
+    #[serde(default = "one")]
+    pub choices: u64,
     /// The most completion tokens imposed when a budget needs a bound and none is asked.
     pub output_cap: u64,
     pub prices: Prices,
@@ -193,6 +207,10 @@ pub enum Decision {
     Revoked {
         reason: String,
     },
+    /// The key's `models` no longer include this model (changed since the caller read it).
+    ModelNotAllowed {
+        models: Vec<String>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,8 +233,21 @@ pub struct Settled {
 }
 
 impl LedgerState {
+    /// Admits a request, or moves an admitted one to another model (a fallback): its own
+    /// reservation is set aside while the new model's limits are checked, and kept if they
+    /// refuse it.
     pub fn admit(&mut self, req: &AdmitRequest, now: u64) -> Decision {
         self.maintain(now, &req.limits);
+        let previous =
+            self.entries.iter().position(|e| e.id == req.id && e.is_reserved()).map(|i| self.entries.remove(i));
+        let decision = self.admit_new(req, now);
+        if let (Some(previous), false) = (previous, matches!(decision, Decision::Admitted { .. })) {
+            self.entries.push(previous);
+        }
+        decision
+    }
+
+    fn admit_new(&mut self, req: &AdmitRequest, now: u64) -> Decision {
         if let Some(reason) = &self.revoked {
             return Decision::Revoked { reason: reason.clone() };
         }
@@ -224,6 +255,9 @@ impl LedgerState {
             if current != presented {
                 return Decision::Revoked { reason: "regenerated".into() };
             }
+        }
+        if self.scope.as_ref().is_some_and(|models| !models.contains(&req.model)) {
+            return Decision::ModelNotAllowed { models: self.scope.clone().unwrap_or_default() };
         }
         let limits = &req.limits;
         let rate = self.rate_info(now, limits, &req.model, 0);
@@ -250,7 +284,11 @@ impl LedgerState {
                 return Decision::RateLimited { message, retry_after_ms: retry, rate };
             }
         }
-        let tokens = req.prompt_tokens_max + req.max_tokens.unwrap_or(DEFAULT_COMPLETION_ESTIMATE);
+        // Token limits admit on the estimate (settlement corrects it); every choice may use
+        // the whole `max_tokens`.
+        let choices = req.choices.max(1);
+        let completion_estimate = req.max_tokens.unwrap_or(DEFAULT_COMPLETION_ESTIMATE).saturating_mul(choices);
+        let tokens = req.prompt_tokens_estimate.saturating_add(completion_estimate);
         let token_limits = [(limits.tpm, None), (limits.model_tpm.get(&req.model).copied(), Some(&req.model))];
         for (tpm, model) in token_limits {
             let Some(tpm) = tpm else { continue };
@@ -261,7 +299,7 @@ impl LedgerState {
             if let Some(retry) = retry {
                 let scope = model.map(|m| format!(" for model {m}")).unwrap_or_default();
                 let message = if tokens > tpm {
-                    format!("Rate limit reached{scope}: this request may use up to {tokens} tokens, more than the limit of {tpm} tokens per minute.")
+                    format!("Rate limit reached{scope}: this request may use about {tokens} tokens, more than the limit of {tpm} tokens per minute.")
                 } else {
                     format!("Rate limit reached{scope}: {tpm} tokens per minute.")
                 };
@@ -269,15 +307,17 @@ impl LedgerState {
             }
         }
 
-        // The budget holds what is spent plus what admitted requests may still cost.
+        // The budget holds what is spent plus the most that admitted requests may still cost:
+        // the prompt's bound, and every choice's whole `max_tokens`.
         let committed = self.committed();
-        let prompt_cost = req.prompt_tokens_max.saturating_mul(req.prices.input);
+        let prompt_cost = req.prompt_tokens_bound.saturating_mul(req.prices.input);
         let mut imposed = None;
-        let completion_tokens = match (req.max_tokens, limits.max_budget) {
+        let per_choice = match (req.max_tokens, limits.max_budget) {
             (Some(m), _) => m,
             (None, Some(budget)) if req.prices.output > 0 => {
+                // What is left, shared among the choices.
                 let left = budget.saturating_sub(committed).saturating_sub(prompt_cost);
-                let affordable = (left / req.prices.output).min(req.output_cap);
+                let affordable = (left / req.prices.output / choices).min(req.output_cap);
                 if affordable == 0 {
                     return Decision::BudgetExceeded { committed, max_budget: budget };
                 }
@@ -286,7 +326,8 @@ impl LedgerState {
             }
             (None, _) => DEFAULT_COMPLETION_ESTIMATE,
         };
-        let worst = prompt_cost.saturating_add(completion_tokens.saturating_mul(req.prices.output));
+        let completion_cost = per_choice.saturating_mul(choices).saturating_mul(req.prices.output);
+        let worst = prompt_cost.saturating_add(completion_cost);
         if let Some(budget) = limits.max_budget {
             if committed > budget || committed.saturating_add(worst) > budget {
                 return Decision::BudgetExceeded { committed, max_budget: budget };
@@ -298,7 +339,7 @@ impl LedgerState {
             at: now,
             model: req.model.clone(),
             tokens,
-            state: EntryState::Reserved { cost: worst, lease_until: now + req.lease_ms },
+            state: EntryState::Reserved { cost: worst, lease_until: now.saturating_add(req.lease_ms) },
         });
         self.changed.push(req.id.clone());
         Decision::Admitted { max_tokens: imposed, rate: self.rate_info(now, limits, &req.model, 0), spend: self.spend }
@@ -307,7 +348,7 @@ impl LedgerState {
     /// Replaces a reservation with the real usage (or records usage that had none).
     pub fn settle(&mut self, s: &Settlement, now: u64) -> Settled {
         self.maintain(now, &s.limits);
-        let tokens = s.prompt_tokens + s.completion_tokens;
+        let tokens = s.prompt_tokens.saturating_add(s.completion_tokens);
         let mut duplicate = false;
         match self.entries.iter_mut().find(|e| e.id == s.id) {
             Some(e) => match e.state {
@@ -369,8 +410,9 @@ impl LedgerState {
             let mut next_start = start;
             // Catch up over whole periods (bounded: at most 1200 months or a jump for seconds).
             match period {
-                Duration::Seconds(s) if now >= start + s * 1000 => {
-                    next_start = start + (now - start) / (s * 1000) * s * 1000;
+                Duration::Seconds(s) if s > 0 && now >= start.saturating_add(s.saturating_mul(1000)) => {
+                    let ms = s.saturating_mul(1000);
+                    next_start = start + (now - start) / ms * ms;
                 }
                 Duration::Months(_) => {
                     for _ in 0..1200 {
@@ -427,7 +469,7 @@ impl LedgerState {
     }
 
     fn window(&self, now: u64) -> impl Iterator<Item = &Entry> {
-        self.entries.iter().filter(move |e| e.at + WINDOW_MS > now)
+        self.entries.iter().filter(move |e| e.at.saturating_add(WINDOW_MS) > now)
     }
 
     /// `None` if one more request fits under `rpm`; else how long until it would.
@@ -446,7 +488,7 @@ impl LedgerState {
     /// `None` if `tokens` more fit under `tpm`; else how long until they would.
     fn tokens_retry(&self, now: u64, tpm: u64, tokens: u64, filter: impl Fn(&Entry) -> bool) -> Option<u64> {
         let mut window: Vec<(u64, u64)> = self.window(now).filter(|e| filter(e)).map(|e| (e.at, e.tokens)).collect();
-        let mut used: u64 = window.iter().map(|(_, t)| t).sum();
+        let mut used: u64 = window.iter().fold(0u64, |sum, (_, t)| sum.saturating_add(*t));
         if used.saturating_add(tokens) <= tpm {
             return None;
         }
@@ -455,8 +497,8 @@ impl LedgerState {
         }
         window.sort_unstable();
         for (at, t) in window {
-            used -= t;
-            if used + tokens <= tpm {
+            used = used.saturating_sub(t);
+            if used.saturating_add(tokens) <= tpm {
                 return Some((at + WINDOW_MS).saturating_sub(now).max(1));
             }
         }
@@ -471,8 +513,10 @@ impl LedgerState {
         let window: Vec<&Entry> = self.window(now).filter(scoped).collect();
         let oldest = window.iter().map(|e| e.at).min();
         let reset = oldest.map(|at| (at + WINDOW_MS).saturating_sub(now)).unwrap_or(0);
-        let used_tokens: u64 =
-            self.window(now).filter(|e| limits.tpm.is_some() || e.model == model).map(|e| e.tokens).sum();
+        let used_tokens: u64 = self
+            .window(now)
+            .filter(|e| limits.tpm.is_some() || e.model == model)
+            .fold(0u64, |sum, e| sum.saturating_add(e.tokens));
         RateInfo {
             limit_requests: rpm,
             remaining_requests: rpm.map(|r| r.saturating_sub(window.len() as u64 + extra)),
@@ -501,8 +545,10 @@ mod tests {
             id: id.into(),
             model: "m".into(),
             token: None,
-            prompt_tokens_max: 10,
+            prompt_tokens_estimate: 10,
+            prompt_tokens_bound: 10,
             max_tokens: Some(20),
+            choices: 1,
             output_cap: 1000,
             prices: PRICES,
             lease_ms: 30_000,
@@ -722,5 +768,139 @@ mod tests {
         assert_eq!(rate.remaining_requests, Some(2));
         assert_eq!(rate.remaining_tokens, Some(70));
         assert_eq!(rate.reset_requests_ms, Some(60_000));
+    }
+
+    #[test]
+    fn token_limits_admit_on_the_estimate_and_budgets_hold_the_bound() {
+        // A tpm of 30: "Hello!" estimated at 8 prompt tokens, max_tokens 5 → 13 fit twice.
+        let l = Limits { tpm: Some(30), ..limits() };
+        let mut s = LedgerState::default();
+        let mut r = request("a", &l);
+        (r.prompt_tokens_estimate, r.prompt_tokens_bound, r.max_tokens) = (8, 31, Some(5));
+        assert!(admitted(&s.admit(&r, T0)));
+        settle(&mut s, "a", 4, 5, &l, T0 + 1);
+        r.id = "b".into();
+        assert!(admitted(&s.admit(&r, T0 + 2)), "9 used + 13 asked fit in 30");
+        // The budget holds the bound: 31 × 1 µ$ + 5 × 2 µ$ = 41 µ$.
+        let b = Limits { max_budget: Some(41_000_000), ..limits() };
+        let mut s = LedgerState::default();
+        let mut r = request("c", &b);
+        (r.prompt_tokens_estimate, r.prompt_tokens_bound, r.max_tokens) = (8, 31, Some(5));
+        assert!(admitted(&s.admit(&r, T0)));
+        r.id = "d".into();
+        assert!(matches!(s.admit(&r, T0), Decision::BudgetExceeded { .. }));
+    }
+
+    #[test]
+    fn n_multiplies_the_output_hold_and_shares_an_imposed_max_tokens() {
+        let l = Limits { max_budget: Some(100_000_000), ..limits() }; // 100 µ$
+        let mut r = request("a", &l);
+        r.choices = 3;
+        // 10 µ$ of prompt + 3 × 20 × 2 µ$ = 130 µ$: too much for 100.
+        assert!(matches!(LedgerState::default().admit(&r, T0), Decision::BudgetExceeded { .. }));
+        r.max_tokens = None;
+        // (100 - 10) µ$ left, 2 µ$ a token, 3 choices → 15 tokens each.
+        let Decision::Admitted { max_tokens, .. } = LedgerState::default().admit(&r, T0) else { panic!() };
+        assert_eq!(max_tokens, Some(15));
+        // Token limits count every choice too.
+        let t = Limits { tpm: Some(60), ..limits() };
+        let mut r = request("b", &t);
+        r.choices = 3;
+        assert!(!admitted(&LedgerState::default().admit(&r, T0)), "10 + 3 × 20 > 60");
+    }
+
+    #[test]
+    fn no_arithmetic_escapes_a_limit() {
+        let mut huge = request("h", &Limits { tpm: Some(1_000), ..limits() });
+        huge.max_tokens = Some(u64::MAX);
+        assert!(!admitted(&LedgerState::default().admit(&huge, T0)));
+        huge.choices = u64::MAX;
+        huge.prompt_tokens_estimate = u64::MAX;
+        assert!(!admitted(&LedgerState::default().admit(&huge, T0)));
+        let budget = Limits { max_budget: Some(1_000_000_000_000), ..limits() };
+        let mut huge = request("b", &budget);
+        huge.max_tokens = Some(u64::MAX);
+        assert!(matches!(LedgerState::default().admit(&huge, T0), Decision::BudgetExceeded { .. }));
+        huge.max_tokens = Some(u64::MAX / 2_000_000 + 1); // wraps if multiplied unchecked
+        assert!(matches!(LedgerState::default().admit(&huge, T0), Decision::BudgetExceeded { .. }));
+        // A usage that overflows when added is recorded as the most, not wrapped.
+        let w = Limits { tpm: Some(100), ..limits() };
+        let mut s = LedgerState::default();
+        assert!(admitted(&s.admit(&request("x", &w), T0)));
+        let settlement = Settlement {
+            id: "x".into(),
+            prompt_tokens: u64::MAX,
+            completion_tokens: 5,
+            cost: u64::MAX,
+            limits: w.clone(),
+        };
+        s.settle(&settlement, T0 + 1);
+        assert!(!admitted(&s.admit(&request("y", &w), T0 + 2)));
+    }
+
+    #[test]
+    fn every_budget_is_spendable_to_within_one_request_bound() {
+        // max_budget 0.1 USD at 0.001 / 0.002 USD a token; "Hello!" bound at 31 prompt tokens,
+        // max_tokens 10, really using 4 + 5 tokens (0.014 USD).
+        let l = Limits { max_budget: Some(100_000_000_000), ..limits() };
+        let prices = Prices { input: 1_000_000_000, output: 2_000_000_000, source: PriceSource::Config };
+        let hello = |id: &str| AdmitRequest {
+            prices,
+            prompt_tokens_estimate: 8,
+            prompt_tokens_bound: 31,
+            max_tokens: Some(10),
+            ..request(id, &l)
+        };
+        let bound_cost = 31 * 1_000_000_000 + 10 * 2_000_000_000;
+        let mut s = LedgerState::default();
+        // 40 racing: admitted while the holds fit, none past the budget.
+        let racing: Vec<String> =
+            (0..40).map(|i| format!("r{i}")).filter(|id| admitted(&s.admit(&hello(id), T0))).collect();
+        assert_eq!(racing.len(), 1, "0.051 held; a second would pass 0.1");
+        for id in &racing {
+            let cost = prices.tokens_cost(4, 5);
+            s.settle(
+                &Settlement { id: id.clone(), prompt_tokens: 4, completion_tokens: 5, cost, limits: l.clone() },
+                T0 + 1,
+            );
+        }
+        // Then one at a time until refused.
+        let mut n = 0;
+        while admitted(&s.admit(&hello(&format!("s{n}")), T0 + 2)) {
+            let cost = prices.tokens_cost(4, 5);
+            let id = format!("s{n}");
+            s.settle(&Settlement { id, prompt_tokens: 4, completion_tokens: 5, cost, limits: l.clone() }, T0 + 2);
+            n += 1;
+        }
+        assert!(s.spend <= 100_000_000_000);
+        assert!(s.spend + bound_cost >= 100_000_000_000, "{} left unspendable", 100_000_000_000 - s.spend);
+    }
+
+    #[test]
+    fn a_fallback_moves_the_reservation_under_the_new_models_limits() {
+        let l = Limits { model_rpm: [("backup".to_string(), 1)].into(), max_budget: Some(1_000_000_000), ..limits() };
+        let mut s = LedgerState::default();
+        assert!(admitted(&s.admit(&request("a", &l), T0)));
+        let mut moved = request("a", &l);
+        moved.model = "backup".into();
+        assert!(admitted(&s.admit(&moved, T0 + 1)));
+        assert_eq!(s.entries.len(), 1, "moved, not added");
+        assert_eq!(s.committed(), 50_000_000, "held once");
+        // Another request's fallback finds backup's limit used: refused, and keeps its hold.
+        assert!(admitted(&s.admit(&request("b", &l), T0 + 2)));
+        let mut moved = request("b", &l);
+        moved.model = "backup".into();
+        assert!(matches!(s.admit(&moved, T0 + 3), Decision::RateLimited { .. }));
+        assert_eq!(s.entries.iter().find(|e| e.id == "b").map(|e| e.model.as_str()), Some("m"));
+        assert_eq!(s.committed(), 100_000_000);
+    }
+
+    #[test]
+    fn a_narrowed_scope_refuses_at_once() {
+        let l = Limits { rpm: Some(10), ..limits() };
+        let mut s = LedgerState { scope: Some(vec!["other".into()]), ..Default::default() };
+        assert!(matches!(s.admit(&request("a", &l), T0), Decision::ModelNotAllowed { .. }));
+        s.scope = Some(vec!["m".into()]);
+        assert!(admitted(&s.admit(&request("a", &l), T0)));
     }
 }

@@ -203,11 +203,11 @@ pub fn parse_chat_request(bytes: &[u8]) -> Result<ProxyRequest, ApiError> {
         None => return Err(ApiError::invalid_request("`messages` is a required field", "messages")),
     }
     let stream = optional_bool(&body, "stream")?;
-    check_max_tokens(&body, &["max_tokens", "max_completion_tokens"])?;
+    check_positive_integers(&body, &["max_tokens", "max_completion_tokens", "n"])?;
     Ok(ProxyRequest { kind: Kind::Chat, model, stream, body, base64: false })
 }
 
-fn check_max_tokens(body: &Map<String, Value>, fields: &[&str]) -> Result<(), ApiError> {
+fn check_positive_integers(body: &Map<String, Value>, fields: &[&str]) -> Result<(), ApiError> {
     for field in fields {
         match body.get(*field) {
             None | Some(Value::Null) => {}
@@ -224,7 +224,7 @@ pub fn parse_completion_request(bytes: &[u8]) -> Result<ProxyRequest, ApiError> 
     let model = required_model(&body)?;
     texts(body.get("prompt"), "prompt")?;
     let stream = optional_bool(&body, "stream")?;
-    check_max_tokens(&body, &["max_tokens"])?;
+    check_positive_integers(&body, &["max_tokens", "n", "best_of"])?;
     Ok(ProxyRequest { kind: Kind::Completion, model, stream, body, base64: false })
 }
 
@@ -343,6 +343,8 @@ mod tests {
             (r#"{"model":"m","messages":[{"role":"user"}],"stream":"yes"}"#, "stream"),
             (r#"{"model":"m","messages":[{"role":"user"}],"max_tokens":-1}"#, "max_tokens"),
             (r#"{"model":"m","messages":[{"role":"user"}],"max_completion_tokens":1.5}"#, "max_completion_tokens"),
+            (r#"{"model":"m","messages":[{"role":"user"}],"n":0}"#, "n"),
+            (r#"{"model":"m","messages":[{"role":"user"}],"n":"2"}"#, "n"),
         ];
         for (body, param) in cases {
             let e = error_of(body);

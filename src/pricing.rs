@@ -4,6 +4,7 @@
 
 use crate::config::{Deployment, PICO_PER_USD};
 use crate::databricks::Usage;
+use crate::price_table;
 
 /// Prices per token in pico-dollars, and where they came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -24,23 +25,10 @@ pub enum PriceSource {
     Unknown,
 }
 
-/// Databricks pay-per-token prices (USD per token as LiteLLM's price map has them, in
-/// pico-dollars): endpoint, input, output.
-const BUILTIN: [(&str, u64, u64); 8] = [
-    ("databricks-claude-sonnet-4-5", 2_999_990, 15_000_020),
-    ("databricks-claude-haiku-4-5", 1_000_020, 5_000_030),
-    ("databricks-gpt-5-1", 1_249_990, 9_999_990),
-    ("databricks-gemini-2-5-pro", 1_249_990, 9_999_990),
-    ("databricks-meta-llama-3-3-70b-instruct", 500_010, 1_500_030),
-    ("databricks-gpt-oss-120b", 150_010, 599_970),
-    ("databricks-gte-large-en", 129_990, 0),
-    ("databricks-bge-large-en", 100_030, 0),
-];
-
 /// The prices of a deployment: its config's, else the built-in table's for its endpoint.
 /// A price given for one direction only keeps the other from the table (or 0).
 pub fn prices_for(deployment: &Deployment) -> Prices {
-    let builtin = BUILTIN.iter().find(|(name, _, _)| *name == deployment.endpoint);
+    let builtin = price_table::BUILTIN.iter().find(|(name, _, _)| *name == deployment.endpoint);
     let info = &deployment.info;
     match (info.input_cost_per_token, info.output_cost_per_token, builtin) {
         (None, None, Some((_, input, output))) => {

@@ -43,7 +43,7 @@ impl DeploymentStats {
             self.tokens = 0;
         }
         self.requests += 1;
-        self.tokens += tokens;
+        self.tokens = self.tokens.saturating_add(tokens);
     }
 
     fn usage_now(&self, now: u64) -> (u64, u64) {

@@ -74,6 +74,20 @@ impl Route {
     }
 }
 
+/// The path as the log line shows it: never with a key in it. The key of
+/// `/key/{key}/regenerate` is replaced by `{key}`, and so is any other segment that reads as
+/// a key (`sk-...`, escaped or not) in a path someone mistyped.
+pub fn loggable_path(path: &str) -> String {
+    if let Some(Route::KeyRegenerate(Some(_))) = Route::parse(path) {
+        return "/key/{key}/regenerate".to_string();
+    }
+    let looks_like_key = |segment: &str| {
+        let decoded = percent_decode(segment).unwrap_or_else(|| segment.to_string());
+        decoded.trim_start().to_ascii_lowercase().starts_with(crate::keys::KEY_PREFIX)
+    };
+    path.split('/').map(|segment| if looks_like_key(segment) { "{key}" } else { segment }).collect::<Vec<_>>().join("/")
+}
+
 /// Decodes `%XX` escapes; `None` for a malformed escape or bytes that are not UTF-8.
 pub fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
@@ -130,6 +144,22 @@ mod tests {
         assert_eq!(Route::parse("/key/a/b/regenerate"), None);
         assert_eq!(Route::parse("/key/%zz/regenerate"), None);
         assert_eq!(Route::parse("/key/nothing"), None);
+    }
+
+    #[test]
+    fn logged_paths_never_hold_a_key() {
+        assert_eq!(loggable_path("/key/sk-secret-123/regenerate"), "/key/{key}/regenerate");
+        let hash = "a".repeat(64);
+        assert_eq!(loggable_path(&format!("/key/{hash}/regenerate")), "/key/{key}/regenerate");
+        assert_eq!(loggable_path("/key/sk%2Dsecret/regenerate"), "/key/{key}/regenerate");
+        assert_eq!(loggable_path("/key/regenerate"), "/key/regenerate");
+        assert_eq!(loggable_path("/v1/chat/completions"), "/v1/chat/completions");
+        assert_eq!(loggable_path("/v1/models/databricks-gpt-5-1"), "/v1/models/databricks-gpt-5-1");
+        // Unknown routes: a key pasted into the URL is dropped too.
+        assert_eq!(loggable_path("/sk-pasted-key/v1/chat/completions"), "/{key}/v1/chat/completions");
+        assert_eq!(loggable_path("/key/sk-a/b/regenerate"), "/key/{key}/b/regenerate");
+        assert_eq!(loggable_path("/v1/%73k-escaped"), "/v1/{key}");
+        assert_eq!(loggable_path("/v1/SK-upper"), "/v1/{key}");
     }
 
     #[test]

@@ -1,31 +1,62 @@
 #!/usr/bin/env node
-// `make bench`: loads the fake Databricks directly and through the gateway (the worker built by
-// `make build-test`, under workerd) with the same request, and prints one table. The difference
-// between the two paths is what the gateway costs. Rows are scenarios (`scenarios()`), so a new
-// kind of traffic (a rate-limited key, two deployments behind one name, ...) is one more entry.
+// `make bench`: the same chat request sent to the fake Databricks directly, through a trivial
+// JavaScript worker (the platform's ceiling) and through the gateway (the worker `make
+// build-test` built, under workerd), and one markdown table of what each path sustains.
 //
-// Environment: BENCH_SECONDS (per row, default 10), BENCH_WARMUP_SECONDS (per row, default 1),
-// BENCH_STREAM_REQUESTS (sequential streams per path, default 200).
+// What counts (so that a fast failure never looks like throughput):
+// - a request counts only if it answered 2xx AND its body validated: a chat completion with
+//   `choices[0].message`, the `model` that path should name, and a `usage` object; a stream
+//   whose every event is a JSON chunk, with content, ending in exactly one `data: [DONE]`, and
+//   no error event (`data: {"error":...}`) anywhere;
+// - anything else is an error of its row, by kind (`http 429`, `invalid body`, `error event`,
+//   `timeout`, `socket`), shown in the table and never in req/s;
+// - latencies (and a stream's time to first chunk) come from counted requests only.
+// How it is aggregated (so that a noisy moment on a shared machine does not decide a row):
+// - each cell (a row at a number of connections) runs once per round, in a shuffled order per
+//   round, BENCH_ROUNDS rounds after one discarded warm-up pass; the table shows the median over
+//   rounds of req/s, p50 and p99, and the min–max of req/s; between runs it waits for workerd
+//   to go idle, so that the background work a row leaves is not billed to the next.
+// The load is closed-loop: each connection is its own undici Client (one socket, one request
+// in flight) sending its next request as soon as the previous one is read to its end.
+//
+// Environment: BENCH_SECONDS (per cell and round, default 4), BENCH_ROUNDS (default 3),
+// BENCH_WARMUP_SECONDS (per cell, once, default 1), BENCH_CONNECTIONS (default "1,16"),
+// BENCH_STREAM_CONNECTIONS (default "1"), BENCH_SEED (the shuffles, default 1),
+// BENCH_STORAGE_DIR (where the gateway's KV and Durable Objects keep their files, default
+// /dev/shm when there is one). Writes build-test/bench.json. Exits 1 when any row had errors.
 
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { fileURLToPath } from 'node:url';
-import autocannon from 'autocannon';
-import { startGateway, MASTER_KEY, DATABRICKS_TOKEN } from './support/gateway.mjs';
+import { Miniflare } from 'miniflare';
+import { Client } from 'undici';
+import { startGateway, MASTER_KEY, DATABRICKS_TOKEN, COMPATIBILITY_DATE } from './support/gateway.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const WASM = path.join(ROOT, 'build-test', 'index_bg.wasm');
+const JSON_OUT = path.join(ROOT, 'build-test', 'bench.json');
+const CEILING_SCRIPT = path.join(ROOT, 'tests', 'support', 'ceiling-worker.js');
 
-const SECONDS = positiveNumber('BENCH_SECONDS', 10);
+const SECONDS = positiveNumber('BENCH_SECONDS', 4);
+const ROUNDS = Math.round(positiveNumber('BENCH_ROUNDS', 3));
 const WARMUP_SECONDS = positiveNumber('BENCH_WARMUP_SECONDS', 1);
-const STREAM_REQUESTS = Math.round(positiveNumber('BENCH_STREAM_REQUESTS', 200));
-const CONNECTIONS = [1, 16];
-// Per request: far above any plausible latency here, so only a hang trips it.
+const CONNECTIONS = numberList('BENCH_CONNECTIONS', [1, 16]);
+const SEED = Math.round(positiveNumber('BENCH_SEED', 1));
+// Streams run at one connection by default: their point is the time to first chunk.
+const STREAM_CONNECTIONS = numberList('BENCH_STREAM_CONNECTIONS', [1]);
+// Miniflare keeps KV and Durable Object storage under os.tmpdir() by default, on disk here: every
+// settlement's SQLite commit then waits on a disk the whole machine shares, and the `vkey` and
+// `limited` rows measure that disk (about 3× slower on this machine), not the gateway. A tmpfs
+// keeps the Durable Objects' own cost and drops the fsync.
+const STORAGE_ROOT = process.env.BENCH_STORAGE_DIR || (fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir());
+// Inactivity limits per request: far above any plausible latency here, so only a hang trips them.
 const REQUEST_TIMEOUT_MS = 10_000;
 
 const MODEL = 'databricks-gpt-5-1';
+// What the fake names in its answers for an endpoint (its `-served` suffix).
+const SERVED_MODEL = `${MODEL}-served`;
 const CHAT_BODY = { model: MODEL, messages: [{ role: 'user', content: 'Hello, benchmark' }], max_tokens: 16 };
 const STREAM_BODY = {
   model: MODEL,
@@ -42,6 +73,14 @@ function positiveNumber(name, fallback) {
   return n;
 }
 
+function numberList(name, fallback) {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const list = raw.split(',').map(Number);
+  if (!list.every((n) => Number.isInteger(n) && n > 0)) throw new Error(`${name} must be like "1,16", got '${raw}'`);
+  return list;
+}
+
 // ------------------------------------------------------------------------------ scenarios
 
 /** A virtual key made through the gateway's own API. */
@@ -55,17 +94,37 @@ async function virtualKey(gateway, fields) {
   return (await res.json()).key;
 }
 
+/** The ceiling: ceiling-worker.js under its own Miniflare (same workerd, same entry path). */
+async function startCeiling(fakeUrl) {
+  const mf = new Miniflare({
+    scriptPath: CEILING_SCRIPT,
+    modules: true,
+    compatibilityDate: COMPATIBILITY_DATE,
+    bindings: { UPSTREAM: fakeUrl },
+    host: '127.0.0.1',
+    port: 0,
+  });
+  const url = (await mf.ready).toString().replace(/\/$/, '');
+  return { url, close: () => mf.dispose() };
+}
+
 /**
- * The paths under test, in table order. Each is `{name, url, headers, body}`; `body` is an
- * object (the stream test swaps it for STREAM_BODY, keeping url and headers).
+ * The rows, in table order. Each is `{name, kind, url, headers, body, model, runtime}`:
+ * `kind` is 'chat' or 'stream' (how the answer is read and validated), `model` the name the
+ * answer must carry, `runtime` which workerd process serves it (for its CPU time).
+ * - direct: the fake alone (no worker at all);
+ * - ceiling: a JS worker making one loopback fetch to the fake: what workerd does here;
  * - gateway: the master key (no key lookup, no admission; usage settled after the answer);
  * - vkey: a virtual key without limits (a KV lookup, cached per isolate; no admission);
- * - limited: a virtual key with limits and a budget set too high to refuse anything, so each
- *   request pays its ledger's admission before and settlement after the upstream call;
- * - balanced: the master key on a group of two deployments (routing on the path).
+ * - limited: a key with limits and a budget far above what the run can use, so nothing is
+ *   refused (a refusal would be an error) but every request pays its ledger's admission
+ *   before and settlement after the upstream call;
+ * - balanced: the master key on a group of two deployments (simple-shuffle, weights 3:1).
  */
-async function scenarios(gateway) {
+async function scenarios(gateway, ceiling) {
   const chat = `${gateway.url}/v1/chat/completions`;
+  const master = { authorization: `Bearer ${MASTER_KEY}` };
+  const upstream = { authorization: `Bearer ${DATABRICKS_TOKEN}` };
   const vkey = await virtualKey(gateway, {});
   const limited = await virtualKey(gateway, {
     rpm_limit: 100_000_000,
@@ -73,89 +132,238 @@ async function scenarios(gateway) {
     max_parallel_requests: 10_000,
     max_budget: 1_000_000,
   });
+  const direct = { url: `${gateway.fake.url}/chat/completions`, headers: upstream, model: SERVED_MODEL, runtime: null };
+  const viaCeiling = { url: `${ceiling.url}/chat/completions`, headers: upstream, model: SERVED_MODEL, runtime: 'ceiling' };
+  const viaGateway = { url: chat, headers: master, model: MODEL, runtime: 'gateway' };
+  const chatRow = (name, path, extra = {}) => ({ name, kind: 'chat', body: CHAT_BODY, ...path, ...extra });
+  const streamRow = (name, path) => ({ name, kind: 'stream', body: STREAM_BODY, ...path });
   return [
-    {
-      name: 'direct',
-      url: `${gateway.fake.url}/chat/completions`,
-      headers: { authorization: `Bearer ${DATABRICKS_TOKEN}` },
-      body: CHAT_BODY,
-    },
-    { name: 'gateway', url: chat, headers: { authorization: `Bearer ${MASTER_KEY}` }, body: CHAT_BODY },
-    { name: 'vkey', url: chat, headers: { authorization: `Bearer ${vkey}` }, body: CHAT_BODY },
-    { name: 'limited', url: chat, headers: { authorization: `Bearer ${limited}` }, body: CHAT_BODY },
-    // Two deployments behind one name (simple-shuffle, weights 3:1).
-    { name: 'balanced', url: chat, headers: { authorization: `Bearer ${MASTER_KEY}` }, body: { ...CHAT_BODY, model: 'balanced' } },
+    chatRow('direct', direct),
+    chatRow('ceiling', viaCeiling),
+    chatRow('gateway', viaGateway),
+    chatRow('vkey', viaGateway, { headers: { authorization: `Bearer ${vkey}` } }),
+    chatRow('limited', viaGateway, { headers: { authorization: `Bearer ${limited}` } }),
+    chatRow('balanced', viaGateway, { body: { ...CHAT_BODY, model: 'balanced' }, model: 'balanced' }),
+    streamRow('stream direct', direct),
+    streamRow('stream ceiling', viaCeiling),
+    streamRow('stream gateway', viaGateway),
   ];
 }
 
-function requestHeaders(scenario) {
-  return { 'content-type': 'application/json', ...scenario.headers };
+/** Every (row, connections) pair; one cell is one measured run per round. */
+function cells(rows) {
+  return rows.flatMap((row) =>
+    (row.kind === 'stream' ? STREAM_CONNECTIONS : CONNECTIONS).map((connections) => ({
+      row,
+      connections,
+      key: `${row.name} @${connections}`,
+      runs: [],
+    })),
+  );
 }
 
-// One request before any load, so a misconfigured scenario fails in a second with its body
-// instead of after a whole row of non-2xx.
-async function checkScenario(scenario) {
-  const res = await fetch(scenario.url, {
-    method: 'POST',
-    headers: requestHeaders(scenario),
-    body: JSON.stringify(scenario.body),
-    signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
-  });
-  const text = await res.text();
-  if (!res.ok) throw new Error(`${scenario.name}: ${res.status} from ${scenario.url}: ${text.slice(0, 300)}`);
+// ------------------------------------------------------------------------------ validation
+// Each returns null when the body is what a client should get, or a sentence saying why not.
+
+function validateChat(text, model) {
+  let v;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    return `not JSON: ${text.slice(0, 120)}`;
+  }
+  if (!isObject(v)) return 'not a JSON object';
+  if (v.model !== model) return `model ${JSON.stringify(v.model)}, expected ${JSON.stringify(model)}`;
+  const message = Array.isArray(v.choices) ? v.choices[0]?.message : undefined;
+  if (!isObject(message)) return 'no choices[0].message';
+  if (message.role !== 'assistant') return `choices[0].message.role ${JSON.stringify(message.role)}`;
+  if (typeof message.content !== 'string' || message.content === '') return 'choices[0].message.content is not a non-empty string';
+  return usageProblem(v.usage);
 }
 
-// ------------------------------------------------------------------------------ load rows
-
-/** Runs autocannon once; returns its result and the latency (ms) of every 2xx response. */
-async function cannon(scenario, connections, seconds) {
-  const latencies = [];
-  const instance = autocannon({
-    url: scenario.url,
-    method: 'POST',
-    headers: requestHeaders(scenario),
-    body: JSON.stringify(scenario.body),
-    connections,
-    pipelining: 1,
-    duration: seconds,
-    timeout: REQUEST_TIMEOUT_MS / 1000,
-  });
-  // autocannon's own percentiles come from a histogram of whole milliseconds; the sub-ms
-  // difference between the paths needs the raw (hrtime, fractional) response times.
-  instance.on('response', (_client, status, _bytes, ms) => {
-    if (status >= 200 && status < 300) latencies.push(ms);
-  });
-  const result = await instance;
-  return { result, latencies };
+function usageProblem(usage) {
+  if (!isObject(usage)) return 'no usage object';
+  for (const field of ['prompt_tokens', 'completion_tokens', 'total_tokens']) {
+    if (!Number.isInteger(usage[field]) || usage[field] < 0) return `usage.${field} is ${JSON.stringify(usage[field])}`;
+  }
+  return null;
 }
 
-/** One table row: a warm-up run (discarded), then the measured run. */
-async function loadRow(scenario, connections) {
-  progress(`${scenario.name}, ${connections} conn: warm-up ${WARMUP_SECONDS} s, then ${SECONDS} s`);
-  await cannon(scenario, connections, WARMUP_SECONDS);
-  const { result, latencies } = await cannon(scenario, connections, SECONDS);
-  const sorted = Float64Array.from(latencies).sort();
-  const failures = result.non2xx + result.errors;
+/**
+ * A stream is good when every event is a JSON chunk naming the right model, at least one
+ * carries content, none is an error event, and the last (and only the last) is `[DONE]`.
+ * Usage is not required: OpenAI sends it only when asked (stream_options.include_usage).
+ */
+function validateStream(text, model) {
+  const events = sseData(text);
+  const done = events.indexOf('[DONE]');
+  if (done === -1) return `no data: [DONE] (${events.length} events)`;
+  if (done !== events.length - 1) return `data: [DONE] is event ${done + 1} of ${events.length}`;
+  let content = false;
+  for (const data of events.slice(0, -1)) {
+    let chunk;
+    try {
+      chunk = JSON.parse(data);
+    } catch {
+      return `event is not JSON: ${data.slice(0, 120)}`;
+    }
+    if (!isObject(chunk)) return 'event is not a JSON object';
+    if ('error' in chunk) return `error event: ${data.slice(0, 200)}`;
+    if (!Array.isArray(chunk.choices)) return 'chunk without choices';
+    if (chunk.model !== model) return `chunk model ${JSON.stringify(chunk.model)}, expected ${JSON.stringify(model)}`;
+    const delta = chunk.choices[0]?.delta;
+    if (typeof delta?.content === 'string' && delta.content !== '') content = true;
+  }
+  return content ? null : 'no chunk with content';
+}
+
+/** The `data:` payloads of an SSE body, one per event (multi-line data joined by \n). */
+function sseData(text) {
+  return text
+    .split(/\r?\n\r?\n/)
+    .map((event) =>
+      event
+        .split(/\r?\n/)
+        .filter((line) => line.startsWith('data:'))
+        .map((line) => line.slice(line.startsWith('data: ') ? 6 : 5))
+        .join('\n'),
+    )
+    .filter((data) => data !== '');
+}
+
+const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+// ------------------------------------------------------------------------------ one request
+// Each resolves to {ok: true, ms, firstMs?} or {ok: false, kind, detail}; it never throws.
+
+function requestOptions(row) {
+  const url = new URL(row.url);
   return {
-    name: scenario.name,
-    connections,
-    rps: result.requests.average,
-    p50: percentile(sorted, 50),
-    p99: percentile(sorted, 99),
-    errors: failures,
-    warning:
-      failures > 0 || sorted.length === 0
-        ? `${scenario.name} at ${connections} conn: ${result.non2xx} non-2xx ${statusSummary(result)}, ` +
-          `${result.errors} socket errors (${result.timeouts} timeouts), ${sorted.length} 2xx`
-        : null,
+    origin: url.origin,
+    dispatch: {
+      path: url.pathname,
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...row.headers },
+      body: JSON.stringify(row.body),
+    },
   };
 }
 
-function statusSummary(result) {
-  const codes = Object.entries(result.statusCodeStats ?? {})
-    .filter(([code]) => !code.startsWith('2'))
-    .map(([code, { count }]) => `${code}: ${count}`);
-  return codes.length ? `(${codes.join(', ')})` : '';
+async function chatRequest(client, row, options) {
+  const started = performance.now();
+  const { statusCode, body } = await client.request(options.dispatch);
+  const text = await body.text();
+  const ms = performance.now() - started;
+  if (statusCode < 200 || statusCode >= 300) return failure(`http ${statusCode}`, text.slice(0, 200));
+  const problem = validateChat(text, row.model);
+  return problem ? failure('invalid body', problem) : { ok: true, ms };
+}
+
+async function streamRequest(client, row, options) {
+  const started = performance.now();
+  const { statusCode, headers, body } = await client.request(options.dispatch);
+  const decoder = new TextDecoder();
+  let text = '';
+  let firstMs = null;
+  for await (const part of body) {
+    text += decoder.decode(part, { stream: true });
+    if (firstMs === null && text.includes('data:')) firstMs = performance.now() - started;
+  }
+  text += decoder.decode();
+  const ms = performance.now() - started;
+  if (statusCode < 200 || statusCode >= 300) return failure(`http ${statusCode}`, text.slice(0, 200));
+  if (!String(headers['content-type']).startsWith('text/event-stream')) {
+    return failure('invalid body', `content-type ${headers['content-type']}`);
+  }
+  const problem = validateStream(text, row.model);
+  if (problem) return failure(problem.startsWith('error event') ? 'error event' : 'invalid body', problem);
+  return { ok: true, ms, firstMs };
+}
+
+async function oneRequest(client, row, options) {
+  try {
+    return await (row.kind === 'stream' ? streamRequest : chatRequest)(client, row, options);
+  } catch (err) {
+    return failure(TIMEOUT_CODES.has(err?.code) ? 'timeout' : 'socket', `${err?.code ?? ''} ${err?.message ?? err}`.trim());
+  }
+}
+
+const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT']);
+
+function failure(kind, detail) {
+  return { ok: false, kind, detail };
+}
+
+// ------------------------------------------------------------------------------ one run
+
+/**
+ * Runs one cell for `seconds`: `connections` loops, each on its own socket, each sending its
+ * next request when the previous one is read. Requests started before the deadline finish
+ * (bounded by the timeouts) and count; the rate divides by the time until the last one did.
+ */
+async function runCell(cell, seconds) {
+  const options = requestOptions(cell.row);
+  const clients = Array.from(
+    { length: cell.connections },
+    () => new Client(options.origin, { pipelining: 1, headersTimeout: REQUEST_TIMEOUT_MS, bodyTimeout: REQUEST_TIMEOUT_MS }),
+  );
+  const tally = { good: 0, latencies: [], firsts: [], errors: {} };
+  const started = performance.now();
+  const deadline = started + seconds * 1000;
+  await Promise.all(clients.map((client) => closedLoop(client, cell.row, options, deadline, tally)));
+  const elapsed = (performance.now() - started) / 1000;
+  await Promise.all(clients.map((client) => client.destroy()));
+  return summarise(tally, elapsed);
+}
+
+/**
+ * A run, then the wait until workerd is idle again. The serving workerd's CPU time is read
+ * across both, so that a row is charged for the background work it leaves (settlements) and
+ * the next row starts on an idle runtime.
+ */
+async function measureCell(cell, seconds, pids) {
+  const pid = cell.row.runtime ? pids[cell.row.runtime] : null;
+  const cpuBefore = cpuTicks(pid);
+  const run = await runCell(cell, seconds);
+  run.busyAfterMs = await quiesce(pids);
+  const cpuAfter = cpuTicks(pid);
+  // All of the process's threads (the worker, its Durable Objects, Miniflare's entry); null
+  // for `direct`, which has no workerd.
+  run.cpuMsPerRequest =
+    cpuBefore === null || cpuAfter === null || run.good === 0 ? null : ((cpuAfter - cpuBefore) * TICK_MS) / run.good;
+  return run;
+}
+
+async function closedLoop(client, row, options, deadline, tally) {
+  while (performance.now() < deadline) {
+    const outcome = await oneRequest(client, row, options);
+    if (outcome.ok) {
+      tally.good += 1;
+      tally.latencies.push(outcome.ms);
+      if (outcome.firstMs != null) tally.firsts.push(outcome.firstMs);
+    } else {
+      const seen = (tally.errors[outcome.kind] ??= { count: 0, sample: outcome.detail });
+      seen.count += 1;
+    }
+  }
+}
+
+/** One run's figures: rates from counted requests only, percentiles of their latencies. */
+function summarise(tally, elapsed) {
+  const sorted = Float64Array.from(tally.latencies).sort();
+  const firsts = Float64Array.from(tally.firsts).sort();
+  const errors = Object.values(tally.errors).reduce((n, e) => n + e.count, 0);
+  return {
+    seconds: elapsed,
+    good: tally.good,
+    errors,
+    errorKinds: tally.errors,
+    rps: tally.good / elapsed,
+    p50: percentile(sorted, 50),
+    p99: percentile(sorted, 99),
+    firstP50: percentile(firsts, 50),
+    firstP99: percentile(firsts, 99),
+  };
 }
 
 /** Nearest-rank percentile of an ascending array; NaN when empty. */
@@ -165,84 +373,169 @@ function percentile(sorted, p) {
   return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1];
 }
 
-// ------------------------------------------------------------------------------ first chunk
+// ------------------------------------------------------------------------------ rounds
 
 /**
- * Sends one streaming request; returns ms from send to the first `data:` bytes, after reading
- * the stream to its end and checking it closed with `data: [DONE]` (a stream that stops early
- * would otherwise look fast). Returns a string describing the failure instead.
+ * One warm-up pass (discarded: JIT, wasm tier-up, caches, first connections), then ROUNDS
+ * rounds, each running every cell once in its own shuffled order, so that each row samples
+ * different moments of the machine and none always runs right after the same neighbour.
  */
-async function firstChunk(scenario) {
-  const started = performance.now();
-  const res = await fetch(scenario.url, {
-    method: 'POST',
-    headers: requestHeaders(scenario),
-    body: JSON.stringify(STREAM_BODY),
-    signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
-  });
-  if (!res.ok || !res.body) return `status ${res.status}: ${(await res.text()).slice(0, 200)}`;
-  const reader = res.body.getReader();
-  const decoder = new TextDecoder();
-  let text = '';
-  let firstAt = null;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    text += decoder.decode(value, { stream: true });
-    if (firstAt === null && text.includes('data:')) firstAt = performance.now();
+async function runRounds(allCells, pids) {
+  const random = mulberry32(SEED);
+  for (const cell of allCells) {
+    progress(`warm-up: ${cell.key}, ${WARMUP_SECONDS} s`);
+    await measureCell(cell, WARMUP_SECONDS, pids);
   }
-  text += decoder.decode();
-  if (firstAt === null) return 'no data: event';
-  if (!/data: \[DONE\]\s*$/.test(text)) return `did not end with data: [DONE]: ...${JSON.stringify(text.slice(-80))}`;
-  return firstAt - started;
+  for (let round = 1; round <= ROUNDS; round++) {
+    for (const cell of shuffled(allCells, random)) {
+      const run = await measureCell(cell, SECONDS, pids);
+      cell.runs.push(run);
+      const busy = run.busyAfterMs === null ? `still busy after ${QUIESCE_MAX_MS} ms` : `idle after ${run.busyAfterMs.toFixed(0)} ms`;
+      progress(`round ${round}/${ROUNDS}: ${cell.key}: ${run.rps.toFixed(0)} req/s, ${run.errors} errors, workerd ${busy}`);
+    }
+  }
 }
 
-/** Sequential streams through one scenario: p50/p99 of time to first chunk. */
-async function streamStats(scenario, count) {
-  progress(`${scenario.name}: ${count} sequential streams`);
-  const times = [];
-  const failures = [];
-  for (let i = 0; i < count; i++) {
-    let outcome;
-    try {
-      outcome = await firstChunk(scenario);
-    } catch (err) {
-      outcome = err?.message ?? String(err);
-    }
-    if (typeof outcome === 'number') times.push(outcome);
-    else failures.push(outcome);
+/** Fisher–Yates with a seeded generator: reproducible orders for a given BENCH_SEED. */
+function shuffled(list, random) {
+  const out = [...list];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [out[i], out[j]] = [out[j], out[i]];
   }
-  const sorted = Float64Array.from(times).sort();
-  return {
-    name: scenario.name,
-    p50: percentile(sorted, 50),
-    p99: percentile(sorted, 99),
-    warning: failures.length
-      ? `${scenario.name} streams: ${failures.length} of ${count} failed, first: ${failures[0]}`
-      : null,
+  return out;
+}
+
+function mulberry32(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
 
+/**
+ * Waits (at most QUIESCE_MAX_MS) until the workerd processes are idle: work a row leaves behind
+ * (usage settled in the background, Durable Object writes) must not be billed to the next row.
+ * Returns how long that took, or null when they were still busy at the cap: the backlog a row
+ * leaves is a finding of its own (kept with the run, and listed under the table).
+ */
+async function quiesce(pids) {
+  const started = performance.now();
+  const busy = () => Object.values(pids).map(cpuTicks);
+  let before = busy();
+  while (performance.now() - started < QUIESCE_MAX_MS) {
+    await sleep(QUIESCE_WINDOW_MS);
+    const after = busy();
+    // At most one clock tick (10 ms) per window in every process: idle.
+    if (after.every((t, i) => t === null || before[i] === null || t - before[i] <= 1)) {
+      return Math.max(0, performance.now() - started - QUIESCE_WINDOW_MS);
+    }
+    before = after;
+  }
+  return null;
+}
+
+const QUIESCE_WINDOW_MS = 200;
+const QUIESCE_MAX_MS = 5000;
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** The median, min and max of each figure over a cell's rounds. */
+function aggregate(cell) {
+  const over = (field) => cell.runs.map((r) => r[field]).filter(Number.isFinite);
+  const rps = over('rps');
+  const errorKinds = {};
+  for (const run of cell.runs) {
+    for (const [kind, { count, sample }] of Object.entries(run.errorKinds)) {
+      errorKinds[kind] ??= { count: 0, sample };
+      errorKinds[kind].count += count;
+    }
+  }
+  return {
+    name: cell.row.name,
+    kind: cell.row.kind,
+    connections: cell.connections,
+    rps: { median: median(rps), min: Math.min(...rps), max: Math.max(...rps) },
+    p50: median(over('p50')),
+    p99: median(over('p99')),
+    firstP50: median(over('firstP50')),
+    firstP99: median(over('firstP99')),
+    cpuMsPerRequest: median(over('cpuMsPerRequest')),
+    good: cell.runs.reduce((n, r) => n + r.good, 0),
+    errors: cell.runs.reduce((n, r) => n + r.errors, 0),
+    errorKinds,
+    rounds: cell.runs,
+  };
+}
+
+function median(values) {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+/** Adds `vsCeiling` and `vsMaster`: median req/s over the ceiling's / the master key's row of
+ * the same kind at the same connections. */
+function withRatios(rows) {
+  const ref = (kind, name, connections) =>
+    rows.find((r) => r.kind === kind && r.name === name && r.connections === connections);
+  return rows.map((r) => {
+    const prefix = r.kind === 'stream' ? 'stream ' : '';
+    const ceiling = ref(r.kind, `${prefix}ceiling`, r.connections);
+    const master = ref(r.kind, `${prefix}gateway`, r.connections);
+    return { ...r, vsCeiling: ratio(r, ceiling), vsMaster: ratio(r, master) };
+  });
+}
+
+const ratio = (row, base) => (base && base.rps.median > 0 ? row.rps.median / base.rps.median : NaN);
+
 // ------------------------------------------------------------------------------ process facts
 
-/** VmRSS and VmHWM (peak) in kB of the workerd process Miniflare spawned, or null. */
-function workerdMemory() {
+const TICK_MS = 10; // USER_HZ is 100 on Linux
+
+/** The pids of the workerd processes this process spawned. */
+function workerdPids() {
+  const pids = [];
   try {
     for (const entry of fs.readdirSync('/proc')) {
       if (!/^\d+$/.test(entry)) continue;
-      let status;
-      try {
-        status = fs.readFileSync(`/proc/${entry}/status`, 'utf8');
-      } catch {
-        continue; // exited while scanning
-      }
-      if (field(status, 'Name') !== 'workerd' || Number(field(status, 'PPid')) !== process.pid) continue;
-      return { rss: parseInt(field(status, 'VmRSS'), 10), peak: parseInt(field(status, 'VmHWM'), 10) };
+      const status = readProc(`/proc/${entry}/status`);
+      if (status && field(status, 'Name') === 'workerd' && Number(field(status, 'PPid')) === process.pid) pids.push(Number(entry));
     }
   } catch {
-    // no /proc (not Linux): reported as n/a
+    // no /proc (not Linux): no CPU or memory figures
   }
-  return null;
+  return pids;
+}
+
+/** utime + stime of a process, in clock ticks, or null. */
+function cpuTicks(pid) {
+  if (!pid) return null;
+  const stat = readProc(`/proc/${pid}/stat`);
+  if (!stat) return null;
+  // Fields after the command name (which may hold spaces), 1-based from field 3.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[11]) + Number(fields[12]);
+}
+
+/** VmRSS and VmHWM (peak) in kB, or null. */
+function memory(pid) {
+  const status = pid ? readProc(`/proc/${pid}/status`) : null;
+  if (!status) return null;
+  return { rss: parseInt(field(status, 'VmRSS'), 10), peak: parseInt(field(status, 'VmHWM'), 10) };
+}
+
+function readProc(file) {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch {
+    return null; // exited while scanning, or no /proc
+  }
 }
 
 function field(status, name) {
@@ -265,92 +558,173 @@ function progress(message) {
   process.stderr.write(`bench: ${message}\n`);
 }
 
-const ms = (n) => (Number.isFinite(n) ? n.toFixed(2) : 'n/a');
+const fixed = (n, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : '–');
+const times = (n) => (Number.isFinite(n) ? `${n.toFixed(2)}×` : '–');
 const signedMs = (n) => (Number.isFinite(n) ? `${n >= 0 ? '+' : ''}${n.toFixed(2)} ms` : 'n/a');
 const mb = (kb) => (Number.isFinite(kb) ? `${(kb / 1024).toFixed(1)} MB` : 'n/a');
 
-/** Plain-text table: first column left-aligned, the others right-aligned. */
-function table(header, rows) {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (cells) =>
-    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
-  return [line(header), ...rows.map(line)].join('\n');
+function markdownTable(rows) {
+  const header = [
+    'row', 'conns', 'req/s', 'min–max', 'p50 ms', 'p99 ms', '1st chunk p50', '1st chunk p99',
+    'errors', 'workerd CPU ms/req', 'vs ceiling', 'vs master',
+  ];
+  const lines = rows.map((r) => [
+    r.name,
+    String(r.connections),
+    fixed(r.rps.median, 0),
+    `${fixed(r.rps.min, 0)}–${fixed(r.rps.max, 0)}`,
+    fixed(r.p50),
+    fixed(r.p99),
+    r.kind === 'stream' ? fixed(r.firstP50) : '–',
+    r.kind === 'stream' ? fixed(r.firstP99) : '–',
+    String(r.errors),
+    fixed(r.cpuMsPerRequest),
+    times(r.vsCeiling),
+    times(r.vsMaster),
+  ]);
+  const row = (cells) => `| ${cells.join(' | ')} |`;
+  const rule = `|${header.map((_, i) => (i < 1 ? ' --- ' : ' ---: ')).join('|')}|`;
+  return [row(header), rule, ...lines.map(row)].join('\n');
 }
 
-function loadTable(rows) {
-  return table(
-    ['path', 'conns', 'req/s', 'p50 ms', 'p99 ms', 'errors'],
-    rows.map((r) => [r.name, String(r.connections), r.rps.toFixed(0), ms(r.p50), ms(r.p99), String(r.errors)]),
+/** The gateway's added latency at one connection, against the ceiling and the bare fake. */
+function addedLatency(rows) {
+  const find = (name) => rows.find((r) => r.name === name && r.connections === 1);
+  const [direct, ceiling, gateway] = ['direct', 'ceiling', 'gateway'].map(find);
+  const [sCeiling, sGateway] = ['stream ceiling', 'stream gateway'].map(find);
+  const lines = [];
+  if (gateway && ceiling) {
+    lines.push(`gateway − ceiling at 1 conn: p50 ${signedMs(gateway.p50 - ceiling.p50)}, p99 ${signedMs(gateway.p99 - ceiling.p99)}`);
+  }
+  if (gateway && direct) {
+    lines.push(`gateway − direct at 1 conn: p50 ${signedMs(gateway.p50 - direct.p50)}, p99 ${signedMs(gateway.p99 - direct.p99)}`);
+  }
+  if (sGateway && sCeiling) {
+    lines.push(`stream first chunk, gateway − ceiling: p50 ${signedMs(sGateway.firstP50 - sCeiling.firstP50)}`);
+  }
+  return lines;
+}
+
+function errorLines(rows) {
+  return rows.flatMap((r) =>
+    Object.entries(r.errorKinds).map(
+      ([kind, { count, sample }]) => `ERRORS ${r.name} @${r.connections}: ${count} × ${kind}, first: ${sample}`,
+    ),
   );
 }
 
-function memoryLine(before, after) {
-  if (!before && !after) return 'workerd RSS: n/a';
-  return `workerd RSS: before load ${mb(before?.rss)}, after ${mb(after?.rss)}, peak ${mb(after?.peak)}`;
+// Rows after which workerd was still working at the cap: background work outlived the run.
+function backlogLines(rows) {
+  return rows
+    .filter((r) => r.rounds.some((run) => run.busyAfterMs === null))
+    .map((r) => {
+      const n = r.rounds.filter((run) => run.busyAfterMs === null).length;
+      return `BACKLOG ${r.name} @${r.connections}: workerd still busy ${QUIESCE_MAX_MS} ms after the run in ${n} of ${r.rounds.length} rounds`;
+    });
 }
 
-function report({ rows, streams, wasm, memBefore, memAfter }) {
-  const cpu = os.cpus()[0]?.model?.trim() ?? 'unknown cpu';
-  const cores = os.availableParallelism?.() ?? os.cpus().length;
-  const find = (name, connections) => rows.find((r) => r.name === name && r.connections === connections);
-  const direct1 = find('direct', 1);
-  const gateway1 = find('gateway', 1);
-  const [sDirect, sGateway] = ['direct', 'gateway'].map((name) => streams.find((s) => s.name === name));
+function machine() {
+  return {
+    node: process.version,
+    cores: os.availableParallelism?.() ?? os.cpus().length,
+    cpu: os.cpus()[0]?.model?.trim() ?? 'unknown cpu',
+    loadavg: os.loadavg().map((n) => Number(n.toFixed(2))),
+  };
+}
+
+function report({ rows, wasm, memBefore, memAfter, host }) {
+  const table = markdownTable(rows);
+  const method =
+    `${ROUNDS} rounds × ${SECONDS} s per cell, shuffled per round (seed ${SEED}), after a ${WARMUP_SECONDS} s warm-up per cell; ` +
+    `medians over rounds; only 2xx with a validated body count; KV and Durable Objects under ${STORAGE_ROOT}`;
   const out = [
-    `databricks-gateway benchmark  (node ${process.version}, ${cores} cores ${cpu}, ${SECONDS} s per row)`,
-    loadTable(rows),
-    `added latency at 1 conn: p50 ${signedMs(gateway1.p50 - direct1.p50)}, p99 ${signedMs(gateway1.p99 - direct1.p99)}`,
-    `stream first chunk (${STREAM_REQUESTS} sequential): direct p50 ${ms(sDirect.p50)} p99 ${ms(sDirect.p99)}; ` +
-      `gateway p50 ${ms(sGateway.p50)} p99 ${ms(sGateway.p99)}; added p50 ${signedMs(sGateway.p50 - sDirect.p50)}, ` +
-      `p99 ${signedMs(sGateway.p99 - sDirect.p99)}`,
-    wasm
-      ? `wasm (build-test/index_bg.wasm): ${wasm.raw} bytes, ${wasm.gzip} gzip -9`
-      : 'wasm (build-test/index_bg.wasm): n/a',
-    memoryLine(memBefore, memAfter),
+    `databricks-gateway benchmark  (node ${host.node}, ${host.cores} cores ${host.cpu}, load average ${host.loadavg.join(' ')})`,
+    method,
+    '',
+    table,
+    '',
+    ...addedLatency(rows),
+    wasm ? `wasm (build-test/index_bg.wasm): ${wasm.raw} bytes, ${wasm.gzip} gzip -9` : 'wasm: n/a',
+    memBefore || memAfter
+      ? `gateway workerd RSS: before load ${mb(memBefore?.rss)}, after ${mb(memAfter?.rss)}, peak ${mb(memAfter?.peak)}`
+      : 'gateway workerd RSS: n/a',
+    ...backlogLines(rows),
+    ...errorLines(rows),
   ];
   console.log(out.join('\n'));
+  const json = {
+    when: new Date().toISOString(),
+    method: {
+      rounds: ROUNDS,
+      secondsPerCell: SECONDS,
+      warmupSeconds: WARMUP_SECONDS,
+      connections: CONNECTIONS,
+      streamConnections: STREAM_CONNECTIONS,
+      seed: SEED,
+      storage: STORAGE_ROOT,
+    },
+    machine: host,
+    wasm,
+    memory: { before: memBefore, after: memAfter },
+    table,
+    rows,
+  };
+  fs.writeFileSync(JSON_OUT, `${JSON.stringify(json, null, 2)}\n`);
+  progress(`wrote ${path.relative(ROOT, JSON_OUT)}`);
 }
 
 // ------------------------------------------------------------------------------ main
 
-// Everything above is bounded (fixed durations, per-request timeouts); this is the backstop
-// should something still hang, e.g. workerd not shutting down.
-function watchdog() {
-  const rowCount = CONNECTIONS.length * 5;
-  const budgetS = rowCount * (SECONDS + WARMUP_SECONDS + 15) + 2 * STREAM_REQUESTS * 0.5 + 120;
+// One request per row before any load, so a misconfigured row fails in a second with its
+// reason instead of after a whole run of errors.
+async function checkRows(rows) {
+  for (const row of rows) {
+    const options = requestOptions(row);
+    const client = new Client(options.origin);
+    const outcome = await oneRequest(client, row, options);
+    await client.destroy();
+    if (!outcome.ok) throw new Error(`${row.name}: ${outcome.kind}: ${outcome.detail}`);
+  }
+}
+
+// Everything is bounded (fixed durations, per-request timeouts, a capped quiesce); this is the
+// backstop should something still hang, e.g. workerd not shutting down.
+function watchdog(cellCount, cleanUp) {
+  const quiesceS = QUIESCE_MAX_MS / 1000;
+  const perCell = ROUNDS * (SECONDS + 2 * REQUEST_TIMEOUT_MS / 1000 + quiesceS) + WARMUP_SECONDS + quiesceS;
+  const budgetS = Math.ceil(cellCount * perCell + 120);
   setTimeout(() => {
     console.error(`bench: still running after ${budgetS} s; giving up`);
+    cleanUp();
     process.exit(2);
   }, budgetS * 1000).unref();
 }
 
 async function main() {
   if (!fs.existsSync(WASM)) throw new Error(`${WASM} is missing: run \`make build-test\` first`);
-  watchdog();
-  progress('starting the fake Databricks and the gateway');
-  const gateway = await startGateway({ fake: { record: false } });
+  progress('starting the fake Databricks, the gateway and the ceiling worker');
+  const storage = fs.mkdtempSync(path.join(STORAGE_ROOT, 'gateway-bench-'));
+  const gateway = await startGateway({ fake: { record: false }, persistDir: storage });
+  // The gateway's workerd is the only one until the ceiling starts.
+  const [gatewayPid] = workerdPids();
+  const ceiling = await startCeiling(gateway.fake.url);
+  const ceilingPid = workerdPids().find((pid) => pid !== gatewayPid);
+  const pids = { gateway: gatewayPid, ceiling: ceilingPid };
   try {
-    const paths = await scenarios(gateway);
-    for (const scenario of paths) await checkScenario(scenario);
-    const memBefore = workerdMemory();
-
-    const rows = [];
-    for (const connections of CONNECTIONS) {
-      for (const scenario of paths) rows.push(await loadRow(scenario, connections));
-    }
-    const streams = [];
-    for (const scenario of paths.filter((p) => p.name === 'direct' || p.name === 'gateway')) {
-      streams.push(await streamStats(scenario, STREAM_REQUESTS));
-    }
-
-    const memAfter = workerdMemory();
-    report({ rows, streams, wasm: wasmSizes(), memBefore, memAfter });
-
-    const warnings = [...rows, ...streams].map((r) => r.warning).filter(Boolean);
-    for (const w of warnings) console.log(`WARNING: ${w}`);
-    return warnings.length ? 1 : 0;
+    const rows = await scenarios(gateway, ceiling);
+    await checkRows(rows);
+    const allCells = cells(rows);
+    watchdog(allCells.length, () => fs.rmSync(storage, { recursive: true, force: true }));
+    const memBefore = memory(gatewayPid);
+    await runRounds(allCells, pids);
+    const memAfter = memory(gatewayPid);
+    const results = withRatios(allCells.map(aggregate));
+    report({ rows: results, wasm: wasmSizes(), memBefore, memAfter, host: machine() });
+    return results.some((r) => r.errors > 0 || r.good === 0) ? 1 : 0;
   } finally {
+    await ceiling.close();
     await gateway.close();
+    fs.rmSync(storage, { recursive: true, force: true });
   }
 }
 

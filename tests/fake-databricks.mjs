@@ -44,6 +44,8 @@ const DIRECTIVES = {
   'sse-crlf': 'flag',
   'sse-split': 'flag',
   tool: 'flag',
+  // Claude's context-length refusal, whose message is itself a JSON string (databricks.md).
+  'too-long': 'flag',
 };
 const DIRECTIVE_RE = /\[fake:([A-Za-z][\w-]*)(?:=([^\]\s]*))?\]/g;
 const NO_DIRECTIVES = Object.freeze({});
@@ -62,7 +64,7 @@ const noop = () => {};
  *   readonly inFlight: number, readonly maxInFlight: number, readonly abortedCount: number,
  *   readonly inFlightByEndpoint: object, readonly maxInFlightByEndpoint: object,
  *   readonly countsByEndpoint: object, readonly tokensIssued: number,
- *   override(endpoint: string, directives: string | null): void, expireTokens(): void,
+ *   override(endpoint: string, directives: string | null): void, expireTokens(): void, revokeTokens(): void,
  *   reset(): void, close(): Promise<void>}>}
  */
 export async function startFakeDatabricks({
@@ -72,9 +74,10 @@ export async function startFakeDatabricks({
   servedSuffix = '-served',
   record = true,
   oauth = null,
+  strict = true,
 } = {}) {
   const state = {
-    token, servedSuffix, record, requests: [], inFlight: 0, maxInFlight: 0, abortedCount: 0,
+    token, servedSuffix, record, strict, requests: [], inFlight: 0, maxInFlight: 0, abortedCount: 0,
     oauth: oauth ? oauthState(oauth) : null,
     overrides: new Map(), // endpoint -> raw directives, as parseDirectives finds them
     inFlightBy: new Map(), maxInFlightBy: new Map(), countsBy: new Map(),
@@ -131,6 +134,15 @@ export async function startFakeDatabricks({
       const found = directives == null ? null : overrideDirectives(directives);
       if (found && found.size > 0) state.overrides.set(endpoint, found);
       else state.overrides.delete(endpoint);
+    },
+    // Strict (the default): refuses what Databricks refuses. A test that needs leniency says so.
+    setStrict(on) {
+      state.strict = Boolean(on);
+    },
+    // Tokens issued so far are no longer known: Databricks answers 403 "Invalid access token."
+    // (a token revoked or rotated before its expiry).
+    revokeTokens() {
+      state.oauth?.tokens.clear();
     },
     // Tokens issued so far now answer "expired", as a real one does after `expires_in`.
     expireTokens() {
@@ -243,6 +255,9 @@ async function respond(ex) {
   if (!route) return sendError(ex, dbError(404, 'ENDPOINT_NOT_FOUND', PATH_HELP));
   if (route.endpoint) setEndpoint(ex, route.endpoint);
 
+  if (ex.state.strict && Buffer.byteLength(ex.rawBody) > MAX_PAYLOAD_BYTES) {
+    return sendError(ex, dbError(413, 'BAD_REQUEST', `Request payload size exceeds the limit of ${MAX_PAYLOAD_BYTES} bytes.`));
+  }
   const body = parseBody(ex.rawBody);
   if (typeof body === 'string') return sendError(ex, badRequest(body));
   ex.body = body;
@@ -257,9 +272,52 @@ async function respond(ex) {
   if (ex.endpoint.includes('does-not-exist')) return sendError(ex, endpointMissing(ex.endpoint));
 
   const task = route.task ?? nativeTask(ex.endpoint, body);
+  const refusal = ex.state.strict ? refusalOf(ex.endpoint, task, body) : null;
+  if (refusal) return sendError(ex, refusal);
   if (task === 'embeddings') return serveEmbeddings(ex);
   if (task === 'completions') return serveCompletions(ex);
   return serveChat(ex);
+}
+
+// ------------------------------------------------------------------------------ strictness
+
+// Databricks' payload limit on foundation-model endpoints.
+const MAX_PAYLOAD_BYTES = 4 * 1024 * 1024;
+// The top-level fields a Claude endpoint takes on the chat route; it refuses others by name.
+const CLAUDE_CHAT_FIELDS = new Set([
+  'model', 'messages', 'stream', 'stream_options', 'stop', 'temperature', 'top_p', 'top_k', 'max_tokens', 'n',
+  'response_format', 'tools', 'tool_choice', 'thinking', 'metadata', 'user',
+]);
+
+// What Databricks refuses that a lenient fake would let through (databricks.md: observed
+// rejections), so that a gateway forwarding it untranslated fails its tests. `null` if none.
+function refusalOf(endpoint, task, body) {
+  const claude = endpoint.includes('claude');
+  const gpt = endpoint.includes('gpt');
+  if (task === 'chat' && claude) {
+    const unknown = Object.keys(body).find((k) => !CLAUDE_CHAT_FIELDS.has(k));
+    if (unknown) return badRequest(`unknown field "${unknown}"`);
+    const thinking = body.thinking;
+    if (thinking?.type === 'enabled') {
+      const budget = thinking.budget_tokens;
+      if (!Number.isInteger(budget) || budget < 1024) return badRequest('thinking.budget_tokens: must be at least 1024');
+      if (!Number.isInteger(body.max_tokens) || body.max_tokens <= budget) {
+        return badRequest('`max_tokens` must be greater than `thinking.budget_tokens`');
+      }
+    }
+    for (const m of Array.isArray(body.messages) ? body.messages : []) {
+      if (Array.isArray(m?.content) && m.content.some((p) => p?.type === 'text' && p.text === '')) {
+        return badRequest('messages: text content blocks must be non-empty');
+      }
+    }
+  }
+  if (task === 'chat' && gpt && 'thinking' in body) return badRequest('unknown field "thinking"');
+  if (task === 'chat' && endpoint.includes('gpt-5') && body.temperature !== undefined && body.temperature !== 1) {
+    return badRequest(
+      `Unsupported value: 'temperature' does not support ${body.temperature} with this model. Only the default (1) value is supported.`,
+    );
+  }
+  return null;
 }
 
 // Maps a path to { task, endpoint }; task null means "decide from the endpoint" (native route).
@@ -562,6 +620,10 @@ async function preflight(ex, found) {
   }
   if (d.error) {
     sendError(ex, directedError(ex, d.error));
+    return false;
+  }
+  if (d['too-long']) {
+    sendError(ex, badRequest(JSON.stringify({ message: 'Input is too long for requested model.' })));
     return false;
   }
   return true;

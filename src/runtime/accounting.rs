@@ -14,6 +14,7 @@ use crate::limiter::{AdmitRequest, Decision, Limits, RateInfo, Settlement};
 use crate::log::RequestLog;
 use crate::openai::{ApiError, ErrorKind};
 use crate::pricing::{self, PriceSource, Prices};
+use crate::prompt::{PromptTally, Template};
 
 /// A request may run this long before its slot frees itself without a settlement:
 /// Databricks stops any model execution after 297 s.
@@ -61,24 +62,35 @@ impl Outcome {
 
 /// What a key is asked to reserve for a request that any of `deployments` may serve.
 pub struct Reservation {
-    pub prompt_tokens_max: u64,
+    /// What token rate limits admit on.
+    pub prompt_tokens_estimate: u64,
+    /// What a budget holds: sound for the dearest template among the deployments.
+    pub prompt_tokens_bound: u64,
     pub max_tokens: Option<u64>,
+    pub choices: u64,
     /// The highest prices among the deployments that may serve it.
     pub prices: Prices,
     pub output_cap: u64,
     pub lease_ms: u64,
+    /// Model groups among them that the gateway cannot price.
+    pub unpriced: Vec<String>,
 }
 
 impl Reservation {
-    pub fn new(deployments: &[&Deployment], prompt_tokens_max: u64, max_tokens: Option<u64>) -> Self {
+    pub fn new(deployments: &[&Deployment], tally: &PromptTally, max_tokens: Option<u64>, choices: u64) -> Self {
         let mut prices = Prices { input: 0, output: 0, source: PriceSource::Unknown };
-        for p in deployments.iter().map(|d| pricing::prices_for(d)) {
+        let mut unpriced: Vec<String> = Vec::new();
+        for d in deployments {
+            let p = pricing::prices_for(d);
             prices.input = prices.input.max(p.input);
             prices.output = prices.output.max(p.output);
             if p.source != PriceSource::Unknown {
                 prices.source = p.source;
+            } else if !unpriced.contains(&d.model_name) {
+                unpriced.push(d.model_name.clone());
             }
         }
+        let template = deployments.iter().map(|d| Template::for_endpoint(&d.endpoint)).reduce(Template::max);
         let output_cap = deployments
             .iter()
             .map(|d| d.info.max_output_tokens.unwrap_or(DEFAULT_OUTPUT_CAP))
@@ -86,11 +98,37 @@ impl Reservation {
             .unwrap_or(DEFAULT_OUTPUT_CAP);
         let timeout = deployments.iter().map(|d| d.timeout_ms).max().unwrap_or(MAX_EXECUTION_MS);
         Reservation {
-            prompt_tokens_max,
+            prompt_tokens_estimate: tally.estimate(),
+            prompt_tokens_bound: template.map_or(u64::MAX, |t| tally.bound(&t)),
             max_tokens,
+            choices,
             prices,
             output_cap,
             lease_ms: timeout.min(MAX_EXECUTION_MS) + LEASE_MARGIN_MS,
+            unpriced,
+        }
+    }
+
+    fn admit_request(
+        &self,
+        id: String,
+        model: String,
+        token: Option<String>,
+        prices: Prices,
+        limits: Limits,
+    ) -> AdmitRequest {
+        AdmitRequest {
+            id,
+            model,
+            token,
+            prompt_tokens_estimate: self.prompt_tokens_estimate,
+            prompt_tokens_bound: self.prompt_tokens_bound,
+            max_tokens: self.max_tokens,
+            choices: self.choices,
+            output_cap: self.output_cap,
+            prices,
+            lease_ms: self.lease_ms,
+            limits,
         }
     }
 }
@@ -146,37 +184,45 @@ impl Account {
     pub async fn admit(&mut self, call: &mut Call<'_>, reservation: &Reservation) -> Result<Option<u64>, ApiError> {
         self.lease_ms = reservation.lease_ms;
         let Some(key) = self.key.as_mut().filter(|k| k.limits.needs_admission()) else { return Ok(None) };
-        let request = AdmitRequest {
-            id: self.row.call_id.clone(),
-            model: self.row.model_group.clone(),
-            token: self.token.clone(),
-            prompt_tokens_max: reservation.prompt_tokens_max,
-            max_tokens: reservation.max_tokens,
-            output_cap: reservation.output_cap,
-            prices: reservation.prices,
-            lease_ms: reservation.lease_ms,
-            limits: key.limits.clone(),
-        };
-        match key.ledger.admit(&request).await? {
-            Decision::Admitted { max_tokens, rate, .. } => {
-                add_rate_headers(call, &rate);
-                key.admitted = true;
-                Ok(max_tokens)
+        if key.limits.max_budget.is_some() {
+            if let Some(model) = reservation.unpriced.first() {
+                return Err(unpriced(model));
             }
-            Decision::RateLimited { message, retry_after_ms, rate } => {
-                add_rate_headers(call, &rate);
-                Err(rate_limited(message, retry_after_ms))
-            }
-            Decision::BudgetExceeded { committed, max_budget } => {
-                let message = format!(
-                    "Budget has been exceeded! Current cost: {}, Max budget: {}",
-                    pricing::format_usd(committed),
-                    pricing::format_usd(max_budget)
-                );
-                Err(ApiError::new(400, ErrorKind::BudgetExceeded, message))
-            }
-            Decision::Revoked { reason } => Err(revoked(&reason)),
         }
+        let request = reservation.admit_request(
+            self.row.call_id.clone(),
+            self.row.model_group.clone(),
+            self.token.clone(),
+            reservation.prices,
+            key.limits.clone(),
+        );
+        let decision = key.ledger.admit(&request).await?;
+        let admitted = key_decision(call, decision)?;
+        key.admitted = true;
+        Ok(admitted)
+    }
+
+    /// The request moves to a fallback `group`: the key's ledger re-admits it there (its
+    /// per-model limits and current scope apply); its budget hold moves with it.
+    pub async fn enter_group(
+        &mut self,
+        call: &mut Call<'_>,
+        group: &str,
+        reservation: &Reservation,
+    ) -> Result<(), ApiError> {
+        if let Some(key) = self.key.as_mut().filter(|k| k.admitted) {
+            let request = reservation.admit_request(
+                self.row.call_id.clone(),
+                group.to_string(),
+                self.token.clone(),
+                reservation.prices,
+                key.limits.clone(),
+            );
+            let decision = key.ledger.admit(&request).await?;
+            key_decision(call, decision)?;
+        }
+        self.row.model_group = group.to_string();
+        Ok(())
     }
 
     /// Makes `deployment` the one serving the request: its prices apply, and with enforced
@@ -199,17 +245,13 @@ impl Account {
             limits: Limits { rpm: deployment.rpm, tpm: deployment.tpm, ..Limits::default() },
             admitted: false,
         };
-        let request = AdmitRequest {
-            id: self.attempt_id(),
-            model: deployment.model_name.clone(),
-            token: None,
-            prompt_tokens_max: reservation.prompt_tokens_max,
-            max_tokens: reservation.max_tokens,
-            output_cap: reservation.output_cap,
-            prices: self.prices,
-            lease_ms: reservation.lease_ms,
-            limits: party.limits.clone(),
-        };
+        let request = reservation.admit_request(
+            self.attempt_id(),
+            deployment.model_name.clone(),
+            None,
+            self.prices,
+            party.limits.clone(),
+        );
         match party.ledger.admit(&request).await? {
             Decision::Admitted { .. } => {
                 self.deployment = Some(Party { admitted: true, ..party });
@@ -330,6 +372,46 @@ pub fn log_cost(log: &mut RequestLog, prices: Prices, cost: u64) {
     }
 }
 
+/// What the key's ledger decided, as the answer's headers and the caller's error.
+fn key_decision(call: &mut Call<'_>, decision: Decision) -> Result<Option<u64>, ApiError> {
+    match decision {
+        Decision::Admitted { max_tokens, rate, .. } => {
+            add_rate_headers(call, &rate);
+            Ok(max_tokens)
+        }
+        Decision::RateLimited { message, retry_after_ms, rate } => {
+            add_rate_headers(call, &rate);
+            Err(rate_limited(message, retry_after_ms))
+        }
+        Decision::BudgetExceeded { committed, max_budget } => {
+            let message = format!(
+                "Budget has been exceeded! Current cost: {}, Max budget: {}",
+                pricing::format_usd(committed),
+                pricing::format_usd(max_budget)
+            );
+            Err(ApiError::new(400, ErrorKind::BudgetExceeded, message))
+        }
+        Decision::Revoked { reason } => Err(revoked(&reason)),
+        Decision::ModelNotAllowed { models } => Err(ApiError::new(
+            401,
+            ErrorKind::KeyModelAccessDenied,
+            format!("This API key is not allowed to access this model. It can access models={models:?}."),
+        )
+        .with_param("model")),
+    }
+}
+
+/// A budget cannot hold a request the gateway cannot price.
+fn unpriced(model: &str) -> ApiError {
+    ApiError::invalid_request(
+        format!(
+            "The gateway has no price for model `{model}`, and this key has a budget. Set \
+             `model_info.input_cost_per_token` and `model_info.output_cost_per_token` for it in the config."
+        ),
+        "model",
+    )
+}
+
 fn rate_limited(message: String, retry_after_ms: u64) -> ApiError {
     let mut error = ApiError::new(429, ErrorKind::RateLimit, message);
     error.retry_after_s = Some(retry_after_ms.div_ceil(1000).max(1));
@@ -361,8 +443,16 @@ fn add_rate_headers(call: &mut Call<'_>, rate: &RateInfo) {
     }
 }
 
-/// Tells a key's ledger at once that the key was blocked, unblocked, deleted or regenerated.
-pub async fn notify_revocation(env: &Env, key_id: &str, reason: Option<&str>, token: &str) -> Result<(), ApiError> {
+/// Tells a key's ledger at once that the key was blocked, unblocked, deleted or regenerated,
+/// and which models it may now use.
+pub async fn notify_revocation(
+    env: &Env,
+    key_id: &str,
+    reason: Option<&str>,
+    token: &str,
+    scope: Option<Vec<String>>,
+) -> Result<(), ApiError> {
     let stub = LedgerStub::open(env, &ledger::key_ledger(key_id))?;
-    stub.revoke(&ledger::RevokeRequest { reason: reason.map(str::to_string), token: Some(token.to_string()) }).await
+    let request = ledger::RevokeRequest { reason: reason.map(str::to_string), token: Some(token.to_string()), scope };
+    stub.revoke(&request).await
 }

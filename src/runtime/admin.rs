@@ -4,6 +4,7 @@ use serde_json::{json, Map, Value};
 use worker::Request;
 
 use super::accounting;
+use super::aliases;
 use super::keystore::KeyStore;
 use super::ledger::LedgerStub;
 use super::{now_ms, read_body, vars, Call, Caller};
@@ -56,10 +57,14 @@ async fn generate(body: &Map<String, Value>, store: &KeyStore, call: &Call<'_>) 
     let mut record = KeyRecord::new(&key, ids::uuid_v4().map_err(random_error)?, now);
     record.apply(changes, now);
     validate(&record, store, None).await?;
-    if store.revocation(&hash).await?.is_some() {
-        store.clear_revocation(&hash).await?;
-    }
-    store.put(&record, None).await?;
+    claim_alias(call, &record, None).await?;
+    let written = async {
+        if store.revocation(&hash).await?.is_some() {
+            store.clear_revocation(&hash).await?;
+        }
+        store.put(&record, None).await
+    };
+    unclaim_on_error(call, &record, None, written.await).await?;
     Ok(with_secret(record.to_api(0, None), &key))
 }
 
@@ -69,7 +74,10 @@ async fn update(body: &Map<String, Value>, store: &KeyStore, call: &Call<'_>) ->
     let previous_alias = record.key_alias.clone();
     record.apply(keys::parse_changes(body, now_ms())?, now_ms());
     validate(&record, store, previous_alias.as_deref()).await?;
-    store.put(&record, previous_alias.as_deref()).await?;
+    claim_alias(call, &record, previous_alias.as_deref()).await?;
+    let written = store.put(&record, previous_alias.as_deref()).await;
+    unclaim_on_error(call, &record, previous_alias.as_deref(), written).await?;
+    release_previous_alias(call, &record, previous_alias.as_deref()).await?;
     sync_ledger(call, &record, None).await?;
     view(&record, call).await
 }
@@ -94,8 +102,11 @@ async fn delete(body: &Map<String, Value>, store: &KeyStore, call: &Call<'_>) ->
             Some(_) => Err(ApiError::invalid_request(format!("Invalid `{field}`: must be a list of strings"), field)),
         }
     };
-    let (named_keys, aliases) = (list("keys")?, list("key_aliases")?);
-    if named_keys.is_empty() && aliases.is_empty() {
+    let (named_keys, named_aliases) = (list("keys")?, list("key_aliases")?);
+    for alias in &named_aliases {
+        keys::check_alias(alias, "key_aliases")?;
+    }
+    if named_keys.is_empty() && named_aliases.is_empty() {
         return Err(ApiError::invalid_request("Give `keys` or `key_aliases` to delete.", "keys"));
     }
     let mut records = Vec::new();
@@ -106,7 +117,7 @@ async fn delete(body: &Map<String, Value>, store: &KeyStore, call: &Call<'_>) ->
             None => missing.push(describe(key)),
         }
     }
-    for alias in &aliases {
+    for alias in &named_aliases {
         match store.hash_for_alias(alias).await? {
             Some(hash) => match store.get_fresh(&hash).await? {
                 Some(r) => records.push(r),
@@ -122,6 +133,9 @@ async fn delete(body: &Map<String, Value>, store: &KeyStore, call: &Call<'_>) ->
     let mut deleted = Vec::new();
     for record in &records {
         store.revoke(record, "deleted", false).await?;
+        if let Some(alias) = &record.key_alias {
+            aliases::release(call.env, alias, &record.key_id).await?;
+        }
         sync_ledger(call, record, Some("deleted")).await?;
         deleted.push(record.token.clone());
     }
@@ -154,8 +168,11 @@ async fn regenerate(
     let mut record = old.regenerated(&key, now);
     record.apply(keys::parse_changes(body, now)?, now);
     validate(&record, store, old.key_alias.as_deref()).await?;
-    store.put(&record, old.key_alias.as_deref()).await?;
+    claim_alias(call, &record, old.key_alias.as_deref()).await?;
+    let written = store.put(&record, old.key_alias.as_deref()).await;
+    unclaim_on_error(call, &record, old.key_alias.as_deref(), written).await?;
     store.revoke(&old, "regenerated", record.key_alias == old.key_alias).await?;
+    release_previous_alias(call, &record, old.key_alias.as_deref()).await?;
     sync_ledger(call, &record, None).await?;
     Ok(with_secret(view(&record, call).await?, &key))
 }
@@ -235,19 +252,64 @@ async fn list(req: &Request, store: &KeyStore, call: &Call<'_>) -> Result<Value,
     }))
 }
 
-/// Config checks, and the uniqueness of the alias (unless it is the key's own, unchanged).
+/// Config checks, Workers KV's limits, and a first look at whether a new alias is taken
+/// (the alias index also knows aliases set before they were claimed in Durable Objects).
 async fn validate(record: &KeyRecord, store: &KeyStore, previous_alias: Option<&str>) -> Result<(), ApiError> {
     let config = embedded::config().map_err(ApiError::internal)?;
     record.validate(&config.model_names())?;
-    if let Some(alias) = record.key_alias.as_deref().filter(|a| Some(*a) != previous_alias) {
+    record.check_kv_limits()?;
+    if let Some(alias) = new_alias(record, previous_alias) {
         if store.hash_for_alias(alias).await?.is_some() {
-            return Err(ApiError::invalid_request(
-                format!("Invalid `key_alias`: `{alias}` is already used by another key"),
-                "key_alias",
-            ));
+            return Err(alias_taken(alias));
         }
     }
     Ok(())
+}
+
+/// The record's alias if the write gives it a new one.
+fn new_alias<'a>(record: &'a KeyRecord, previous_alias: Option<&str>) -> Option<&'a str> {
+    record.key_alias.as_deref().filter(|a| Some(*a) != previous_alias)
+}
+
+fn alias_taken(alias: &str) -> ApiError {
+    ApiError::invalid_request(format!("Invalid `key_alias`: `{alias}` is already used by another key"), "key_alias")
+}
+
+/// Claims a new alias in its Durable Object before the key is written: of keys racing for one
+/// alias, exactly one gets it.
+async fn claim_alias(call: &Call<'_>, record: &KeyRecord, previous_alias: Option<&str>) -> Result<(), ApiError> {
+    match new_alias(record, previous_alias) {
+        Some(alias) if !aliases::claim(call.env, alias, &record.key_id).await? => Err(alias_taken(alias)),
+        _ => Ok(()),
+    }
+}
+
+/// A write that failed gives back the alias it had claimed, then reports its own error.
+async fn unclaim_on_error(
+    call: &Call<'_>,
+    record: &KeyRecord,
+    previous_alias: Option<&str>,
+    written: Result<(), ApiError>,
+) -> Result<(), ApiError> {
+    if written.is_err() {
+        if let Some(alias) = new_alias(record, previous_alias) {
+            // The write's error is the one to report; a failed release is in the log already.
+            let _ = aliases::release(call.env, alias, &record.key_id).await;
+        }
+    }
+    written
+}
+
+/// Once the key is written under a new alias (or none), frees the one it had.
+async fn release_previous_alias(
+    call: &Call<'_>,
+    record: &KeyRecord,
+    previous_alias: Option<&str>,
+) -> Result<(), ApiError> {
+    match previous_alias.filter(|old| Some(*old) != record.key_alias.as_deref()) {
+        Some(old) => aliases::release(call.env, old, &record.key_id).await,
+        None => Ok(()),
+    }
 }
 
 async fn find(ident: &str, store: &KeyStore) -> Result<KeyRecord, ApiError> {
@@ -289,7 +351,9 @@ async fn view(record: &KeyRecord, call: &Call<'_>) -> Result<Value, ApiError> {
 /// is blocked, deleted, or has a new secret. Keys with limits are refused there immediately.
 async fn sync_ledger(call: &Call<'_>, record: &KeyRecord, deleted: Option<&str>) -> Result<(), ApiError> {
     let reason = deleted.or(record.blocked.then_some("blocked"));
-    accounting::notify_revocation(call.env, &record.key_id, reason, &record.token).await
+    let config = embedded::config().map_err(ApiError::internal)?;
+    let scope = record.scope(&config.model_names());
+    accounting::notify_revocation(call.env, &record.key_id, reason, &record.token, scope).await
 }
 
 fn new_secret() -> Result<String, ApiError> {

@@ -25,8 +25,6 @@ use crate::keys;
 use crate::openai::ApiError;
 use crate::secret::Secret;
 
-/// A token is used until this long before Databricks says it expires (LiteLLM's margin).
-const EXPIRY_MARGIN_S: u64 = 60;
 const TOKEN_TIMEOUT_MS: u64 = 30_000;
 
 /// How long a request waits for another request's token fetch before fetching its own.
@@ -185,6 +183,6 @@ async fn fetch_token(parts: OAuthParts) -> Result<(String, u64), ApiError> {
     let answer: TokenAnswer =
         serde_json::from_str(&text).map_err(|_| failed("the token answer is malformed".into()))?;
     let lifetime_s = answer.expires_in.unwrap_or(3600);
-    let usable_s = lifetime_s.saturating_sub(EXPIRY_MARGIN_S).max(lifetime_s / 2);
-    Ok((answer.access_token, now_ms() + usable_s * 1000))
+    let usable_s = databricks::oauth_usable_s(lifetime_s);
+    Ok((answer.access_token, now_ms().saturating_add(usable_s.saturating_mul(1000))))
 }

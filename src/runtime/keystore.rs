@@ -4,11 +4,15 @@
 //! - `revoked:<sha256>`: why a secret stopped working (deleted or regenerated), kept 30 days
 //!   so that its holder is told which.
 //!
+//! Names and sizes are checked against KV's own limits before a write
+//! ([`KeyRecord::check_kv_limits`]); the uniqueness of aliases is held by the `KeyAlias`
+//! Durable Objects, the `alias:` index only serves lookups.
+//!
 //! KV is eventually consistent between locations (about 60 s). Reads on the request path go
-//! through a short per-isolate cache, which this isolate's own writes update at once.
+//! through a short per-isolate cache of known keys and one of unknown ones (so that a flood of
+//! bad keys costs no KV read each); this isolate's own writes update both at once.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -16,40 +20,38 @@ use worker::kv::KvStore;
 use worker::{console_error, Env};
 
 use super::now_ms;
-use crate::keys::KeyRecord;
+use crate::cache::ExpiringMap;
+use crate::keys::{alias_kv_key, record_kv_key, revoked_kv_key, KeyRecord, ListMeta};
 use crate::openai::ApiError;
 
 const BINDING: &str = "KEYS";
 const CACHE_MS: u64 = 10_000;
 const CACHE_MAX: usize = 10_000;
+/// Unknown secrets are remembered as briefly, and fewer of them: each is a hash and a reason.
+const UNKNOWN_MS: u64 = 10_000;
+const UNKNOWN_MAX: usize = 4_096;
 const REVOKED_TTL_S: u64 = 30 * 86_400;
 
 thread_local! {
-    /// hash → (cached until, record). Only keys that exist are cached.
-    static CACHE: RefCell<HashMap<String, (u64, KeyRecord)>> = RefCell::new(HashMap::new());
+    /// hash → record, for keys that exist.
+    static KNOWN: RefCell<ExpiringMap<KeyRecord>> = RefCell::new(ExpiringMap::new(CACHE_MAX, CACHE_MS));
+    /// hash → the revocation (if any), for secrets that are no key.
+    static UNKNOWN: RefCell<ExpiringMap<Option<Revocation>>> =
+        RefCell::new(ExpiringMap::new(UNKNOWN_MAX, UNKNOWN_MS));
 }
 
 /// Why a secret no longer works.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Revocation {
     pub reason: String,
     pub at: u64,
 }
 
-/// What `/key/list` needs of a key without reading its record.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct ListMeta {
-    #[serde(default, rename = "a", skip_serializing_if = "Option::is_none")]
-    pub alias: Option<String>,
-    #[serde(default, rename = "u", skip_serializing_if = "Option::is_none")]
-    pub user_id: Option<String>,
-    #[serde(default, rename = "t", skip_serializing_if = "Option::is_none")]
-    pub team_id: Option<String>,
-    #[serde(default, rename = "c")]
-    pub created_at: u64,
-    /// The key's stable id (names its ledger).
-    #[serde(default, rename = "i")]
-    pub key_id: String,
+/// What a secret presented on a request is.
+pub enum Lookup {
+    Key(Box<KeyRecord>),
+    /// No key; revoked if the secret once was one.
+    Unknown(Option<Revocation>),
 }
 
 pub struct KeyStore {
@@ -83,44 +85,48 @@ impl KeyStore {
         })
     }
 
-    /// The key for a request: from the isolate cache when fresh, else from KV.
-    pub async fn get(&self, hash: &str) -> Result<Option<KeyRecord>, ApiError> {
+    /// The key a request presents: from the isolate's caches when fresh, else from KV (the
+    /// record, then for an unknown secret its tombstone).
+    pub async fn lookup(&self, hash: &str) -> Result<Lookup, ApiError> {
         let now = now_ms();
-        let cached = CACHE.with(|c| c.borrow().get(hash).filter(|(until, _)| *until > now).map(|(_, r)| r.clone()));
-        if cached.is_some() {
-            return Ok(cached);
+        if let Some(record) = KNOWN.with(|c| c.borrow().get(hash, now)) {
+            return Ok(Lookup::Key(Box::new(record)));
         }
-        let record = self.get_fresh(hash).await?;
-        if let Some(r) = &record {
-            remember(r, now);
+        if let Some(revocation) = UNKNOWN.with(|c| c.borrow().get(hash, now)) {
+            return Ok(Lookup::Unknown(revocation));
         }
-        Ok(record)
+        if let Some(record) = self.get_fresh(hash).await? {
+            remember(&record, now);
+            return Ok(Lookup::Key(Box::new(record)));
+        }
+        let revocation = self.revocation(hash).await?;
+        // Unless this isolate wrote the key while the reads were under way.
+        if KNOWN.with(|c| c.borrow().get(hash, now_ms()).is_none()) {
+            UNKNOWN.with(|c| c.borrow_mut().insert(hash, revocation.clone(), now));
+        }
+        Ok(Lookup::Unknown(revocation))
     }
 
     /// The key as KV has it now, for management calls that read before they write.
     pub async fn get_fresh(&self, hash: &str) -> Result<Option<KeyRecord>, ApiError> {
-        get_json(&self.kv, &format!("key:{hash}")).await
+        get_json(&self.kv, &record_kv_key(hash)).await
     }
 
     pub async fn revocation(&self, hash: &str) -> Result<Option<Revocation>, ApiError> {
-        get_json(&self.kv, &format!("revoked:{hash}")).await
+        get_json(&self.kv, &revoked_kv_key(hash)).await
     }
 
+    /// The hash of the key with this alias; the alias must fit a KV key (`check_alias`).
     pub async fn hash_for_alias(&self, alias: &str) -> Result<Option<String>, ApiError> {
-        self.kv.get(&format!("alias:{alias}")).text().await.map_err(kv_error)
+        self.kv.get(&alias_kv_key(alias)).text().await.map_err(kv_error)
     }
 
     /// Writes a key and its alias index; `previous_alias` is dropped from the index if it changed.
     pub async fn put(&self, record: &KeyRecord, previous_alias: Option<&str>) -> Result<(), ApiError> {
-        let meta = ListMeta {
-            alias: record.key_alias.clone(),
-            user_id: record.user_id.clone(),
-            team_id: record.team_id.clone(),
-            created_at: record.created_at,
-            key_id: record.key_id.clone(),
-        };
+        record.check_kv_limits()?;
+        let meta = record.list_meta();
         let value = serde_json::to_string(record).map_err(|e| ApiError::internal(e.to_string()))?;
-        let key = format!("key:{}", record.token);
+        let key = record_kv_key(&record.token);
         self.kv
             .put(&key, value)
             .map_err(kv_error)?
@@ -130,11 +136,11 @@ impl KeyStore {
             .await
             .map_err(kv_error)?;
         if let Some(alias) = &record.key_alias {
-            let index = format!("alias:{alias}");
+            let index = alias_kv_key(alias);
             self.kv.put(&index, record.token.as_str()).map_err(kv_error)?.execute().await.map_err(kv_error)?;
         }
         if let Some(old) = previous_alias.filter(|old| Some(*old) != record.key_alias.as_deref()) {
-            self.kv.delete(&format!("alias:{old}")).await.map_err(kv_error)?;
+            self.kv.delete(&alias_kv_key(old)).await.map_err(kv_error)?;
         }
         remember(record, now_ms());
         Ok(())
@@ -143,9 +149,10 @@ impl KeyStore {
     /// Removes a secret: the record under `hash` goes, a tombstone says why. The alias index is
     /// dropped too unless the key lives on under a new secret (`keep_alias`).
     pub async fn revoke(&self, record: &KeyRecord, reason: &str, keep_alias: bool) -> Result<(), ApiError> {
-        let tombstone = serde_json::to_string(&Revocation { reason: reason.to_string(), at: now_ms() })
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        let revoked = format!("revoked:{}", record.token);
+        let now = now_ms();
+        let revocation = Revocation { reason: reason.to_string(), at: now };
+        let tombstone = serde_json::to_string(&revocation).map_err(|e| ApiError::internal(e.to_string()))?;
+        let revoked = revoked_kv_key(&record.token);
         self.kv
             .put(&revoked, tombstone)
             .map_err(kv_error)?
@@ -153,17 +160,19 @@ impl KeyStore {
             .execute()
             .await
             .map_err(kv_error)?;
-        self.kv.delete(&format!("key:{}", record.token)).await.map_err(kv_error)?;
+        self.kv.delete(&record_kv_key(&record.token)).await.map_err(kv_error)?;
         if let (false, Some(alias)) = (keep_alias, &record.key_alias) {
-            self.kv.delete(&format!("alias:{alias}")).await.map_err(kv_error)?;
+            self.kv.delete(&alias_kv_key(alias)).await.map_err(kv_error)?;
         }
-        CACHE.with(|c| c.borrow_mut().remove(&record.token));
+        KNOWN.with(|c| c.borrow_mut().remove(&record.token));
+        UNKNOWN.with(|c| c.borrow_mut().insert(&record.token, Some(revocation), now));
         Ok(())
     }
 
     /// Forgets that a secret was revoked (a caller chose it again for a new key).
     pub async fn clear_revocation(&self, hash: &str) -> Result<(), ApiError> {
-        self.kv.delete(&format!("revoked:{hash}")).await.map_err(kv_error)
+        UNKNOWN.with(|c| c.borrow_mut().remove(hash));
+        self.kv.delete(&revoked_kv_key(hash)).await.map_err(kv_error)
     }
 
     /// Every key's hash and list metadata.
@@ -189,12 +198,9 @@ impl KeyStore {
     }
 }
 
+/// A key that exists now: known, and no longer unknown (a caller may have chosen a secret
+/// that was refused a moment ago).
 fn remember(record: &KeyRecord, now: u64) {
-    CACHE.with(|c| {
-        let mut cache = c.borrow_mut();
-        if cache.len() >= CACHE_MAX {
-            cache.clear();
-        }
-        cache.insert(record.token.clone(), (now + CACHE_MS, record.clone()));
-    });
+    UNKNOWN.with(|c| c.borrow_mut().remove(&record.token));
+    KNOWN.with(|c| c.borrow_mut().insert(&record.token, record.clone(), now));
 }

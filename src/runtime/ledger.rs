@@ -61,6 +61,8 @@ struct Totals {
     soft_alerted: bool,
     revoked: Option<String>,
     token: Option<String>,
+    #[serde(default)]
+    scope: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -100,6 +102,7 @@ impl Ledger {
             "/revoke" => {
                 let request: RevokeRequest = parse(body)?;
                 ledger.revoked = request.reason;
+                ledger.scope = request.scope;
                 if request.token.is_some() {
                     ledger.token = request.token;
                 }
@@ -159,6 +162,7 @@ impl Ledger {
             soft_alerted: totals.soft_alerted,
             revoked: totals.revoked,
             token: totals.token,
+            scope: totals.scope,
             ..LedgerState::default()
         })
     }
@@ -188,6 +192,7 @@ impl Ledger {
             soft_alerted: state.soft_alerted,
             revoked: state.revoked.clone(),
             token: state.token.clone(),
+            scope: state.scope.clone(),
         };
         let json = serde_json::to_string(&totals).map_err(|e| e.to_string())?;
         sql.exec("INSERT OR REPLACE INTO ledger_state (id, json) VALUES (1, ?)", vec![json.into()])

@@ -3,6 +3,7 @@
 
 mod accounting;
 mod admin;
+mod aliases;
 mod credentials;
 mod health;
 mod keystore;
@@ -18,14 +19,15 @@ use futures_util::StreamExt;
 use worker::{console_log, event, Context, Date, Env, Headers, Method, Request, Response, Result};
 
 use crate::auth;
+use crate::body::BoundedBody;
 use crate::embedded;
 use crate::ids;
 use crate::keys::{self, KeyRecord};
 use crate::log::RequestLog;
 use crate::openai::{self, ApiError, Kind, MAX_BODY_BYTES};
-use crate::routes::Route;
+use crate::routes::{self, Route};
 use crate::time;
-use keystore::KeyStore;
+use keystore::{KeyStore, Lookup};
 
 /// What a handler knows about the call it serves.
 pub struct Call<'a> {
@@ -56,7 +58,7 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     let log = RequestLog {
         call_id: call_id.clone(),
         method: req.method().to_string(),
-        route: req.path(),
+        route: routes::loggable_path(&req.path()),
         ..Default::default()
     };
     let mut call = Call { env: &env, ctx: &ctx, started_ms, log, headers: Vec::new(), log_deferred: false };
@@ -176,36 +178,50 @@ async fn authenticate(req: &Request, call: &mut Call<'_>) -> std::result::Result
     let hash = keys::hash_key(&presented);
     call.log.key_hash = Some(hash[..16].to_string());
     let store = KeyStore::open(call.env)?;
-    let Some(record) = store.get(&hash).await? else {
-        let message = match store.revocation(&hash).await? {
-            Some(r) if r.reason == "regenerated" => {
-                format!("This API key was regenerated at {}; use the new key.", time::format_rfc3339(r.at))
-            }
-            Some(r) => format!("This API key was deleted at {}.", time::format_rfc3339(r.at)),
-            None => "Invalid API key.".to_string(),
-        };
-        return Err(ApiError::unauthorized(message));
+    let revocation = match store.lookup(&hash).await? {
+        Lookup::Key(record) => {
+            call.log.key_alias = record.key_alias.clone();
+            record.check_usable(now_ms())?;
+            return Ok(Caller::Key(record));
+        }
+        Lookup::Unknown(revocation) => revocation,
     };
-    call.log.key_alias = record.key_alias.clone();
-    record.check_usable(now_ms())?;
-    Ok(Caller::Key(Box::new(record)))
+    let message = match revocation {
+        Some(r) if r.reason == "regenerated" => {
+            format!("This API key was regenerated at {}; use the new key.", time::format_rfc3339(r.at))
+        }
+        Some(r) => format!("This API key was deleted at {}.", time::format_rfc3339(r.at)),
+        None => "Invalid API key.".to_string(),
+    };
+    Err(ApiError::unauthorized(message))
 }
 
 /// Reads a request body, refusing one over Databricks' payload limit. An oversized body
 /// announced by its length is drained, not kept: a client still uploading would otherwise
-/// see its connection reset instead of the 413.
+/// see its connection reset instead of the 413. A body without a length (chunked) is read
+/// chunk by chunk and refused at the limit, without reading the rest.
 pub async fn read_body(req: &mut Request) -> std::result::Result<Vec<u8>, ApiError> {
+    let cannot_read =
+        |e: worker::Error| ApiError::invalid_request(format!("Cannot read the request body: {e}"), "request_body");
     let announced = req.headers().get("content-length").ok().flatten().and_then(|v| v.trim().parse::<usize>().ok());
-    if let Some(len) = announced.filter(|len| *len > MAX_BODY_BYTES) {
+    let Some(len) = announced else {
+        if req.inner().body().is_none() {
+            return Ok(Vec::new());
+        }
+        let mut body = BoundedBody::default();
+        let mut chunks = req.stream().map_err(cannot_read)?;
+        while let Some(chunk) = chunks.next().await {
+            body.push(&chunk.map_err(cannot_read)?)?;
+        }
+        return Ok(body.into_bytes());
+    };
+    if len > MAX_BODY_BYTES {
         if let Ok(mut body) = req.stream() {
             while let Some(Ok(_)) = body.next().await {}
         }
         return Err(ApiError::too_large(len));
     }
-    let bytes = req
-        .bytes()
-        .await
-        .map_err(|e| ApiError::invalid_request(format!("Cannot read the request body: {e}"), "request_body"))?;
+    let bytes = req.bytes().await.map_err(cannot_read)?;
     if bytes.len() > MAX_BODY_BYTES {
         return Err(ApiError::too_large(bytes.len()));
     }

@@ -3,7 +3,6 @@
 
 use futures_channel::mpsc;
 use futures_util::StreamExt;
-use serde_json::Value;
 use worker::{AbortController, ByteStream, Headers, Request, Response};
 
 use super::accounting::{self, Account, Outcome, Reservation};
@@ -16,6 +15,7 @@ use crate::embedded;
 use crate::log::RequestLog;
 use crate::openai::{self, ApiError, Kind, ProxyRequest};
 use crate::pricing;
+use crate::prompt::{self, PromptTally};
 use crate::secret::Secret;
 use crate::stream::ChatStreamRelay;
 
@@ -26,9 +26,6 @@ use crate::stream::ChatStreamRelay;
 pub async fn proxy(kind: Kind, mut req: Request, call: &mut Call<'_>, caller: Caller) -> Result<Response, ApiError> {
     let bytes = read_body(&mut req).await?;
     let ProxyRequest { model, stream, mut body, base64, .. } = openai::parse_request(kind, &bytes)?;
-    // The body's size in bytes bounds its prompt tokens from above (a token is at least a
-    // byte), so a budget reserved with it is never overshot by the prompt.
-    let prompt_bytes = bytes.len() as u64;
     drop(bytes);
 
     let config = embedded::config().map_err(ApiError::internal)?;
@@ -36,26 +33,37 @@ pub async fn proxy(kind: Kind, mut req: Request, call: &mut Call<'_>, caller: Ca
         Caller::Master => model.clone(),
         Caller::Key(record) => record.resolve_model(&model)?,
     };
-    let members = config.group(&group);
-    if members.is_empty() {
+    if config.group(&group).is_empty() {
         return Err(unknown_model(&model));
     }
     call.log.model = Some(group.clone());
     call.log.stream = Some(stream);
     call.headers.push(("x-litellm-model-group", group.clone()));
-    databricks::prepare_body(kind, &mut body, &members[0].endpoint, stream);
     call.log.dropped_params = databricks::drop_params(kind, &mut body, config.drop_params);
 
-    // The reservation takes the highest prices among every deployment that may serve it.
-    let max_tokens = body.get("max_tokens").and_then(Value::as_u64);
-    let reservation = Reservation::new(&servable(config, &group), prompt_bytes, max_tokens);
+    // Fallbacks go only to groups the key may use; the reservation covers every deployment
+    // that may serve (the dearest prices and chat template among them).
+    let may_use = |g: &str| match &caller {
+        Caller::Master => true,
+        Caller::Key(record) => record.may_use_group(g),
+    };
+    let servable = servable(config, &group, &may_use);
+    let tally = PromptTally::of(kind, &body);
+    let max_tokens = servable
+        .iter()
+        .map(|d| databricks::upstream_max_tokens(kind, &body, &d.endpoint))
+        .reduce(|a, b| a.zip(b).map(|(a, b)| a.max(b)))
+        .flatten();
+    let reservation = Reservation::new(&servable, &tally, max_tokens, prompt::choices(&body));
     let mut account = Account::open(call, &caller, &group, stream)?;
-    if let Some(imposed) = account.admit(call, &reservation).await? {
+    let output_cap = account.admit(call, &reservation).await?;
+    if let Some(imposed) = output_cap {
+        body.remove("max_completion_tokens");
         body.insert("max_tokens".into(), imposed.into());
     }
 
-    let mut ask = Ask { kind, body: &mut body, stream, base64 };
-    let routed = routing::route(call, config, &group, &model, &mut ask, &mut account, &reservation).await;
+    let ask = Ask { kind, body: &body, stream, base64, output_cap };
+    let routed = routing::route(call, config, &group, &model, &ask, &may_use, &mut account, &reservation).await;
     drop(body);
     match routed {
         Err(error) => {
@@ -63,7 +71,9 @@ pub async fn proxy(kind: Kind, mut req: Request, call: &mut Call<'_>, caller: Ca
             Err(error)
         }
         Ok(Routed { deployment, forwarded: Forwarded::Stream { body, controller, first }, token }) => {
-            let pump = StreamPump::new(body, controller, call, &model, token, deployment, account, prompt_bytes, first);
+            let prompt_estimate = reservation.prompt_tokens_estimate;
+            let pump =
+                StreamPump::new(body, controller, call, &model, token, deployment, account, prompt_estimate, first);
             relay_stream(pump, call)
         }
         Ok(Routed { forwarded: Forwarded::Answer(Answer { bytes, usage, id }), .. }) => {
@@ -86,12 +96,22 @@ pub async fn proxy(kind: Kind, mut req: Request, call: &mut Call<'_>, caller: Ca
     }
 }
 
-/// The deployments that may end up serving a request for `group`: its own and its fallbacks'.
-fn servable<'c>(config: &'c GatewayConfig, group: &str) -> Vec<&'c Deployment> {
+/// The deployments that may end up serving a request for `group`: its own and those of the
+/// fallbacks the caller may use.
+fn servable<'c>(config: &'c GatewayConfig, group: &str, may_use: &dyn Fn(&str) -> bool) -> Vec<&'c Deployment> {
     let settings = &config.router;
-    let mut groups = vec![group.to_string()];
-    groups.extend(settings.fallbacks_for(group).iter().cloned());
-    groups.extend(settings.context_window_fallbacks_for(group).iter().cloned());
+    let mut groups = vec![group];
+    let mut i = 0;
+    while let Some(&current) = groups.get(i) {
+        // The route tries the group's fallbacks, and any group's context-window fallbacks.
+        let own = if i == 0 { settings.fallbacks_for(current) } else { &[] };
+        for next in own.iter().chain(settings.context_window_fallbacks_for(current)) {
+            if may_use(next) && !groups.contains(&next.as_str()) {
+                groups.push(next);
+            }
+        }
+        i += 1;
+    }
     groups.iter().flat_map(|g| config.group(g)).collect()
 }
 
@@ -124,7 +144,8 @@ struct StreamPump {
     idle_ms: u64,
     controller: Option<AbortController>,
     account: Option<Account>,
-    prompt_bytes: u64,
+    /// The prompt's estimated tokens: charged when a stream is cut before any usage.
+    prompt_estimate: u64,
     /// The bytes read before answering (so that a stream failing before them was retried).
     first: Option<Vec<u8>>,
     log: RequestLog,
@@ -141,7 +162,7 @@ impl StreamPump {
         token: Secret,
         deployment: &Deployment,
         account: Account,
-        prompt_bytes: u64,
+        prompt_estimate: u64,
         first: Vec<u8>,
     ) -> Self {
         StreamPump {
@@ -151,7 +172,7 @@ impl StreamPump {
             idle_ms: deployment.stream_timeout_ms,
             controller: Some(controller),
             account: Some(account),
-            prompt_bytes,
+            prompt_estimate,
             log: RequestLog::default(),
             started_ms: call.started_ms,
         }
@@ -200,9 +221,16 @@ impl StreamPump {
         let (usage, estimated) = match self.relay.usage() {
             Some(usage) => (usage, false),
             None => {
-                let prompt_tokens = self.prompt_bytes.div_ceil(4);
+                let prompt_tokens = self.prompt_estimate;
                 let completion_tokens = self.relay.generated_chars().div_ceil(4);
-                (Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens }, true)
+                (
+                    Usage {
+                        prompt_tokens,
+                        completion_tokens,
+                        total_tokens: prompt_tokens.saturating_add(completion_tokens),
+                    },
+                    true,
+                )
             }
         };
         let outcome = Outcome {

@@ -53,31 +53,37 @@ pub struct Routed<'c> {
     pub token: Secret,
 }
 
-/// What is asked of Databricks: the kind of request, its body, and how its answer is shown.
+/// What is asked of Databricks: the kind of request, the client's body (translated for each
+/// attempt's deployment), and how its answer is shown.
 pub struct Ask<'a> {
     pub kind: Kind,
-    pub body: &'a mut Map<String, Value>,
+    pub body: &'a Map<String, Value>,
     pub stream: bool,
     /// Embeddings answered as base64.
     pub base64: bool,
+    /// A `max_tokens` a budget imposed, which no translation may raise.
+    pub output_cap: Option<u64>,
 }
 
 /// Tries the group's deployments (and then its fallbacks) until one answers, within
 /// `num_retries` retries per group and the router's overall timeout. `display` is the model
-/// name answers carry when the group asked for answers.
+/// name answers carry when the group asked for answers. Fallbacks go only to groups the
+/// caller `may_use`, and the key's ledger admits the request again in each.
+#[allow(clippy::too_many_arguments)]
 pub async fn route<'c>(
     call: &mut Call<'_>,
     config: &'c GatewayConfig,
     group: &str,
     display: &str,
-    ask: &mut Ask<'_>,
+    ask: &Ask<'_>,
+    may_use: &dyn Fn(&str) -> bool,
     account: &mut Account,
     reservation: &Reservation,
 ) -> Result<Routed<'c>, ApiError> {
     let settings = &config.router;
     let deadline = settings.timeout_ms.map(|t| call.started_ms + t);
-    // Pre-call checks use a typical estimate (four bytes a token), not the budget's bound.
-    let prompt_tokens_estimate = reservation.prompt_tokens_max / 4;
+    // Pre-call checks use the typical estimate, not the budget's bound.
+    let prompt_tokens_estimate = reservation.prompt_tokens_estimate;
     let mut queue: VecDeque<String> = VecDeque::from([group.to_string()]);
     let mut visited: Vec<String> = Vec::new();
     let (mut retries, mut fallbacks) = (0u32, 0u32);
@@ -89,7 +95,14 @@ pub async fn route<'c>(
         }
         visited.push(current.clone());
         if current != group {
+            if !may_use(&current) {
+                continue;
+            }
             fallbacks += 1;
+            if let Err(error) = account.enter_group(call, &current, reservation).await {
+                last_error = Some(error);
+                continue;
+            }
         }
         let all_members = config.group(&current);
         let shown = if current == group { display.to_string() } else { current.clone() };
@@ -209,7 +222,7 @@ fn context_window(group: &str) -> ApiError {
 async fn attempt_once(
     call: &mut Call<'_>,
     deployment: &Deployment,
-    ask: &mut Ask<'_>,
+    ask: &Ask<'_>,
     shown: &str,
     deadline: Option<u64>,
 ) -> Result<(Forwarded, Secret), ApiError> {
@@ -218,18 +231,22 @@ async fn attempt_once(
     call.log.deployment = Some(deployment.id.clone());
     call.headers.push(("x-litellm-model-id", deployment.id.clone()));
     call.headers.push(("x-litellm-model-api-base", api_base.expose().to_string()));
-    ask.body.insert("model".into(), Value::String(deployment.endpoint.clone()));
+    let mut body = ask.body.clone();
+    databricks::prepare_body(ask.kind, &mut body, &deployment.endpoint, ask.stream, ask.output_cap);
+    let payload =
+        serde_json::to_vec(&body).map_err(|e| ApiError::internal(format!("cannot encode the request: {e}")))?;
+    drop(body);
     let url = databricks::url(api_base.expose(), ask.kind.route());
     let timeout_ms = deadline.map_or(deployment.timeout_ms, |d| deployment.timeout_ms.min(d.saturating_sub(now_ms())));
 
     with_stats(&deployment.id, |s| s.in_flight += 1);
     let started = now_ms();
-    let mut result = forward(call, &url, &credential, ask, deployment, timeout_ms, shown).await;
+    let mut result = forward(call, &url, &credential, &payload, ask, deployment, timeout_ms, shown).await;
     // An OAuth token Databricks refuses (expired early, rotated) is replaced once.
     if credential.is_oauth() && matches!(&result, Err(e) if e.status == 401 || e.status == 403) {
         if let Some(fresh) = credentials::refresh(&credential).await? {
             credential = fresh;
-            result = forward(call, &url, &credential, ask, deployment, timeout_ms, shown).await;
+            result = forward(call, &url, &credential, &payload, ask, deployment, timeout_ms, shown).await;
         }
     }
     with_stats(&deployment.id, |s| {
@@ -259,18 +276,18 @@ pub fn stream_ended(deployment_id: &str, tokens: u64) {
 }
 
 /// Sends the request and reads the answer (or the start of the stream) within `timeout_ms`.
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     call: &mut Call<'_>,
     url: &str,
     credential: &Credential,
+    payload: &[u8],
     ask: &Ask<'_>,
     deployment: &Deployment,
     timeout_ms: u64,
     shown: &str,
 ) -> Result<Forwarded, ApiError> {
     let token = &credential.token;
-    let payload =
-        serde_json::to_vec(&*ask.body).map_err(|e| ApiError::internal(format!("cannot encode the request: {e}")))?;
     let upstream_started = now_ms();
     let Upstream { mut response, controller } =
         upstream::post_json(url, token, payload, timeout_ms).await.inspect_err(|_| {

@@ -20,8 +20,8 @@ pub struct Upstream {
 }
 
 /// POSTs a JSON body with the bearer token; waits at most `timeout_ms` for the answer's headers.
-pub async fn post_json(url: &str, token: &Secret, body: Vec<u8>, timeout_ms: u64) -> Result<Upstream, ApiError> {
-    let request = build_request(url, token, &body)
+pub async fn post_json(url: &str, token: &Secret, body: &[u8], timeout_ms: u64) -> Result<Upstream, ApiError> {
+    let request = build_request(url, token, body)
         .map_err(|e| ApiError::bad_gateway(format!("Cannot build the Databricks request to {url}: {e}")))?;
     let controller = AbortController::default();
     let signal = controller.signal();

@@ -3,7 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { startGateway, raw, userMessage, MASTER_KEY, DATABRICKS_TOKEN } from '../support/gateway.mjs';
+import { startGateway, raw, userMessage, eventually, MASTER_KEY, DATABRICKS_TOKEN } from '../support/gateway.mjs';
 
 let gw;
 before(async () => {
@@ -42,8 +42,9 @@ test('the SDK gets a chat.completion named after the requested model, with the u
 
 test('the request reaches Databricks translated: endpoint, max_tokens, token, unknown fields kept', async () => {
   gw.fake.reset();
+  // gpt-oss takes a temperature (GPT-5 refuses any but 1, as the strict fake does).
   await gw.client().chat.completions.create({
-    model: 'databricks-gpt-5-1',
+    model: 'databricks-gpt-oss-120b',
     messages: [
       { role: 'system', content: 'Be brief.' },
       { role: 'user', content: 'Count to three' },
@@ -57,7 +58,7 @@ test('the request reaches Databricks translated: endpoint, max_tokens, token, un
   assert.equal(sent.path, '/serving-endpoints/chat/completions');
   assert.equal(sent.headers.authorization, `Bearer ${DATABRICKS_TOKEN}`);
   assert.match(sent.headers['user-agent'], /^databricks-gateway\/\d+\.\d+\.\d+$/);
-  assert.equal(sent.body.model, 'databricks-gpt-5-1');
+  assert.equal(sent.body.model, 'databricks-gpt-oss-120b');
   assert.equal(sent.body.max_tokens, 50);
   assert.equal('max_completion_tokens' in sent.body, false);
   assert.equal(sent.body.temperature, 0.5);
@@ -150,6 +151,7 @@ test('answers carry LiteLLM headers, and the call id is the one logged', async (
 
 test('log lines hold no secret and no prompt text', async () => {
   const marker = 'zebra-walrus-marker-8841';
+  const linesBefore = gw.requestLogs().length;
   await gw.client().chat.completions.create({ model: 'databricks-gpt-5-1', messages: userMessage(marker) });
   await raw(gw, '/v1/chat/completions', { key: 'sk-wrong-key-123', body: { model: 'databricks-gpt-5-1' } });
   const stream = await gw.client().chat.completions.create({
@@ -158,8 +160,9 @@ test('log lines hold no secret and no prompt text', async () => {
     messages: userMessage(marker),
   });
   for await (const _ of stream);
+  // A stream's line is written when its pump ends: wait for all three lines before scanning.
+  await eventually(() => gw.requestLogs().length >= linesBefore + 3, 3000, 'the three log lines');
   const all = gw.logs.join('\n');
-  assert.ok(gw.requestLogs().length >= 3);
   for (const secret of [MASTER_KEY, DATABRICKS_TOKEN, 'sk-wrong-key-123', marker, 'Echo:']) {
     assert.equal(all.includes(secret), false, `the log contains ${secret}`);
   }

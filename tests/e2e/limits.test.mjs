@@ -48,13 +48,9 @@ async function streamOnce(key, content, extra = {}) {
   return { status: 200, usage, done: events.at(-1) === '[DONE]' };
 }
 
-let rpmKey;
-let rpmBurstAt;
-
 test('rpm_limit N: of 3N concurrent requests exactly N pass, the rest get 429 with headers', async () => {
   const N = 4;
-  rpmKey = await generate({ rpm_limit: N });
-  rpmBurstAt = Date.now();
+  const rpmKey = await generate({ rpm_limit: N });
   const results = await Promise.all(Array.from({ length: 3 * N }, (_, i) => send(rpmKey.key, `burst ${i}`)));
   const ok = results.filter((r) => r.status === 200);
   const limited = results.filter((r) => r.status === 429);
@@ -163,9 +159,10 @@ test('without max_tokens a budgeted key gets one imposed that the budget can pay
   const res = await send(key, 'how many tokens may I use');
   assert.equal(res.status, 200, res.text);
   const sent = gw.fake.requests[0].body.max_tokens;
-  // (budget - prompt upper bound: the request's size in bytes) / output price, in whole tokens.
-  const promptBytes = Buffer.byteLength(JSON.stringify({ model: 'databricks-gpt-5-1', messages: userMessage('how many tokens may I use') }));
-  const affordable = (500_000_000n - BigInt(promptBytes) * INPUT_PICO) / OUTPUT_PICO;
+  // (budget - the prompt's bound) / output price, in whole tokens. The bound for a GPT-family
+  // endpoint (README): the text's bytes, one per text, 8 a message and 32 a request.
+  const promptBound = Buffer.byteLength('how many tokens may I use') + 1 + 8 + 32;
+  const affordable = (500_000_000n - BigInt(promptBound) * INPUT_PICO) / OUTPUT_PICO;
   assert.equal(BigInt(sent), affordable);
   const unlimited = await generate({});
   gw.fake.reset();
@@ -175,7 +172,7 @@ test('without max_tokens a budgeted key gets one imposed that the budget can pay
 
 test('tpm_limit reserves the estimate and settles the real usage', async () => {
   const { key } = await generate({ tpm_limit: 1200 });
-  // prompt upper bound (bytes) + max_tokens 700 ≈ 800 tokens reserved: two do not fit at once.
+  // the prompt's estimate + max_tokens 700 ≈ 710 tokens held: two do not fit at once.
   const [a, b] = await Promise.all([send(key, 'one', { max_tokens: 700 }), send(key, 'two', { max_tokens: 700 })]);
   assert.deepEqual([a.status, b.status].sort(), [200, 429]);
   const limited = a.status === 429 ? a : b;
@@ -275,7 +272,8 @@ test('keys without limits are still charged, and /spend/logs filters', async () 
   // A key reads its own logs, not another's.
   const own = await raw(gw, '/spend/logs', { method: 'GET', key });
   assert.equal(own.json.length, 1);
-  const other = await raw(gw, `/spend/logs?api_key=${rpmKey.token}`, { method: 'GET', key });
+  const someoneElse = await generate({});
+  const other = await raw(gw, `/spend/logs?api_key=${someoneElse.token}`, { method: 'GET', key });
   assert.equal(other.status, 403);
   assert.equal((await raw(gw, '/spend/logs?start_date=someday', { method: 'GET' })).status, 400);
 });
@@ -317,9 +315,14 @@ test('counters and spend are durable: they survive a restart of the runtime', as
   }
 });
 
-test('after the window, a rate-limited key passes again', async () => {
-  const wait = rpmBurstAt + 60_500 - Date.now();
-  if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-  const res = await send(rpmKey.key, 'a new minute');
+test('after the window, a rate-limited key passes again, when its retry-after says', async () => {
+  const { key } = await generate({ rpm_limit: 1 });
+  assert.equal((await send(key, 'first')).status, 200);
+  const limited = await send(key, 'second');
+  assert.equal(limited.status, 429);
+  const retryAfter = Number(limited.headers.get('retry-after'));
+  assert.ok(retryAfter >= 1 && retryAfter <= 60, `retry-after ${retryAfter}`);
+  await new Promise((r) => setTimeout(r, retryAfter * 1000 + 200));
+  const res = await send(key, 'a new minute');
   assert.equal(res.status, 200, res.text);
 });

@@ -7,12 +7,12 @@ import { startGateway, raw, rawStream, userMessage } from '../support/gateway.mj
 
 const ask = (gw, model, content) => raw(gw, '/v1/chat/completions', { body: { model, messages: userMessage(content) } });
 
-/** Four clients, each calling `send(content)` one call after another for 2.5 s; returns how
- *  many requests each of busy-group's deployments received. */
+/** Four clients, each making 15 calls of `send(content)` one after another (a count, not a
+ *  time: the outcome does not depend on how fast this machine is); returns how many requests
+ *  each of busy-group's deployments received. */
 async function busyLoad(gw, send) {
-  const until = Date.now() + 2500;
   const client = async (c) => {
-    for (let i = 0; Date.now() < until; i++) await send(`c${c} r${i}`);
+    for (let i = 0; i < 15; i++) await send(`c${c} r${i}`);
   };
   await Promise.all([0, 1, 2, 3].map(client));
   return { slow: gw.fake.countsByEndpoint['busy-slow'] ?? 0, fast: gw.fake.countsByEndpoint['busy-fast'] ?? 0 };
@@ -25,10 +25,10 @@ test('least-busy keeps traffic away from a deployment that holds requests', asyn
     const { slow, fast } = await busyLoad(gw, async (content) => {
       assert.equal((await ask(gw, 'busy-group', content)).status, 200);
     });
-    // Shuffling would send every other decision to the slow one; least-busy sends it one only
-    // when it holds nothing, at most about once per second per client.
-    assert.ok(fast > 50, `fast got ${fast}`);
-    assert.ok(slow <= 12, `slow got ${slow} of ${slow + fast}`);
+    // Shuffling would send about half of the 60 decisions (30) to the slow one; least-busy sends
+    // it one only when it holds no more than the fast one.
+    assert.equal(slow + fast, 60);
+    assert.ok(slow <= 12, `slow got ${slow} of 60`);
   } finally {
     await gw.close();
   }
@@ -44,8 +44,8 @@ test('least-busy counts a stream in flight until it ends, not until its first ch
       assert.equal(res.status, 200);
       assert.equal(events.at(-1), '[DONE]');
     });
-    assert.ok(fast > 30, `fast got ${fast}`);
-    assert.ok(slow <= 12, `slow got ${slow} of ${slow + fast}`);
+    assert.equal(slow + fast, 60);
+    assert.ok(slow <= 12, `slow got ${slow} of 60`);
   } finally {
     await gw.close();
   }

@@ -148,7 +148,7 @@ test('reasoning_effort becomes a thinking budget on Claude, passes through on GP
 test('drop_params removes what Databricks does not take, and the log says which', async () => {
   gw.fake.reset();
   const res = await raw(gw, '/v1/chat/completions', {
-    body: { model: 'databricks-gpt-5-1', messages: userMessage('x'), user: 'u-1', seed: 7, temperature: 0.3, drop_params: true },
+    body: { model: 'databricks-gpt-oss-120b', messages: userMessage('x'), user: 'u-1', seed: 7, temperature: 0.3, drop_params: true },
   });
   assert.equal(res.status, 200);
   const sent = gw.fake.requests[0].body;
@@ -158,7 +158,7 @@ test('drop_params removes what Databricks does not take, and the log says which'
   assert.deepEqual(line.dropped_params.sort(), ['seed', 'user']);
   // Without drop_params, unknown parameters go through; additional_drop_params names some to drop.
   await raw(gw, '/v1/chat/completions', {
-    body: { model: 'databricks-gpt-5-1', messages: userMessage('x'), user: 'u-1', temperature: 0.3, additional_drop_params: ['temperature'] },
+    body: { model: 'databricks-gpt-oss-120b', messages: userMessage('x'), user: 'u-1', temperature: 0.3, additional_drop_params: ['temperature'] },
   });
   assert.equal(gw.fake.requests[1].body.user, 'u-1');
   assert.equal('temperature' in gw.fake.requests[1].body, false);

@@ -13,7 +13,7 @@ export const MASTER_KEY = 'sk-test-master-4f1c9a';
 export const DATABRICKS_TOKEN = 'dapi0123456789abcdef0123456789abcdef';
 export const WRONG_TOKEN = 'dapiffffffffffffffffffffffffffffffff';
 // The compatibility date of wrangler.toml.
-const COMPATIBILITY_DATE = '2026-04-20';
+export const COMPATIBILITY_DATE = '2026-04-20';
 
 /**
  * @param {{ bindings?: Record<string,string>, fake?: object, scriptDir?: string, persistDir?: string }} options
@@ -40,6 +40,7 @@ export async function startGateway({ bindings = {}, fake: fakeOptions = {}, scri
     durableObjects: {
       LEDGER: { className: 'Ledger', useSQLite: true },
       HEALTH: { className: 'GroupHealth', useSQLite: true },
+      KEY_ALIASES: { className: 'KeyAlias', useSQLite: true },
     },
     // With a directory, KV and Durable Object storage outlive this instance (a restart).
     ...(persistDir ? { kvPersist: path.join(persistDir, 'kv'), durableObjectsPersist: path.join(persistDir, 'do') } : {}),
