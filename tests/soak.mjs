@@ -39,6 +39,10 @@ const REQUEST_TIMEOUT_MS = 30_000;
 const LEASE_MS = 360_000;
 // The default completion cap a budget imposes when the request sets no max_tokens (README).
 const OUTPUT_CAP = 16_384n;
+// What a budget may hold for a prompt, at most: the body's size in bytes (a token covers at
+// least one byte of text) plus this many tokens, more than any chat template adds to a
+// one-message request (a few hundred at most). The checks need a bound, not the formula.
+const PROMPT_ALLOWANCE = 1024n;
 // (a) is checked to 1e-9 USD; the gateway keeps exact pico-dollars, so any error is a bug.
 const TOLERANCE_PICO = 1000n;
 // Rows whose end_time is this close before a budget period's boundary may have been settled
@@ -655,8 +659,8 @@ function periodSpendError(key, ended, info) {
  * holds), after the rate windows have emptied:
  * - hold: a request the budget cannot pay is refused with "Current cost: X", X being spend
  *   plus what admitted requests may still cost; X must equal /key/info's spend. Then a
- *   request whose worst case fits what is left (prompt counted as its size in bytes, an
- *   upper bound of its tokens) must be admitted.
+ *   request whose worst case fits what is left (its prompt counted as its size in bytes plus
+ *   PROMPT_ALLOWANCE tokens, an upper bound of what a budget holds for it) must be admitted.
  * - tpm: a request reserving (almost) the whole tokens-per-minute limit must be admitted.
  * - slots: N requests held open by the fake are all admitted, and one more is refused.
  * The one exception is the restart. A request the runtime was serving when it stopped was
@@ -731,11 +735,11 @@ async function probeHold(state, key, cut, prices) {
     return { hold: null, bound: null };
   }
   const hold = committed - spend;
-  // What the requests unsettled at the restart could hold at most (their worst case; the prompt counted as bytes).
+  // What the requests unsettled at the restart could hold at most (their worst case).
   const bound = cut.reduce((sum, r) => {
     const g = prices.byGroup.get(r.group) ?? { input: 0n, output: 0n };
     const output = r.maxTokens === null ? OUTPUT_CAP : BigInt(r.maxTokens);
-    return sum + min(key.budgetPico, BigInt(r.bytes) * g.input + output * g.output);
+    return sum + min(key.budgetPico, (BigInt(r.bytes) + PROMPT_ALLOWANCE) * g.input + output * g.output);
   }, 0n);
   if (hold < 0n) v(`committed ${picoToUsd(committed)} < spend ${picoToUsd(spend)}`);
   if (hold > bound) {
@@ -744,11 +748,11 @@ async function probeHold(state, key, cut, prices) {
   if (committed > key.budgetPico) v(`committed ${picoToUsd(committed)} > max_budget ${picoToUsd(key.budgetPico)}`);
 
   // The converse: what is left really is available. max_tokens such that
-  // bytes x input + max_tokens x output <= budget - committed.
+  // (bytes + allowance) x input + max_tokens x output <= budget - committed.
   const left = key.budgetPico - committed;
   const body = probeBody(PROBE_MODEL, 'fits probe', 1);
   const bytes = BigInt(Buffer.byteLength(JSON.stringify({ ...body, max_tokens: 999_999 })));
-  let fits = (left - bytes * p.input) / p.output;
+  let fits = (left - (bytes + PROMPT_ALLOWANCE) * p.input) / p.output;
   if (key.tpm !== null) fits = min(fits, BigInt(key.tpm) - bytes - 1n);
   if (fits >= 1n) {
     body.max_tokens = Number(fits);
