@@ -59,6 +59,7 @@ pub fn prepare_body(kind: Kind, body: &mut Map<String, Value>, endpoint: &str, s
             map_thinking(body, endpoint);
             prepare_chat_body(body, endpoint, stream);
             return_thinking_blocks(body);
+            drop_litellm_message_fields(body);
         }
         Kind::Completion => {
             body.insert("model".into(), Value::String(endpoint.to_string()));
@@ -182,6 +183,27 @@ fn return_thinking_blocks(body: &mut Map<String, Value>) {
             _ => {}
         }
         message.insert("content".into(), Value::Array(parts));
+    }
+}
+
+/// What the LiteLLM SDK attaches to the messages it returns, and sends back when a client keeps
+/// them as history. Databricks refuses unknown fields; LiteLLM's own Databricks provider removes
+/// these. (`thinking_blocks` are turned back into reasoning parts above.)
+const LITELLM_MESSAGE_FIELDS: [&str; 3] = ["provider_specific_fields", "reasoning_items", "reasoning_content"];
+
+fn drop_litellm_message_fields(body: &mut Map<String, Value>) {
+    let Some(messages) = body.get_mut("messages").and_then(Value::as_array_mut) else { return };
+    for message in messages.iter_mut().filter_map(Value::as_object_mut) {
+        for field in LITELLM_MESSAGE_FIELDS {
+            message.remove(field);
+        }
+        let calls = message.get_mut("tool_calls").and_then(Value::as_array_mut).into_iter().flatten();
+        for call in calls.filter_map(Value::as_object_mut) {
+            call.remove("provider_specific_fields");
+            if let Some(function) = call.get_mut("function").and_then(Value::as_object_mut) {
+                function.remove("provider_specific_fields");
+            }
+        }
     }
 }
 
@@ -357,16 +379,27 @@ pub fn normalize_chat_completion(body: &[u8], model_group: &str) -> Result<Answe
 /// What one normalised stream chunk says about the stream.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Chunk {
-    /// A chunk for the client; `finished` is true once a choice carried a `finish_reason`.
-    /// `generated_chars` counts the content and reasoning characters it carries.
-    Data { json: String, usage: Option<Usage>, finished: bool, id: Option<String>, generated_chars: u64 },
+    Data(StreamChunk),
     /// The upstream reported an error inside the stream.
     Error(ApiError),
     /// The payload is not a JSON object.
     Malformed,
 }
 
-/// Normalises one `data:` payload of a Databricks chat stream.
+/// One stream chunk as the client sees it, and what it says about the stream.
+#[derive(Debug, PartialEq, Eq)]
+pub struct StreamChunk {
+    /// The chunk without `usage`: the relay shows usage only to a client that asked for it.
+    pub chunk: Map<String, Value>,
+    /// The upstream's `usage` object, as it came (cumulative on Databricks).
+    pub usage: Option<Value>,
+    /// True once a choice carried a `finish_reason`.
+    pub finished: bool,
+    /// The content and reasoning characters it carries.
+    pub generated_chars: u64,
+}
+
+/// Normalises one `data:` payload of a Databricks chat (or legacy completions) stream.
 pub fn normalize_chunk(data: &str, model_group: &str, secrets: &[&str]) -> Chunk {
     let mut chunk = match serde_json::from_str::<Value>(data) {
         Ok(Value::Object(chunk)) => chunk,
@@ -382,6 +415,7 @@ pub fn normalize_chunk(data: &str, model_group: &str, secrets: &[&str]) -> Chunk
         finished |= choice.get("finish_reason").is_some_and(|r| !r.is_null());
         if let Some(delta) = choice.get_mut("delta").and_then(Value::as_object_mut) {
             flatten_content(delta, true);
+            drop_nulls(delta);
             for field in ["content", "reasoning_content"] {
                 generated_chars += delta.get(field).and_then(Value::as_str).map_or(0, |t| t.chars().count() as u64);
             }
@@ -389,10 +423,23 @@ pub fn normalize_chunk(data: &str, model_group: &str, secrets: &[&str]) -> Chunk
         // Legacy completions stream their text on the choice itself.
         generated_chars += choice.get("text").and_then(Value::as_str).map_or(0, |t| t.chars().count() as u64);
     }
-    let usage = Usage::from_value(chunk.get("usage"));
-    let id = chunk.get("id").and_then(Value::as_str).map(str::to_string);
-    let json = Value::Object(chunk).to_string();
-    Chunk::Data { json, usage, finished, id, generated_chars }
+    let usage = chunk.remove("usage").filter(Value::is_object);
+    Chunk::Data(StreamChunk { chunk, usage, finished, generated_chars })
+}
+
+/// OpenAI leaves out of a delta what it does not carry. Databricks sends such keys as null (every
+/// tool-call fragment after the first has `"id": null, "type": null, "function": {"name":
+/// null}`), and the SDKs' delta merging takes a null as a value: the OpenAI Python SDK's
+/// `chat.completions.stream` overwrites the call's `type` with it and fails.
+fn drop_nulls(delta: &mut Map<String, Value>) {
+    delta.retain(|_, v| !v.is_null());
+    let calls = delta.get_mut("tool_calls").and_then(Value::as_array_mut).into_iter().flatten();
+    for call in calls.filter_map(Value::as_object_mut) {
+        call.retain(|_, v| !v.is_null());
+        if let Some(function) = call.get_mut("function").and_then(Value::as_object_mut) {
+            function.retain(|_, v| !v.is_null());
+        }
+    }
 }
 
 fn choices_mut(answer: &mut Map<String, Value>) -> impl Iterator<Item = &mut Map<String, Value>> {
@@ -615,37 +662,57 @@ mod tests {
         }
     }
 
+    fn data(chunk: Chunk) -> StreamChunk {
+        match chunk {
+            Chunk::Data(data) => data,
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn chunks_are_normalised() {
-        let data = r#"{"id":"c","object":"chat.completion.chunk","model":"served","choices":[{"index":0,"delta":{"content":[{"type":"reasoning","summary":[{"type":"summary_text","text":"Hm","signature":""}]}]},"finish_reason":null}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
-        let Chunk::Data { json, usage, finished, id, generated_chars } = normalize_chunk(data, "m", &[]) else {
-            panic!()
-        };
-        assert_eq!((id.as_deref(), generated_chars), (Some("c"), 2));
-        let v: Value = serde_json::from_str(&json).unwrap();
-        assert_eq!(v["model"], "m");
+        let raw = r#"{"id":"c","object":"chat.completion.chunk","model":"served","choices":[{"index":0,"delta":{"content":[{"type":"reasoning","summary":[{"type":"summary_text","text":"Hm","signature":""}]}]},"finish_reason":null}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
+        let StreamChunk { chunk, usage, finished, generated_chars } = data(normalize_chunk(raw, "m", &[]));
+        assert_eq!(generated_chars, 2);
+        assert_eq!(chunk["model"], "m");
+        assert_eq!(chunk["id"], "c");
         assert_eq!(
-            v["choices"][0]["delta"],
+            chunk["choices"][0]["delta"],
             json!({"reasoning_content": "Hm", "thinking_blocks": [{"type": "thinking", "thinking": "Hm"}]})
         );
-        assert_eq!(usage.map(|u| u.total_tokens), Some(4));
+        // Usage is the relay's to show or not.
+        assert!(!chunk.contains_key("usage"));
+        assert_eq!(usage, Some(json!({"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4})));
         assert!(!finished);
     }
 
     #[test]
+    fn tool_call_fragments_leave_out_null_keys_as_openai() {
+        let raw = r#"{"id":"c","choices":[{"index":0,"delta":{"role":null,"content":null,"tool_calls":[{"index":0,"id":null,"type":null,"function":{"name":null,"arguments":"{\"ci"}}]},"finish_reason":null,"logprobs":null}]}"#;
+        let chunk = data(normalize_chunk(raw, "m", &[])).chunk;
+        assert_eq!(
+            chunk["choices"][0]["delta"],
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"ci"}}]})
+        );
+        // The choice keeps OpenAI's explicit nulls (finish_reason, logprobs).
+        assert_eq!(chunk["choices"][0]["finish_reason"], Value::Null);
+        let first = r#"{"choices":[{"index":0,"delta":{"role":"assistant","tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"f","arguments":""}}]}}]}"#;
+        let chunk = data(normalize_chunk(first, "m", &[])).chunk;
+        assert_eq!(chunk["choices"][0]["delta"]["tool_calls"][0]["id"], "call_1");
+        assert_eq!(chunk["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"], "");
+    }
+
+    #[test]
     fn odd_chunks_pass_without_error() {
-        for data in [
+        for raw in [
             r#"{"id":"c","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#,
             r#"{"id":"c","choices":[{"index":0,"delta":{"role":"assistant"},"finish_reason":null}]}"#,
             r#"{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
         ] {
-            assert!(matches!(normalize_chunk(data, "m", &[]), Chunk::Data { .. }), "{data}");
+            assert!(matches!(normalize_chunk(raw, "m", &[]), Chunk::Data(_)), "{raw}");
         }
-        let Chunk::Data { finished, usage, .. } =
-            normalize_chunk(r#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#, "m", &[])
-        else {
-            panic!()
-        };
+        let StreamChunk { finished, usage, .. } =
+            data(normalize_chunk(r#"{"choices":[{"delta":{},"finish_reason":"stop"}],"usage":null}"#, "m", &[]));
         assert!(finished);
         assert_eq!(usage, None);
         assert_eq!(normalize_chunk("{\"oops\": ", "m", &[]), Chunk::Malformed);
@@ -767,6 +834,24 @@ mod tests {
                 {"type": "text", "text": "a"}]})
         );
         assert_eq!(body["messages"][0], json!({"role": "user", "content": "q"}));
+    }
+
+    #[test]
+    fn litellm_fields_are_not_forwarded() {
+        let mut body = obj(json!({"messages": [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": null, "provider_specific_fields": {"refusal": null},
+             "reasoning_content": "hm", "reasoning_items": [],
+             "tool_calls": [{"id": "c1", "type": "function", "provider_specific_fields": {},
+                             "function": {"name": "f", "arguments": "{}", "provider_specific_fields": null}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "r"}]}));
+        prepare_body(Kind::Chat, &mut body, "databricks-gpt-5-1", false, None);
+        assert_eq!(
+            body["messages"][1],
+            json!({"role": "assistant", "content": null,
+                   "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]})
+        );
+        assert_eq!(body["messages"][2], json!({"role": "tool", "tool_call_id": "c1", "content": "r"}));
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub mod secret;
 pub mod sse;
 pub mod stream;
 pub mod time;
+pub mod tokens;
 
 #[cfg(target_arch = "wasm32")]
 mod runtime;

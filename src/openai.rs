@@ -3,6 +3,8 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::tokens::TokenInput;
+
 /// Databricks' own payload limit for foundation-model endpoints; larger bodies are refused here.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
@@ -59,11 +61,21 @@ pub struct ApiError {
     pub param: Option<String>,
     /// Seconds a client should wait before retrying, sent as `retry-after`.
     pub retry_after_s: Option<u64>,
+    /// The gateway's own retries and fallbacks are spent: the client is told not to retry
+    /// (`x-should-retry: false`, which the OpenAI SDKs honour), or one call would cost
+    /// (client retries + 1) × (gateway attempts) upstream calls.
+    pub retries_spent: bool,
 }
 
 impl ApiError {
     pub fn new(status: u16, kind: ErrorKind, message: impl Into<String>) -> Self {
-        ApiError { status, kind, message: message.into(), param: None, retry_after_s: None }
+        ApiError { status, kind, message: message.into(), param: None, retry_after_s: None, retries_spent: false }
+    }
+
+    /// Marks the error as the last word after the gateway's own retries (see `retries_spent`).
+    pub fn after_retries(mut self) -> Self {
+        self.retries_spent = true;
+        self
     }
 
     pub fn with_param(mut self, param: &str) -> Self {
@@ -161,6 +173,9 @@ pub struct ProxyRequest {
     /// Embeddings asked as base64 (`encoding_format`): Databricks answers floats, the gateway
     /// encodes them.
     pub base64: bool,
+    /// The client asked for usage in its stream (`stream_options.include_usage`). The gateway
+    /// always asks Databricks for it (accounting needs it) but shows it only when asked.
+    pub include_usage: bool,
 }
 
 /// Parses and validates a body for `kind`.
@@ -204,7 +219,24 @@ pub fn parse_chat_request(bytes: &[u8]) -> Result<ProxyRequest, ApiError> {
     }
     let stream = optional_bool(&body, "stream")?;
     check_positive_integers(&body, &["max_tokens", "max_completion_tokens", "n"])?;
-    Ok(ProxyRequest { kind: Kind::Chat, model, stream, body, base64: false })
+    let include_usage = include_usage(&body)?;
+    Ok(ProxyRequest { kind: Kind::Chat, model, stream, body, base64: false, include_usage })
+}
+
+/// `stream_options.include_usage`, false when absent.
+fn include_usage(body: &Map<String, Value>) -> Result<bool, ApiError> {
+    match body.get("stream_options") {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Object(options)) => match options.get("include_usage") {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(_) => Err(ApiError::invalid_request(
+                "`stream_options.include_usage` must be a boolean",
+                "stream_options.include_usage",
+            )),
+        },
+        Some(_) => Err(ApiError::invalid_request("`stream_options` must be an object", "stream_options")),
+    }
 }
 
 fn check_positive_integers(body: &Map<String, Value>, fields: &[&str]) -> Result<(), ApiError> {
@@ -225,15 +257,19 @@ pub fn parse_completion_request(bytes: &[u8]) -> Result<ProxyRequest, ApiError> 
     texts(body.get("prompt"), "prompt")?;
     let stream = optional_bool(&body, "stream")?;
     check_positive_integers(&body, &["max_tokens", "n", "best_of"])?;
-    Ok(ProxyRequest { kind: Kind::Completion, model, stream, body, base64: false })
+    let include_usage = include_usage(&body)?;
+    Ok(ProxyRequest { kind: Kind::Completion, model, stream, body, base64: false, include_usage })
 }
 
-/// Parses and validates an `/embeddings` body: `input` is text or a list of texts, and
-/// `encoding_format` is `float` or `base64`.
+/// Parses and validates an `/embeddings` body: `input` is text, a list of texts, or token ids
+/// (decoded to text before forwarding, see `tokens`), and `encoding_format` is `float` or
+/// `base64`.
 pub fn parse_embedding_request(bytes: &[u8]) -> Result<ProxyRequest, ApiError> {
     let mut body = parse_object(bytes)?;
     let model = required_model(&body)?;
-    texts(body.get("input"), "input")?;
+    if TokenInput::from_body(&body)?.is_none() {
+        texts(body.get("input"), "input")?;
+    }
     let base64 = match body.remove("encoding_format") {
         None | Some(Value::Null) => false,
         Some(Value::String(f)) if f == "float" => false,
@@ -248,10 +284,11 @@ pub fn parse_embedding_request(bytes: &[u8]) -> Result<ProxyRequest, ApiError> {
     if body.get("stream").is_some_and(|s| s.as_bool() == Some(true)) {
         return Err(ApiError::invalid_request("Embeddings cannot be streamed", "stream"));
     }
-    Ok(ProxyRequest { kind: Kind::Embedding, model, stream: false, body, base64 })
+    Ok(ProxyRequest { kind: Kind::Embedding, model, stream: false, body, base64, include_usage: false })
 }
 
-/// A text or a non-empty list of texts. Token arrays are refused: Databricks takes text only.
+/// A text or a non-empty list of texts. Token arrays are refused here: Databricks takes text
+/// only (embeddings decode theirs before, see `tokens`).
 fn texts(value: Option<&Value>, field: &str) -> Result<(), ApiError> {
     let token_arrays = || {
         ApiError::invalid_request(
@@ -363,7 +400,8 @@ mod tests {
         let cases = [
             (Kind::Completion, r#"{"model":"m"}"#, "prompt"),
             (Kind::Completion, r#"{"model":"m","prompt":[1,2,3]}"#, "prompt"),
-            (Kind::Embedding, r#"{"model":"m","input":[[1,2],[3]]}"#, "input"),
+            (Kind::Embedding, r#"{"model":"m","input":[[1,2],[]]}"#, "input"),
+            (Kind::Embedding, r#"{"model":"m","input":[1,-2]}"#, "input"),
             (Kind::Embedding, r#"{"model":"m","input":[]}"#, "input"),
             (Kind::Embedding, r#"{"model":"m","input":["a",2]}"#, "input"),
             (Kind::Embedding, r#"{"model":"m","input":"a","encoding_format":"int8"}"#, "encoding_format"),
@@ -374,10 +412,36 @@ mod tests {
             let e = parse_request(kind, body.as_bytes()).unwrap_err();
             assert_eq!((e.status, e.param.as_deref()), (400, Some(param)), "{body}");
         }
-        assert!(parse_request(Kind::Embedding, br#"{"model":"m","input":[1,2]}"#)
+        assert!(parse_request(Kind::Completion, br#"{"model":"m","prompt":[1,2]}"#)
             .unwrap_err()
             .message
             .contains("token ids"));
+        // Embeddings take token ids: the runtime decodes them to text.
+        for input in ["[1,2]", "[[1,2],[3]]"] {
+            let body = format!(r#"{{"model":"m","input":{input}}}"#);
+            assert!(parse_request(Kind::Embedding, body.as_bytes()).is_ok(), "{input}");
+        }
+    }
+
+    #[test]
+    fn usage_in_streams_only_when_asked() {
+        let parse = |extra: &str| {
+            parse_chat_request(
+                format!(r#"{{"model":"m","messages":[{{"role":"user"}}],"stream":true{extra}}}"#).as_bytes(),
+            )
+        };
+        assert!(!parse("").unwrap().include_usage);
+        assert!(!parse(r#","stream_options":{"include_usage":false}"#).unwrap().include_usage);
+        assert!(!parse(r#","stream_options":null"#).unwrap().include_usage);
+        assert!(parse(r#","stream_options":{"include_usage":true}"#).unwrap().include_usage);
+        assert_eq!(parse(r#","stream_options":1"#).unwrap_err().param.as_deref(), Some("stream_options"));
+        assert_eq!(
+            parse(r#","stream_options":{"include_usage":"yes"}"#).unwrap_err().param.as_deref(),
+            Some("stream_options.include_usage")
+        );
+        let completion =
+            parse_request(Kind::Completion, br#"{"model":"m","prompt":"p","stream_options":{"include_usage":true}}"#);
+        assert!(completion.unwrap().include_usage);
     }
 
     #[test]

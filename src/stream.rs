@@ -1,13 +1,23 @@
-//! The relay of a Databricks chat stream to the client, as a pure state machine: bytes in
-//! (cut anywhere), normalised SSE bytes out, and what the stream said about its usage.
-//! The runtime feeds it upstream reads and writes what it returns.
+//! The relay of a Databricks chat (or legacy completions) stream to the client, as a pure
+//! state machine: bytes in (cut anywhere), normalised SSE bytes out, and what the stream said
+//! about its usage. The runtime feeds it upstream reads and writes what it returns.
+//!
+//! Usage is shown as OpenAI shows it: not at all unless the client asked
+//! (`stream_options.include_usage`), and then as `"usage": null` on every chunk and one last
+//! chunk with `choices: []` carrying the whole usage, before `[DONE]`. Databricks repeats its
+//! cumulative usage on every chunk; clients that add usage across chunks (LangChain) would
+//! count it many times.
 
-use crate::databricks::{normalize_chunk, Chunk, Usage};
+use serde_json::{Map, Value};
+
+use crate::databricks::{normalize_chunk, Chunk, StreamChunk, Usage};
 use crate::openai::ApiError;
 use crate::secret::Secret;
 use crate::sse::{self, SseParser};
 
 const DONE: &str = "data: [DONE]\n\n";
+/// The fields of the first chunk that the final usage chunk repeats.
+const ENVELOPE: [&str; 5] = ["id", "object", "created", "model", "system_fingerprint"];
 
 #[derive(Debug)]
 pub struct ChatStreamRelay {
@@ -15,9 +25,13 @@ pub struct ChatStreamRelay {
     model_group: String,
     /// Secrets scrubbed from error messages that arrive inside the stream.
     secrets: Vec<Secret>,
+    /// The client asked for usage (`stream_options.include_usage`).
+    include_usage: bool,
     usage: Option<Usage>,
-    /// The stream's id (`chatcmpl_...`), from its first chunk.
-    id: Option<String>,
+    /// The last usage object the upstream sent, as it came (token details included).
+    usage_json: Option<Value>,
+    /// `id`, `object`, `created`, `model` of the first chunk, for the usage chunk.
+    envelope: Option<Map<String, Value>>,
     /// Characters of content and reasoning relayed, to estimate usage the upstream never sent.
     generated_chars: u64,
     chunks: u64,
@@ -28,13 +42,15 @@ pub struct ChatStreamRelay {
 }
 
 impl ChatStreamRelay {
-    pub fn new(model_group: &str, secrets: Vec<Secret>) -> Self {
+    pub fn new(model_group: &str, secrets: Vec<Secret>, include_usage: bool) -> Self {
         ChatStreamRelay {
             parser: SseParser::new(),
             model_group: model_group.to_string(),
             secrets,
+            include_usage,
             usage: None,
-            id: None,
+            usage_json: None,
+            envelope: None,
             generated_chars: 0,
             chunks: 0,
             finished: false,
@@ -57,7 +73,7 @@ impl ChatStreamRelay {
         if !self.closed && !self.finished {
             out.extend(self.fail(ApiError::bad_gateway("Databricks ended the stream before the answer was complete")));
         }
-        out.extend(self.close());
+        out.extend(self.complete());
         out
     }
 
@@ -86,8 +102,9 @@ impl ChatStreamRelay {
         self.chunks
     }
 
+    /// The stream's id (`chatcmpl_...`), from its first chunk.
     pub fn id(&self) -> Option<&str> {
-        self.id.as_deref()
+        self.envelope.as_ref()?.get("id")?.as_str()
     }
 
     pub fn generated_chars(&self) -> u64 {
@@ -106,29 +123,57 @@ impl ChatStreamRelay {
                 break;
             }
             if data.trim() == "[DONE]" {
-                out.extend(self.close());
+                out.extend(self.complete());
                 break;
             }
             let secrets: Vec<&str> = self.secrets.iter().map(Secret::expose).collect();
             match normalize_chunk(&data, &self.model_group, &secrets) {
-                Chunk::Data { json, usage, finished, id, generated_chars } => {
-                    self.chunks += 1;
-                    self.generated_chars += generated_chars;
-                    if self.id.is_none() {
-                        self.id = id;
-                    }
-                    self.finished |= finished;
-                    if usage.is_some() {
-                        self.usage = usage;
-                    }
-                    out.extend(sse::event(&json).into_bytes());
-                }
+                Chunk::Data(chunk) => out.extend(self.relay_chunk(chunk)),
                 Chunk::Error(error) => out.extend(self.fail(error)),
                 Chunk::Malformed => {
                     out.extend(self.fail(ApiError::bad_gateway("Databricks sent a malformed stream chunk")))
                 }
             }
         }
+        out
+    }
+
+    fn relay_chunk(&mut self, StreamChunk { mut chunk, usage, finished, generated_chars }: StreamChunk) -> Vec<u8> {
+        self.chunks += 1;
+        self.generated_chars += generated_chars;
+        self.finished |= finished;
+        if let Some(usage) = usage {
+            self.usage = Usage::from_value(Some(&usage));
+            self.usage_json = Some(usage);
+        }
+        if self.envelope.is_none() {
+            let envelope = ENVELOPE.iter().filter_map(|k| Some((k.to_string(), chunk.get(*k)?.clone()))).collect();
+            self.envelope = Some(envelope);
+        }
+        // A chunk without choices carried only usage (the usage chunk comes at the end).
+        if chunk.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty) {
+            return Vec::new();
+        }
+        if self.include_usage {
+            chunk.insert("usage".into(), Value::Null);
+        }
+        sse::event(&Value::Object(chunk).to_string()).into_bytes()
+    }
+
+    /// The stream ended well: the usage chunk when the client asked for it, then `[DONE]`.
+    fn complete(&mut self) -> Vec<u8> {
+        if self.closed {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        if let (true, Some(usage)) = (self.include_usage, &self.usage_json) {
+            let mut chunk = self.envelope.clone().unwrap_or_default();
+            chunk.insert("model".into(), Value::String(self.model_group.clone()));
+            chunk.insert("choices".into(), Value::Array(Vec::new()));
+            chunk.insert("usage".into(), usage.clone());
+            out.extend(sse::event(&Value::Object(chunk).to_string()).into_bytes());
+        }
+        out.extend(self.close());
         out
     }
 
@@ -162,7 +207,11 @@ mod tests {
     }
 
     fn run(input: &str, cut: usize) -> (Vec<String>, ChatStreamRelay) {
-        let mut relay = ChatStreamRelay::new("group", vec![]);
+        run_with(input, cut, false)
+    }
+
+    fn run_with(input: &str, cut: usize, include_usage: bool) -> (Vec<String>, ChatStreamRelay) {
+        let mut relay = ChatStreamRelay::new("group", vec![], include_usage);
         let mut out = relay.feed(&input.as_bytes()[..cut]);
         out.extend(relay.feed(&input.as_bytes()[cut..]));
         out.extend(relay.finish());
@@ -188,6 +237,8 @@ mod tests {
                 .collect();
             assert_eq!(text, "Hello");
             assert!(events[..3].iter().all(|e| serde_json::from_str::<Value>(e).unwrap()["model"] == "group"));
+            // Not asked for: no usage reaches the client, but the relay knows it.
+            assert!(events[..3].iter().all(|e| !e.contains("usage")), "{events:?}");
             assert_eq!(relay.usage().map(|u| u.completion_tokens), Some(2));
             assert!(relay.error().is_none());
         }
@@ -233,7 +284,7 @@ mod tests {
 
     #[test]
     fn an_in_stream_error_is_relayed_with_secrets_removed() {
-        let mut relay = ChatStreamRelay::new("g", vec![Secret::new("tok-secret-value".into())]);
+        let mut relay = ChatStreamRelay::new("g", vec![Secret::new("tok-secret-value".into())], true);
         let mut out =
             relay.feed(b"data: {\"error_code\":\"INTERNAL_ERROR\",\"message\":\"boom tok-secret-value\"}\n\n");
         out.extend(relay.finish());
@@ -244,9 +295,48 @@ mod tests {
 
     #[test]
     fn fail_after_close_sends_nothing() {
-        let mut relay = ChatStreamRelay::new("g", vec![]);
+        let mut relay = ChatStreamRelay::new("g", vec![], true);
         relay.feed(chunk("x", Some("stop"), 1).as_bytes());
         relay.finish();
         assert!(relay.fail(ApiError::gateway_timeout("late")).is_empty());
+    }
+
+    #[test]
+    fn usage_asked_for_comes_once_in_a_last_chunk_without_choices() {
+        let empty = "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":0,\"total_tokens\":3}}\n\n";
+        let input = format!(
+            "{}{empty}{}{}data: [DONE]\n\n",
+            chunk("", None, 0),
+            chunk("Hel", None, 1),
+            chunk("lo", Some("stop"), 2)
+        );
+        for cut in [0, 7, input.len() / 2] {
+            let (events, relay) = run_with(&input, cut, true);
+            let chunks: Vec<Value> =
+                events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+            assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+            // The upstream's own chunk without choices is not relayed: one usage chunk, at the end.
+            assert_eq!(chunks.len(), 4, "{events:?}");
+            assert!(chunks[..3].iter().all(|c| c["usage"].is_null() && c["choices"].as_array().unwrap().len() == 1));
+            let last = &chunks[3];
+            assert_eq!(last["choices"], serde_json::json!([]));
+            assert_eq!(
+                last["usage"],
+                serde_json::json!({"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5})
+            );
+            assert_eq!((last["id"].as_str(), last["model"].as_str()), (Some("c"), Some("group")));
+            assert_eq!(last["object"], "chat.completion.chunk");
+            assert_eq!(relay.usage().map(|u| u.total_tokens), Some(5));
+        }
+    }
+
+    #[test]
+    fn usage_comes_when_the_upstream_omits_done_but_not_after_an_error() {
+        let (events, _) = run_with(&chunk("Hi", Some("stop"), 1), 0, true);
+        assert_eq!(events.len(), 3, "{events:?}");
+        assert!(events[1].contains("\"choices\":[]"));
+        let (events, relay) = run_with(&chunk("Hi", None, 1), 0, true);
+        assert!(relay.error().is_some());
+        assert!(!events.iter().any(|e| e.contains("\"choices\":[]")), "{events:?}");
     }
 }

@@ -12,6 +12,7 @@ mod objects;
 mod proxy;
 mod routing;
 mod spend;
+mod tokens;
 mod upstream;
 mod vars;
 
@@ -234,7 +235,7 @@ const EXPOSED_HEADERS: &str =
      x-litellm-response-cost, x-litellm-key-spend, x-litellm-response-duration-ms, x-litellm-overhead-duration-ms, \
      x-litellm-attempted-retries, x-litellm-attempted-fallbacks, x-ratelimit-limit-requests, \
      x-ratelimit-remaining-requests, x-ratelimit-reset-requests, x-ratelimit-limit-tokens, \
-     x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens, retry-after";
+     x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens, retry-after, x-should-retry";
 
 /// A CORS preflight for a known route: its method, and whatever headers the browser asks to
 /// send (the OpenAI SDKs add their own `x-stainless-*` ones).
@@ -264,6 +265,9 @@ fn error_response(error: &ApiError) -> Result<Response> {
     headers.set("content-type", "application/json")?;
     if let Some(seconds) = error.retry_after_s {
         headers.set("retry-after", &seconds.to_string())?;
+    }
+    if error.retries_spent {
+        headers.set("x-should-retry", "false")?;
     }
     Ok(Response::from_bytes(error.to_json().to_string().into_bytes())?.with_status(error.status).with_headers(headers))
 }

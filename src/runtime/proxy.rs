@@ -8,7 +8,7 @@ use worker::{AbortController, ByteStream, Headers, Request, Response};
 use super::accounting::{self, Account, Outcome, Reservation};
 use super::routing::{self, Ask, Forwarded, Routed};
 use super::upstream::within;
-use super::{bytes_response, now_ms, read_body, runtime_error, unknown_model, Call, Caller};
+use super::{bytes_response, now_ms, read_body, runtime_error, tokens, unknown_model, Call, Caller};
 use crate::config::{Deployment, GatewayConfig};
 use crate::databricks::{self, Answer, Usage};
 use crate::embedded;
@@ -16,7 +16,6 @@ use crate::log::RequestLog;
 use crate::openai::{self, ApiError, Kind, ProxyRequest};
 use crate::pricing;
 use crate::prompt::{self, PromptTally};
-use crate::secret::Secret;
 use crate::stream::ChatStreamRelay;
 
 /// `POST /chat/completions`, `/completions` or `/embeddings` for an authenticated caller:
@@ -25,8 +24,12 @@ use crate::stream::ChatStreamRelay;
 /// settle the usage (on every path) → log.
 pub async fn proxy(kind: Kind, mut req: Request, call: &mut Call<'_>, caller: Caller) -> Result<Response, ApiError> {
     let bytes = read_body(&mut req).await?;
-    let ProxyRequest { model, stream, mut body, base64, .. } = openai::parse_request(kind, &bytes)?;
+    let ProxyRequest { model, stream, mut body, base64, include_usage, .. } = openai::parse_request(kind, &bytes)?;
     drop(bytes);
+    if kind == Kind::Embedding {
+        // Token ids (LangChain's default) become their text, which the prompt tally then counts.
+        tokens::decode_token_input(call.env, &mut body).await?;
+    }
 
     let config = embedded::config().map_err(ApiError::internal)?;
     let group = match &caller {
@@ -68,12 +71,13 @@ pub async fn proxy(kind: Kind, mut req: Request, call: &mut Call<'_>, caller: Ca
     match routed {
         Err(error) => {
             accounting::settle_failed(account, error.status, call).await;
-            Err(error)
+            // Routing already retried and fell back: a client retry would multiply that.
+            Err(error.after_retries())
         }
         Ok(Routed { deployment, forwarded: Forwarded::Stream { body, controller, first }, token }) => {
             let prompt_estimate = reservation.prompt_tokens_estimate;
-            let pump =
-                StreamPump::new(body, controller, call, &model, token, deployment, account, prompt_estimate, first);
+            let relay = ChatStreamRelay::new(&model, vec![token], include_usage);
+            let pump = StreamPump::new(body, controller, call, relay, deployment, account, prompt_estimate, first);
             relay_stream(pump, call)
         }
         Ok(Routed { forwarded: Forwarded::Answer(Answer { bytes, usage, id }), .. }) => {
@@ -158,8 +162,7 @@ impl StreamPump {
         body: ByteStream,
         controller: AbortController,
         call: &Call<'_>,
-        model: &str,
-        token: Secret,
+        relay: ChatStreamRelay,
         deployment: &Deployment,
         account: Account,
         prompt_estimate: u64,
@@ -168,7 +171,7 @@ impl StreamPump {
         StreamPump {
             first: Some(first),
             body,
-            relay: ChatStreamRelay::new(model, vec![token]),
+            relay,
             idle_ms: deployment.stream_timeout_ms,
             controller: Some(controller),
             account: Some(account),

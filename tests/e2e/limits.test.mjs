@@ -39,7 +39,13 @@ async function streamOnce(key, content, extra = {}) {
   const res = await fetch(`${gw.url}/v1/chat/completions`, {
     method: 'POST',
     headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ model: 'databricks-gpt-5-1', stream: true, messages: userMessage(content), ...extra }),
+    body: JSON.stringify({
+      model: 'databricks-gpt-5-1',
+      stream: true,
+      stream_options: { include_usage: true },
+      messages: userMessage(content),
+      ...extra,
+    }),
   });
   const text = await res.text();
   if (res.status !== 200) return { status: res.status, text };
