@@ -18,7 +18,7 @@ export ESBUILD_BIN := $(CURDIR)/node_modules/.bin/esbuild
 export WRANGLER_SEND_METRICS := false
 export PATH := $(CARGO_BIN):$(PATH)
 
-.PHONY: help tools build build-test build-test-strategies dev test test-rust test-e2e check-deploy bench soak lint clean
+.PHONY: help tools assets build build-test build-test-strategies dev test test-rust test-e2e test-clients check-deploy bench soak lint clean
 
 help:
 	@echo "make dev     start the gateway on :4000 (fake Databricks unless DATABRICKS_API_BASE is set)"
@@ -37,12 +37,20 @@ node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@
 
+# The worker's static assets (wrangler.toml [assets]): the cl100k decode table for embeddings
+# sent as token ids, generated from the pinned npm js-tiktoken, never built into the wasm.
+ASSETS_DIR := build-assets
+assets: $(ASSETS_DIR)/cl100k_base.tokens
+
+$(ASSETS_DIR)/cl100k_base.tokens: tools/cl100k_table.mjs node_modules/.package-lock.json
+	node tools/cl100k_table.mjs $(ASSETS_DIR)
+
 # The worker with the shipped config (what `wrangler dev` and `wrangler deploy` run).
-build: tools
+build: tools assets
 	worker-build --release
 
 # The worker with the test config, for the end-to-end tests and the benchmark.
-build-test: tools
+build-test: tools assets
 	GATEWAY_CONFIG=$(TEST_CONFIG) worker-build --release --out-dir build-test
 	@ls -l build-test/index_bg.wasm | awk '{printf "wasm: %d bytes", $$5}'; gzip -9c build-test/index_bg.wasm | wc -c | awk '{printf ", %d gzipped\n", $$1}'
 
@@ -56,7 +64,7 @@ build-test-strategies: tools
 dev: tools
 	node tests/dev.mjs
 
-test: test-rust lint check-deploy test-e2e
+test: test-rust lint check-deploy test-e2e test-clients
 
 test-rust:
 	cargo test --locked
@@ -68,6 +76,25 @@ lint: tools
 
 test-e2e: build-test build-test-strategies
 	node --test --test-concurrency=1 tests/e2e/
+
+# The client libraries users run (OpenAI Python with its helpers, LangChain, the LiteLLM SDK,
+# the Vercel AI SDK), installed pinned from the registries into build-clients/ and
+# tests/clients/node_modules, each against the built worker under workerd.
+CLIENTS_DIR := build-clients
+CLIENTS_VENV := $(CLIENTS_DIR)/venv
+
+$(CLIENTS_VENV)/.installed: tests/clients/requirements.txt
+	python3 -m venv $(CLIENTS_VENV)
+	$(CLIENTS_VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
+	@touch $@
+
+tests/clients/node_modules/.package-lock.json: tests/clients/package.json tests/clients/package-lock.json
+	npm ci --prefix tests/clients --no-audit --no-fund
+	@touch $@
+
+test-clients: build-test $(CLIENTS_VENV)/.installed tests/clients/node_modules/.package-lock.json
+	node tools/cl100k_table.mjs $(ASSETS_DIR) --tiktoken-cache $(CLIENTS_DIR)/tiktoken
+	node --test --test-concurrency=1 tests/clients/
 
 # The deploy bundle builds and validates offline.
 check-deploy: tools
@@ -81,4 +108,5 @@ soak: build-test
 	node tests/soak.mjs
 
 clean:
-	rm -rf build build-test build-test-least-busy build-test-latency build-test-router dist target node_modules
+	rm -rf build build-test build-test-least-busy build-test-latency build-test-router build-assets build-clients dist \
+		target node_modules tests/clients/node_modules

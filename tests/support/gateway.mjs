@@ -37,6 +37,12 @@ export async function startGateway({ bindings = {}, fake: fakeOptions = {}, scri
     compatibilityDate: COMPATIBILITY_DATE,
     bindings: vars,
     kvNamespaces: ['KEYS'],
+    // As wrangler.toml's [assets]: the worker answers every route; the table is only read by it.
+    assets: {
+      directory: path.join(ROOT, 'build-assets'),
+      binding: 'ASSETS',
+      routerConfig: { has_user_worker: true, invoke_user_worker_ahead_of_assets: true },
+    },
     durableObjects: {
       LEDGER: { className: 'Ledger', useSQLite: true },
       HEALTH: { className: 'GroupHealth', useSQLite: true },
