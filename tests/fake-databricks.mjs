@@ -17,7 +17,10 @@ const PATH_HELP =
   'Path must be of form /serving-endpoints/<endpoint_name>/invocations or ' +
   '/serving-endpoints/<endpoint_name>/served-models/<served_model_name>/invocations';
 const EMBEDDING_DIMS = 1024;
-const TOOL_ARGUMENTS = '{"city":"Paris"}';
+// The value of every string a tool call's arguments hold (so the weather tool gets {"city":"Paris"}).
+const TOOL_STRING = 'Paris';
+// Fields the LiteLLM SDK attaches to messages; Databricks refuses unknown fields.
+const LITELLM_MESSAGE_FIELDS = ['provider_specific_fields', 'reasoning_items', 'reasoning_content', 'thinking_blocks'];
 const DEFAULT_CHUNKS = 3;
 const SPLIT_PAUSE_MS = 5;
 const MALFORMED_BODY = '{"id": "chatcmpl_x", "choices": [';
@@ -636,12 +639,30 @@ async function serveChat(ex) {
   if (!Array.isArray(messages) || messages.length === 0) {
     return sendError(ex, badRequest("Field 'messages' is required and must be a non-empty list."));
   }
+  const unknown = unknownMessageField(messages);
+  if (unknown) return sendError(ex, badRequest(`unknown field "${unknown}"`));
   const user = lastUserMessage(messages);
   const { found, text } = parseDirectives(user ? textOf(user.content) : '');
   if (!(await preflight(ex, found))) return;
   const answer = chatAnswer(ex, text);
+  if (typeof answer === 'string') return sendError(ex, badRequest(answer));
   if (ex.body.stream === true) return streamEvents(ex, chatChunks(ex, answer));
   sendResult(ex, chatCompletion(answer));
+}
+
+// A LiteLLM-only field on a message or a tool call, as Databricks names it when it refuses one.
+function unknownMessageField(messages) {
+  for (const message of messages) {
+    const field = LITELLM_MESSAGE_FIELDS.find((f) => message?.[f] !== undefined);
+    // thinking_blocks are allowed only as Databricks' own reasoning parts, never as a field.
+    if (field) return field;
+    for (const call of Array.isArray(message?.tool_calls) ? message.tool_calls : []) {
+      if (call?.provider_specific_fields !== undefined || call?.function?.provider_specific_fields !== undefined) {
+        return 'provider_specific_fields';
+      }
+    }
+  }
+  return null;
 }
 
 function lastUserMessage(messages) {
@@ -668,29 +689,106 @@ function promptTokensOf(messages) {
   return tokens;
 }
 
-// Everything both the JSON answer and the stream are built from.
+// Everything both the JSON answer and the stream are built from; a string says why the
+// request is refused.
 function chatAnswer(ex, userText) {
   const { body, d } = ex;
   const promptTokens = promptTokensOf(body.messages);
   const common = { id: `chatcmpl_${randomUUID()}`, created: nowSeconds(), model: servedName(ex), promptTokens };
 
-  const toolName = d.tool ? firstToolName(body.tools) : null;
-  if (toolName) {
-    const toolCall = { id: `call_${randomUUID()}`, name: toolName, arguments: TOOL_ARGUMENTS };
-    return { ...common, toolCall, finish: 'tool_calls', usage: usageOf(promptTokens, countWords(TOOL_ARGUMENTS)) };
+  const tool = d.tool ? firstTool(body.tools) : null;
+  if (tool) {
+    const args = JSON.stringify(instanceOf(tool.parameters ?? { type: 'object', properties: {} }, TOOL_STRING));
+    const toolCall = { id: `call_${randomUUID()}`, name: tool.name, arguments: args };
+    return { ...common, toolCall, finish: 'tool_calls', usage: usageOf(promptTokens, countWords(args)) };
   }
 
-  const { text, finish } = limitWords(answerText(d, userText, ex.endpoint), body.max_tokens);
+  const structured = structuredAnswer(body.response_format, answerText(d, userText, ex.endpoint));
+  if (structured?.error) return structured.error;
+  const { text, finish } = structured !== null ? { text: structured, finish: 'stop' } : limitWords(answerText(d, userText, ex.endpoint), body.max_tokens);
   const reasoning = wantsReasoning(ex) ? reasoningFor(userText) : null;
   const reasoningTokens = reasoning ? countWords(reasoning.text) : undefined;
   const usage = usageOf(promptTokens, countWords(text) + (reasoningTokens ?? 0), reasoningTokens);
   return { ...common, text, finish, reasoning, usage };
 }
 
-function firstToolName(tools) {
+function firstTool(tools) {
   if (!Array.isArray(tools) || tools.length === 0) return null;
-  const name = tools[0]?.function?.name ?? tools[0]?.name;
-  return typeof name === 'string' && name ? name : null;
+  const fn = tools[0]?.function ?? tools[0];
+  return typeof fn?.name === 'string' && fn.name ? { name: fn.name, parameters: fn.parameters } : null;
+}
+
+// ------------------------------------------------------------------------------ structured output
+
+// The answer text `response_format` asks for: null for plain text, else a JSON text (an object
+// echoing the prompt for json_object, an instance of the schema for json_schema), or
+// {error} when the format is malformed, as Databricks refuses it.
+function structuredAnswer(format, echo) {
+  if (format == null || format.type === 'text') return null;
+  if (format.type === 'json_object') return JSON.stringify({ answer: echo });
+  if (format.type === 'json_schema') {
+    const schema = format.json_schema?.schema;
+    if (typeof format.json_schema?.name !== 'string' || schema === null || typeof schema !== 'object') {
+      return { error: "response_format.json_schema needs a 'name' and a 'schema' object." };
+    }
+    return JSON.stringify(instanceOf(schema, echo, schema));
+  }
+  return { error: `Unsupported response_format type '${format.type}'.` };
+}
+
+// A value that validates against `schema` (the subset structured output uses: objects with
+// required properties, arrays, enums, const, anyOf/oneOf/allOf, $ref into $defs). Every string
+// is `sample` (or the first enum value), numbers their minimum or 1, arrays one item.
+function instanceOf(schema, sample, root = schema, depth = 0) {
+  if (depth > 20 || schema === true || schema == null || typeof schema !== 'object') return sample;
+  if (typeof schema.$ref === 'string') return instanceOf(resolveRef(root, schema.$ref), sample, root, depth + 1);
+  if ('const' in schema) return schema.const;
+  if (Array.isArray(schema.enum) && schema.enum.length > 0) return schema.enum[0];
+  for (const key of ['anyOf', 'oneOf']) {
+    if (Array.isArray(schema[key]) && schema[key].length > 0) {
+      const choice = schema[key].find((s) => s?.type !== 'null') ?? schema[key][0];
+      return instanceOf(choice, sample, root, depth + 1);
+    }
+  }
+  if (Array.isArray(schema.allOf) && schema.allOf.length > 0) {
+    return instanceOf(Object.assign({}, ...schema.allOf), sample, root, depth + 1);
+  }
+  const type = Array.isArray(schema.type) ? schema.type.find((t) => t !== 'null') ?? 'null' : schema.type;
+  switch (type ?? (schema.properties ? 'object' : 'string')) {
+    case 'object': {
+      const value = {};
+      for (const [name, property] of Object.entries(schema.properties ?? {})) {
+        value[name] = instanceOf(property, sample, root, depth + 1);
+      }
+      return value;
+    }
+    case 'array': {
+      const count = Math.max(1, schema.minItems ?? 1);
+      return Array.from({ length: count }, () => instanceOf(schema.items ?? {}, sample, root, depth + 1));
+    }
+    case 'integer':
+      if (schema.minimum !== undefined) return Math.ceil(schema.minimum);
+      return schema.exclusiveMinimum !== undefined ? Math.floor(schema.exclusiveMinimum) + 1 : 1;
+    case 'number':
+      if (schema.minimum !== undefined) return schema.minimum;
+      return schema.exclusiveMinimum !== undefined ? schema.exclusiveMinimum + 0.5 : 1.5;
+    case 'boolean':
+      return true;
+    case 'null':
+      return null;
+    default: {
+      const min = schema.minLength ?? 0;
+      return sample.length >= min ? sample : sample.padEnd(min, '.');
+    }
+  }
+}
+
+// "#/$defs/Name" (or "#/definitions/Name") within the root schema.
+function resolveRef(root, ref) {
+  if (!ref.startsWith('#/')) return {};
+  let node = root;
+  for (const part of ref.slice(2).split('/')) node = node?.[part.replace(/~1/g, '/').replace(/~0/g, '~')];
+  return node ?? {};
 }
 
 function wantsReasoning({ d, endpoint, body }) {
@@ -764,7 +862,8 @@ function chatChunks(ex, a) {
     let sent = '';
     fragments.forEach((fragment, i) => {
       sent += fragment;
-      const delta = { tool_calls: [{ index: 0, function: { arguments: fragment } }] };
+      // As Databricks sends them: what a fragment does not carry is there as null.
+      const delta = { tool_calls: [{ index: 0, id: null, type: null, function: { name: null, arguments: fragment } }] };
       const finish = i === fragments.length - 1 ? a.finish : null;
       events.push({ content: true, chunk: chunk(delta, finish, usage(countWords(sent))) });
     });
