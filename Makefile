@@ -1,4 +1,4 @@
-# Two commands on a fresh machine with rustup and Node 20: `make dev` and `make test`.
+# Two commands on a fresh machine with rustup, Node 20 and python3 (venv): `make dev` and `make test`.
 # Every target installs what it needs first (idempotent, quick when already there).
 
 SHELL := bash

@@ -53,7 +53,8 @@ test('the Python clients work unchanged (pytest)', async () => {
     PYTHONDONTWRITEBYTECODE: '1',
   };
   const args = ['-m', 'pytest', '-q', '-p', 'no:cacheprovider', '-p', 'no:warnings', path.join(ROOT, 'tests', 'clients', 'test_python_clients.py')];
-  const child = spawn(PYTHON, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  // A hung client must fail the run, not stall CI.
+  const child = spawn(PYTHON, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'], timeout: 300_000 });
   let output = '';
   child.stdout.on('data', (d) => (output += d));
   child.stderr.on('data', (d) => (output += d));

@@ -59,7 +59,7 @@ test('embeddings: one text and a batch, as floats and as the SDK\'s base64, in o
   assert.ok(!('encoding_format' in gw.fake.requests.at(-1).body), 'Databricks is never asked for base64');
 });
 
-test('embeddings: instruction is passed on; token arrays are refused clearly', async () => {
+test('embeddings: instruction is passed on; token ids for legacy completions are refused clearly', async () => {
   gw.fake.reset();
   const res = await raw(gw, '/embeddings', {
     body: { model: 'databricks-gte-large-en', input: 'query text', instruction: 'Represent this for retrieval' },
@@ -67,9 +67,10 @@ test('embeddings: instruction is passed on; token arrays are refused clearly', a
   assert.equal(res.status, 200);
   assert.equal(gw.fake.requests[0].body.instruction, 'Represent this for retrieval');
   assert.equal(gw.fake.requests[0].path, '/serving-endpoints/embeddings');
+  // Embeddings decode token ids (clients.test.mjs); a legacy completion prompt must be text.
   await assert.rejects(
-    gw.client().embeddings.create({ model: 'databricks-gte-large-en', input: [[1, 2, 3]] }),
-    (e) => e instanceof OpenAI.BadRequestError && e.param === 'input' && /token ids/.test(e.message),
+    gw.client().completions.create({ model: 'legacy-completions', prompt: [1, 2, 3] }),
+    (e) => e instanceof OpenAI.BadRequestError && e.param === 'prompt' && /token ids/.test(e.message),
   );
 });
 
