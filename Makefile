@@ -56,7 +56,7 @@ build-test: tools assets
 
 # A routing strategy is built in with the config: one build per strategy that learns from traffic,
 # and one for router settings that would change every other test (default fallbacks, timeout).
-build-test-strategies: tools
+build-test-strategies: tools assets
 	GATEWAY_CONFIG=tests/fixtures/least_busy.yaml worker-build --release --out-dir build-test-least-busy
 	GATEWAY_CONFIG=tests/fixtures/latency.yaml worker-build --release --out-dir build-test-latency
 	GATEWAY_CONFIG=tests/fixtures/router.yaml worker-build --release --out-dir build-test-router

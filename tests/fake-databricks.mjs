@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // A local fake of Databricks Model Serving, for the end-to-end tests (imported in-process)
 // and for `make dev` (run as a CLI). Wire shapes, statuses and error bodies follow
-// Databricks' documented behaviour. Tests steer it with `[fake:KEY=VALUE]` directives in
+// Databricks' documented behaviour; `response_format` (json_object, json_schema) is answered
+// with JSON that matches it. Tests steer it with `[fake:KEY=VALUE]` directives in
 // the last user text (see DIRECTIVES), or per endpoint with `override()`. With `oauth` it also
 // issues OAuth machine-to-machine tokens at /oidc/v1/token. Zero dependencies; no logging or
 // sync I/O per request, so it is never the bottleneck of a benchmark.
@@ -654,7 +655,6 @@ async function serveChat(ex) {
 function unknownMessageField(messages) {
   for (const message of messages) {
     const field = LITELLM_MESSAGE_FIELDS.find((f) => message?.[f] !== undefined);
-    // thinking_blocks are allowed only as Databricks' own reasoning parts, never as a field.
     if (field) return field;
     for (const call of Array.isArray(message?.tool_calls) ? message.tool_calls : []) {
       if (call?.provider_specific_fields !== undefined || call?.function?.provider_specific_fields !== undefined) {
