@@ -88,14 +88,18 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     Ok(response)
 }
 
-async fn route(req: Request, call: &mut Call<'_>) -> std::result::Result<Response, ApiError> {
+async fn route(mut req: Request, call: &mut Call<'_>) -> std::result::Result<Response, ApiError> {
     let path = req.path();
     let method = req.method();
-    let route = Route::parse(&path).ok_or_else(|| ApiError::not_found(format!("Unknown route {method} {path}")))?;
+    let Some(route) = Route::parse(&path) else {
+        drain(&mut req).await;
+        return Err(ApiError::not_found(format!("Unknown route {method} {path}")));
+    };
     if method == Method::Options {
         return preflight(route.method(), req.headers().get("access-control-request-headers").ok().flatten());
     }
     if method.as_ref() != route.method() {
+        drain(&mut req).await;
         return Err(ApiError::method_not_allowed(method.as_ref(), &path, route.method()));
     }
     match route {
@@ -112,15 +116,15 @@ async fn route(req: Request, call: &mut Call<'_>) -> std::result::Result<Respons
                 Route::Embeddings => Kind::Embedding,
                 _ => Kind::Chat,
             };
-            let caller = authenticate(&req, call).await?;
+            let caller = authenticate_or_drain(&mut req, call).await?;
             proxy::proxy(kind, req, call, caller).await
         }
         Route::Models => {
-            let caller = authenticate(&req, call).await?;
+            let caller = authenticate_or_drain(&mut req, call).await?;
             json_response(200, &openai::model_list(visible_models(&caller)?.iter().map(String::as_str)))
         }
         Route::Model(id) => {
-            let caller = authenticate(&req, call).await?;
+            let caller = authenticate_or_drain(&mut req, call).await?;
             if !visible_models(&caller)?.contains(&id) {
                 let message = format!("The model `{id}` does not exist. Call `/v1/models` to view available models.");
                 return Err(ApiError::not_found(message).with_param("model"));
@@ -128,22 +132,22 @@ async fn route(req: Request, call: &mut Call<'_>) -> std::result::Result<Respons
             json_response(200, &openai::model_object(&id))
         }
         Route::Health => {
-            let caller = authenticate(&req, call).await?;
+            let caller = authenticate_or_drain(&mut req, call).await?;
             if !matches!(caller, Caller::Master) {
                 return Err(ApiError::forbidden("Only the master key may run /health."));
             }
             json_response(200, &health::health(call).await?)
         }
         Route::ModelInfo => {
-            let caller = authenticate(&req, call).await?;
+            let caller = authenticate_or_drain(&mut req, call).await?;
             json_response(200, &health::model_info(call, &caller).await?)
         }
         Route::SpendLogs => {
-            let caller = authenticate(&req, call).await?;
+            let caller = authenticate_or_drain(&mut req, call).await?;
             json_response(200, &spend::logs(&req, call, &caller).await?)
         }
         key_route => {
-            let caller = authenticate(&req, call).await?;
+            let caller = authenticate_or_drain(&mut req, call).await?;
             let answer = admin::handle(key_route, req, call, caller).await?;
             json_response(200, &answer)
         }
@@ -195,6 +199,34 @@ async fn authenticate(req: &Request, call: &mut Call<'_>) -> std::result::Result
         None => "Invalid API key.".to_string(),
     };
     Err(ApiError::unauthorized(message))
+}
+
+/// Identifies the caller; a refused caller's request body is read to its end first (see `drain`).
+async fn authenticate_or_drain(req: &mut Request, call: &mut Call<'_>) -> std::result::Result<Caller, ApiError> {
+    let caller = authenticate(req, call).await;
+    if caller.is_err() {
+        drain(req).await;
+    }
+    caller
+}
+
+/// Reads and drops what is left of a request body before refusing the request. Left unread,
+/// it can cost the client its connection: with a router worker in front (the static assets'
+/// router, under `wrangler dev` and Miniflare) workerd then closes the connection, and the
+/// client's next request on it fails. Bounded: a larger body is left to that fate.
+async fn drain(req: &mut Request) {
+    if req.inner().body().is_none() {
+        return;
+    }
+    if let Ok(mut body) = req.stream() {
+        let mut read = 0;
+        while let Some(Ok(chunk)) = body.next().await {
+            read += chunk.len();
+            if read > MAX_BODY_BYTES {
+                break;
+            }
+        }
+    }
 }
 
 /// Reads a request body, refusing one over Databricks' payload limit. An oversized body

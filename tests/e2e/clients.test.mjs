@@ -228,3 +228,14 @@ test('structured output: json_object and json_schema answers parse and match the
   const chunks = await streamChunks('/v1/chat/completions', { model: 'databricks-gpt-5-1', messages: userMessage('Ann'), response_format });
   assert.deepEqual(JSON.parse(chunks.map((c) => c.choices[0]?.delta?.content ?? '').join('')), person);
 });
+
+test('a request refused before its body is read leaves the connection usable for the next', async () => {
+  // The static assets (the token table) put a router worker in front of the gateway; a body it
+  // left unread made workerd close the connection under the client's next request.
+  const body = { model: 'databricks-gpt-5-1', messages: userMessage('x'.repeat(2000)) };
+  for (let i = 0; i < 100; i++) {
+    assert.equal((await raw(gw, '/v1/chat/completions', { key: 'sk-not-a-key', body })).status, 401);
+    assert.equal((await raw(gw, '/v1/nowhere', { body })).status, 404);
+    assert.equal((await raw(gw, '/v1/chat/completions', { body })).status, 200);
+  }
+});
