@@ -640,7 +640,7 @@ async function serveChat(ex) {
   if (!Array.isArray(messages) || messages.length === 0) {
     return sendError(ex, badRequest("Field 'messages' is required and must be a non-empty list."));
   }
-  const unknown = unknownMessageField(messages);
+  const unknown = ex.state.strict ? unknownMessageField(messages) : null;
   if (unknown) return sendError(ex, badRequest(`unknown field "${unknown}"`));
   const user = lastUserMessage(messages);
   const { found, text } = parseDirectives(user ? textOf(user.content) : '');
