@@ -7,15 +7,23 @@ import { startGateway, raw, rawStream, userMessage } from '../support/gateway.mj
 
 const ask = (gw, model, content) => raw(gw, '/v1/chat/completions', { body: { model, messages: userMessage(content) } });
 
-/** Four clients, each making 15 calls of `send(content)` one after another (a count, not a
- *  time: the outcome does not depend on how fast this machine is); returns how many requests
- *  each of busy-group's deployments received. */
+/** Four clients, each calling `send(content)` one call after another for 2.5 s; returns how
+ *  many requests each of busy-group's deployments received. */
 async function busyLoad(gw, send) {
+  const until = Date.now() + 2500;
   const client = async (c) => {
-    for (let i = 0; i < 15; i++) await send(`c${c} r${i}`);
+    for (let i = 0; Date.now() < until; i++) await send(`c${c} r${i}`);
   };
   await Promise.all([0, 1, 2, 3].map(client));
   return { slow: gw.fake.countsByEndpoint['busy-slow'] ?? 0, fast: gw.fake.countsByEndpoint['busy-fast'] ?? 0 };
+}
+
+/** The share of requests the slow deployment got. Shuffling gives it about half (each client
+ *  alternates at random, whatever the machine's speed); least-busy far less. A share, not a
+ *  count, so a slow machine does not fail it. */
+function assertMostlyFast({ slow, fast }) {
+  assert.ok(slow + fast >= 12, `only ${slow + fast} requests in 2.5 s`);
+  assert.ok(slow <= 0.25 * (slow + fast), `slow got ${slow} of ${slow + fast}`);
 }
 
 test('least-busy keeps traffic away from a deployment that holds requests', async () => {
@@ -25,10 +33,7 @@ test('least-busy keeps traffic away from a deployment that holds requests', asyn
     const { slow, fast } = await busyLoad(gw, async (content) => {
       assert.equal((await ask(gw, 'busy-group', content)).status, 200);
     });
-    // Shuffling would send about half of the 60 decisions (30) to the slow one; least-busy sends
-    // it one only when it holds no more than the fast one.
-    assert.equal(slow + fast, 60);
-    assert.ok(slow <= 12, `slow got ${slow} of 60`);
+    assertMostlyFast({ slow, fast });
   } finally {
     await gw.close();
   }
@@ -44,8 +49,7 @@ test('least-busy counts a stream in flight until it ends, not until its first ch
       assert.equal(res.status, 200);
       assert.equal(events.at(-1), '[DONE]');
     });
-    assert.equal(slow + fast, 60);
-    assert.ok(slow <= 12, `slow got ${slow} of 60`);
+    assertMostlyFast({ slow, fast });
   } finally {
     await gw.close();
   }
