@@ -419,6 +419,12 @@ pub fn normalize_chunk(data: &str, model_group: &str, secrets: &[&str]) -> Chunk
             for field in ["content", "reasoning_content"] {
                 generated_chars += delta.get(field).and_then(Value::as_str).map_or(0, |t| t.chars().count() as u64);
             }
+            // A tool call's name and arguments are generated tokens too.
+            for call in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+                for text in [&call["function"]["name"], &call["function"]["arguments"]] {
+                    generated_chars += text.as_str().map_or(0, |t| t.chars().count() as u64);
+                }
+            }
         }
         // Legacy completions stream their text on the choice itself.
         generated_chars += choice.get("text").and_then(Value::as_str).map_or(0, |t| t.chars().count() as u64);
@@ -684,6 +690,12 @@ mod tests {
         assert!(!chunk.contains_key("usage"));
         assert_eq!(usage, Some(json!({"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4})));
         assert!(!finished);
+    }
+
+    #[test]
+    fn tool_call_names_and_arguments_count_as_generated() {
+        let raw = r#"{"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"ci"}}]},"finish_reason":null}]}"#;
+        assert_eq!(data(normalize_chunk(raw, "m", &[])).generated_chars, 11 + 4);
     }
 
     #[test]

@@ -50,6 +50,15 @@ const DIRECTIVES = {
   tool: 'flag',
   // Claude's context-length refusal, whose message is itself a JSON string (databricks.md).
   'too-long': 'flag',
+  // Where a stream carries usage: every chunk, cumulative (Databricks' pay-per-token default),
+  // one usage-only chunk at the end, or none at all.
+  usage: 'usage-mode',
+  // Two tool calls in one answer (with [fake:tool]), streamed interleaved.
+  'parallel-tools': 'flag',
+  // The stream breaks with an error event after a couple of content chunks.
+  'error-mid': 'flag',
+  // A redacted (encrypted) thinking part after the readable one (with reasoning).
+  redacted: 'flag',
 };
 const DIRECTIVE_RE = /\[fake:([A-Za-z][\w-]*)(?:=([^\]\s]*))?\]/g;
 const NO_DIRECTIVES = Object.freeze({});
@@ -584,6 +593,7 @@ function directiveValue(kind, value) {
   if (kind === 'flag') return value === undefined ? true : undefined;
   if (value === undefined || value === '') return undefined;
   if (kind === 'word') return value;
+  if (kind === 'usage-mode') return ['every', 'final', 'none'].includes(value) ? value : undefined;
   if (kind === 'body-kind') return value === 'html' || value === 'json' ? value : undefined;
   if (!/^\d+$/.test(value)) return undefined;
   const n = Number(value);
@@ -700,7 +710,9 @@ function chatAnswer(ex, userText) {
   if (tool) {
     const args = JSON.stringify(instanceOf(tool.parameters ?? { type: 'object', properties: {} }, TOOL_STRING));
     const toolCall = { id: `call_${randomUUID()}`, name: tool.name, arguments: args };
-    return { ...common, toolCall, finish: 'tool_calls', usage: usageOf(promptTokens, countWords(args)) };
+    const toolCalls = d['parallel-tools'] ? [toolCall, { ...toolCall, id: `call_${randomUUID()}` }] : [toolCall];
+    const words = toolCalls.reduce((n, c) => n + countWords(c.arguments), 0);
+    return { ...common, toolCall, toolCalls, finish: 'tool_calls', usage: usageOf(promptTokens, words) };
   }
 
   const structured = structuredAnswer(body.response_format, answerText(d, userText, ex.endpoint));
@@ -709,7 +721,7 @@ function chatAnswer(ex, userText) {
   const reasoning = wantsReasoning(ex) ? reasoningFor(userText) : null;
   const reasoningTokens = reasoning ? countWords(reasoning.text) : undefined;
   const usage = usageOf(promptTokens, countWords(text) + (reasoningTokens ?? 0), reasoningTokens);
-  return { ...common, text, finish, reasoning, usage };
+  return { ...common, text, finish, reasoning, usage, redacted: Boolean(d.redacted) };
 }
 
 function firstTool(tools) {
@@ -810,10 +822,11 @@ function reasoningPart(text, signature) {
 function chatCompletion(a) {
   let message;
   if (a.toolCall) {
-    const { id, name, arguments: args } = a.toolCall;
-    message = { role: 'assistant', content: null, tool_calls: [{ id, type: 'function', function: { name, arguments: args } }] };
+    const calls = a.toolCalls.map(({ id, name, arguments: args }) => ({ id, type: 'function', function: { name, arguments: args } }));
+    message = { role: 'assistant', content: null, tool_calls: calls };
   } else if (a.reasoning) {
     const content = [reasoningPart(a.reasoning.text, a.reasoning.signature), { type: 'text', text: a.text }];
+    if (a.redacted) content.splice(1, 0, REDACTED_PART);
     message = { role: 'assistant', content, tool_calls: null };
   } else {
     message = { role: 'assistant', content: a.text, tool_calls: null };
@@ -846,9 +859,8 @@ function chatChunks(ex, a) {
 
   const events = [];
   if (a.toolCall) {
-    const { id, name } = a.toolCall;
-    const header = { index: 0, id, type: 'function', function: { name, arguments: '' } };
-    events.push({ chunk: chunk({ role: 'assistant', tool_calls: [header] }, null, usage(0)) });
+    const headers = a.toolCalls.map(({ id, name }, index) => ({ index, id, type: 'function', function: { name, arguments: '' } }));
+    events.push({ chunk: chunk({ role: 'assistant', content: null, tool_calls: headers }, null, usage(0)) });
   } else {
     events.push({ chunk: chunk({ role: 'assistant', content: '' }, null, usage(0)) });
   }
@@ -858,16 +870,19 @@ function chatChunks(ex, a) {
   }
 
   if (a.toolCall) {
-    const fragments = splitPieces(a.toolCall.arguments, 3);
+    // Fragments of every call, interleaved: call 0's first, call 1's first, call 0's second…
+    const fragments = a.toolCalls.map((c) => splitPieces(c.arguments, 3));
+    const order = [];
+    for (let i = 0; i < 3; i++) fragments.forEach((pieces, index) => pieces[i] !== undefined && order.push([index, pieces[i]]));
     let sent = '';
-    fragments.forEach((fragment, i) => {
-      sent += fragment;
+    order.forEach(([index, fragment], i) => {
+      sent += ` ${fragment}`;
       // As Databricks sends them: what a fragment does not carry is there as null.
-      const delta = { tool_calls: [{ index: 0, id: null, type: null, function: { name: null, arguments: fragment } }] };
-      const finish = i === fragments.length - 1 ? a.finish : null;
+      const delta = { content: null, tool_calls: [{ index, id: null, type: null, function: { name: null, arguments: fragment } }] };
+      const finish = i === order.length - 1 ? a.finish : null;
       events.push({ content: true, chunk: chunk(delta, finish, usage(countWords(sent))) });
     });
-    return events;
+    return withUsageMode(ex, events, a.usage);
   }
 
   if (a.reasoning) {
@@ -878,6 +893,7 @@ function chatChunks(ex, a) {
       events.push({ chunk: chunk({ content: [reasoningPart(piece, '')] }, null, usage(0)) });
     }
     events.push({ chunk: chunk({ content: [reasoningPart('', a.reasoning.signature)] }, null, usage(0)) });
+    if (ex.d.redacted) events.push({ chunk: chunk({ content: [REDACTED_PART] }, null, usage(0)) });
   }
 
   const pieces = splitPieces(a.text, chunks);
@@ -887,7 +903,23 @@ function chatChunks(ex, a) {
     const finish = i === pieces.length - 1 ? a.finish : null;
     events.push({ content: true, chunk: chunk({ content: piece }, finish, usage(countWords(said))) });
   });
-  return events;
+  return withUsageMode(ex, events, a.usage);
+}
+
+// Databricks' redacted thinking: the reasoning, encrypted, to be sent back as it came.
+const REDACTED_PART = { type: 'reasoning', summary: [{ type: 'summary_encrypted_text', data: 'EncryptedThinking==' }] };
+
+// Moves a stream's usage where `[fake:usage=…]` says: in every chunk (as built), only in one
+// usage-only chunk at the end (`choices: []`), or nowhere.
+function withUsageMode(ex, events, finalUsage) {
+  const mode = ex.d.usage ?? 'every';
+  if (mode === 'every') return events;
+  const stripped = events.map((e) => ({ ...e, chunk: { ...e.chunk, usage: null } }));
+  if (mode === 'final') {
+    const last = events.at(-1).chunk;
+    stripped.push({ chunk: { ...last, choices: [], usage: finalUsage } });
+  }
+  return stripped;
 }
 
 // ------------------------------------------------------------------------------ completions
@@ -1000,12 +1032,17 @@ async function streamEvents(ex, events) {
   res.flushHeaders();
   ex.eol = d['sse-crlf'] ? '\r\n' : '\n';
 
-  const stopAt = d.truncate || d['reset-mid'] ? cutPoint(events) : -1;
+  const stopAt = d.truncate || d['reset-mid'] || d['error-mid'] ? cutPoint(events) : -1;
   let contentSent = 0;
   for (let i = 0; i < events.length; i++) {
     const event = events[i];
     if (event.content && contentSent === stopAt) {
       if (d['reset-mid']) return hangUpAfterFlush(ex);
+      if (d['error-mid']) {
+        // Model execution failed after some output: an error event, and the stream ends.
+        await writeEvent(ex, JSON.stringify({ error_code: 'INTERNAL_ERROR', message: 'Model execution failed mid-stream.' }));
+        return res.end();
+      }
       return res.end(); // truncate: a clean end with no finish_reason and no [DONE]
     }
     if (i > 0 && !(await pause(ex, d.spacing))) return;
