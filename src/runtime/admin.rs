@@ -24,6 +24,7 @@ pub async fn handle(route: Route, mut req: Request, call: &mut Call<'_>, caller:
         return info(&req, &store, &caller, call).await;
     }
     if !matches!(caller, Caller::Master) {
+        super::drain(&mut req).await;
         return Err(ApiError::forbidden("Only the master key may manage keys."));
     }
     if route == Route::KeyList {

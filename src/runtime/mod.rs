@@ -214,7 +214,7 @@ async fn authenticate_or_drain(req: &mut Request, call: &mut Call<'_>) -> std::r
 /// it can cost the client its connection: with a router worker in front (the static assets'
 /// router, under `wrangler dev` and Miniflare) workerd then closes the connection, and the
 /// client's next request on it fails. Bounded: a larger body is left to that fate.
-async fn drain(req: &mut Request) {
+pub(crate) async fn drain(req: &mut Request) {
     if req.inner().body().is_none() {
         return;
     }

@@ -233,9 +233,12 @@ test('a request refused before its body is read leaves the connection usable for
   // The static assets (the token table) put a router worker in front of the gateway; a body it
   // left unread made workerd close the connection under the client's next request.
   const body = { model: 'databricks-gpt-5-1', messages: userMessage('x'.repeat(2000)) };
+  const virtual = (await raw(gw, '/key/generate', { body: {} })).json.key;
   for (let i = 0; i < 100; i++) {
     assert.equal((await raw(gw, '/v1/chat/completions', { key: 'sk-not-a-key', body })).status, 401);
     assert.equal((await raw(gw, '/v1/nowhere', { body })).status, 404);
+    // A virtual key may not manage keys: refused before the body is read.
+    assert.equal((await raw(gw, '/key/generate', { key: virtual, body: { key_alias: 'x'.repeat(2000) } })).status, 403);
     assert.equal((await raw(gw, '/v1/chat/completions', { body })).status, 200);
   }
 });
