@@ -55,11 +55,13 @@ build-test: tools assets
 	@ls -l build-test/index_bg.wasm | awk '{printf "wasm: %d bytes", $$5}'; gzip -9c build-test/index_bg.wasm | wc -c | awk '{printf ", %d gzipped\n", $$1}'
 
 # A routing strategy is built in with the config: one build per strategy that learns from traffic,
-# and one for router settings that would change every other test (default fallbacks, timeout).
+# one for router settings that would change every other test (default fallbacks, timeout), and
+# one without a master key.
 build-test-strategies: tools assets
 	GATEWAY_CONFIG=tests/fixtures/least_busy.yaml worker-build --release --out-dir build-test-least-busy
 	GATEWAY_CONFIG=tests/fixtures/latency.yaml worker-build --release --out-dir build-test-latency
 	GATEWAY_CONFIG=tests/fixtures/router.yaml worker-build --release --out-dir build-test-router
+	GATEWAY_CONFIG=tests/fixtures/no_master.yaml worker-build --release --out-dir build-test-no-master
 
 dev: tools
 	node tests/dev.mjs
@@ -108,5 +110,5 @@ soak: build-test
 	node tests/soak.mjs
 
 clean:
-	rm -rf build build-test build-test-least-busy build-test-latency build-test-router build-assets build-clients dist \
+	rm -rf build build-test build-test-least-busy build-test-latency build-test-router build-test-no-master build-assets build-clients dist \
 		target node_modules tests/clients/node_modules

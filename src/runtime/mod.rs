@@ -174,11 +174,16 @@ async fn authenticate(req: &Request, call: &mut Call<'_>) -> std::result::Result
         )
     })?;
     let config = embedded::config().map_err(ApiError::internal)?;
-    if let Some(master) = &config.master_key {
-        let master = vars::resolve(call.env, master)?;
-        if auth::constant_time_eq(presented.as_bytes(), master.expose().as_bytes()) {
-            return Ok(Caller::Master);
-        }
+    // No master key: nobody can manage keys, and an open gateway would spend the Databricks
+    // budget for anyone, so every request is refused (keys left in KV included).
+    let Some(master) = &config.master_key else {
+        return Err(ApiError::unauthorized(
+            "This gateway has no master key (general_settings.master_key), so it refuses every request.",
+        ));
+    };
+    let master = vars::resolve(call.env, master)?;
+    if auth::constant_time_eq(presented.as_bytes(), master.expose().as_bytes()) {
+        return Ok(Caller::Master);
     }
     let hash = keys::hash_key(&presented);
     call.log.key_hash = Some(hash[..16].to_string());

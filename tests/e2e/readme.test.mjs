@@ -114,6 +114,25 @@ for (const [status, attempts] of ATTEMPTS) {
   });
 }
 
+// Deployments of a group of two: which failures cool one down at once (429, 401, 404, 408),
+// and which only past allowed_fails (a 500 once is not enough).
+for (const [status, coolsAtOnce] of [[401, true], [404, true], [408, true], [500, false]]) {
+  test(`a ${status} from a deployment ${coolsAtOnce ? 'cools it down at once' : 'does not cool it down on its own'}`, async () => {
+    // `ordered` sends everything to ordered-first while it is available.
+    gw.fake.override('ordered-first', `[fake:error=${status}]`);
+    const first = await chat('ordered', `fail with ${status}`);
+    assert.equal(first.status, 200, first.text);
+    assert.equal(first.headers.get('x-litellm-model-id'), 'ordered-second');
+    assert.equal(count('ordered-first'), 1);
+    gw.fake.override('ordered-first', null);
+    const next = await chat('ordered', 'and now?');
+    assert.equal(next.status, 200);
+    assert.equal(next.headers.get('x-litellm-model-id'), coolsAtOnce ? 'ordered-second' : 'ordered-first');
+    // Leave the group as found: ordered-first back in use once its cooldown (2 s) ends.
+    await eventually(async () => (await chat('ordered', 'back?')).headers.get('x-litellm-model-id') === 'ordered-first', 5000, 'ordered-first again');
+  });
+}
+
 test('a 429 is retried after its retry-after, capped at 10 s', async () => {
   gw.fake.override('backup-a', '[fake:error=429] [fake:retry-after=30]');
   const res = await chat('backup', 'patience');

@@ -71,3 +71,22 @@ test('a cooldown caused through one isolate steers the other isolate too', async
     await two.close();
   }
 });
+
+test('without a master key in the config, every request is refused', async () => {
+  const open = await startGateway({ scriptDir: 'build-test-no-master' });
+  try {
+    const ask = (key) =>
+      raw(open, '/v1/chat/completions', { key, body: { model: 'databricks-gpt-5-1', messages: userMessage('hi') } });
+    for (const key of ['sk-anything', 'sk-test-master-4f1c9a', undefined]) {
+      const res = await ask(key);
+      assert.equal(res.status, 401, res.text);
+      assert.match(res.json.error.message, /no master key/);
+    }
+    assert.equal((await raw(open, '/key/generate', { key: 'sk-anything', body: {} })).status, 401);
+    assert.equal(open.fake.requests.length, 0, 'nothing reached Databricks');
+    // Liveness still answers: the platform's health checks need no key.
+    assert.equal((await raw(open, '/health/liveliness', { method: 'GET', key: null })).status, 200);
+  } finally {
+    await open.close();
+  }
+});
