@@ -4,8 +4,9 @@
 //!
 //! - Requests and tokens per minute use a sliding log of the last 60 s: at most `rpm`
 //!   admissions in any 60 s, never 2x at a window boundary.
-//! - Admission reserves tokens (prompt upper bound + `max_tokens`) and the worst-case cost;
-//!   settlement replaces them with the real usage. A reservation whose settlement never comes
+//! - Admission holds tokens against token limits (the prompt's estimate + `max_tokens` × `n`)
+//!   and the worst-case cost against a budget (the prompt's sound bound, see `prompt`);
+//!   settlement replaces both with the real usage. A reservation whose settlement never comes
 //!   (its isolate died) stops holding a slot when its lease ends, and is charged as reserved
 //!   after an hour; a late settlement then corrects that charge instead of adding to it.
 //! - Settling the same request twice counts it once.

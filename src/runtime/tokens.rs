@@ -18,19 +18,13 @@ thread_local! {
     static TABLE: RefCell<Option<Rc<TokenTable>>> = const { RefCell::new(None) };
 }
 
-/// Replaces an embeddings `input` of token ids with its text. Returns the text's length in
-/// bytes (0 when `input` was text already), which bounds the prompt like the body's size does.
-pub async fn decode_token_input(env: &Env, body: &mut Map<String, Value>) -> Result<u64, ApiError> {
-    let Some(input) = TokenInput::from_body(body)? else { return Ok(0) };
+/// Replaces an embeddings `input` of token ids with its text (which admission then counts as
+/// any text); an `input` of text is left as it is.
+pub async fn decode_token_input(env: &Env, body: &mut Map<String, Value>) -> Result<(), ApiError> {
+    let Some(input) = TokenInput::from_body(body)? else { return Ok(()) };
     let table = table(env).await?;
-    let text = input.decode(&table)?;
-    let bytes = match &text {
-        Value::String(s) => s.len(),
-        Value::Array(texts) => texts.iter().filter_map(Value::as_str).map(str::len).sum(),
-        _ => 0,
-    };
-    body.insert("input".into(), text);
-    Ok(bytes as u64)
+    body.insert("input".into(), input.decode(&table)?);
+    Ok(())
 }
 
 async fn table(env: &Env) -> Result<Rc<TokenTable>, ApiError> {
