@@ -33,6 +33,7 @@ import { fileURLToPath } from 'node:url';
 import { Miniflare } from 'miniflare';
 import { Client } from 'undici';
 import { startGateway, MASTER_KEY, DATABRICKS_TOKEN, COMPATIBILITY_DATE } from './support/gateway.mjs';
+import { positiveNumber, mulberry32 } from './support/knobs.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const WASM = path.join(ROOT, 'build-test', 'index_bg.wasm');
@@ -64,14 +65,6 @@ const STREAM_BODY = {
   max_tokens: 16,
   stream: true,
 };
-
-function positiveNumber(name, fallback) {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} must be a positive number, got '${raw}'`);
-  return n;
-}
 
 function numberList(name, fallback) {
   const raw = process.env[name];
@@ -404,17 +397,6 @@ function shuffled(list, random) {
     [out[i], out[j]] = [out[j], out[i]];
   }
   return out;
-}
-
-function mulberry32(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /**

@@ -22,6 +22,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { startGateway, MASTER_KEY } from './support/gateway.mjs';
+import { positiveNumber, mulberry32 } from './support/knobs.mjs';
 
 const SECONDS = positiveNumber('SOAK_SECONDS', 180);
 const WORKERS = Math.round(positiveNumber('SOAK_WORKERS', 12));
@@ -972,26 +973,6 @@ function weighted(rand, table) {
     if (x < 0) return value;
   }
   return table.at(-1)[0];
-}
-
-/** A small seeded PRNG: the same seed gives the same plan of requests. */
-function mulberry32(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function positiveNumber(name, fallback) {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} must be a positive number, got '${raw}'`);
-  return n;
 }
 
 function progress(text) {

@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
 import { getEncoding } from 'js-tiktoken';
-import { startGateway, raw, userMessage, MASTER_KEY } from '../support/gateway.mjs';
+import { startGateway, raw, userMessage, MASTER_KEY, WEATHER_TOOL } from '../support/gateway.mjs';
 
 let gw;
 before(async () => {
@@ -15,15 +15,6 @@ before(async () => {
 after(async () => {
   await gw?.close();
 });
-
-const WEATHER_TOOL = {
-  type: 'function',
-  function: {
-    name: 'get_weather',
-    description: 'The weather in a city',
-    parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] },
-  },
-};
 
 /** Posts a streamed request with fetch; returns the parsed chunks (without [DONE]) and whether [DONE] ended it. */
 async function streamChunks(pathname, body) {

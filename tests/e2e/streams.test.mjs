@@ -4,7 +4,7 @@
 
 import { test, before, after, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { startGateway, raw, userMessage, eventually, MASTER_KEY } from '../support/gateway.mjs';
+import { startGateway, raw, userMessage, eventually, MASTER_KEY, WEATHER_TOOL } from '../support/gateway.mjs';
 
 let gw;
 before(async () => {
@@ -14,14 +14,6 @@ after(async () => {
   await gw?.close();
 });
 beforeEach(() => gw.fake.reset());
-
-const WEATHER = {
-  type: 'function',
-  function: {
-    name: 'get_weather',
-    parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] },
-  },
-};
 
 /** Streams with plain fetch; returns the response, the parsed chunks, and the raw events. */
 async function stream(key, model, content, extra = {}) {
@@ -92,7 +84,7 @@ test('a stream with no usage at all is charged by estimate, and marked so', asyn
 
 test('a streamed tool call without usage is charged for its arguments', async () => {
   const { key, token } = await generate();
-  const { res, chunks } = await stream(key, 'databricks-gpt-5-1', 'weather? [fake:tool] [fake:usage=none]', { tools: [WEATHER] });
+  const { res, chunks } = await stream(key, 'databricks-gpt-5-1', 'weather? [fake:tool] [fake:usage=none]', { tools: [WEATHER_TOOL] });
   assert.equal(res.status, 200);
   const args = chunks.flatMap((c) => c.choices[0]?.delta?.tool_calls ?? []).map((t) => t.function?.arguments ?? '').join('');
   assert.deepEqual(JSON.parse(args), { city: 'Paris' });
@@ -106,7 +98,7 @@ test('parallel tool calls stream interleaved and reassemble into two calls', asy
   const s = await client.chat.completions.create({
     model: 'databricks-gpt-5-1',
     stream: true,
-    tools: [WEATHER],
+    tools: [WEATHER_TOOL],
     messages: userMessage('weather in two cities [fake:tool] [fake:parallel-tools]'),
   });
   const calls = [];

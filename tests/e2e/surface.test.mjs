@@ -4,7 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
-import { startGateway, raw, userMessage, eventually, MASTER_KEY } from '../support/gateway.mjs';
+import { startGateway, raw, userMessage, eventually, MASTER_KEY, WEATHER_TOOL } from '../support/gateway.mjs';
 
 const OAUTH = { clientId: 'sp-client-7c1e', clientSecret: 'sp-secret-value-93d2' };
 
@@ -22,15 +22,6 @@ before(async () => {
 after(async () => {
   await gw?.close();
 });
-
-const WEATHER_TOOL = {
-  type: 'function',
-  function: {
-    name: 'get_weather',
-    description: 'The weather in a city',
-    parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] },
-  },
-};
 
 test('embeddings: one text and a batch, as floats and as the SDK\'s base64, in order', async () => {
   gw.fake.reset();

@@ -85,14 +85,19 @@ export async function startGateway({ bindings = {}, fake: fakeOptions = {}, scri
 }
 
 /** Sends a raw request to the gateway (what curl would send). */
-export async function raw(gateway, pathname, { method = 'POST', headers = {}, body, key = MASTER_KEY } = {}) {
+export async function raw(gateway, pathname, options = {}) {
+  return rawWith(fetch, `${gateway.url}${pathname}`, options);
+}
+
+/** `raw` through any fetch function (a Miniflare worker's own, to pick an isolate). */
+export async function rawWith(fetchFn, url, { method = 'POST', headers = {}, body, key = MASTER_KEY } = {}) {
   const h = { ...headers };
   if (key) h.authorization = `Bearer ${key}`;
   if (body !== undefined && typeof body !== 'string' && !(body instanceof Uint8Array)) {
     h['content-type'] = 'application/json';
     body = JSON.stringify(body);
   }
-  const res = await fetch(`${gateway.url}${pathname}`, { method, headers: h, body });
+  const res = await fetchFn(url, { method, headers: h, body });
   const text = await res.text();
   let json;
   try {
@@ -104,6 +109,16 @@ export async function raw(gateway, pathname, { method = 'POST', headers = {}, bo
 }
 
 export const userMessage = (content) => [{ role: 'user', content }];
+
+/** The function tool the tests offer; the fake answers it with `{"city":"Paris"}`. */
+export const WEATHER_TOOL = {
+  type: 'function',
+  function: {
+    name: 'get_weather',
+    description: 'The weather in a city',
+    parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] },
+  },
+};
 
 /** Streams a chat answer with plain fetch (what curl sees): the response and its `data:` payloads. */
 export async function rawStream(gateway, model, content, key = MASTER_KEY) {

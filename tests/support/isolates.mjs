@@ -8,7 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Miniflare } from 'miniflare';
 import { startFakeDatabricks } from '../fake-databricks.mjs';
-import { MASTER_KEY, DATABRICKS_TOKEN, WRONG_TOKEN, COMPATIBILITY_DATE } from './gateway.mjs';
+import { MASTER_KEY, DATABRICKS_TOKEN, WRONG_TOKEN, COMPATIBILITY_DATE, rawWith } from './gateway.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 // Durable Object classes the worker exports, and the bindings that name them.
@@ -39,23 +39,8 @@ export async function startTwoIsolates({ scriptDir = 'build-test', fake: fakeOpt
   const isolates = { a: await mf.getWorker('a'), b: await mf.getWorker('b') };
 
   /** Sends a request through isolate `which` ('a' or 'b'), as `raw` does. */
-  async function send(which, pathname, { method = 'POST', body, key = MASTER_KEY } = {}) {
-    const headers = { authorization: `Bearer ${key}` };
-    if (body !== undefined) headers['content-type'] = 'application/json';
-    const res = await isolates[which].fetch(`http://gateway${pathname}`, {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const text = await res.text();
-    let json;
-    try {
-      json = JSON.parse(text);
-    } catch {
-      json = undefined;
-    }
-    return { status: res.status, headers: res.headers, text, json };
-  }
+  const send = (which, pathname, options) =>
+    rawWith((url, init) => isolates[which].fetch(url, init), `http://gateway${pathname}`, options);
 
   return {
     fake,
