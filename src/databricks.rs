@@ -3,29 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::openai::{ApiError, ErrorKind, Kind};
-
-/// Token counts of one answer.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Usage {
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub total_tokens: u64,
-}
-
-impl Usage {
-    /// Reads an OpenAI `usage` object; `None` when absent or not an object.
-    pub fn from_value(v: Option<&Value>) -> Option<Usage> {
-        let u = v?.as_object()?;
-        let get = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
-        let (prompt_tokens, completion_tokens) = (get("prompt_tokens"), get("completion_tokens"));
-        let total_tokens = match u.get("total_tokens").and_then(Value::as_u64) {
-            Some(t) => t,
-            None => prompt_tokens.saturating_add(completion_tokens),
-        };
-        Some(Usage { prompt_tokens, completion_tokens, total_tokens })
-    }
-}
+use crate::openai::{ApiError, ErrorKind, Kind, Usage};
 
 /// `https://host/serving-endpoints` → `https://host`: OAuth's token endpoint is at the
 /// workspace root.

@@ -60,8 +60,10 @@ pub fn abbreviate(key: &str) -> String {
 /// A virtual key as stored. Money is in pico-dollars, times in Unix milliseconds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KeyRecord {
-    /// SHA-256 of the current secret; changes when the key is regenerated.
-    pub token: String,
+    /// SHA-256 of the current secret; changes when the key is regenerated. Stored and shown
+    /// as LiteLLM's `token`.
+    #[serde(rename = "token")]
+    pub key_hash: String,
     /// Stable for the key's whole life (regeneration included): names its Durable Object.
     pub key_id: String,
     pub key_name: String,
@@ -89,7 +91,7 @@ pub struct KeyRecord {
 impl KeyRecord {
     pub fn new(key: &str, key_id: String, now_ms: u64) -> Self {
         KeyRecord {
-            token: hash_key(key),
+            key_hash: hash_key(key),
             key_id,
             key_name: abbreviate(key),
             key_alias: None,
@@ -116,7 +118,7 @@ impl KeyRecord {
 
     /// The same key with a new secret: settings, spend and identity are kept.
     pub fn regenerated(&self, key: &str, now_ms: u64) -> Self {
-        KeyRecord { token: hash_key(key), key_name: abbreviate(key), updated_at: now_ms, ..self.clone() }
+        KeyRecord { key_hash: hash_key(key), key_name: abbreviate(key), updated_at: now_ms, ..self.clone() }
     }
 
     pub fn apply(&mut self, changes: KeyChanges, now_ms: u64) {
@@ -248,7 +250,7 @@ impl KeyRecord {
     pub fn to_api(&self, spend: u64, budget_reset_at: Option<u64>) -> Value {
         let usd = |p: Option<u64>| p.map(|p| p as f64 / PICO_PER_USD);
         json!({
-            "token": self.token,
+            "token": self.key_hash,
             "key_name": self.key_name,
             "key_alias": self.key_alias,
             "created_at": time::format_rfc3339(self.created_at),
@@ -688,8 +690,8 @@ mod tests {
         let r = record_with(json!({"key_alias": "a", "max_budget": 3}));
         let n = r.regenerated("sk-brand-new-key", NOW + 5);
         assert_eq!((n.key_id.as_str(), n.key_alias.as_deref(), n.max_budget), ("id-1", Some("a"), r.max_budget));
-        assert_ne!(n.token, r.token);
-        assert_eq!(n.token, hash_key("sk-brand-new-key"));
+        assert_ne!(n.key_hash, r.key_hash);
+        assert_eq!(n.key_hash, hash_key("sk-brand-new-key"));
         assert_eq!(n.key_name, "sk-...-key");
     }
 

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::databricks::Usage;
+use crate::openai::Usage;
 
 #[derive(Debug, Default, Serialize)]
 pub struct RequestLog {

@@ -3,7 +3,7 @@
 //! whole numbers and never drift the way accumulated floats do.
 
 use crate::config::{Deployment, PICO_PER_USD};
-use crate::databricks::Usage;
+use crate::openai::Usage;
 use crate::price_table;
 
 /// Prices per token in pico-dollars, and where they came from.

@@ -10,8 +10,9 @@
 
 use serde_json::{Map, Value};
 
-use crate::databricks::{normalize_chunk, Chunk, StreamChunk, Usage};
+use crate::databricks::{normalize_chunk, Chunk, StreamChunk};
 use crate::openai::ApiError;
+use crate::openai::Usage;
 use crate::secret::Secret;
 use crate::sse::{self, SseParser};
 

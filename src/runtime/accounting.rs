@@ -5,13 +5,13 @@
 
 use worker::{console_error, console_log, Env};
 
-use super::ledger::LedgerStub;
+use super::objects::ledger::LedgerStub;
 use super::{now_ms, Call, Caller};
 use crate::config::Deployment;
-use crate::databricks::Usage;
-use crate::ledger::{self, SettleRequest, SpendLogRow};
-use crate::limiter::{AdmitRequest, Decision, Limits, RateInfo, Settlement};
+use crate::ledger::messages::{self, SettleRequest, SpendLogRow};
+use crate::ledger::{AdmitRequest, Decision, Limits, RateInfo, Settlement};
 use crate::log::RequestLog;
+use crate::openai::Usage;
 use crate::openai::{ApiError, ErrorKind};
 use crate::pricing::{self, PriceSource, Prices};
 use crate::prompt::{PromptTally, Template};
@@ -37,7 +37,7 @@ pub struct Account {
     deployment: Option<Party>,
     /// Attempts made so far: each deployment admission gets its own id.
     attempts: u32,
-    token: Option<String>,
+    key_hash: Option<String>,
     /// The prices of the deployment now serving the request.
     prices: Prices,
     lease_ms: u64,
@@ -113,14 +113,14 @@ impl Reservation {
         &self,
         id: String,
         model: String,
-        token: Option<String>,
+        key_hash: Option<String>,
         prices: Prices,
         limits: Limits,
     ) -> AdmitRequest {
         AdmitRequest {
             id,
             model,
-            token,
+            key_hash,
             prompt_tokens_estimate: self.prompt_tokens_estimate,
             prompt_tokens_bound: self.prompt_tokens_bound,
             max_tokens: self.max_tokens,
@@ -135,18 +135,18 @@ impl Reservation {
 
 impl Account {
     pub fn open(call: &Call<'_>, caller: &Caller, group: &str, stream: bool) -> Result<Self, ApiError> {
-        let (key, token, alias) = match caller {
+        let (key, key_hash, alias) = match caller {
             Caller::Master => (None, None, None),
             Caller::Key(r) => {
-                let ledger = LedgerStub::open(call.env, &ledger::key_ledger(&r.key_id))?;
+                let ledger = LedgerStub::open(call.env, &messages::key_ledger(&r.key_id))?;
                 let party = Party { ledger, limits: Limits::from_key(r), admitted: false };
-                (Some(party), Some(r.token.clone()), r.key_alias.clone())
+                (Some(party), Some(r.key_hash.clone()), r.key_alias.clone())
             }
         };
         let row = SpendLogRow {
             request_id: call.log.call_id.clone(),
             call_id: call.log.call_id.clone(),
-            api_key: token.clone().unwrap_or_default(),
+            api_key: key_hash.clone().unwrap_or_default(),
             key_alias: alias,
             model_group: group.to_string(),
             start_time: call.started_ms,
@@ -157,7 +157,7 @@ impl Account {
             key,
             deployment: None,
             attempts: 0,
-            token,
+            key_hash,
             prices: Prices { input: 0, output: 0, source: PriceSource::Unknown },
             lease_ms: MAX_EXECUTION_MS + LEASE_MARGIN_MS,
             row,
@@ -192,7 +192,7 @@ impl Account {
         let request = reservation.admit_request(
             self.row.call_id.clone(),
             self.row.model_group.clone(),
-            self.token.clone(),
+            self.key_hash.clone(),
             reservation.prices,
             key.limits.clone(),
         );
@@ -214,7 +214,7 @@ impl Account {
             let request = reservation.admit_request(
                 self.row.call_id.clone(),
                 group.to_string(),
-                self.token.clone(),
+                self.key_hash.clone(),
                 reservation.prices,
                 key.limits.clone(),
             );
@@ -241,7 +241,7 @@ impl Account {
             return Ok(());
         }
         let party = Party {
-            ledger: LedgerStub::open(env, &ledger::deployment_ledger(&deployment.id))?,
+            ledger: LedgerStub::open(env, &messages::deployment_ledger(&deployment.id))?,
             limits: Limits { rpm: deployment.rpm, tpm: deployment.tpm, ..Limits::default() },
             admitted: false,
         };
@@ -449,10 +449,11 @@ pub async fn notify_revocation(
     env: &Env,
     key_id: &str,
     reason: Option<&str>,
-    token: &str,
+    key_hash: &str,
     scope: Option<Vec<String>>,
 ) -> Result<(), ApiError> {
-    let stub = LedgerStub::open(env, &ledger::key_ledger(key_id))?;
-    let request = ledger::RevokeRequest { reason: reason.map(str::to_string), token: Some(token.to_string()), scope };
+    let stub = LedgerStub::open(env, &messages::key_ledger(key_id))?;
+    let request =
+        messages::RevokeRequest { reason: reason.map(str::to_string), key_hash: Some(key_hash.to_string()), scope };
     stub.revoke(&request).await
 }

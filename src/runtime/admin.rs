@@ -4,40 +4,40 @@ use serde_json::{json, Map, Value};
 use worker::Request;
 
 use super::accounting;
-use super::aliases;
 use super::keystore::KeyStore;
-use super::ledger::LedgerStub;
+use super::objects::key_alias as aliases;
+use super::objects::ledger::LedgerStub;
 use super::{now_ms, read_body, vars, Call, Caller};
 use crate::embedded;
+use crate::endpoints::{self, Endpoint};
 use crate::ids;
 use crate::keys::{self, KeyRecord};
-use crate::ledger::{self, InfoRequest};
-use crate::limiter::Limits;
+use crate::ledger::messages::{self, InfoRequest};
+use crate::ledger::Limits;
 use crate::openai::{parse_object, ApiError};
-use crate::routes::{self, Route};
 
 const MAX_PAGE_SIZE: usize = 100;
 
-pub async fn handle(route: Route, mut req: Request, call: &mut Call<'_>, caller: Caller) -> Result<Value, ApiError> {
+pub async fn handle(route: Endpoint, mut req: Request, call: &mut Call<'_>, caller: Caller) -> Result<Value, ApiError> {
     let store = KeyStore::open(call.env)?;
-    if route == Route::KeyInfo {
+    if route == Endpoint::KeyInfo {
         return info(&req, &store, &caller, call).await;
     }
     if !matches!(caller, Caller::Master) {
         super::drain(&mut req).await;
         return Err(ApiError::forbidden("Only the master key may manage keys."));
     }
-    if route == Route::KeyList {
+    if route == Endpoint::KeyList {
         return list(&req, &store, call).await;
     }
     let body = parse_object(&read_body(&mut req).await?)?;
     match route {
-        Route::KeyGenerate => generate(&body, &store, call).await,
-        Route::KeyUpdate => update(&body, &store, call).await,
-        Route::KeyDelete => delete(&body, &store, call).await,
-        Route::KeyRegenerate(in_path) => regenerate(in_path.as_deref(), &body, &store, call).await,
-        Route::KeyBlock => set_blocked(&body, &store, call, true).await,
-        Route::KeyUnblock => set_blocked(&body, &store, call, false).await,
+        Endpoint::KeyGenerate => generate(&body, &store, call).await,
+        Endpoint::KeyUpdate => update(&body, &store, call).await,
+        Endpoint::KeyDelete => delete(&body, &store, call).await,
+        Endpoint::KeyRegenerate(in_path) => regenerate(in_path.as_deref(), &body, &store, call).await,
+        Endpoint::KeyBlock => set_blocked(&body, &store, call, true).await,
+        Endpoint::KeyUnblock => set_blocked(&body, &store, call, false).await,
         _ => Err(ApiError::not_found("Unknown key route")),
     }
 }
@@ -138,7 +138,7 @@ async fn delete(body: &Map<String, Value>, store: &KeyStore, call: &Call<'_>) ->
             aliases::release(call.env, alias, &record.key_id).await?;
         }
         sync_ledger(call, record, Some("deleted")).await?;
-        deleted.push(record.token.clone());
+        deleted.push(record.key_hash.clone());
     }
     deleted.dedup();
     Ok(json!({ "deleted_keys": deleted }))
@@ -202,12 +202,12 @@ async fn info(req: &Request, store: &KeyStore, caller: &Caller, call: &Call<'_>)
         (Caller::Master, Some(key)) => find(&key, store).await?,
         (Caller::Master, None) => return Err(ApiError::invalid_request("Give the key to look up as ?key=", "key")),
         (Caller::Key(own), None) => KeyRecord::clone(own),
-        (Caller::Key(own), Some(key)) if keys::token_of(&key) == own.token => KeyRecord::clone(own),
+        (Caller::Key(own), Some(key)) if keys::token_of(&key) == own.key_hash => KeyRecord::clone(own),
         (Caller::Key(_), Some(_)) => {
             return Err(ApiError::forbidden("A key may only read its own info; use the master key for others."))
         }
     };
-    Ok(json!({ "key": record.token, "info": view(&record, call).await? }))
+    Ok(json!({ "key": record.key_hash, "info": view(&record, call).await? }))
 }
 
 /// `GET /key/list?page=&size=&key_alias=&user_id=&team_id=&return_full_object=`: hashes (never
@@ -343,7 +343,7 @@ fn with_secret(mut view: Value, key: &str) -> Value {
 
 /// The key as the API shows it, with the spend its ledger holds.
 async fn view(record: &KeyRecord, call: &Call<'_>) -> Result<Value, ApiError> {
-    let ledger = LedgerStub::open(call.env, &ledger::key_ledger(&record.key_id))?;
+    let ledger = LedgerStub::open(call.env, &messages::key_ledger(&record.key_id))?;
     let info = ledger.info(&InfoRequest { limits: Limits::from_key(record) }).await?;
     Ok(record.to_api(info.spend, info.budget_reset_at))
 }
@@ -354,7 +354,7 @@ async fn sync_ledger(call: &Call<'_>, record: &KeyRecord, deleted: Option<&str>)
     let reason = deleted.or(record.blocked.then_some("blocked"));
     let config = embedded::config().map_err(ApiError::internal)?;
     let scope = record.scope(&config.model_names());
-    accounting::notify_revocation(call.env, &record.key_id, reason, &record.token, scope).await
+    accounting::notify_revocation(call.env, &record.key_id, reason, &record.key_hash, scope).await
 }
 
 fn new_secret() -> Result<String, ApiError> {
@@ -376,5 +376,5 @@ fn refuse_master_key(key: &str, field: &str, call: &Call<'_>) -> Result<(), ApiE
 }
 
 fn query(req: &Request, name: &str) -> Result<Option<String>, ApiError> {
-    Ok(routes::query_param(&req.inner().url(), name))
+    Ok(endpoints::query_param(&req.inner().url(), name))
 }

@@ -46,7 +46,7 @@ thread_local! {
 
 /// How a request authenticates to a deployment.
 pub struct Credential {
-    pub token: Secret,
+    pub bearer: Secret,
     /// For an OAuth token: its cache key, so that a token Databricks refuses can be dropped.
     oauth: Option<(String, OAuthParts)>,
 }
@@ -69,7 +69,7 @@ pub async fn for_deployment(env: &Env, deployment: &Deployment, api_base: &Secre
     let client = match &deployment.oauth {
         Some(client) => Some(client.clone()),
         None => match vars::resolve(env, &deployment.api_key) {
-            Ok(token) => return Ok(Credential { token, oauth: None }),
+            Ok(bearer) => return Ok(Credential { bearer, oauth: None }),
             Err(missing) => {
                 let worker_client = OAuthClient {
                     client_id: ValueRef::Env("DATABRICKS_CLIENT_ID".into()),
@@ -93,7 +93,7 @@ pub async fn for_deployment(env: &Env, deployment: &Deployment, api_base: &Secre
     // The secret is part of the key (hashed): two secrets for one client are two cache entries.
     let key = format!("{}|{}|{}", parts.workspace, parts.client_id, &keys::hash_key(&parts.client_secret)[..16]);
     let token = oauth_token(&key, &parts).await?;
-    Ok(Credential { token: Secret::new(token), oauth: Some((key, parts)) })
+    Ok(Credential { bearer: Secret::new(token), oauth: Some((key, parts)) })
 }
 
 /// Databricks refused an OAuth token (expired or revoked early): drops it, unless another
@@ -102,12 +102,12 @@ pub async fn refresh(credential: &Credential) -> Result<Option<Credential>, ApiE
     let Some((key, parts)) = &credential.oauth else { return Ok(None) };
     TOKENS.with(|t| {
         let mut tokens = t.borrow_mut();
-        if matches!(tokens.get(key), Some(Slot::Ready(token, _)) if token == credential.token.expose()) {
+        if matches!(tokens.get(key), Some(Slot::Ready(token, _)) if token == credential.bearer.expose()) {
             tokens.remove(key);
         }
     });
     let token = oauth_token(key, parts).await?;
-    Ok(Some(Credential { token: Secret::new(token), oauth: credential.oauth.clone() }))
+    Ok(Some(Credential { bearer: Secret::new(token), oauth: credential.oauth.clone() }))
 }
 
 async fn oauth_token(key: &str, parts: &OAuthParts) -> Result<String, ApiError> {

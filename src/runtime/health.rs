@@ -5,7 +5,7 @@ use futures_util::future::join_all;
 use serde_json::{json, Value};
 
 use super::credentials;
-use super::routing;
+use super::objects::group_health;
 use super::upstream::{self, Upstream};
 use super::{now_ms, vars, Call, Caller};
 use crate::config::Deployment;
@@ -54,7 +54,7 @@ async fn check(call: &Call<'_>, d: &Deployment) -> (Value, Option<String>) {
         Err(e) => return (entry, Some(e.message)),
     };
     let token = match credentials::for_deployment(call.env, d, &base).await {
-        Ok(credential) => credential.token,
+        Ok(credential) => credential.bearer,
         Err(e) => return (entry, Some(e.message)),
     };
     let (route, body) = match d.info.mode.as_deref() {
@@ -93,7 +93,7 @@ pub async fn model_info(call: &Call<'_>, caller: &Caller) -> Result<Value, ApiEr
             names.into_iter().filter(|g| visible.contains(g)).collect()
         }
     };
-    let health = join_all(groups.iter().map(|g| routing::shared_health(call.env, g))).await;
+    let health = join_all(groups.iter().map(|g| group_health::shared_health(call.env, g))).await;
     let now = now_ms();
     let mut data = Vec::new();
     for (group, health) in groups.iter().zip(health) {

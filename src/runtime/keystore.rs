@@ -126,7 +126,7 @@ impl KeyStore {
         record.check_kv_limits()?;
         let meta = record.list_meta();
         let value = serde_json::to_string(record).map_err(|e| ApiError::internal(e.to_string()))?;
-        let key = record_kv_key(&record.token);
+        let key = record_kv_key(&record.key_hash);
         self.kv
             .put(&key, value)
             .map_err(kv_error)?
@@ -137,7 +137,7 @@ impl KeyStore {
             .map_err(kv_error)?;
         if let Some(alias) = &record.key_alias {
             let index = alias_kv_key(alias);
-            self.kv.put(&index, record.token.as_str()).map_err(kv_error)?.execute().await.map_err(kv_error)?;
+            self.kv.put(&index, record.key_hash.as_str()).map_err(kv_error)?.execute().await.map_err(kv_error)?;
         }
         if let Some(old) = previous_alias.filter(|old| Some(*old) != record.key_alias.as_deref()) {
             self.kv.delete(&alias_kv_key(old)).await.map_err(kv_error)?;
@@ -152,7 +152,7 @@ impl KeyStore {
         let now = now_ms();
         let revocation = Revocation { reason: reason.to_string(), at: now };
         let tombstone = serde_json::to_string(&revocation).map_err(|e| ApiError::internal(e.to_string()))?;
-        let revoked = revoked_kv_key(&record.token);
+        let revoked = revoked_kv_key(&record.key_hash);
         self.kv
             .put(&revoked, tombstone)
             .map_err(kv_error)?
@@ -160,12 +160,12 @@ impl KeyStore {
             .execute()
             .await
             .map_err(kv_error)?;
-        self.kv.delete(&record_kv_key(&record.token)).await.map_err(kv_error)?;
+        self.kv.delete(&record_kv_key(&record.key_hash)).await.map_err(kv_error)?;
         if let (false, Some(alias)) = (keep_alias, &record.key_alias) {
             self.kv.delete(&alias_kv_key(alias)).await.map_err(kv_error)?;
         }
-        KNOWN.with(|c| c.borrow_mut().remove(&record.token));
-        UNKNOWN.with(|c| c.borrow_mut().insert(&record.token, Some(revocation), now));
+        KNOWN.with(|c| c.borrow_mut().remove(&record.key_hash));
+        UNKNOWN.with(|c| c.borrow_mut().insert(&record.key_hash, Some(revocation), now));
         Ok(())
     }
 
@@ -201,6 +201,6 @@ impl KeyStore {
 /// A key that exists now: known, and no longer unknown (a caller may have chosen a secret
 /// that was refused a moment ago).
 fn remember(record: &KeyRecord, now: u64) {
-    UNKNOWN.with(|c| c.borrow_mut().remove(&record.token));
-    KNOWN.with(|c| c.borrow_mut().insert(&record.token, record.clone(), now));
+    UNKNOWN.with(|c| c.borrow_mut().remove(&record.key_hash));
+    KNOWN.with(|c| c.borrow_mut().insert(&record.key_hash, record.clone(), now));
 }

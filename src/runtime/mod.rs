@@ -3,14 +3,12 @@
 
 mod accounting;
 mod admin;
-mod aliases;
 mod credentials;
+mod dispatch;
 mod health;
 mod keystore;
-mod ledger;
 mod objects;
 mod proxy;
-mod routing;
 mod spend;
 mod tokens;
 mod upstream;
@@ -22,11 +20,11 @@ use worker::{console_log, event, Context, Date, Env, Headers, Method, Request, R
 use crate::auth;
 use crate::body::BoundedBody;
 use crate::embedded;
+use crate::endpoints::{self, Endpoint};
 use crate::ids;
 use crate::keys::{self, KeyRecord};
 use crate::log::RequestLog;
 use crate::openai::{self, ApiError, Kind, MAX_BODY_BYTES};
-use crate::routes::{self, Route};
 use crate::time;
 use keystore::{KeyStore, Lookup};
 
@@ -59,7 +57,7 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     let log = RequestLog {
         call_id: call_id.clone(),
         method: req.method().to_string(),
-        route: routes::loggable_path(&req.path()),
+        route: endpoints::loggable_path(&req.path()),
         ..Default::default()
     };
     let mut call = Call { env: &env, ctx: &ctx, started_ms, log, headers: Vec::new(), log_deferred: false };
@@ -91,7 +89,7 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
 async fn route(mut req: Request, call: &mut Call<'_>) -> std::result::Result<Response, ApiError> {
     let path = req.path();
     let method = req.method();
-    let Some(route) = Route::parse(&path) else {
+    let Some(route) = Endpoint::parse(&path) else {
         drain(&mut req).await;
         return Err(ApiError::not_found(format!("Unknown route {method} {path}")));
     };
@@ -103,27 +101,27 @@ async fn route(mut req: Request, call: &mut Call<'_>) -> std::result::Result<Res
         return Err(ApiError::method_not_allowed(method.as_ref(), &path, route.method()));
     }
     match route {
-        Route::Liveliness => json_response(200, &serde_json::json!("I'm alive!")),
-        Route::Readiness => {
+        Endpoint::Liveliness => json_response(200, &serde_json::json!("I'm alive!")),
+        Endpoint::Readiness => {
             let models = embedded::config().map_err(ApiError::internal)?.model_names().len();
             let status =
                 serde_json::json!({"status": "healthy", "version": env!("CARGO_PKG_VERSION"), "models": models});
             json_response(200, &status)
         }
-        Route::ChatCompletions | Route::Completions | Route::Embeddings => {
+        Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings => {
             let kind = match route {
-                Route::Completions => Kind::Completion,
-                Route::Embeddings => Kind::Embedding,
+                Endpoint::Completions => Kind::Completion,
+                Endpoint::Embeddings => Kind::Embedding,
                 _ => Kind::Chat,
             };
             let caller = authenticate_or_drain(&mut req, call).await?;
             proxy::proxy(kind, req, call, caller).await
         }
-        Route::Models => {
+        Endpoint::Models => {
             let caller = authenticate_or_drain(&mut req, call).await?;
             json_response(200, &openai::model_list(visible_models(&caller)?.iter().map(String::as_str)))
         }
-        Route::Model(id) => {
+        Endpoint::Model(id) => {
             let caller = authenticate_or_drain(&mut req, call).await?;
             if !visible_models(&caller)?.contains(&id) {
                 let message = format!("The model `{id}` does not exist. Call `/v1/models` to view available models.");
@@ -131,18 +129,18 @@ async fn route(mut req: Request, call: &mut Call<'_>) -> std::result::Result<Res
             }
             json_response(200, &openai::model_object(&id))
         }
-        Route::Health => {
+        Endpoint::Health => {
             let caller = authenticate_or_drain(&mut req, call).await?;
             if !matches!(caller, Caller::Master) {
                 return Err(ApiError::forbidden("Only the master key may run /health."));
             }
             json_response(200, &health::health(call).await?)
         }
-        Route::ModelInfo => {
+        Endpoint::ModelInfo => {
             let caller = authenticate_or_drain(&mut req, call).await?;
             json_response(200, &health::model_info(call, &caller).await?)
         }
-        Route::SpendLogs => {
+        Endpoint::SpendLogs => {
             let caller = authenticate_or_drain(&mut req, call).await?;
             json_response(200, &spend::logs(&req, call, &caller).await?)
         }

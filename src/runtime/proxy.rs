@@ -6,14 +6,14 @@ use futures_util::StreamExt;
 use worker::{AbortController, ByteStream, Headers, Request, Response};
 
 use super::accounting::{self, Account, Outcome, Reservation};
-use super::routing::{self, Ask, Forwarded, Routed};
+use super::dispatch::{self, Ask, Forwarded, Routed};
 use super::upstream::within;
 use super::{bytes_response, now_ms, read_body, runtime_error, tokens, unknown_model, Call, Caller};
 use crate::config::{Deployment, GatewayConfig};
-use crate::databricks::{self, Answer, Usage};
+use crate::databricks::{self, Answer};
 use crate::embedded;
 use crate::log::RequestLog;
-use crate::openai::{self, ApiError, Kind, ProxyRequest};
+use crate::openai::{self, ApiError, Kind, ProxyRequest, Usage};
 use crate::pricing;
 use crate::prompt::{self, PromptTally};
 use crate::stream::ChatStreamRelay;
@@ -66,7 +66,7 @@ pub async fn proxy(kind: Kind, mut req: Request, call: &mut Call<'_>, caller: Ca
     }
 
     let ask = Ask { kind, body: &body, stream, base64, output_cap };
-    let routed = routing::route(call, config, &group, &model, &ask, &may_use, &mut account, &reservation).await;
+    let routed = dispatch::route(call, config, &group, &model, &ask, &may_use, &mut account, &reservation).await;
     drop(body);
     match routed {
         Err(error) => {
@@ -74,9 +74,9 @@ pub async fn proxy(kind: Kind, mut req: Request, call: &mut Call<'_>, caller: Ca
             // Routing already retried and fell back: a client retry would multiply that.
             Err(error.after_retries())
         }
-        Ok(Routed { deployment, forwarded: Forwarded::Stream { body, controller, first }, token }) => {
+        Ok(Routed { deployment, forwarded: Forwarded::Stream { body, controller, first }, bearer }) => {
             let prompt_estimate = reservation.prompt_tokens_estimate;
-            let relay = ChatStreamRelay::new(&model, vec![token], include_usage);
+            let relay = ChatStreamRelay::new(&model, vec![bearer], include_usage);
             let pump = StreamPump::new(body, controller, call, relay, deployment, account, prompt_estimate, first);
             relay_stream(pump, call)
         }
@@ -245,7 +245,7 @@ impl StreamPump {
         accounting::log_cost(&mut self.log, account.prices(), account.cost(&outcome));
         account.settle(outcome).await;
         if let Some(deployment) = &self.log.deployment {
-            routing::stream_ended(deployment, usage.total_tokens);
+            dispatch::stream_ended(deployment, usage.total_tokens);
         }
 
         self.log.total_ms = now_ms().saturating_sub(self.started_ms);

@@ -5,12 +5,12 @@ use serde_json::Value;
 use worker::Request;
 
 use super::keystore::KeyStore;
-use super::ledger::LedgerStub;
+use super::objects::ledger::LedgerStub;
 use super::{Call, Caller};
+use crate::endpoints;
 use crate::keys;
-use crate::ledger::{self, LogsQuery, SpendLogRow};
+use crate::ledger::messages::{self, LogsQuery, SpendLogRow};
 use crate::openai::ApiError;
-use crate::routes;
 use crate::time;
 
 const DEFAULT_LIMIT: u64 = 100;
@@ -24,7 +24,7 @@ const DAY_MS: u64 = 86_400_000;
 /// The master key reads every ledger; a key reads only its own.
 pub async fn logs(req: &Request, call: &Call<'_>, caller: &Caller) -> Result<Value, ApiError> {
     let url = req.inner().url();
-    let param = |name: &str| routes::query_param(&url, name).filter(|v| !v.is_empty());
+    let param = |name: &str| endpoints::query_param(&url, name).filter(|v| !v.is_empty());
     let query = LogsQuery {
         request_id: param("request_id"),
         start_ms: date(param("start_date"), "start_date", false)?,
@@ -39,8 +39,8 @@ pub async fn logs(req: &Request, call: &Call<'_>, caller: &Caller) -> Result<Val
     let asked_hash = param("api_key").map(|k| keys::token_of(&k));
 
     let ledgers: Vec<String> = match (caller, asked_hash) {
-        (Caller::Key(own), None) => vec![ledger::key_ledger(&own.key_id)],
-        (Caller::Key(own), Some(hash)) if hash == own.token => vec![ledger::key_ledger(&own.key_id)],
+        (Caller::Key(own), None) => vec![messages::key_ledger(&own.key_id)],
+        (Caller::Key(own), Some(hash)) if hash == own.key_hash => vec![messages::key_ledger(&own.key_id)],
         (Caller::Key(_), Some(_)) => {
             return Err(ApiError::forbidden("A key may only read its own spend logs; use the master key for others."))
         }
@@ -49,14 +49,14 @@ pub async fn logs(req: &Request, call: &Call<'_>, caller: &Caller) -> Result<Val
                 .get_fresh(&hash)
                 .await?
                 .ok_or_else(|| ApiError::not_found("No such key.").with_param("api_key"))?;
-            vec![ledger::key_ledger(&record.key_id)]
+            vec![messages::key_ledger(&record.key_id)]
         }
         (Caller::Master, None) => {
             let keys = KeyStore::open(call.env)?.list().await?;
             let mut all: Vec<String> = keys
                 .into_iter()
                 .filter(|(_, m)| !m.key_id.is_empty())
-                .map(|(_, m)| ledger::key_ledger(&m.key_id))
+                .map(|(_, m)| messages::key_ledger(&m.key_id))
                 .collect();
             all.truncate(MAX_LEDGERS);
             all

@@ -2,7 +2,7 @@
 
 /// Every endpoint the gateway serves. OpenAI routes answer with and without `/v1`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Route {
+pub enum Endpoint {
     ChatCompletions,
     Completions,
     Embeddings,
@@ -24,34 +24,34 @@ pub enum Route {
     ModelInfo,
 }
 
-impl Route {
-    pub fn parse(path: &str) -> Option<Route> {
+impl Endpoint {
+    pub fn parse(path: &str) -> Option<Endpoint> {
         let route = match path {
-            "/chat/completions" | "/v1/chat/completions" => Route::ChatCompletions,
-            "/completions" | "/v1/completions" => Route::Completions,
-            "/embeddings" | "/v1/embeddings" => Route::Embeddings,
-            "/models" | "/v1/models" => Route::Models,
-            "/health/liveliness" | "/health/liveness" => Route::Liveliness,
-            "/health/readiness" => Route::Readiness,
-            "/key/generate" => Route::KeyGenerate,
-            "/key/info" => Route::KeyInfo,
-            "/key/update" => Route::KeyUpdate,
-            "/key/delete" => Route::KeyDelete,
-            "/key/list" => Route::KeyList,
-            "/key/regenerate" => Route::KeyRegenerate(None),
-            "/key/block" => Route::KeyBlock,
-            "/key/unblock" => Route::KeyUnblock,
-            "/spend/logs" => Route::SpendLogs,
-            "/health" => Route::Health,
-            "/model/info" | "/v1/model/info" => Route::ModelInfo,
+            "/chat/completions" | "/v1/chat/completions" => Endpoint::ChatCompletions,
+            "/completions" | "/v1/completions" => Endpoint::Completions,
+            "/embeddings" | "/v1/embeddings" => Endpoint::Embeddings,
+            "/models" | "/v1/models" => Endpoint::Models,
+            "/health/liveliness" | "/health/liveness" => Endpoint::Liveliness,
+            "/health/readiness" => Endpoint::Readiness,
+            "/key/generate" => Endpoint::KeyGenerate,
+            "/key/info" => Endpoint::KeyInfo,
+            "/key/update" => Endpoint::KeyUpdate,
+            "/key/delete" => Endpoint::KeyDelete,
+            "/key/list" => Endpoint::KeyList,
+            "/key/regenerate" => Endpoint::KeyRegenerate(None),
+            "/key/block" => Endpoint::KeyBlock,
+            "/key/unblock" => Endpoint::KeyUnblock,
+            "/spend/logs" => Endpoint::SpendLogs,
+            "/health" => Endpoint::Health,
+            "/model/info" | "/v1/model/info" => Endpoint::ModelInfo,
             _ => {
                 if let Some(id) = path.strip_prefix("/v1/models/").or_else(|| path.strip_prefix("/models/")) {
-                    return percent_decode(id).filter(|id| !id.is_empty()).map(Route::Model);
+                    return percent_decode(id).filter(|id| !id.is_empty()).map(Endpoint::Model);
                 }
                 let key = path.strip_prefix("/key/")?.strip_suffix("/regenerate")?;
                 return percent_decode(key)
                     .filter(|k| !k.is_empty() && !k.contains('/'))
-                    .map(|k| Route::KeyRegenerate(Some(k)));
+                    .map(|k| Endpoint::KeyRegenerate(Some(k)));
             }
         };
         Some(route)
@@ -60,15 +60,15 @@ impl Route {
     /// The one method the route answers; any other gets 405.
     pub fn method(&self) -> &'static str {
         match self {
-            Route::Models
-            | Route::Model(_)
-            | Route::Liveliness
-            | Route::Readiness
-            | Route::KeyInfo
-            | Route::KeyList
-            | Route::SpendLogs
-            | Route::Health
-            | Route::ModelInfo => "GET",
+            Endpoint::Models
+            | Endpoint::Model(_)
+            | Endpoint::Liveliness
+            | Endpoint::Readiness
+            | Endpoint::KeyInfo
+            | Endpoint::KeyList
+            | Endpoint::SpendLogs
+            | Endpoint::Health
+            | Endpoint::ModelInfo => "GET",
             _ => "POST",
         }
     }
@@ -78,7 +78,7 @@ impl Route {
 /// `/key/{key}/regenerate` is replaced by `{key}`, and so is any other segment that reads as
 /// a key (`sk-...`, escaped or not) in a path someone mistyped.
 pub fn loggable_path(path: &str) -> String {
-    if let Some(Route::KeyRegenerate(Some(_))) = Route::parse(path) {
+    if let Some(Endpoint::KeyRegenerate(Some(_))) = Endpoint::parse(path) {
         return "/key/{key}/regenerate".to_string();
     }
     let looks_like_key = |segment: &str| {
@@ -124,26 +124,26 @@ mod tests {
 
     #[test]
     fn openai_routes_answer_with_and_without_v1() {
-        assert_eq!(Route::parse("/v1/chat/completions"), Some(Route::ChatCompletions));
-        assert_eq!(Route::parse("/chat/completions"), Some(Route::ChatCompletions));
-        assert_eq!(Route::parse("/models"), Some(Route::Models));
-        assert_eq!(Route::parse("/v1/models/databricks%2Fx"), Some(Route::Model("databricks/x".into())));
-        assert_eq!(Route::parse("/v1/models/"), None);
-        assert_eq!(Route::parse("/v1/chat/completions/extra"), None);
-        assert_eq!(Route::parse("/"), None);
+        assert_eq!(Endpoint::parse("/v1/chat/completions"), Some(Endpoint::ChatCompletions));
+        assert_eq!(Endpoint::parse("/chat/completions"), Some(Endpoint::ChatCompletions));
+        assert_eq!(Endpoint::parse("/models"), Some(Endpoint::Models));
+        assert_eq!(Endpoint::parse("/v1/models/databricks%2Fx"), Some(Endpoint::Model("databricks/x".into())));
+        assert_eq!(Endpoint::parse("/v1/models/"), None);
+        assert_eq!(Endpoint::parse("/v1/chat/completions/extra"), None);
+        assert_eq!(Endpoint::parse("/"), None);
     }
 
     #[test]
     fn key_routes_and_methods() {
-        assert_eq!(Route::parse("/key/generate").map(|r| r.method()), Some("POST"));
-        assert_eq!(Route::parse("/key/info").map(|r| r.method()), Some("GET"));
-        assert_eq!(Route::parse("/key/list").map(|r| r.method()), Some("GET"));
-        assert_eq!(Route::parse("/spend/logs").map(|r| r.method()), Some("GET"));
-        assert_eq!(Route::parse("/key/sk-abc/regenerate"), Some(Route::KeyRegenerate(Some("sk-abc".into()))));
-        assert_eq!(Route::parse("/key/regenerate"), Some(Route::KeyRegenerate(None)));
-        assert_eq!(Route::parse("/key/a/b/regenerate"), None);
-        assert_eq!(Route::parse("/key/%zz/regenerate"), None);
-        assert_eq!(Route::parse("/key/nothing"), None);
+        assert_eq!(Endpoint::parse("/key/generate").map(|r| r.method()), Some("POST"));
+        assert_eq!(Endpoint::parse("/key/info").map(|r| r.method()), Some("GET"));
+        assert_eq!(Endpoint::parse("/key/list").map(|r| r.method()), Some("GET"));
+        assert_eq!(Endpoint::parse("/spend/logs").map(|r| r.method()), Some("GET"));
+        assert_eq!(Endpoint::parse("/key/sk-abc/regenerate"), Some(Endpoint::KeyRegenerate(Some("sk-abc".into()))));
+        assert_eq!(Endpoint::parse("/key/regenerate"), Some(Endpoint::KeyRegenerate(None)));
+        assert_eq!(Endpoint::parse("/key/a/b/regenerate"), None);
+        assert_eq!(Endpoint::parse("/key/%zz/regenerate"), None);
+        assert_eq!(Endpoint::parse("/key/nothing"), None);
     }
 
     #[test]

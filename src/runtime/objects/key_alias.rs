@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use worker::{durable_object, DurableObject, Env, Request, Response, SqlStorage, State};
 
-use super::objects::ObjectStub;
+use super::ObjectStub;
 use crate::aliases::{self, AliasAnswer, AliasHolder, AliasRequest};
 use crate::openai::ApiError;
 

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::limiter::{Limits, Settlement};
+use super::{Limits, Settlement};
 
 pub fn key_ledger(key_id: &str) -> String {
     format!("key:{key_id}")
@@ -48,7 +48,7 @@ pub struct SettleRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevokeRequest {
     pub reason: Option<String>,
-    pub token: Option<String>,
+    pub key_hash: Option<String>,
     /// The model groups the key may now use (`None`: all).
     #[serde(default)]
     pub scope: Option<Vec<String>>,

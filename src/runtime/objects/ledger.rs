@@ -1,7 +1,7 @@
 //! The ledger Durable Object and the worker's stub for it.
 //!
 //! The object holds one [`LedgerState`] (as JSON in its SQLite storage) and a spend log table.
-//! Each call loads the state, applies one pure rule from `limiter`, and saves it, with no
+//! Each call loads the state, applies one pure rule from `ledger`, and saves it, with no
 //! `await` in between: the object handles one call at a time, so admission is exact however
 //! many requests race. It holds no rule of its own.
 
@@ -12,11 +12,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use worker::{durable_object, DurableObject, Env, Request, Response, SqlStorage, State};
 
-use super::now_ms;
-use super::objects::ObjectStub;
-use crate::ledger::{InfoRequest, LedgerInfo, LogsQuery, RevokeRequest, SettleRequest, SpendLogRow};
-use crate::limiter::{AdmitRequest, Decision, Entry, LedgerState, Settled};
+use super::ObjectStub;
+use crate::ledger::messages::{InfoRequest, LedgerInfo, LogsQuery, RevokeRequest, SettleRequest, SpendLogRow};
+use crate::ledger::{AdmitRequest, Decision, Entry, LedgerState, Settled};
 use crate::openai::ApiError;
+use crate::runtime::now_ms;
 
 const BINDING: &str = "LEDGER";
 /// Spend log rows are kept this long, and at most this many per ledger.
@@ -60,7 +60,7 @@ struct Totals {
     period_start: Option<u64>,
     soft_alerted: bool,
     revoked: Option<String>,
-    token: Option<String>,
+    key_hash: Option<String>,
     #[serde(default)]
     scope: Option<Vec<String>>,
 }
@@ -103,8 +103,8 @@ impl Ledger {
                 let request: RevokeRequest = parse(body)?;
                 ledger.revoked = request.reason;
                 ledger.scope = request.scope;
-                if request.token.is_some() {
-                    ledger.token = request.token;
+                if request.key_hash.is_some() {
+                    ledger.key_hash = request.key_hash;
                 }
                 Value::Null
             }
@@ -161,7 +161,7 @@ impl Ledger {
             period_start: totals.period_start,
             soft_alerted: totals.soft_alerted,
             revoked: totals.revoked,
-            token: totals.token,
+            key_hash: totals.key_hash,
             scope: totals.scope,
             ..LedgerState::default()
         })
@@ -191,7 +191,7 @@ impl Ledger {
             period_start: state.period_start,
             soft_alerted: state.soft_alerted,
             revoked: state.revoked.clone(),
-            token: state.token.clone(),
+            key_hash: state.key_hash.clone(),
             scope: state.scope.clone(),
         };
         let json = serde_json::to_string(&totals).map_err(|e| e.to_string())?;

@@ -11,6 +11,8 @@
 //!   after an hour; a late settlement then corrects that charge instead of adding to it.
 //! - Settling the same request twice counts it once.
 
+pub mod messages;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -137,7 +139,8 @@ pub struct LedgerState {
     /// Blocked or deleted: refused here at once, whatever KV still says elsewhere.
     pub revoked: Option<String>,
     /// The key's current hash: an old secret is refused after regeneration.
-    pub token: Option<String>,
+    #[serde(alias = "token")]
+    pub key_hash: Option<String>,
     /// The model groups the key may use, when it is restricted: a narrowing of `models` is
     /// enforced here at once, whatever KV still says elsewhere.
     #[serde(default)]
@@ -159,7 +162,7 @@ pub struct AdmitRequest {
     pub id: String,
     pub model: String,
     /// The caller's key hash, when the ledger is a key's.
-    pub token: Option<String>,
+    pub key_hash: Option<String>,
     /// A typical count of the prompt's tokens: what token rate limits admit on.
     pub prompt_tokens_estimate: u64,
     /// A sound upper bound of the prompt's tokens: what a budget holds.
@@ -252,7 +255,7 @@ impl LedgerState {
         if let Some(reason) = &self.revoked {
             return Decision::Revoked { reason: reason.clone() };
         }
-        if let (Some(current), Some(presented)) = (&self.token, &req.token) {
+        if let (Some(current), Some(presented)) = (&self.key_hash, &req.key_hash) {
             if current != presented {
                 return Decision::Revoked { reason: "regenerated".into() };
             }
@@ -545,7 +548,7 @@ mod tests {
         AdmitRequest {
             id: id.into(),
             model: "m".into(),
-            token: None,
+            key_hash: None,
             prompt_tokens_estimate: 10,
             prompt_tokens_bound: 10,
             max_tokens: Some(20),
@@ -749,11 +752,11 @@ mod tests {
     #[test]
     fn revoked_and_regenerated_keys_are_refused() {
         let l = Limits { rpm: Some(10), ..limits() };
-        let mut s = LedgerState { token: Some("new".into()), ..Default::default() };
+        let mut s = LedgerState { key_hash: Some("new".into()), ..Default::default() };
         let mut r = request("a", &l);
-        r.token = Some("old".into());
+        r.key_hash = Some("old".into());
         assert_eq!(s.admit(&r, T0), Decision::Revoked { reason: "regenerated".into() });
-        r.token = Some("new".into());
+        r.key_hash = Some("new".into());
         assert!(admitted(&s.admit(&r, T0)));
         s.revoked = Some("blocked".into());
         r.id = "b".into();

@@ -1,4 +1,9 @@
-//! Calling a Durable Object: JSON in, JSON out, over the object's `fetch`.
+//! Calling a Durable Object: JSON in, JSON out, over the object's `fetch`. Each
+//! object class lives in a file of its own.
+
+pub mod group_health;
+pub mod key_alias;
+pub mod ledger;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;

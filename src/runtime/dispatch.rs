@@ -1,41 +1,28 @@
-//! Spreading requests over a model group's deployments, retrying, cooling failing deployments
-//! down and falling back to other groups. The rules are `router`'s; this is their wiring:
-//!
-//! - Cooldowns are shared by every isolate through one `GroupHealth` Durable Object per group.
-//!   Each isolate keeps a copy, refreshed in the background at most once a second and updated
-//!   at once by its own failures, so routing never waits on the object: another isolate sees a
-//!   cooldown within about a second.
-//! - In-flight counts, latencies and usage per deployment (least-busy, latency-based and
-//!   usage-based routing) are each isolate's own view of its own traffic.
+//! Performs the attempts of one request: spreading it over a model group's deployments,
+//! retrying, cooling failing deployments down and falling back to other groups. The rules are
+//! `routing`'s; cooldowns are shared through `objects::group_health`. In-flight counts,
+//! latencies and usage per deployment (least-busy, latency-based and usage-based routing) are
+//! each isolate's own view of its own traffic.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration as StdDuration;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use worker::{
-    durable_object, AbortController, ByteStream, Delay, DurableObject, Env, Request, Response, SqlStorage, State,
-};
+use worker::{AbortController, ByteStream, Delay};
 
 use super::accounting::{Account, Reservation};
 use super::credentials::{self, Credential};
-use super::objects::ObjectStub;
+use super::objects::group_health::{self, health_view};
 use super::upstream::{self, within, Upstream};
 use super::{now_ms, runtime_error, vars, Call};
-use crate::config::{Deployment, GatewayConfig, RouterSettings};
+use crate::config::{Deployment, GatewayConfig};
 use crate::databricks::{self, Answer};
 use crate::openai::{ApiError, ErrorKind, Kind};
-use crate::router::{self, DeploymentStats, Failure, Health, Unavailable};
+use crate::routing::{self, DeploymentStats, Failure, Unavailable};
 use crate::secret::Secret;
 
-const HEALTH_BINDING: &str = "HEALTH";
-/// How stale an isolate's copy of a group's cooldowns may get before it asks again.
-const HEALTH_REFRESH_MS: u64 = 1_000;
-
 thread_local! {
-    /// Group → (fetched at, cooldowns): this isolate's copy of the shared health.
-    static HEALTH: RefCell<HashMap<String, (u64, Health)>> = RefCell::new(HashMap::new());
     /// Deployment id → what this isolate saw of it.
     static STATS: RefCell<HashMap<String, DeploymentStats>> = RefCell::new(HashMap::new());
 }
@@ -50,7 +37,7 @@ pub enum Forwarded {
 pub struct Routed<'c> {
     pub deployment: &'c Deployment,
     pub forwarded: Forwarded,
-    pub token: Secret,
+    pub bearer: Secret,
 }
 
 /// What is asked of Databricks: the kind of request, the client's body (translated for each
@@ -118,9 +105,9 @@ pub async fn route<'c>(
             if members.is_empty() {
                 break;
             }
-            let health = health_view(call, &current);
+            let health = health_view(call.env, call.ctx, &current);
             let now = now_ms();
-            let candidates = match router::eligible(&members, &health, now, &tried, prompt_tokens_estimate, settings) {
+            let candidates = match routing::eligible(&members, &health, now, &tried, prompt_tokens_estimate, settings) {
                 Ok(candidates) => candidates,
                 Err(Unavailable::CoolingDown { retry_after_ms }) => {
                     last_error = Some(no_deployments(&current, retry_after_ms));
@@ -133,7 +120,7 @@ pub async fn route<'c>(
                 }
             };
             let stats = |id: &str| STATS.with(|s| s.borrow().get(id).cloned().unwrap_or_default());
-            let Some(deployment) = router::choose(&candidates, settings.strategy, &stats, now, random()) else {
+            let Some(deployment) = routing::choose(&candidates, settings.strategy, &stats, now, random()) else {
                 break;
             };
             if attempt > 0 {
@@ -148,14 +135,14 @@ pub async fn route<'c>(
             }
             let result = attempt_once(call, deployment, ask, &shown, deadline).await;
             match result {
-                Ok((forwarded, token)) => {
+                Ok((forwarded, bearer)) => {
                     account.answered_by(&current);
                     set_attempt_headers(call, retries, fallbacks);
-                    return Ok(Routed { deployment, forwarded, token });
+                    return Ok(Routed { deployment, forwarded, bearer });
                 }
                 Err(error) => {
                     account.deployment_failed().await;
-                    match router::classify(error.status, &error.message) {
+                    match routing::classify(error.status, &error.message) {
                         Failure::Final => {
                             set_attempt_headers(call, retries, fallbacks);
                             return Err(error);
@@ -166,11 +153,19 @@ pub async fn route<'c>(
                             continue 'groups;
                         }
                         Failure::Retry { cool_now, transient } => {
-                            record_failure(call, &current, deployment, cool_now, all_members.len(), settings);
+                            group_health::record_failure(
+                                call.env,
+                                call.ctx,
+                                &current,
+                                deployment,
+                                cool_now,
+                                all_members.len(),
+                                settings,
+                            );
                             if !transient {
                                 broken.push(deployment.id.clone());
                             }
-                            let wait = router::backoff_ms(error.status, attempt + 1, error.retry_after_s);
+                            let wait = routing::backoff_ms(error.status, attempt + 1, error.retry_after_s);
                             last_error = Some(error);
                             if attempt < settings.num_retries && wait > 0 {
                                 let left = deadline.map_or(wait, |d| d.saturating_sub(now_ms()));
@@ -263,7 +258,7 @@ async fn attempt_once(
             Err(_) => s.in_flight = s.in_flight.saturating_sub(1),
         }
     });
-    result.map(|forwarded| (forwarded, credential.token))
+    result.map(|forwarded| (forwarded, credential.bearer))
 }
 
 /// A stream that a deployment was serving ended: it is no longer in flight, and its tokens
@@ -287,7 +282,7 @@ async fn forward(
     timeout_ms: u64,
     shown: &str,
 ) -> Result<Forwarded, ApiError> {
-    let token = &credential.token;
+    let token = &credential.bearer;
     let upstream_started = now_ms();
     let Upstream { mut response, controller } =
         upstream::post_json(url, token, payload, timeout_ms).await.inspect_err(|_| {
@@ -361,125 +356,4 @@ fn random() -> f64 {
         return 0.5;
     }
     (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// This isolate's copy of a group's health; a stale copy is refreshed in the background.
-fn health_view(call: &Call<'_>, group: &str) -> Health {
-    let now = now_ms();
-    let (fetched_at, health) = HEALTH.with(|h| h.borrow().get(group).cloned().unwrap_or((0, Health::default())));
-    if fetched_at + HEALTH_REFRESH_MS <= now {
-        // Marked fresh now, so that concurrent requests do not all ask.
-        HEALTH.with(|h| h.borrow_mut().insert(group.to_string(), (now, health.clone())));
-        if let Ok(stub) = HealthStub::open(call.env, group) {
-            let group = group.to_string();
-            call.ctx.wait_until(async move {
-                if let Ok(shared) = stub.call("/state", &Value::Null).await {
-                    merge_into_cache(&group, &shared);
-                }
-            });
-        }
-    }
-    health
-}
-
-fn merge_into_cache(group: &str, shared: &Health) {
-    let now = now_ms();
-    HEALTH.with(|h| {
-        let mut cache = h.borrow_mut();
-        let entry = cache.entry(group.to_string()).or_insert((now, Health::default()));
-        entry.1.merge(shared, now);
-    });
-}
-
-/// A failed attempt: cools the deployment down here at once when the rules say so, and tells
-/// the group's shared health in the background.
-fn record_failure(
-    call: &Call<'_>,
-    group: &str,
-    deployment: &Deployment,
-    immediate: bool,
-    group_size: usize,
-    settings: &RouterSettings,
-) {
-    let now = now_ms();
-    HEALTH.with(|h| {
-        let mut cache = h.borrow_mut();
-        let entry = cache.entry(group.to_string()).or_insert((now, Health::default()));
-        entry.1.record_failure(&deployment.id, now, immediate, group_size, settings);
-    });
-    if let Ok(stub) = HealthStub::open(call.env, group) {
-        let report = FailureReport { id: deployment.id.clone(), immediate, group_size, settings: settings.clone() };
-        let group = group.to_string();
-        call.ctx.wait_until(async move {
-            if let Ok(shared) = stub.call("/fail", &report).await {
-                merge_into_cache(&group, &shared);
-            }
-        });
-    }
-}
-
-/// Every deployment's cooldown as the shared object has it (for `/model/info`).
-pub async fn shared_health(env: &Env, group: &str) -> Result<Health, ApiError> {
-    HealthStub::open(env, group)?.call("/state", &Value::Null).await
-}
-
-#[derive(Serialize, Deserialize)]
-struct FailureReport {
-    id: String,
-    immediate: bool,
-    group_size: usize,
-    settings: RouterSettings,
-}
-
-/// The cooldowns of one model group, shared by every isolate. Holds no rule of its own.
-#[durable_object]
-pub struct GroupHealth {
-    state: State,
-}
-
-impl DurableObject for GroupHealth {
-    fn new(state: State, _env: Env) -> Self {
-        GroupHealth { state }
-    }
-
-    async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
-        let path = req.path();
-        let body = req.bytes().await?;
-        let sql = self.state.storage().sql();
-        sql.exec("CREATE TABLE IF NOT EXISTS health (id INTEGER PRIMARY KEY, json TEXT NOT NULL)", None)?;
-        let mut health = load_health(&sql)?;
-        let now = now_ms();
-        if path == "/fail" {
-            let report: FailureReport =
-                serde_json::from_slice(&body).map_err(|e| worker::Error::RustError(e.to_string()))?;
-            health.record_failure(&report.id, now, report.immediate, report.group_size, &report.settings);
-            let json = serde_json::to_string(&health).map_err(|e| worker::Error::RustError(e.to_string()))?;
-            sql.exec("INSERT OR REPLACE INTO health (id, json) VALUES (1, ?)", vec![json.into()])?;
-        }
-        health.cooldown_until.retain(|_, until| *until > now);
-        Response::from_json(&health)
-    }
-}
-
-fn load_health(sql: &SqlStorage) -> worker::Result<Health> {
-    #[derive(Deserialize)]
-    struct Row {
-        json: String,
-    }
-    let rows: Vec<Row> = sql.exec("SELECT json FROM health WHERE id = 1", None)?.to_array()?;
-    Ok(rows.first().and_then(|r| serde_json::from_str(&r.json).ok()).unwrap_or_default())
-}
-
-struct HealthStub {
-    object: ObjectStub,
-}
-
-impl HealthStub {
-    fn open(env: &Env, group: &str) -> Result<Self, ApiError> {
-        Ok(HealthStub { object: ObjectStub::open(env, HEALTH_BINDING, group)? })
-    }
-
-    async fn call(&self, path: &str, body: &impl Serialize) -> Result<Health, ApiError> {
-        self.object.call(path, body).await
-    }
 }

@@ -1,0 +1,148 @@
+//! The cooldowns of each model group, shared by every isolate through one `GroupHealth`
+//! Durable Object per group. Each isolate keeps a copy, refreshed in the background at most
+//! once a second and updated at once by its own failures, so routing never waits on the
+//! object: another isolate sees a cooldown within about a second.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use worker::{durable_object, Context, DurableObject, Env, Request, Response, SqlStorage, State};
+
+use super::ObjectStub;
+use crate::config::{Deployment, RouterSettings};
+use crate::openai::ApiError;
+use crate::routing::Health;
+use crate::runtime::now_ms;
+
+const HEALTH_BINDING: &str = "HEALTH";
+/// How stale an isolate's copy of a group's cooldowns may get before it asks again.
+const HEALTH_REFRESH_MS: u64 = 1_000;
+
+thread_local! {
+    /// Group → (fetched at, cooldowns): this isolate's copy of the shared health.
+    static HEALTH: RefCell<HashMap<String, (u64, Health)>> = RefCell::new(HashMap::new());
+}
+
+/// This isolate's copy of a group's health; a stale copy is refreshed in the background.
+pub fn health_view(env: &Env, ctx: &Context, group: &str) -> Health {
+    let now = now_ms();
+    let (fetched_at, health) = HEALTH.with(|h| h.borrow().get(group).cloned().unwrap_or((0, Health::default())));
+    if fetched_at + HEALTH_REFRESH_MS <= now {
+        // Marked fresh now, so that concurrent requests do not all ask.
+        HEALTH.with(|h| h.borrow_mut().insert(group.to_string(), (now, health.clone())));
+        if let Ok(stub) = HealthStub::open(env, group) {
+            let group = group.to_string();
+            ctx.wait_until(async move {
+                if let Ok(shared) = stub.call("/state", &Value::Null).await {
+                    merge_into_cache(&group, &shared);
+                }
+            });
+        }
+    }
+    health
+}
+
+fn merge_into_cache(group: &str, shared: &Health) {
+    let now = now_ms();
+    HEALTH.with(|h| {
+        let mut cache = h.borrow_mut();
+        let entry = cache.entry(group.to_string()).or_insert((now, Health::default()));
+        entry.1.merge(shared, now);
+    });
+}
+
+/// A failed attempt: cools the deployment down here at once when the rules say so, and tells
+/// the group's shared health in the background.
+pub fn record_failure(
+    env: &Env,
+    ctx: &Context,
+    group: &str,
+    deployment: &Deployment,
+    immediate: bool,
+    group_size: usize,
+    settings: &RouterSettings,
+) {
+    let now = now_ms();
+    HEALTH.with(|h| {
+        let mut cache = h.borrow_mut();
+        let entry = cache.entry(group.to_string()).or_insert((now, Health::default()));
+        entry.1.record_failure(&deployment.id, now, immediate, group_size, settings);
+    });
+    if let Ok(stub) = HealthStub::open(env, group) {
+        let report = FailureReport { id: deployment.id.clone(), immediate, group_size, settings: settings.clone() };
+        let group = group.to_string();
+        ctx.wait_until(async move {
+            if let Ok(shared) = stub.call("/fail", &report).await {
+                merge_into_cache(&group, &shared);
+            }
+        });
+    }
+}
+
+/// Every deployment's cooldown as the shared object has it (for `/model/info`).
+pub async fn shared_health(env: &Env, group: &str) -> Result<Health, ApiError> {
+    HealthStub::open(env, group)?.call("/state", &Value::Null).await
+}
+
+#[derive(Serialize, Deserialize)]
+struct FailureReport {
+    id: String,
+    immediate: bool,
+    group_size: usize,
+    settings: RouterSettings,
+}
+
+/// The cooldowns of one model group, shared by every isolate. Holds no rule of its own.
+#[durable_object]
+pub struct GroupHealth {
+    state: State,
+}
+
+impl DurableObject for GroupHealth {
+    fn new(state: State, _env: Env) -> Self {
+        GroupHealth { state }
+    }
+
+    async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
+        let path = req.path();
+        let body = req.bytes().await?;
+        let sql = self.state.storage().sql();
+        sql.exec("CREATE TABLE IF NOT EXISTS health (id INTEGER PRIMARY KEY, json TEXT NOT NULL)", None)?;
+        let mut health = load_health(&sql)?;
+        let now = now_ms();
+        if path == "/fail" {
+            let report: FailureReport =
+                serde_json::from_slice(&body).map_err(|e| worker::Error::RustError(e.to_string()))?;
+            health.record_failure(&report.id, now, report.immediate, report.group_size, &report.settings);
+            let json = serde_json::to_string(&health).map_err(|e| worker::Error::RustError(e.to_string()))?;
+            sql.exec("INSERT OR REPLACE INTO health (id, json) VALUES (1, ?)", vec![json.into()])?;
+        }
+        health.cooldown_until.retain(|_, until| *until > now);
+        Response::from_json(&health)
+    }
+}
+
+fn load_health(sql: &SqlStorage) -> worker::Result<Health> {
+    #[derive(Deserialize)]
+    struct Row {
+        json: String,
+    }
+    let rows: Vec<Row> = sql.exec("SELECT json FROM health WHERE id = 1", None)?.to_array()?;
+    Ok(rows.first().and_then(|r| serde_json::from_str(&r.json).ok()).unwrap_or_default())
+}
+
+struct HealthStub {
+    object: ObjectStub,
+}
+
+impl HealthStub {
+    fn open(env: &Env, group: &str) -> Result<Self, ApiError> {
+        Ok(HealthStub { object: ObjectStub::open(env, HEALTH_BINDING, group)? })
+    }
+
+    async fn call(&self, path: &str, body: &impl Serialize) -> Result<Health, ApiError> {
+        self.object.call(path, body).await
+    }
+}
