@@ -3,6 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::family::Family;
 use crate::openai::{ApiError, ErrorKind, Kind, Usage};
 
 /// `https://host/serving-endpoints` → `https://host`: OAuth's token endpoint is at the
@@ -52,12 +53,7 @@ pub fn prepare_body(kind: Kind, body: &mut Map<String, Value>, endpoint: &str, s
 }
 
 fn is_claude(endpoint: &str) -> bool {
-    endpoint.contains("claude")
-}
-
-/// OpenAI's reasoning models (GPT-5, gpt-oss) take `reasoning_effort` and refuse `thinking`.
-fn takes_reasoning_effort(endpoint: &str) -> bool {
-    endpoint.contains("gpt")
+    Family::of(endpoint) == Family::Claude
 }
 
 /// The `max_tokens` the request carries to `endpoint` once translated: the client's
@@ -116,7 +112,7 @@ fn map_reasoning_effort(body: &mut Map<String, Value>, endpoint: &str, output_ca
 /// A Claude-style `thinking` sent to an OpenAI reasoning model becomes the `reasoning_effort`
 /// its budget corresponds to; Databricks refuses `thinking` there.
 fn map_thinking(body: &mut Map<String, Value>, endpoint: &str) {
-    if is_claude(endpoint) || !takes_reasoning_effort(endpoint) {
+    if is_claude(endpoint) || !Family::of(endpoint).takes_reasoning_effort() {
         return;
     }
     let Some(thinking) = body.remove("thinking") else { return };

@@ -19,6 +19,7 @@ pub mod config;
 pub mod databricks;
 pub mod embedded;
 pub mod endpoints;
+pub mod family;
 pub mod ids;
 pub mod keys;
 pub mod ledger;

@@ -30,6 +30,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::family::Family;
 use crate::openai::Kind;
 
 /// Tokens a chat template adds around what the client wrote, for one model family.
@@ -54,26 +55,20 @@ const IMAGE_UNKNOWN: u64 = 4_096;
 impl Template {
     /// The allowances of the family an endpoint belongs to, found by its name.
     pub fn for_endpoint(endpoint: &str) -> Template {
-        let name = endpoint.to_ascii_lowercase();
-        if name.contains("claude") {
+        match Family::of(endpoint) {
             // Anthropic documents its tool-use system prompt at 346 tokens (Claude 4 models,
             // tool_choice auto); images are resized to at most 1.15 megapixels, w*h/750 tokens.
-            Template { request: 16, message: 8, tools: 512, tool: 16, image: 1_600 }
-        } else if name.contains("gpt-oss") {
+            Family::Claude => Template { request: 16, message: 8, tools: 512, tool: 16, image: 1_600 },
             // The harmony format opens with a system message (identity, knowledge cutoff, date,
             // reasoning level, channels) and a developer message holding the tools namespace.
-            Template { request: 128, message: 8, tools: 128, tool: 16, image: IMAGE_UNKNOWN }
-        } else if name.contains("gpt") {
+            Family::GptOss => Template { request: 128, message: 8, tools: 128, tool: 16, image: IMAGE_UNKNOWN },
             // High detail: scaled into 2048 x 768, at most 8 tiles of 512 px (85 + 170 each).
-            Template { request: 32, message: 8, tools: 128, tool: 16, image: 1_536 }
-        } else if name.contains("llama") {
+            Family::Gpt => Template { request: 32, message: 8, tools: 128, tool: 16, image: 1_536 },
             // Llama 3.1+ templates add a system header with the knowledge cutoff and the date.
-            Template { request: 48, message: 8, tools: 256, tool: 16, image: IMAGE_UNKNOWN }
-        } else if name.contains("gemini") || name.contains("gemma") {
-            Template { request: 16, message: 8, tools: 128, tool: 16, image: IMAGE_UNKNOWN }
-        } else {
+            Family::Llama => Template { request: 48, message: 8, tools: 256, tool: 16, image: IMAGE_UNKNOWN },
+            Family::Gemini => Template { request: 16, message: 8, tools: 128, tool: 16, image: IMAGE_UNKNOWN },
             // An unknown template: room for a preamble as long as the largest above.
-            Template { request: 128, message: 16, tools: 512, tool: 32, image: IMAGE_UNKNOWN }
+            Family::Other => Template { request: 128, message: 16, tools: 512, tool: 32, image: IMAGE_UNKNOWN },
         }
     }
 
