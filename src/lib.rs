@@ -20,6 +20,7 @@ pub mod databricks;
 pub mod embedded;
 pub mod endpoints;
 pub mod family;
+pub mod headers;
 pub mod ids;
 pub mod keys;
 pub mod ledger;
@@ -28,12 +29,14 @@ pub mod openai;
 pub mod price_table;
 pub mod pricing;
 pub mod prompt;
+pub mod refusals;
 pub mod routing;
 pub mod secret;
 pub mod sse;
 pub mod stream;
 pub mod time;
 pub mod tokens;
+pub mod wire;
 
 #[cfg(target_arch = "wasm32")]
 mod runtime;

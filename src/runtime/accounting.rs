@@ -2,19 +2,27 @@
 //! limits or a budget, and deployments with enforced limits) and settlement after it, on
 //! every path, in the key's ledger. The master key has no ledger of its own: its calls are
 //! in the log lines, and it pays no Durable Object call unless a deployment's limits apply.
+//!
+//! A key without limits or a budget holds nothing, so nothing waits on its settlement: it
+//! joins this isolate's batch for its ledger (`settlements`) instead of costing one Durable
+//! Object call per request.
 
-use worker::{console_error, console_log, Env};
+use std::future::Future;
+use std::pin::Pin;
+
+use worker::{console_error, Env};
 
 use super::objects::ledger::LedgerStub;
+use super::settlements;
 use super::{now_ms, Call, Caller};
 use crate::config::Deployment;
 use crate::ledger::messages::{self, SettleRequest, SpendLogRow};
 use crate::ledger::{AdmitRequest, Decision, Limits, RateInfo, Settlement};
 use crate::log::RequestLog;
-use crate::openai::Usage;
-use crate::openai::{ApiError, ErrorKind};
+use crate::openai::{ApiError, Usage};
 use crate::pricing::{self, PriceSource, Prices};
 use crate::prompt::{PromptTally, Template};
+use crate::refusals;
 
 /// A request may run this long before its slot frees itself without a settlement:
 /// Databricks stops any model execution after 297 s.
@@ -25,6 +33,8 @@ const LEASE_MARGIN_MS: u64 = 60_000;
 const DEFAULT_OUTPUT_CAP: u64 = 16_384;
 
 struct Party {
+    /// The ledger object's name.
+    name: String,
     ledger: LedgerStub,
     limits: Limits,
     admitted: bool,
@@ -42,6 +52,17 @@ pub struct Account {
     prices: Prices,
     lease_ms: u64,
     row: SpendLogRow,
+    /// The `x-ratelimit-*` figures of the key's last admission.
+    rate: Option<RateInfo>,
+    env: Env,
+}
+
+/// What a settlement did: the request's cost, the key's spend when its ledger answered, and
+/// a batch this request opened, which the caller must send in the background.
+pub struct Settled {
+    pub cost: u64,
+    pub key_spend: Option<u64>,
+    pub flush: Option<Pin<Box<dyn Future<Output = ()>>>>,
 }
 
 /// How a request ended, for its settlement.
@@ -138,8 +159,9 @@ impl Account {
         let (key, key_hash, alias) = match caller {
             Caller::Master => (None, None, None),
             Caller::Key(r) => {
-                let ledger = LedgerStub::open(call.env, &messages::key_ledger(&r.key_id))?;
-                let party = Party { ledger, limits: Limits::from_key(r), admitted: false };
+                let name = messages::key_ledger(&r.key_id);
+                let ledger = LedgerStub::open(call.env, &name)?;
+                let party = Party { name, ledger, limits: Limits::from_key(r), admitted: false };
                 (Some(party), Some(r.key_hash.clone()), r.key_alias.clone())
             }
         };
@@ -161,6 +183,8 @@ impl Account {
             prices: Prices { input: 0, output: 0, source: PriceSource::Unknown },
             lease_ms: MAX_EXECUTION_MS + LEASE_MARGIN_MS,
             row,
+            rate: None,
+            env: call.env.clone(),
         })
     }
 
@@ -168,25 +192,19 @@ impl Account {
         self.prices
     }
 
-    /// True when the request holds a reservation somewhere: it is settled before the answer
-    /// is released, so that the caller's next request finds its slot and budget freed.
-    pub fn settles_first(&self) -> bool {
-        self.key.as_ref().is_some_and(|k| k.admitted) || self.deployment.as_ref().is_some_and(|d| d.admitted)
-    }
-
-    /// True when there is nothing to settle (the master key, no deployment limits).
-    pub fn has_no_ledger(&self) -> bool {
-        self.key.is_none() && self.deployment.is_none()
+    /// The `x-ratelimit-*` figures of the key's last admission, refused or not.
+    pub fn rate(&self) -> Option<RateInfo> {
+        self.rate.clone()
     }
 
     /// Admits the request with the key's limits and budget, if it has any. Returns a
     /// `max_tokens` to impose when the budget requires one.
-    pub async fn admit(&mut self, call: &mut Call<'_>, reservation: &Reservation) -> Result<Option<u64>, ApiError> {
+    pub async fn admit(&mut self, reservation: &Reservation) -> Result<Option<u64>, ApiError> {
         self.lease_ms = reservation.lease_ms;
         let Some(key) = self.key.as_mut().filter(|k| k.limits.needs_admission()) else { return Ok(None) };
         if key.limits.max_budget.is_some() {
             if let Some(model) = reservation.unpriced.first() {
-                return Err(unpriced(model));
+                return Err(refusals::unpriced(model));
             }
         }
         let request = reservation.admit_request(
@@ -197,19 +215,14 @@ impl Account {
             key.limits.clone(),
         );
         let decision = key.ledger.admit(&request).await?;
-        let admitted = key_decision(call, decision)?;
+        let admitted = key_decision(decision, &mut self.rate)?;
         key.admitted = true;
         Ok(admitted)
     }
 
     /// The request moves to a fallback `group`: the key's ledger re-admits it there (its
     /// per-model limits and current scope apply); its budget hold moves with it.
-    pub async fn enter_group(
-        &mut self,
-        call: &mut Call<'_>,
-        group: &str,
-        reservation: &Reservation,
-    ) -> Result<(), ApiError> {
+    pub async fn enter_group(&mut self, group: &str, reservation: &Reservation) -> Result<(), ApiError> {
         if let Some(key) = self.key.as_mut().filter(|k| k.admitted) {
             let request = reservation.admit_request(
                 self.row.call_id.clone(),
@@ -219,7 +232,7 @@ impl Account {
                 key.limits.clone(),
             );
             let decision = key.ledger.admit(&request).await?;
-            key_decision(call, decision)?;
+            key_decision(decision, &mut self.rate)?;
         }
         self.row.model_group = group.to_string();
         Ok(())
@@ -240,8 +253,10 @@ impl Account {
         if !enforce || (deployment.rpm.is_none() && deployment.tpm.is_none()) {
             return Ok(());
         }
+        let name = messages::deployment_ledger(&deployment.id);
         let party = Party {
-            ledger: LedgerStub::open(env, &messages::deployment_ledger(&deployment.id))?,
+            ledger: LedgerStub::open(env, &name)?,
+            name,
             limits: Limits { rpm: deployment.rpm, tpm: deployment.tpm, ..Limits::default() },
             admitted: false,
         };
@@ -257,7 +272,7 @@ impl Account {
                 self.deployment = Some(Party { admitted: true, ..party });
                 Ok(())
             }
-            Decision::RateLimited { message, retry_after_ms, .. } => Err(rate_limited(
+            Decision::RateLimited { message, retry_after_ms, .. } => Err(refusals::rate_limited(
                 format!("Deployment `{}` of `{}`: {message}", deployment.id, deployment.model_name),
                 retry_after_ms,
             )),
@@ -297,13 +312,15 @@ impl Account {
         outcome.usage.map_or(0, |u| self.prices.cost(&u))
     }
 
-    /// Records the outcome in the key's ledger (spend and spend log) and settles the serving
-    /// deployment's reservation. Returns the key's spend afterwards, when known. A failed
-    /// settlement is logged, never turned into an error for a request already answered.
-    pub async fn settle(self, outcome: Outcome) -> Option<u64> {
+    /// The one settlement of a request, on every path: records the outcome in the key's
+    /// ledger (spend and spend log) and settles the serving deployment's reservation. A key
+    /// that holds a reservation is settled now, so that its next request finds its slot and
+    /// budget freed; a key that holds nothing joins the isolate's batch. A failed settlement
+    /// is logged, never turned into an error for a request already answered.
+    pub async fn settle(self, outcome: Outcome) -> Settled {
         let usage = outcome.usage.unwrap_or_default();
         let cost = self.cost(&outcome);
-        let mut spend = None;
+        let mut settled = Settled { cost, key_spend: None, flush: None };
         if let Some(key) = &self.key {
             let row = SpendLogRow {
                 request_id: outcome.response_id.clone().unwrap_or_else(|| self.row.call_id.clone()),
@@ -316,51 +333,31 @@ impl Account {
                 ..self.row.clone()
             };
             let request = SettleRequest { settlement: self.settlement(&key.limits, usage, cost), row: Some(row) };
-            match key.ledger.settle(&request).await {
-                Ok(settled) => {
-                    if settled.soft_budget_crossed {
-                        let line = serde_json::json!({
-                            "event": "soft_budget_crossed",
-                            "key_hash": self.row.api_key.get(..16),
-                            "key_alias": self.row.key_alias,
-                            "spend": pricing::format_usd(settled.spend),
-                            "soft_budget": key.limits.soft_budget.map(pricing::format_usd),
-                        });
-                        console_log!("{line}");
+            if key.admitted {
+                match key.ledger.settle(&request).await {
+                    Ok(result) => {
+                        settlements::report_soft_budget(&request, &result);
+                        settled.key_spend = Some(result.spend);
                     }
-                    spend = Some(settled.spend);
+                    Err(e) => console_error!("settling call {} failed: {}", self.row.call_id, e.message),
                 }
-                Err(e) => console_error!("settling call {} failed: {}", self.row.call_id, e.message),
+            } else {
+                settled.flush = settlements::enqueue(&self.env, &key.name, request);
             }
         }
         if let Some(deployment) = self.deployment.as_ref().filter(|d| d.admitted) {
             let mut settlement = self.settlement(&deployment.limits, usage, cost);
             settlement.id = self.attempt_id();
             if let Err(e) = deployment.ledger.settle(&SettleRequest { settlement, row: None }).await {
-                console_error!("settling call {} with its deployment failed: {}", self.row.call_id, e.message);
+                console_error!("settling call {} with {} failed: {}", self.row.call_id, deployment.name, e.message);
             }
         }
-        spend
+        settled
     }
 
     /// Records which group answered (after a fallback).
     pub fn answered_by(&mut self, group: &str) {
         self.row.model_group = group.to_string();
-    }
-}
-
-/// Settles a request that ended without reaching the point where its answer is accounted,
-/// in the background unless the caller's next request depends on it.
-pub async fn settle_failed(account: Account, status: u16, call: &Call<'_>) {
-    if account.has_no_ledger() {
-        return;
-    }
-    if account.settles_first() {
-        account.settle(Outcome::failed(status)).await;
-    } else {
-        call.ctx.wait_until(async move {
-            account.settle(Outcome::failed(status)).await;
-        });
     }
 }
 
@@ -372,74 +369,21 @@ pub fn log_cost(log: &mut RequestLog, prices: Prices, cost: u64) {
     }
 }
 
-/// What the key's ledger decided, as the answer's headers and the caller's error.
-fn key_decision(call: &mut Call<'_>, decision: Decision) -> Result<Option<u64>, ApiError> {
+/// What the key's ledger decided: the `max_tokens` to impose, or the caller's error. The
+/// rate figures are kept for the answer's headers either way.
+fn key_decision(decision: Decision, rate_seen: &mut Option<RateInfo>) -> Result<Option<u64>, ApiError> {
     match decision {
         Decision::Admitted { max_tokens, rate, .. } => {
-            add_rate_headers(call, &rate);
+            *rate_seen = Some(rate);
             Ok(max_tokens)
         }
         Decision::RateLimited { message, retry_after_ms, rate } => {
-            add_rate_headers(call, &rate);
-            Err(rate_limited(message, retry_after_ms))
+            *rate_seen = Some(rate);
+            Err(refusals::rate_limited(message, retry_after_ms))
         }
-        Decision::BudgetExceeded { committed, max_budget } => {
-            let message = format!(
-                "Budget has been exceeded! Current cost: {}, Max budget: {}",
-                pricing::format_usd(committed),
-                pricing::format_usd(max_budget)
-            );
-            Err(ApiError::new(400, ErrorKind::BudgetExceeded, message))
-        }
-        Decision::Revoked { reason } => Err(revoked(&reason)),
-        Decision::ModelNotAllowed { models } => Err(ApiError::new(
-            401,
-            ErrorKind::KeyModelAccessDenied,
-            format!("This API key is not allowed to access this model. It can access models={models:?}."),
-        )
-        .with_param("model")),
-    }
-}
-
-/// A budget cannot hold a request the gateway cannot price.
-fn unpriced(model: &str) -> ApiError {
-    ApiError::invalid_request(
-        format!(
-            "The gateway has no price for model `{model}`, and this key has a budget. Set \
-             `model_info.input_cost_per_token` and `model_info.output_cost_per_token` for it in the config."
-        ),
-        "model",
-    )
-}
-
-fn rate_limited(message: String, retry_after_ms: u64) -> ApiError {
-    let mut error = ApiError::new(429, ErrorKind::RateLimit, message);
-    error.retry_after_s = Some(retry_after_ms.div_ceil(1000).max(1));
-    error
-}
-
-fn revoked(reason: &str) -> ApiError {
-    ApiError::unauthorized(match reason {
-        "blocked" => "This API key is blocked. An admin can unblock it with /key/unblock.",
-        "regenerated" => "This API key was regenerated; use the new key.",
-        _ => "This API key was deleted.",
-    })
-}
-
-fn add_rate_headers(call: &mut Call<'_>, rate: &RateInfo) {
-    let seconds = |ms: u64| ms.div_ceil(1000).to_string();
-    let pairs = [
-        ("x-ratelimit-limit-requests", rate.limit_requests.map(|v| v.to_string())),
-        ("x-ratelimit-remaining-requests", rate.remaining_requests.map(|v| v.to_string())),
-        ("x-ratelimit-reset-requests", rate.reset_requests_ms.map(seconds)),
-        ("x-ratelimit-limit-tokens", rate.limit_tokens.map(|v| v.to_string())),
-        ("x-ratelimit-remaining-tokens", rate.remaining_tokens.map(|v| v.to_string())),
-        ("x-ratelimit-reset-tokens", rate.reset_tokens_ms.map(seconds)),
-    ];
-    for (name, value) in pairs {
-        if let Some(value) = value {
-            call.headers.push((name, value));
-        }
+        Decision::BudgetExceeded { committed, max_budget } => Err(refusals::budget_exceeded(committed, max_budget)),
+        Decision::Revoked { reason } => Err(refusals::key_revoked(&reason, None)),
+        Decision::ModelNotAllowed { models } => Err(refusals::model_not_allowed(&models)),
     }
 }
 

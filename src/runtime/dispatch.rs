@@ -18,9 +18,12 @@ use super::upstream::{self, within, Upstream};
 use super::{now_ms, runtime_error, vars, Call};
 use crate::config::{Deployment, GatewayConfig};
 use crate::databricks::{self, Answer};
-use crate::openai::{ApiError, ErrorKind, Kind};
+use crate::headers::{Attempts, Timing};
+use crate::openai::ApiError;
+use crate::refusals;
 use crate::routing::{self, DeploymentStats, Failure, Unavailable};
 use crate::secret::Secret;
+use crate::wire::WireFormat;
 
 thread_local! {
     /// Deployment id → what this isolate saw of it.
@@ -40,14 +43,12 @@ pub struct Routed<'c> {
     pub bearer: Secret,
 }
 
-/// What is asked of Databricks: the kind of request, the client's body (translated for each
-/// attempt's deployment), and how its answer is shown.
+/// What is asked of Databricks: the client's body in its wire format (translated for each
+/// attempt's deployment).
 pub struct Ask<'a> {
-    pub kind: Kind,
+    pub wire: &'a dyn WireFormat,
     pub body: &'a Map<String, Value>,
     pub stream: bool,
-    /// Embeddings answered as base64.
-    pub base64: bool,
     /// A `max_tokens` a budget imposed, which no translation may raise.
     pub output_cap: Option<u64>,
 }
@@ -86,7 +87,7 @@ pub async fn route<'c>(
                 continue;
             }
             fallbacks += 1;
-            if let Err(error) = account.enter_group(call, &current, reservation).await {
+            if let Err(error) = account.enter_group(&current, reservation).await {
                 last_error = Some(error);
                 continue;
             }
@@ -110,7 +111,7 @@ pub async fn route<'c>(
             let candidates = match routing::eligible(&members, &health, now, &tried, prompt_tokens_estimate, settings) {
                 Ok(candidates) => candidates,
                 Err(Unavailable::CoolingDown { retry_after_ms }) => {
-                    last_error = Some(no_deployments(&current, retry_after_ms));
+                    last_error = Some(refusals::no_deployments(&current, retry_after_ms));
                     break;
                 }
                 Err(Unavailable::ContextWindow) => {
@@ -181,7 +182,7 @@ pub async fn route<'c>(
         }
     }
     set_attempt_headers(call, retries, fallbacks);
-    Err(last_error.unwrap_or_else(|| no_deployments(group, 1000)))
+    Err(last_error.unwrap_or_else(|| refusals::no_deployments(group, 1000)))
 }
 
 fn push_front(queue: &mut VecDeque<String>, groups: &[String]) {
@@ -191,18 +192,7 @@ fn push_front(queue: &mut VecDeque<String>, groups: &[String]) {
 }
 
 fn set_attempt_headers(call: &mut Call<'_>, retries: u32, fallbacks: u32) {
-    call.headers.push(("x-litellm-attempted-retries", retries.to_string()));
-    call.headers.push(("x-litellm-attempted-fallbacks", fallbacks.to_string()));
-}
-
-fn no_deployments(group: &str, retry_after_ms: u64) -> ApiError {
-    let mut error = ApiError::new(
-        429,
-        ErrorKind::RateLimit,
-        format!("No deployments available for selected model: every deployment of `{group}` is cooling down."),
-    );
-    error.retry_after_s = Some(retry_after_ms.div_ceil(1000).max(1));
-    error
+    call.headers.attempts = Some(Attempts { retries, fallbacks });
 }
 
 fn context_window(group: &str) -> ApiError {
@@ -224,14 +214,10 @@ async fn attempt_once(
     let api_base = vars::resolve(call.env, &deployment.api_base)?;
     let mut credential = credentials::for_deployment(call.env, deployment, &api_base).await?;
     call.log.deployment = Some(deployment.id.clone());
-    call.headers.push(("x-litellm-model-id", deployment.id.clone()));
-    call.headers.push(("x-litellm-model-api-base", api_base.expose().to_string()));
-    let mut body = ask.body.clone();
-    databricks::prepare_body(ask.kind, &mut body, &deployment.endpoint, ask.stream, ask.output_cap);
-    let payload =
-        serde_json::to_vec(&body).map_err(|e| ApiError::internal(format!("cannot encode the request: {e}")))?;
-    drop(body);
-    let url = databricks::url(api_base.expose(), ask.kind.route());
+    call.headers.model_id = Some(deployment.id.clone());
+    call.headers.api_base = Some(api_base.expose().to_string());
+    let (route, payload) = ask.wire.upstream_request(ask.body, &deployment.endpoint, ask.stream, ask.output_cap)?;
+    let url = databricks::url(api_base.expose(), route);
     let timeout_ms = deadline.map_or(deployment.timeout_ms, |d| deployment.timeout_ms.min(d.saturating_sub(now_ms())));
 
     with_stats(&deployment.id, |s| s.in_flight += 1);
@@ -332,7 +318,7 @@ async fn forward(
         }
     };
     set_durations(call, upstream_started);
-    databricks::normalize_answer(ask.kind, &body, shown, ask.base64).map(Forwarded::Answer)
+    ask.wire.answer(&body, shown).map(Forwarded::Answer)
 }
 
 /// Records the upstream time and adds LiteLLM's duration headers.
@@ -341,8 +327,7 @@ fn set_durations(call: &mut Call<'_>, upstream_started: u64) {
     let upstream_ms = now.saturating_sub(upstream_started);
     let total_ms = now.saturating_sub(call.started_ms);
     call.log.upstream_ms = Some(upstream_ms);
-    call.headers.push(("x-litellm-response-duration-ms", total_ms.to_string()));
-    call.headers.push(("x-litellm-overhead-duration-ms", total_ms.saturating_sub(upstream_ms).to_string()));
+    call.headers.timing = Some(Timing { total_ms, upstream_ms });
 }
 
 fn with_stats(id: &str, f: impl FnOnce(&mut DeploymentStats)) {

@@ -9,6 +9,7 @@ mod health;
 mod keystore;
 mod objects;
 mod proxy;
+mod settlements;
 mod spend;
 mod tokens;
 mod upstream;
@@ -21,11 +22,13 @@ use crate::auth;
 use crate::body::BoundedBody;
 use crate::embedded;
 use crate::endpoints::{self, Endpoint};
+use crate::headers::{self as answer_headers, AnswerHeaders};
 use crate::ids;
 use crate::keys::{self, KeyRecord};
 use crate::log::RequestLog;
 use crate::openai::{self, ApiError, Kind, MAX_BODY_BYTES};
-use crate::time;
+use crate::refusals;
+use crate::wire::OpenAi;
 use keystore::{KeyStore, Lookup};
 
 /// What a handler knows about the call it serves.
@@ -34,8 +37,8 @@ pub struct Call<'a> {
     pub ctx: &'a Context,
     pub started_ms: u64,
     pub log: RequestLog,
-    /// Headers added to the answer, whether it succeeds or fails.
-    pub headers: Vec<(&'static str, String)>,
+    /// What the answer's headers say, whether it succeeds or fails: set by the pipeline.
+    pub headers: AnswerHeaders,
     /// A stream writes the log line itself when it ends.
     pub log_deferred: bool,
 }
@@ -44,6 +47,16 @@ pub struct Call<'a> {
 pub enum Caller {
     Master,
     Key(Box<KeyRecord>),
+}
+
+impl Caller {
+    /// Whether the caller may use a model group (a fallback's, say).
+    pub fn may_use_group(&self, group: &str) -> bool {
+        match self {
+            Caller::Master => true,
+            Caller::Key(record) => record.may_use_group(group),
+        }
+    }
 }
 
 pub fn now_ms() -> u64 {
@@ -60,7 +73,8 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
         route: endpoints::loggable_path(&req.path()),
         ..Default::default()
     };
-    let mut call = Call { env: &env, ctx: &ctx, started_ms, log, headers: Vec::new(), log_deferred: false };
+    let mut call =
+        Call { env: &env, ctx: &ctx, started_ms, log, headers: AnswerHeaders::default(), log_deferred: false };
 
     let mut response = match route(req, &mut call).await {
         Ok(response) => response,
@@ -71,19 +85,24 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     };
     let headers = response.headers_mut();
     headers.set("x-litellm-call-id", &call_id)?;
-    for (name, value) in &call.headers {
-        headers.set(name, value)?;
+    for (name, value) in call.headers.pairs() {
+        headers.set(name, &value)?;
     }
     // Browsers may call the gateway from any origin (as LiteLLM allows): keys travel in
     // headers, never in cookies.
     headers.set("access-control-allow-origin", "*")?;
-    headers.set("access-control-expose-headers", EXPOSED_HEADERS)?;
+    headers.set("access-control-expose-headers", answer_headers::EXPOSED)?;
     if !call.log_deferred {
         call.log.status = response.status_code();
-        call.log.total_ms = now_ms().saturating_sub(started_ms);
-        console_log!("{}", call.log.to_line());
+        write_log(&mut call.log, started_ms);
     }
     Ok(response)
+}
+
+/// Writes a request's one log line, with its total time (a stream's, when it ends).
+pub fn write_log(log: &mut RequestLog, started_ms: u64) {
+    log.total_ms = now_ms().saturating_sub(started_ms);
+    console_log!("{}", log.to_line());
 }
 
 async fn route(mut req: Request, call: &mut Call<'_>) -> std::result::Result<Response, ApiError> {
@@ -115,7 +134,7 @@ async fn route(mut req: Request, call: &mut Call<'_>) -> std::result::Result<Res
                 _ => Kind::Chat,
             };
             let caller = authenticate_or_drain(&mut req, call).await?;
-            proxy::proxy(kind, req, call, caller).await
+            proxy::proxy(&mut OpenAi::new(kind), req, call, caller).await
         }
         Endpoint::Models => {
             let caller = authenticate_or_drain(&mut req, call).await?;
@@ -194,14 +213,10 @@ async fn authenticate(req: &Request, call: &mut Call<'_>) -> std::result::Result
         }
         Lookup::Unknown(revocation) => revocation,
     };
-    let message = match revocation {
-        Some(r) if r.reason == "regenerated" => {
-            format!("This API key was regenerated at {}; use the new key.", time::format_rfc3339(r.at))
-        }
-        Some(r) => format!("This API key was deleted at {}.", time::format_rfc3339(r.at)),
-        None => "Invalid API key.".to_string(),
-    };
-    Err(ApiError::unauthorized(message))
+    Err(match revocation {
+        Some(r) => refusals::key_revoked(&r.reason, Some(r.at)),
+        None => ApiError::unauthorized("Invalid API key."),
+    })
 }
 
 /// Identifies the caller; a refused caller's request body is read to its end first (see `drain`).
@@ -263,14 +278,6 @@ pub async fn read_body(req: &mut Request) -> std::result::Result<Vec<u8>, ApiErr
     }
     Ok(bytes)
 }
-
-/// The headers a browser client may read (the rate-limit and LiteLLM ones).
-const EXPOSED_HEADERS: &str =
-    "x-litellm-call-id, x-litellm-model-id, x-litellm-model-group, x-litellm-model-api-base, \
-     x-litellm-response-cost, x-litellm-key-spend, x-litellm-response-duration-ms, x-litellm-overhead-duration-ms, \
-     x-litellm-attempted-retries, x-litellm-attempted-fallbacks, x-ratelimit-limit-requests, \
-     x-ratelimit-remaining-requests, x-ratelimit-reset-requests, x-ratelimit-limit-tokens, \
-     x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens, retry-after, x-should-retry";
 
 /// A CORS preflight for a known route: its method, and whatever headers the browser asks to
 /// send (the OpenAI SDKs add their own `x-stainless-*` ones).

@@ -1,103 +1,133 @@
-//! The handler of the proxied endpoints (chat, completions, embeddings): the order of one
-//! proxied request, step by step.
+//! The pipeline of a proxied request (chat, completions, embeddings today), written once for
+//! every wire format. Each step returns what it decided; the answer's headers and the log
+//! line are set here from those results, and nowhere else:
+//!
+//! 1. parse: the wire format reads the body (`wire`, `openai`)
+//! 2. resolve: the model group the caller may use, and every deployment that may serve it
+//!    (`keys`, `config`)
+//! 3. admit: the key's limits and budget hold the request (`accounting`, `ledger`)
+//! 4. route and forward: deployments tried, retried, cooled down, fallen back (`dispatch`,
+//!    `routing`, `upstream`)
+//! 5. relay: the answer, or the stream chunk by chunk (`wire`, `stream`)
+//! 6. settle: the real usage replaces the hold, on every path (`accounting`, `settlements`)
+//! 7. log: one line (`log`)
 
 use futures_channel::mpsc;
 use futures_util::StreamExt;
-use worker::{AbortController, ByteStream, Headers, Request, Response};
+use worker::{AbortController, ByteStream, Headers, Response};
 
 use super::accounting::{self, Account, Outcome, Reservation};
 use super::dispatch::{self, Ask, Forwarded, Routed};
 use super::upstream::within;
-use super::{bytes_response, now_ms, read_body, runtime_error, tokens, unknown_model, Call, Caller};
+use super::{bytes_response, read_body, runtime_error, tokens, unknown_model, write_log, Call, Caller};
 use crate::config::{Deployment, GatewayConfig};
-use crate::databricks::{self, Answer};
+use crate::databricks::Answer;
 use crate::embedded;
 use crate::log::RequestLog;
-use crate::openai::{self, ApiError, Kind, ProxyRequest, Usage};
-use crate::pricing;
-use crate::prompt::{self, PromptTally};
-use crate::stream::ChatStreamRelay;
+use crate::openai::{ApiError, ProxyRequest, Usage};
+use crate::wire::{StreamRelay, WireFormat};
 
-/// `POST /chat/completions`, `/completions` or `/embeddings` for an authenticated caller:
-/// parse → resolve the model (the key's aliases and allowed models) → admit (limits, budget)
-/// → route (pick a deployment, retry, cool down, fall back) → relay the answer or stream →
-/// settle the usage (on every path) → log.
-pub async fn proxy(kind: Kind, mut req: Request, call: &mut Call<'_>, caller: Caller) -> Result<Response, ApiError> {
+/// Serves one request of `wire`'s format for an authenticated caller.
+pub async fn proxy(
+    wire: &mut dyn WireFormat,
+    mut req: worker::Request,
+    call: &mut Call<'_>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    // 1. Parse.
+    let config = embedded::config().map_err(ApiError::internal)?;
     let bytes = read_body(&mut req).await?;
-    let ProxyRequest { model, stream, mut body, base64, include_usage, .. } = openai::parse_request(kind, &bytes)?;
+    let ProxyRequest { model, stream, mut body, .. } = wire.parse(&bytes)?;
     drop(bytes);
-    if kind == Kind::Embedding {
-        // Token ids (LangChain's default) become their text, which the prompt tally then counts.
+    if wire.takes_token_ids() {
+        // Token ids (LangChain's default for embeddings) become their text, which the prompt
+        // tally then counts.
         tokens::decode_token_input(call.env, &mut body).await?;
     }
-
-    let config = embedded::config().map_err(ApiError::internal)?;
-    let group = match &caller {
-        Caller::Master => model.clone(),
-        Caller::Key(record) => record.resolve_model(&model)?,
-    };
-    if config.group(&group).is_empty() {
-        return Err(unknown_model(&model));
-    }
-    call.log.model = Some(group.clone());
     call.log.stream = Some(stream);
-    call.headers.push(("x-litellm-model-group", group.clone()));
-    call.log.dropped_params = databricks::drop_params(kind, &mut body, config.drop_params);
+    call.log.dropped_params = wire.drop_params(&mut body, config.drop_params);
 
-    // Fallbacks go only to groups the key may use; the reservation covers every deployment
-    // that may serve (the dearest prices and chat template among them).
-    let may_use = |g: &str| match &caller {
-        Caller::Master => true,
-        Caller::Key(record) => record.may_use_group(g),
-    };
-    let servable = servable(config, &group, &may_use);
-    let tally = PromptTally::of(kind, &body);
-    let max_tokens = servable
+    // 2. Resolve.
+    let resolved = resolve(config, &caller, &model)?;
+    call.log.model = Some(resolved.group.clone());
+    call.headers.model_group = Some(resolved.group.clone());
+    let max_tokens = resolved
+        .servable
         .iter()
-        .map(|d| databricks::upstream_max_tokens(kind, &body, &d.endpoint))
+        .map(|d| wire.max_output_tokens(&body, &d.endpoint))
         .reduce(|a, b| a.zip(b).map(|(a, b)| a.max(b)))
         .flatten();
-    let reservation = Reservation::new(&servable, &tally, max_tokens, prompt::choices(&body));
-    let mut account = Account::open(call, &caller, &group, stream)?;
-    let output_cap = account.admit(call, &reservation).await?;
-    if let Some(imposed) = output_cap {
-        body.remove("max_completion_tokens");
-        body.insert("max_tokens".into(), imposed.into());
+    let reservation = Reservation::new(&resolved.servable, &wire.tally(&body), max_tokens, wire.choices(&body));
+
+    // 3. Admit.
+    let mut account = Account::open(call, &caller, &resolved.group, stream)?;
+    let admitted = account.admit(&reservation).await;
+    call.headers.rate = account.rate();
+    let output_cap = admitted?;
+    if let Some(cap) = output_cap {
+        wire.impose_output_cap(&mut body, cap);
     }
 
-    let ask = Ask { kind, body: &body, stream, base64, output_cap };
-    let routed = dispatch::route(call, config, &group, &model, &ask, &may_use, &mut account, &reservation).await;
+    // 4. Route and forward.
+    let ask = Ask { wire: &*wire, body: &body, stream, output_cap };
+    let may_use = |g: &str| caller.may_use_group(g);
+    let routed =
+        dispatch::route(call, config, &resolved.group, &model, &ask, &may_use, &mut account, &reservation).await;
     drop(body);
     match routed {
         Err(error) => {
-            accounting::settle_failed(account, error.status, call).await;
+            // 6. Settle: nothing billable, but the hold is released.
+            let settled = account.settle(Outcome::failed(error.status)).await;
+            if let Some(flush) = settled.flush {
+                call.ctx.wait_until(flush);
+            }
             // Routing already retried and fell back: a client retry would multiply that.
             Err(error.after_retries())
         }
+        // 5–7 for a stream: relayed, then settled and logged by its pump when it ends.
         Ok(Routed { deployment, forwarded: Forwarded::Stream { body, controller, first }, bearer }) => {
-            let prompt_estimate = reservation.prompt_tokens_estimate;
-            let relay = ChatStreamRelay::new(&model, vec![bearer], include_usage);
-            let pump = StreamPump::new(body, controller, call, relay, deployment, account, prompt_estimate, first);
+            let relay = wire.relay(&model, vec![bearer]);
+            let pump = StreamPump::new(body, controller, call, relay, deployment, account, &reservation, first);
             relay_stream(pump, call)
         }
         Ok(Routed { forwarded: Forwarded::Answer(Answer { bytes, usage, id }), .. }) => {
-            call.log.set_usage(usage);
+            // 6. Settle, before the answer goes out when the key holds a reservation.
             let outcome = Outcome { usage, estimated: false, status: 200, response_id: id };
-            let cost = account.cost(&outcome);
-            accounting::log_cost(&mut call.log, account.prices(), cost);
-            call.headers.push(("x-litellm-response-cost", pricing::format_usd(cost)));
-            if account.settles_first() {
-                if let Some(spend) = account.settle(outcome).await {
-                    call.headers.push(("x-litellm-key-spend", pricing::format_usd(spend)));
-                }
-            } else if !account.has_no_ledger() {
-                call.ctx.wait_until(async move {
-                    account.settle(outcome).await;
-                });
+            let prices = account.prices();
+            let settled = account.settle(outcome).await;
+            if let Some(flush) = settled.flush {
+                call.ctx.wait_until(flush);
             }
+            // 7. Log (written when the answer leaves, by `fetch`).
+            call.log.set_usage(usage);
+            accounting::log_cost(&mut call.log, prices, settled.cost);
+            call.headers.response_cost = Some(settled.cost);
+            call.headers.key_spend = settled.key_spend;
+            // 5. Relay.
             bytes_response(200, bytes)
         }
     }
+}
+
+/// The model group a request is for, and the deployments that may end up serving it.
+struct Resolved<'c> {
+    group: String,
+    /// The group's deployments and those of the fallbacks the caller may use: the
+    /// reservation covers the dearest prices and chat template among them.
+    servable: Vec<&'c Deployment>,
+}
+
+/// Resolves the model the client named (a key's alias, its allowed models) to a group.
+fn resolve<'c>(config: &'c GatewayConfig, caller: &Caller, model: &str) -> Result<Resolved<'c>, ApiError> {
+    let group = match caller {
+        Caller::Master => model.to_string(),
+        Caller::Key(record) => record.resolve_model(model)?,
+    };
+    if config.group(&group).is_empty() {
+        return Err(unknown_model(model));
+    }
+    let servable = servable(config, &group, &|g: &str| caller.may_use_group(g));
+    Ok(Resolved { group, servable })
 }
 
 /// The deployments that may end up serving a request for `group`: its own and those of the
@@ -143,7 +173,7 @@ fn relay_stream(mut pump: StreamPump, call: &mut Call<'_>) -> Result<Response, A
 /// Moves a stream from Databricks to the client, one upstream read at a time, then settles it.
 struct StreamPump {
     body: ByteStream,
-    relay: ChatStreamRelay,
+    relay: Box<dyn StreamRelay>,
     /// The longest gap allowed between two upstream reads.
     idle_ms: u64,
     controller: Option<AbortController>,
@@ -162,10 +192,10 @@ impl StreamPump {
         body: ByteStream,
         controller: AbortController,
         call: &Call<'_>,
-        relay: ChatStreamRelay,
+        relay: Box<dyn StreamRelay>,
         deployment: &Deployment,
         account: Account,
-        prompt_estimate: u64,
+        reservation: &Reservation,
         first: Vec<u8>,
     ) -> Self {
         StreamPump {
@@ -175,7 +205,7 @@ impl StreamPump {
             idle_ms: deployment.stream_timeout_ms,
             controller: Some(controller),
             account: Some(account),
-            prompt_estimate,
+            prompt_estimate: reservation.prompt_tokens_estimate,
             log: RequestLog::default(),
             started_ms: call.started_ms,
         }
@@ -242,19 +272,23 @@ impl StreamPump {
             status: self.relay.error().map_or(200, |e| e.status),
             response_id: self.relay.id().map(str::to_string),
         };
-        accounting::log_cost(&mut self.log, account.prices(), account.cost(&outcome));
-        account.settle(outcome).await;
+        let prices = account.prices();
+        let settled = account.settle(outcome).await;
         if let Some(deployment) = &self.log.deployment {
             dispatch::stream_ended(deployment, usage.total_tokens);
         }
 
-        self.log.total_ms = now_ms().saturating_sub(self.started_ms);
+        accounting::log_cost(&mut self.log, prices, settled.cost);
         self.log.set_usage(Some(usage));
         self.log.estimated = estimated.then_some(true);
         self.log.chunks = Some(self.relay.chunks());
         if let Some(error) = self.relay.error() {
             self.log.error_type = Some(error.kind.as_str());
         }
-        worker::console_log!("{}", self.log.to_line());
+        write_log(&mut self.log, self.started_ms);
+        // This pump already runs in the background: it sends the batch it opened itself.
+        if let Some(flush) = settled.flush {
+            flush.await;
+        }
     }
 }

@@ -91,13 +91,12 @@ impl Ledger {
         let now = now_ms();
         let answer = match path {
             "/admit" => to_value(&ledger.admit(&parse::<AdmitRequest>(body)?, now))?,
-            "/settle" => {
-                let request: SettleRequest = parse(body)?;
-                let settled = ledger.settle(&request.settlement, now);
-                if let (Some(row), false) = (&request.row, settled.duplicate) {
-                    self.insert_log(&sql, row, now)?;
-                }
-                to_value(&settled)?
+            "/settle" => to_value(&self.settle(&sql, &mut ledger, &parse(body)?, now)?)?,
+            "/settle-batch" => {
+                let batch: Vec<SettleRequest> = parse(body)?;
+                let results =
+                    batch.iter().map(|r| self.settle(&sql, &mut ledger, r, now)).collect::<Result<Vec<_>, _>>()?;
+                to_value(&results)?
             }
             "/revoke" => {
                 let request: RevokeRequest = parse(body)?;
@@ -118,6 +117,21 @@ impl Ledger {
         };
         self.save(&sql, ledger)?;
         Ok(answer)
+    }
+
+    /// Settles one request and keeps its spend log row (once, however often it is settled).
+    fn settle(
+        &self,
+        sql: &SqlStorage,
+        ledger: &mut LedgerState,
+        request: &SettleRequest,
+        now: u64,
+    ) -> Result<Settled, String> {
+        let settled = ledger.settle(&request.settlement, now);
+        if let (Some(row), false) = (&request.row, settled.duplicate) {
+            self.insert_log(sql, row, now)?;
+        }
+        Ok(settled)
     }
 
     fn ensure_schema(&self, sql: &SqlStorage) -> Result<(), String> {
@@ -263,6 +277,11 @@ impl LedgerStub {
 
     pub async fn settle(&self, request: &SettleRequest) -> Result<Settled, ApiError> {
         self.object.call("/settle", request).await
+    }
+
+    /// Settles several requests in one call (see `settlements`).
+    pub async fn settle_batch(&self, batch: &[SettleRequest]) -> Result<Vec<Settled>, ApiError> {
+        self.object.call("/settle-batch", &batch).await
     }
 
     pub async fn revoke(&self, request: &RevokeRequest) -> Result<(), ApiError> {

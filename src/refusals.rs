@@ -1,0 +1,82 @@
+//! Every refusal the gateway writes about a key, a budget or a limit, each written once, so
+//! that the same condition reads the same wherever it is found.
+
+use crate::openai::{ApiError, ErrorKind};
+use crate::pricing;
+use crate::time;
+
+/// A 429 with `retry-after` in whole seconds (at least one).
+pub fn rate_limited(message: impl Into<String>, retry_after_ms: u64) -> ApiError {
+    let mut error = ApiError::new(429, ErrorKind::RateLimit, message);
+    error.retry_after_s = Some(retry_after_ms.div_ceil(1000).max(1));
+    error
+}
+
+/// Every deployment of a group is cooling down.
+pub fn no_deployments(group: &str, retry_after_ms: u64) -> ApiError {
+    rate_limited(
+        format!("No deployments available for selected model: every deployment of `{group}` is cooling down."),
+        retry_after_ms,
+    )
+}
+
+/// A key's budget cannot hold the request (LiteLLM's message and type).
+pub fn budget_exceeded(committed: u64, max_budget: u64) -> ApiError {
+    let message = format!(
+        "Budget has been exceeded! Current cost: {}, Max budget: {}",
+        pricing::format_usd(committed),
+        pricing::format_usd(max_budget)
+    );
+    ApiError::new(400, ErrorKind::BudgetExceeded, message)
+}
+
+/// A key that is blocked, deleted or regenerated; `at` is when, if known.
+pub fn key_revoked(reason: &str, at: Option<u64>) -> ApiError {
+    let when = at.map(|at| format!(" at {}", time::format_rfc3339(at))).unwrap_or_default();
+    ApiError::unauthorized(match reason {
+        "blocked" => "This API key is blocked. An admin can unblock it with /key/unblock.".to_string(),
+        "regenerated" => format!("This API key was regenerated{when}; use the new key."),
+        _ => format!("This API key was deleted{when}."),
+    })
+}
+
+/// A key asked for a model outside its `models` (LiteLLM's type, with 401).
+pub fn model_not_allowed(models: &[String]) -> ApiError {
+    ApiError::new(
+        401,
+        ErrorKind::KeyModelAccessDenied,
+        format!("This API key is not allowed to access this model. It can access models={models:?}."),
+    )
+    .with_param("model")
+}
+
+/// A budget cannot hold a request the gateway cannot price.
+pub fn unpriced(model: &str) -> ApiError {
+    ApiError::invalid_request(
+        format!(
+            "The gateway has no price for model `{model}`, and this key has a budget. Set \
+             `model_info.input_cost_per_token` and `model_info.output_cost_per_token` for it in the config."
+        ),
+        "model",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_carry_the_status_type_and_wait_clients_act_on() {
+        let e = rate_limited("slow down", 1_001);
+        assert_eq!((e.status, e.kind.as_str(), e.retry_after_s), (429, "rate_limit_exceeded", Some(2)));
+        assert_eq!(rate_limited("x", 0).retry_after_s, Some(1), "never retry-after: 0");
+        let e = budget_exceeded(100_000_000_000, 100_000_000_000);
+        assert_eq!((e.status, e.kind.as_str()), (400, "budget_exceeded"));
+        assert_eq!(e.message, "Budget has been exceeded! Current cost: 0.1, Max budget: 0.1");
+        assert!(key_revoked("regenerated", Some(0)).message.contains("regenerated at 1970-01-01T00:00:00"));
+        assert_eq!(key_revoked("regenerated", None).message, "This API key was regenerated; use the new key.");
+        assert_eq!(key_revoked("deleted", None).status, 401);
+        let e = model_not_allowed(&["a".into()]);
+        assert_eq!((e.status, e.kind.as_str(), e.param.as_deref()), (401, "key_model_access_denied", Some("model")));
+    }
+}

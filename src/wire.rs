@@ -1,0 +1,217 @@
+//! What differs between the APIs the gateway serves: how a body is parsed, what it asks of a
+//! budget, how it is translated for each deployment, and how the answer and the stream come
+//! back. The pipeline (`runtime::proxy`) is written once against [`WireFormat`]; a new API
+//! plugs in as one more implementation and inherits authentication, admission, routing,
+//! settlement and logging unchanged.
+
+use serde_json::{Map, Value};
+
+use crate::databricks::{self, Answer};
+use crate::openai::{self, ApiError, Kind, ProxyRequest, Usage};
+use crate::prompt::{self, PromptTally};
+use crate::secret::Secret;
+use crate::stream::ChatStreamRelay;
+
+/// One API's wire format, for one request: parsing it may set options (embeddings asked as
+/// base64, usage asked in the stream) that shape its answer.
+pub trait WireFormat {
+    /// Parses and validates the client's body.
+    fn parse(&mut self, bytes: &[u8]) -> Result<ProxyRequest, ApiError>;
+
+    /// The body may carry token ids where text is expected (embeddings): the runtime decodes
+    /// them before anything counts the prompt.
+    fn takes_token_ids(&self) -> bool {
+        false
+    }
+
+    /// Removes what Databricks does not take, when `drop_params` is set; returns the names.
+    fn drop_params(&self, body: &mut Map<String, Value>, configured: bool) -> Vec<String>;
+
+    /// What the prompt weighs, for limits and the budget's hold.
+    fn tally(&self, body: &Map<String, Value>) -> PromptTally;
+
+    /// The most output tokens the request may produce on `endpoint`, once translated for it.
+    fn max_output_tokens(&self, body: &Map<String, Value>, endpoint: &str) -> Option<u64>;
+
+    /// How many answers the request asks for (`n`, `best_of`).
+    fn choices(&self, body: &Map<String, Value>) -> u64;
+
+    /// Imposes a budget's cap on the output tokens.
+    fn impose_output_cap(&self, body: &mut Map<String, Value>, cap: u64);
+
+    /// The route under the deployment's `api_base`, and the body for one attempt on
+    /// `endpoint`. Each attempt translates its own copy: a fallback to another model family
+    /// gets its own translation, and `output_cap` is never raised by one.
+    fn upstream_request(
+        &self,
+        body: &Map<String, Value>,
+        endpoint: &str,
+        stream: bool,
+        output_cap: Option<u64>,
+    ) -> Result<(&'static str, Vec<u8>), ApiError>;
+
+    /// The upstream's whole answer as the client sees it, named `shown`.
+    fn answer(&self, bytes: &[u8], shown: &str) -> Result<Answer, ApiError>;
+
+    /// The relay of a streamed answer; `secrets` are scrubbed from errors inside it.
+    fn relay(&self, shown: &str, secrets: Vec<Secret>) -> Box<dyn StreamRelay>;
+}
+
+/// The relay of one upstream stream to the client, as a pure state machine: bytes in (cut
+/// anywhere), the client's bytes out, and what the stream said about its usage.
+pub trait StreamRelay {
+    /// Upstream bytes; returns what to send to the client now.
+    fn feed(&mut self, bytes: &[u8]) -> Vec<u8>;
+    /// The upstream ended.
+    fn finish(&mut self) -> Vec<u8>;
+    /// The upstream failed (read error, idle timeout).
+    fn fail(&mut self, error: ApiError) -> Vec<u8>;
+    /// The client's stream is complete: stop reading the upstream.
+    fn is_closed(&self) -> bool;
+    /// The usage the upstream reported, if it did.
+    fn usage(&self) -> Option<Usage>;
+    /// Characters generated so far, to estimate a usage the upstream never sent.
+    fn generated_chars(&self) -> u64;
+    fn chunks(&self) -> u64;
+    /// The answer's id, once seen.
+    fn id(&self) -> Option<&str>;
+    /// The error that ended the stream, if one did.
+    fn error(&self) -> Option<&ApiError>;
+}
+
+/// OpenAI's chat completions, legacy completions and embeddings, served by Databricks'
+/// OpenAI-compatible routes.
+#[derive(Clone, Copy, Debug)]
+pub struct OpenAi {
+    pub kind: Kind,
+    base64: bool,
+    include_usage: bool,
+}
+
+impl OpenAi {
+    pub fn new(kind: Kind) -> Self {
+        OpenAi { kind, base64: false, include_usage: false }
+    }
+}
+
+impl WireFormat for OpenAi {
+    fn parse(&mut self, bytes: &[u8]) -> Result<ProxyRequest, ApiError> {
+        let request = openai::parse_request(self.kind, bytes)?;
+        self.base64 = request.base64;
+        self.include_usage = request.include_usage;
+        Ok(request)
+    }
+
+    fn takes_token_ids(&self) -> bool {
+        self.kind == Kind::Embedding
+    }
+
+    fn drop_params(&self, body: &mut Map<String, Value>, configured: bool) -> Vec<String> {
+        databricks::drop_params(self.kind, body, configured)
+    }
+
+    fn tally(&self, body: &Map<String, Value>) -> PromptTally {
+        PromptTally::of(self.kind, body)
+    }
+
+    fn max_output_tokens(&self, body: &Map<String, Value>, endpoint: &str) -> Option<u64> {
+        databricks::upstream_max_tokens(self.kind, body, endpoint)
+    }
+
+    fn choices(&self, body: &Map<String, Value>) -> u64 {
+        prompt::choices(body)
+    }
+
+    fn impose_output_cap(&self, body: &mut Map<String, Value>, cap: u64) {
+        body.remove("max_completion_tokens");
+        body.insert("max_tokens".into(), cap.into());
+    }
+
+    fn upstream_request(
+        &self,
+        body: &Map<String, Value>,
+        endpoint: &str,
+        stream: bool,
+        output_cap: Option<u64>,
+    ) -> Result<(&'static str, Vec<u8>), ApiError> {
+        let mut body = body.clone();
+        databricks::prepare_body(self.kind, &mut body, endpoint, stream, output_cap);
+        let payload =
+            serde_json::to_vec(&body).map_err(|e| ApiError::internal(format!("cannot encode the request: {e}")))?;
+        Ok((self.kind.route(), payload))
+    }
+
+    fn answer(&self, bytes: &[u8], shown: &str) -> Result<Answer, ApiError> {
+        databricks::normalize_answer(self.kind, bytes, shown, self.base64)
+    }
+
+    fn relay(&self, shown: &str, secrets: Vec<Secret>) -> Box<dyn StreamRelay> {
+        Box::new(ChatStreamRelay::new(shown, secrets, self.include_usage))
+    }
+}
+
+impl StreamRelay for ChatStreamRelay {
+    fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
+        ChatStreamRelay::feed(self, bytes)
+    }
+    fn finish(&mut self) -> Vec<u8> {
+        ChatStreamRelay::finish(self)
+    }
+    fn fail(&mut self, error: ApiError) -> Vec<u8> {
+        ChatStreamRelay::fail(self, error)
+    }
+    fn is_closed(&self) -> bool {
+        ChatStreamRelay::is_closed(self)
+    }
+    fn usage(&self) -> Option<Usage> {
+        ChatStreamRelay::usage(self)
+    }
+    fn generated_chars(&self) -> u64 {
+        ChatStreamRelay::generated_chars(self)
+    }
+    fn chunks(&self) -> u64 {
+        ChatStreamRelay::chunks(self)
+    }
+    fn id(&self) -> Option<&str> {
+        ChatStreamRelay::id(self)
+    }
+    fn error(&self) -> Option<&ApiError> {
+        ChatStreamRelay::error(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_attempt_gets_its_own_translation_and_the_cap_is_kept() {
+        let mut wire = OpenAi::new(Kind::Chat);
+        let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"reasoning_effort":"low"}"#;
+        let request = wire.parse(body).unwrap();
+        let (route, claude) =
+            wire.upstream_request(&request.body, "databricks-claude-sonnet-4-5", false, None).unwrap();
+        let (_, capped) =
+            wire.upstream_request(&request.body, "databricks-claude-sonnet-4-5", false, Some(100)).unwrap();
+        let (_, gpt) = wire.upstream_request(&request.body, "databricks-gpt-5", false, Some(100)).unwrap();
+        assert_eq!(route, "chat/completions");
+        let claude: Value = serde_json::from_slice(&claude).unwrap();
+        let gpt: Value = serde_json::from_slice(&gpt).unwrap();
+        assert!(claude.get("thinking").is_some() && claude.get("reasoning_effort").is_none());
+        assert_eq!(gpt["reasoning_effort"], "low");
+        let capped: Value = serde_json::from_slice(&capped).unwrap();
+        assert!(capped["max_tokens"].as_u64().is_none_or(|m| m <= 100), "{capped}");
+        assert!(request.body.get("thinking").is_none(), "the client's body is left as it came");
+    }
+
+    #[test]
+    fn embeddings_take_token_ids_and_answer_base64_when_asked() {
+        let mut wire = OpenAi::new(Kind::Embedding);
+        assert!(wire.takes_token_ids());
+        wire.parse(br#"{"model":"e","input":"hi","encoding_format":"base64"}"#).unwrap();
+        let answer = wire.answer(br#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.5]}],"model":"x","usage":{"prompt_tokens":1,"total_tokens":1}}"#, "e").unwrap();
+        let v: Value = serde_json::from_slice(&answer.bytes).unwrap();
+        assert!(v["data"][0]["embedding"].is_string(), "{v}");
+        assert_eq!(v["model"], "e");
+    }
+}
