@@ -3,14 +3,10 @@
 //! every path, in the key's ledger. The master key has no ledger of its own: its calls are
 //! in the log lines, and it pays no Durable Object call unless a deployment's limits apply.
 //!
-//! A key without limits or a budget holds nothing, so nothing waits on its settlement: it
-//! joins this isolate's batch for its ledger (`settlements`) instead of costing one Durable
-//! Object call per request.
+//! A key without limits or a budget holds nothing: its settlements share Durable Object calls
+//! with the isolate's other requests for the same key (`settlements`).
 
-use std::future::Future;
-use std::pin::Pin;
-
-use worker::{console_error, Env};
+use worker::{console_error, Context, Env};
 
 use super::objects::ledger::LedgerStub;
 use super::settlements;
@@ -57,12 +53,10 @@ pub struct Account {
     env: Env,
 }
 
-/// What a settlement did: the request's cost, the key's spend when its ledger answered, and
-/// a batch this request opened, which the caller must send in the background.
+/// What a settlement did: the request's cost, and the key's spend when its ledger answered.
 pub struct Settled {
     pub cost: u64,
     pub key_spend: Option<u64>,
-    pub flush: Option<Pin<Box<dyn Future<Output = ()>>>>,
 }
 
 /// How a request ended, for its settlement.
@@ -313,14 +307,17 @@ impl Account {
     }
 
     /// The one settlement of a request, on every path: records the outcome in the key's
-    /// ledger (spend and spend log) and settles the serving deployment's reservation. A key
-    /// that holds a reservation is settled now, so that its next request finds its slot and
-    /// budget freed; a key that holds nothing joins the isolate's batch. A failed settlement
-    /// is logged, never turned into an error for a request already answered.
-    pub async fn settle(self, outcome: Outcome) -> Settled {
+    /// ledger (spend and spend log) and settles the serving deployment's reservation. What
+    /// holds a reservation is settled before the answer (or the end of the stream) leaves, so
+    /// that the caller's next request finds its slot and budget freed. A key that holds
+    /// nothing joins the isolate's batch for its ledger (`settlements`); a sender this request
+    /// must start runs in `ctx`'s `waitUntil` when there is one (an answer's handler),
+    /// otherwise here (a stream's pump, already in one). A failed settlement is logged, never
+    /// turned into an error for a request already answered.
+    pub async fn settle(self, outcome: Outcome, ctx: Option<&Context>) -> Settled {
         let usage = outcome.usage.unwrap_or_default();
         let cost = self.cost(&outcome);
-        let mut settled = Settled { cost, key_spend: None, flush: None };
+        let mut settled = Settled { cost, key_spend: None };
         if let Some(key) = &self.key {
             let row = SpendLogRow {
                 request_id: outcome.response_id.clone().unwrap_or_else(|| self.row.call_id.clone()),
@@ -341,8 +338,11 @@ impl Account {
                     }
                     Err(e) => console_error!("settling call {} failed: {}", self.row.call_id, e.message),
                 }
-            } else {
-                settled.flush = settlements::enqueue(&self.env, &key.name, request);
+            } else if let Some(sender) = settlements::enqueue(&self.env, &key.name, request) {
+                match ctx {
+                    Some(ctx) => ctx.wait_until(sender),
+                    None => sender.await,
+                }
             }
         }
         if let Some(deployment) = self.deployment.as_ref().filter(|d| d.admitted) {

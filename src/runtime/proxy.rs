@@ -77,10 +77,7 @@ pub async fn proxy(
     match routed {
         Err(error) => {
             // 6. Settle: nothing billable, but the hold is released.
-            let settled = account.settle(Outcome::failed(error.status)).await;
-            if let Some(flush) = settled.flush {
-                call.ctx.wait_until(flush);
-            }
+            account.settle(Outcome::failed(error.status), Some(call.ctx)).await;
             // Routing already retried and fell back: a client retry would multiply that.
             Err(error.after_retries())
         }
@@ -91,13 +88,10 @@ pub async fn proxy(
             relay_stream(pump, call)
         }
         Ok(Routed { forwarded: Forwarded::Answer(Answer { bytes, usage, id }), .. }) => {
-            // 6. Settle, before the answer goes out when the key holds a reservation.
+            // 6. Settle, before the answer goes out.
             let outcome = Outcome { usage, estimated: false, status: 200, response_id: id };
             let prices = account.prices();
-            let settled = account.settle(outcome).await;
-            if let Some(flush) = settled.flush {
-                call.ctx.wait_until(flush);
-            }
+            let settled = account.settle(outcome, Some(call.ctx)).await;
             // 7. Log (written when the answer leaves, by `fetch`).
             call.log.set_usage(usage);
             accounting::log_cost(&mut call.log, prices, settled.cost);
@@ -273,7 +267,7 @@ impl StreamPump {
             response_id: self.relay.id().map(str::to_string),
         };
         let prices = account.prices();
-        let settled = account.settle(outcome).await;
+        let settled = account.settle(outcome, None).await;
         if let Some(deployment) = &self.log.deployment {
             dispatch::stream_ended(deployment, usage.total_tokens);
         }
@@ -286,9 +280,5 @@ impl StreamPump {
             self.log.error_type = Some(error.kind.as_str());
         }
         write_log(&mut self.log, self.started_ms);
-        // This pump already runs in the background: it sends the batch it opened itself.
-        if let Some(flush) = settled.flush {
-            flush.await;
-        }
     }
 }

@@ -1,81 +1,119 @@
-//! Settlements that nothing waits for, batched per ledger in each isolate: a key without
-//! limits or a budget holds no reservation, so its usage can reach its ledger a few
-//! milliseconds late, in one Durable Object call for every request that ended meanwhile,
-//! instead of one call per request.
+//! Settlements of keys without limits or a budget, sent in batches per ledger in each
+//! isolate. Such a key holds no reservation, so nothing waits on its settlement: the answer
+//! leaves at once, and the settlement joins the isolate's queue for the key's ledger. The
+//! request that finds no sender at work starts one, in its own `waitUntil`: it sends what is
+//! queued at once, and while that call is out, later settlements queue up and go together in
+//! the next call. Under load one call carries many settlements; an idle isolate adds no delay.
 //!
-//! Nothing is lost when an isolate goes away. The request that opens a batch carries the
-//! batch's flush in its `waitUntil`, and the runtime lets `waitUntil` work finish after the
-//! response when it evicts an isolate or replaces it with a new deployment. A flush that fails
-//! is retried; settlements are idempotent by call id, so a retried batch counts nothing twice.
-//! (An isolate killed outright, over its memory or CPU limit, loses its in-flight work, batched
-//! or not.)
+//! Why nothing is lost when an isolate goes away: the sender runs as `waitUntil` work, which
+//! the runtime lets finish after the response when it evicts an isolate or replaces it with a
+//! new deployment, and a client that hangs up does not cancel it. A failed call is retried;
+//! settlements are idempotent by call id, so a batch retried after a lost answer counts
+//! nothing twice. (A runtime killed outright loses its in-flight work, batched or not, as it
+//! did with one background call per request.) Requests never wait on one another: workerd
+//! cancels a request that waits on a promise only another request's I/O can resolve.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
 use worker::{console_error, console_log, Delay, Env};
 
+use super::now_ms;
 use super::objects::ledger::LedgerStub;
 use crate::ledger::messages::SettleRequest;
 use crate::ledger::Settled;
 use crate::pricing;
 
-/// How long a batch collects settlements before it is sent.
-const WINDOW_MS: u64 = 10;
-/// Waits before each retry of a failed flush.
-const RETRY_MS: [u64; 3] = [100, 500, 2_000];
+/// Waits before each retry of a failed call.
+const RETRY_MS: [u64; 3] = [50, 250, 1_000];
+/// The most settlements one call carries.
+const MAX_BATCH: usize = 128;
+/// A sender hands over to a new one after this long, well within `waitUntil`'s 30 s.
+const SENDER_MAX_MS: u64 = 10_000;
+
+#[derive(Default)]
+struct Queue {
+    pending: Vec<SettleRequest>,
+    /// A sender is at work for this ledger.
+    sending: bool,
+}
 
 thread_local! {
-    /// Ledger name → settlements waiting for the open batch's flush.
-    static PENDING: RefCell<HashMap<String, Vec<SettleRequest>>> = RefCell::new(HashMap::new());
+    static QUEUES: RefCell<HashMap<String, Queue>> = RefCell::new(HashMap::new());
 }
 
-/// Adds a settlement to the open batch of `ledger`. The first settlement of a batch gets its
-/// flush back: the caller must run it in the background (`waitUntil`) or await it.
-pub fn enqueue(env: &Env, ledger: &str, request: SettleRequest) -> Option<Pin<Box<dyn Future<Output = ()>>>> {
-    let opens = PENDING.with(|pending| {
-        let mut pending = pending.borrow_mut();
-        let batch = pending.entry(ledger.to_string()).or_default();
-        batch.push(request);
-        batch.len() == 1
+/// Queues a settlement for `ledger`. Returns the sender's work when this request must start
+/// it: the caller runs it in `waitUntil` (or awaits it, when already running in one).
+pub fn enqueue(env: &Env, ledger: &str, request: SettleRequest) -> Option<impl Future<Output = ()> + 'static> {
+    let starts = QUEUES.with(|queues| {
+        let mut queues = queues.borrow_mut();
+        let queue = queues.entry(ledger.to_string()).or_default();
+        queue.pending.push(request);
+        !std::mem::replace(&mut queue.sending, true)
     });
-    if !opens {
-        return None;
-    }
-    let env = env.clone();
-    let ledger = ledger.to_string();
-    Some(Box::pin(async move {
-        Delay::from(Duration::from_millis(WINDOW_MS)).await;
-        let batch = PENDING.with(|pending| pending.borrow_mut().remove(&ledger)).unwrap_or_default();
-        flush(&env, &ledger, batch).await;
-    }))
+    starts.then(|| send_queued(env.clone(), ledger.to_string()))
 }
 
-async fn flush(env: &Env, ledger: &str, batch: Vec<SettleRequest>) {
+/// Sends the ledger's queue, again and again while settlements keep arriving.
+async fn send_queued(env: Env, ledger: String) {
+    // Clears `sending` however this ends, so that a later request starts a new sender.
+    let _sending = Sending(&ledger);
+    let started = now_ms();
+    while now_ms().saturating_sub(started) < SENDER_MAX_MS {
+        let batch = QUEUES.with(|queues| {
+            let mut queues = queues.borrow_mut();
+            let Some(queue) = queues.get_mut(&ledger) else { return Vec::new() };
+            let take = queue.pending.len().min(MAX_BATCH);
+            queue.pending.drain(..take).collect::<Vec<_>>()
+        });
+        if batch.is_empty() {
+            return;
+        }
+        if let Some(results) = send(&env, &ledger, &batch).await {
+            for (request, settled) in batch.iter().zip(&results) {
+                report_soft_budget(request, settled);
+            }
+        }
+    }
+}
+
+struct Sending<'a>(&'a str);
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        QUEUES.with(|queues| {
+            let mut queues = queues.borrow_mut();
+            if let Some(queue) = queues.get_mut(self.0) {
+                queue.sending = false;
+                if queue.pending.is_empty() {
+                    queues.remove(self.0);
+                }
+            }
+        });
+    }
+}
+
+/// One call for the whole batch, retried; `None` when every try failed (logged).
+async fn send(env: &Env, ledger: &str, batch: &[SettleRequest]) -> Option<Vec<Settled>> {
     let mut failure = String::new();
     for wait_ms in std::iter::once(0).chain(RETRY_MS) {
         if wait_ms > 0 {
             Delay::from(Duration::from_millis(wait_ms)).await;
         }
         let result = match LedgerStub::open(env, ledger) {
-            Ok(stub) => stub.settle_batch(&batch).await,
+            Ok(stub) => stub.settle_batch(batch).await,
             Err(e) => Err(e),
         };
         match result {
-            Ok(results) => {
-                for (request, settled) in batch.iter().zip(&results) {
-                    report_soft_budget(request, settled);
-                }
-                return;
-            }
+            Ok(results) => return Some(results),
             Err(e) => failure = e.message,
         }
     }
     let ids: Vec<&str> = batch.iter().map(|r| r.settlement.id.as_str()).collect();
     console_error!("settling {} calls in {ledger} failed after retries ({failure}): {ids:?}", batch.len());
+    None
 }
 
 /// Logs the settlement that took a key past its `soft_budget` (once per budget period).
