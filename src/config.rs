@@ -9,6 +9,12 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+// The file's typed shape, which build.rs will read it through. The path is spelled out because
+// build.rs includes this file by path, where a bare `mod` would look for `src/litellm.rs`.
+#[cfg(test)]
+#[path = "config/litellm.rs"]
+pub mod litellm;
+
 /// LiteLLM's default request timeout, in seconds.
 const DEFAULT_TIMEOUT_S: f64 = 600.0;
 /// One US dollar in pico-dollars: Databricks' per-token prices are whole pico-dollars.
