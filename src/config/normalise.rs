@@ -541,4 +541,215 @@ general_settings:
             assert_eq!(parsed.config.router.strategy, strategy, "{path}");
         }
     }
+
+    #[test]
+    fn errors_name_the_field_at_any_depth() {
+        for (yaml, path, message) in [
+            ("[]", "(root)", "expected a mapping"),
+            ("model_list: null", "model_list", "expected a sequence"),
+            ("model_list: [3]", "model_list[0]", "expected a mapping"),
+            (
+                "model_list: [{model_name: a, litellm_params: {model: databricks/a}}, {model_name: b, litellm_params: {model: databricks/b, rpm: lots}}]",
+                "model_list[1].litellm_params.rpm",
+                "bad number `lots`",
+            ),
+            (
+                "model_list: [{model_name: a, litellm_params: {model: databricks/a}, model_info: 3}]",
+                "model_list[0].model_info",
+                "expected a mapping",
+            ),
+            (
+                "model_list: [{model_name: a, litellm_params: {model: databricks/a}, model_info: {mode: image}}]",
+                "model_list[0].model_info.mode",
+                "is not one of chat, embedding, completion",
+            ),
+            (
+                "model_list: [{model_name: a, litellm_params: {model: databricks/a}}]\nrouter_settings: {fallbacks: [{a: [3]}]}",
+                "router_settings.fallbacks[0].a[0]",
+                "expected a string",
+            ),
+            (
+                "model_list: [{model_name: a, litellm_params: {model: databricks/a}}]\nlitellm_settings: {drop_params: 'yes'}",
+                "litellm_settings.drop_params",
+                "expected a boolean",
+            ),
+            (
+                "model_list: [{model_name: a, litellm_params: {model: databricks/a}}]\ngeneral_settings: {master_key: 'os.environ/'}",
+                "general_settings.master_key",
+                "env reference syntax",
+            ),
+            (
+                "model_list: [{model_name: a, litellm_params: {model: databricks/a, api_base: 'ftp://x'}}]",
+                "model_list[0].litellm_params.api_base",
+                "is not an http(s) URL",
+            ),
+            (
+                "model_list: [{model_name: 'a*', litellm_params: {model: databricks/a}}]",
+                "model_list[0].model_name",
+                "wildcard",
+            ),
+            ("model_list: [{model_name: a}]", "model_list[0].litellm_params", "missing"),
+            ("model_list: [{model_name: a, litellm_params: {}}]", "model_list[0].litellm_params.model", "missing"),
+            ("model_list: []", "model_list", "at least one model"),
+            ("general_settings: {}", "model_list", "missing"),
+        ] {
+            let e = error_of(yaml);
+            assert_eq!(e.path, path, "{yaml}: {e}");
+            assert!(e.message.contains(message), "{yaml}: {e}");
+        }
+    }
+
+    #[test]
+    fn warnings_name_every_ignored_setting_in_file_order() {
+        let parsed = parse_yaml(
+            "model_list:\n\
+             - model_name: a\n  litellm_params: {model: databricks/a, seed: 1, api_key: dapi1, client_id: c, client_secret: s}\n  extra: 1\n  model_info: {base_model: x, input_cost_per_token: 1e-6}\n\
+             - model_name: b\n  litellm_params: {model: databricks/b, tpm: 10}\n\
+             router_settings: {redis_host: x, optional_pre_call_checks: [prompt_caching]}\n\
+             litellm_settings: {set_verbose: true, callbacks: [x]}\n\
+             general_settings: {master_key: sk-1, database_url: x}\n\
+             environment_variables: {A: b}",
+        )
+        .unwrap();
+        assert_eq!(
+            parsed.warnings,
+            [
+                "environment_variables: not supported by the gateway; ignored",
+                "litellm_settings.set_verbose: not supported by the gateway yet; ignored",
+                "litellm_settings.callbacks: not supported by the gateway yet; ignored",
+                "router_settings.redis_host: not supported by the gateway yet; ignored",
+                "router_settings.optional_pre_call_checks: `prompt_caching` is not supported by the gateway yet; ignored",
+                "general_settings.database_url: not supported by the gateway yet; ignored",
+                "general_settings.master_key: a literal key is built into the worker; prefer os.environ/LITELLM_MASTER_KEY",
+                "model_list[0].extra: not supported by the gateway yet; ignored",
+                "model_list[0].litellm_params.seed: not supported by the gateway yet; ignored",
+                "model_list[0].litellm_params.api_key: a literal token is built into the worker; prefer os.environ/DATABRICKS_TOKEN",
+                "model_list[0].litellm_params.client_secret: a literal secret is built into the worker; prefer os.environ/DATABRICKS_CLIENT_SECRET",
+                "model_list[0].model_info.base_model: not supported by the gateway yet; ignored",
+                "model_list: `b` sets rpm/tpm, which are hard limits only with router_settings.optional_pre_call_checks: [enforce_model_rate_limits]",
+            ]
+        );
+    }
+
+    #[test]
+    fn numbers_may_be_ints_floats_or_numeric_strings() {
+        let parsed = parse_yaml(
+            "model_list: [{model_name: a, litellm_params: {model: databricks/a, rpm: '5', tpm: 1e3, timeout: ' 1.5 ', weight: '0.5', order: 2.0}, model_info: {max_input_tokens: '100', max_tokens: 7}}]\n\
+             router_settings: {cooldown_time: '2', allowed_fails: '0', num_retries: 2.0}",
+        )
+        .unwrap();
+        let d = &parsed.config.deployments[0];
+        assert_eq!((d.rpm, d.tpm, d.timeout_ms, d.weight, d.order), (Some(5), Some(1000), 1500, Some(0.5), Some(2)));
+        assert_eq!((d.info.max_input_tokens, d.info.max_output_tokens), (Some(100), Some(7)));
+        let r = &parsed.config.router;
+        assert_eq!((r.cooldown_ms, r.allowed_fails, r.num_retries), (2000, 0, 2));
+        for bad in ["2.5", "'abc'", "true", "[1]", "'inf'", "0", "-1"] {
+            let e = error_of(&format!(
+                "model_list: [{{model_name: a, litellm_params: {{model: databricks/a, rpm: {bad}}}}}]"
+            ));
+            assert_eq!(e.path, "model_list[0].litellm_params.rpm", "{bad}");
+            assert!(e.message.starts_with("bad number"), "{bad}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn null_is_absent_except_where_a_value_is_required() {
+        let parsed = parse_yaml(
+            "model_list: [{model_name: a, litellm_params: {model: databricks/a, api_base: null, api_key: null, rpm: null}, model_info: null}]\n\
+             litellm_settings: null\nrouter_settings: {routing_strategy: null, timeout: null}\ngeneral_settings: {master_key: null}",
+        )
+        .unwrap();
+        let d = &parsed.config.deployments[0];
+        assert_eq!(d.api_base, ValueRef::Env("DATABRICKS_API_BASE".into()));
+        assert_eq!((d.rpm, d.timeout_ms), (None, 600_000));
+        assert_eq!(parsed.config.master_key, None);
+        for (yaml, path) in [
+            ("model_list: [{model_name: null, litellm_params: {model: databricks/a}}]", "model_list[0].model_name"),
+            ("model_list: [{model_name: a, litellm_params: null}]", "model_list[0].litellm_params"),
+            ("model_list: [{model_name: a, litellm_params: {model: null}}]", "model_list[0].litellm_params.model"),
+            (
+                "model_list: [{model_name: a, litellm_params: {model: databricks/a, client_id: null, client_secret: s}}]",
+                "model_list[0].litellm_params.client_id",
+            ),
+        ] {
+            assert_eq!(error_of(yaml).path, path, "{yaml}");
+        }
+    }
+
+    #[test]
+    fn a_service_principal_needs_both_halves() {
+        let parsed = parse_yaml(
+            "model_list: [{model_name: a, litellm_params: {model: databricks/a, client_id: os.environ/ID, client_secret: os.environ/SECRET}}]",
+        )
+        .unwrap();
+        let oauth = parsed.config.deployments[0].oauth.clone().unwrap();
+        assert_eq!(oauth.client_id, ValueRef::Env("ID".into()));
+        assert_eq!(oauth.client_secret, ValueRef::Env("SECRET".into()));
+        let e = error_of("model_list: [{model_name: a, litellm_params: {model: databricks/a, client_id: x}}]");
+        assert_eq!(e.path, "model_list[0].litellm_params.client_secret");
+        let e = error_of("model_list: [{model_name: a, litellm_params: {model: databricks/a, client_secret: x}}]");
+        assert_eq!(e.path, "model_list[0].litellm_params.client_id");
+    }
+
+    #[test]
+    fn shared_router_settings_come_from_one_section_and_both_are_checked() {
+        let two = "model_list: [{model_name: a, litellm_params: {model: databricks/a}}, {model_name: b, litellm_params: {model: databricks/b}}]\n";
+        let parsed = parse_yaml(&format!(
+            "{two}litellm_settings: {{num_retries: 5, fallbacks: [{{a: [b]}}]}}\nrouter_settings: {{num_retries: null, fallbacks: [{{b: [a]}}]}}"
+        ))
+        .unwrap();
+        let r = &parsed.config.router;
+        assert_eq!(r.num_retries, 5, "a null in router_settings leaves litellm_settings' value");
+        assert_eq!(r.fallbacks, [("b".to_string(), vec!["a".to_string()])], "router_settings' list, not both");
+        // The section not read is still checked for its types, though not for its group names.
+        let e = error_of(&format!("{two}litellm_settings: {{num_retries: abc}}\nrouter_settings: {{num_retries: 1}}"));
+        assert_eq!(e.path, "litellm_settings.num_retries");
+        assert!(parse_yaml(&format!(
+            "{two}litellm_settings: {{fallbacks: [{{a: [nope]}}]}}\nrouter_settings: {{fallbacks: []}}"
+        ))
+        .is_ok());
+        let e = error_of(&format!("{two}litellm_settings: {{context_window_fallbacks: [{{a: [b]}}, {{b: [nope]}}]}}"));
+        assert_eq!(e.path, "litellm_settings.context_window_fallbacks[1].b");
+    }
+
+    #[test]
+    fn the_embedded_json_keeps_its_shape() {
+        let parsed = parse_yaml(
+            "model_list:\n\
+             - model_name: a\n  litellm_params: {model: databricks/e1, api_base: 'https://x', api_key: os.environ/T, client_id: i, client_secret: os.environ/S, timeout: 2, rpm: 3, weight: 1.5, order: 1}\n  model_info: {id: a1, input_cost_per_token: 1.5e-06, output_cost_per_token: '2e-06', max_input_tokens: 10, max_tokens: 20, mode: chat}\n\
+             - model_name: b\n  litellm_params: {model: databricks/e2}\n\
+             router_settings: {routing_strategy: usage-based-routing, num_retries: 20, allowed_fails: 2, cooldown_time: 1, timeout: 9, enable_pre_call_checks: true, optional_pre_call_checks: [enforce_model_rate_limits], fallbacks: [{a: [b]}], context_window_fallbacks: [{b: [a]}], default_fallbacks: [b]}\n\
+             litellm_settings: {drop_params: true, request_timeout: 60}\n\
+             general_settings: {master_key: os.environ/MK}",
+        )
+        .unwrap();
+        let expected = serde_json::json!({
+            "deployments": [
+                {
+                    "id": "a1", "model_name": "a", "endpoint": "e1",
+                    "api_base": {"literal": "https://x"}, "api_key": {"env": "T"},
+                    "oauth": {"client_id": {"literal": "i"}, "client_secret": {"env": "S"}},
+                    "timeout_ms": 2000, "stream_timeout_ms": 2000, "rpm": 3, "tpm": null, "weight": 1.5, "order": 1,
+                    "info": {"input_cost_per_token": 1_500_000, "output_cost_per_token": 2_000_000,
+                             "max_input_tokens": 10, "max_output_tokens": 20, "mode": "chat"}
+                },
+                {
+                    "id": "43a3ef5984d96a1a", "model_name": "b", "endpoint": "e2",
+                    "api_base": {"env": "DATABRICKS_API_BASE"}, "api_key": {"env": "DATABRICKS_TOKEN"}, "oauth": null,
+                    "timeout_ms": 9000, "stream_timeout_ms": 9000, "rpm": null, "tpm": null, "weight": null, "order": null,
+                    "info": {"input_cost_per_token": null, "output_cost_per_token": null,
+                             "max_input_tokens": null, "max_output_tokens": null, "mode": null}
+                }
+            ],
+            "master_key": {"env": "MK"},
+            "enforce_model_rate_limits": true,
+            "router": {
+                "strategy": "usage-based-routing-v2", "num_retries": 10, "allowed_fails": 2, "cooldown_ms": 1000,
+                "enable_pre_call_checks": true, "timeout_ms": 9000,
+                "fallbacks": [["a", ["b"]]], "context_window_fallbacks": [["b", ["a"]]], "default_fallbacks": ["b"]
+            },
+            "drop_params": true
+        });
+        assert_eq!(serde_json::to_value(&parsed.config).unwrap(), expected);
+    }
 }
