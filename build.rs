@@ -1,12 +1,17 @@
 //! Validates the LiteLLM config at build time and embeds it as JSON.
 //!
-//! The config is `config/litellm_config.yaml`, or the file named by `GATEWAY_CONFIG`.
-//! An invalid config fails the build with the field's path; settings the gateway does not
-//! act on are printed as cargo warnings.
+//! The config is `config/litellm_config.yaml`, or the file named by `GATEWAY_CONFIG`, read
+//! through its typed shape (`litellm`) into the gateway's config (`normalise`). An invalid config
+//! fails the build with the field's path; settings the gateway does not act on are printed as
+//! cargo warnings.
 
 #[path = "src/config.rs"]
 #[allow(dead_code)]
 mod config;
+#[path = "src/config/litellm.rs"]
+mod litellm;
+#[path = "src/config/normalise.rs"]
+mod normalise;
 #[path = "src/price_table.rs"]
 mod price_table;
 
@@ -30,7 +35,7 @@ fn main() {
 fn build(path: &PathBuf) -> Result<(), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))?;
     let doc: serde_json::Value = serde_yaml::from_str(&text).map_err(|e| format!("not valid YAML: {e}"))?;
-    let parsed = config::parse(&doc).map_err(|e| e.to_string())?;
+    let parsed = normalise::parse(&doc).map_err(|e| e.to_string())?;
     for warning in &parsed.warnings {
         println!("cargo:warning=config {}: {warning}", path.display());
     }
