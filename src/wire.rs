@@ -18,6 +18,10 @@ pub trait WireFormat {
     /// Parses and validates the client's body.
     fn parse(&mut self, bytes: &[u8]) -> Result<ProxyRequest, ApiError>;
 
+    /// Reads what the format takes from the client's headers (`header` looks one up by its
+    /// lower-case name), before `parse`.
+    fn read_headers(&mut self, _header: &dyn Fn(&str) -> Option<String>) {}
+
     /// The body may carry token ids where text is expected (embeddings): the runtime decodes
     /// them before anything counts the prompt.
     fn takes_token_ids(&self) -> bool {
@@ -39,22 +43,32 @@ pub trait WireFormat {
     /// Imposes a budget's cap on the output tokens.
     fn impose_output_cap(&self, body: &mut Map<String, Value>, cap: u64);
 
-    /// The route under the deployment's `api_base`, and the body for one attempt on
-    /// `endpoint`. Each attempt translates its own copy: a fallback to another model family
-    /// gets its own translation, and `output_cap` is never raised by one.
+    /// What one attempt on `endpoint` sends: each attempt translates its own copy of the
+    /// body, so a fallback to another model family gets its own translation, and
+    /// `output_cap` is never raised by one.
     fn upstream_request(
         &self,
         body: &Map<String, Value>,
         endpoint: &str,
         stream: bool,
         output_cap: Option<u64>,
-    ) -> Result<(&'static str, Vec<u8>), ApiError>;
+    ) -> Result<UpstreamRequest, ApiError>;
 
-    /// The upstream's whole answer as the client sees it, named `shown`.
-    fn answer(&self, bytes: &[u8], shown: &str) -> Result<Answer, ApiError>;
+    /// `endpoint`'s whole answer as the client sees it, named `shown`.
+    fn answer(&self, endpoint: &str, bytes: &[u8], shown: &str) -> Result<Answer, ApiError>;
 
-    /// The relay of a streamed answer; `secrets` are scrubbed from errors inside it.
-    fn relay(&self, shown: &str, secrets: Vec<Secret>) -> Box<dyn StreamRelay>;
+    /// The relay of `endpoint`'s streamed answer; `secrets` are scrubbed from errors in it.
+    fn relay(&self, endpoint: &str, shown: &str, secrets: Vec<Secret>) -> Box<dyn StreamRelay>;
+}
+
+/// One attempt's request to Databricks.
+#[derive(Debug)]
+pub struct UpstreamRequest {
+    /// The route under the deployment's `api_base` (`chat/completions`, ...).
+    pub route: &'static str,
+    pub body: Vec<u8>,
+    /// Headers passed on to Databricks besides its authorization (`anthropic-version`, ...).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 /// The relay of one upstream stream to the client, as a pure state machine: bytes in (cut
@@ -133,19 +147,19 @@ impl WireFormat for OpenAi {
         endpoint: &str,
         stream: bool,
         output_cap: Option<u64>,
-    ) -> Result<(&'static str, Vec<u8>), ApiError> {
+    ) -> Result<UpstreamRequest, ApiError> {
         let mut body = body.clone();
         databricks::prepare_body(self.kind, &mut body, endpoint, stream, output_cap);
         let payload =
             serde_json::to_vec(&body).map_err(|e| ApiError::internal(format!("cannot encode the request: {e}")))?;
-        Ok((self.kind.route(), payload))
+        Ok(UpstreamRequest { route: self.kind.route(), body: payload, headers: Vec::new() })
     }
 
-    fn answer(&self, bytes: &[u8], shown: &str) -> Result<Answer, ApiError> {
+    fn answer(&self, _endpoint: &str, bytes: &[u8], shown: &str) -> Result<Answer, ApiError> {
         databricks::normalize_answer(self.kind, bytes, shown, self.base64)
     }
 
-    fn relay(&self, shown: &str, secrets: Vec<Secret>) -> Box<dyn StreamRelay> {
+    fn relay(&self, _endpoint: &str, shown: &str, secrets: Vec<Secret>) -> Box<dyn StreamRelay> {
         Box::new(ChatStreamRelay::new(shown, secrets, self.include_usage))
     }
 }
@@ -189,17 +203,16 @@ mod tests {
         let mut wire = OpenAi::new(Kind::Chat);
         let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"reasoning_effort":"low"}"#;
         let request = wire.parse(body).unwrap();
-        let (route, claude) =
-            wire.upstream_request(&request.body, "databricks-claude-sonnet-4-5", false, None).unwrap();
-        let (_, capped) =
-            wire.upstream_request(&request.body, "databricks-claude-sonnet-4-5", false, Some(100)).unwrap();
-        let (_, gpt) = wire.upstream_request(&request.body, "databricks-gpt-5", false, Some(100)).unwrap();
-        assert_eq!(route, "chat/completions");
-        let claude: Value = serde_json::from_slice(&claude).unwrap();
-        let gpt: Value = serde_json::from_slice(&gpt).unwrap();
+        let attempt = |endpoint: &str, cap: Option<u64>| {
+            let upstream = wire.upstream_request(&request.body, endpoint, false, cap).unwrap();
+            assert_eq!(upstream.route, "chat/completions");
+            serde_json::from_slice::<Value>(&upstream.body).unwrap()
+        };
+        let claude = attempt("databricks-claude-sonnet-4-5", None);
+        let capped = attempt("databricks-claude-sonnet-4-5", Some(100));
+        let gpt = attempt("databricks-gpt-5", Some(100));
         assert!(claude.get("thinking").is_some() && claude.get("reasoning_effort").is_none());
         assert_eq!(gpt["reasoning_effort"], "low");
-        let capped: Value = serde_json::from_slice(&capped).unwrap();
         assert!(capped["max_tokens"].as_u64().is_none_or(|m| m <= 100), "{capped}");
         assert!(request.body.get("thinking").is_none(), "the client's body is left as it came");
     }
@@ -209,7 +222,7 @@ mod tests {
         let mut wire = OpenAi::new(Kind::Embedding);
         assert!(wire.takes_token_ids());
         wire.parse(br#"{"model":"e","input":"hi","encoding_format":"base64"}"#).unwrap();
-        let answer = wire.answer(br#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.5]}],"model":"x","usage":{"prompt_tokens":1,"total_tokens":1}}"#, "e").unwrap();
+        let answer = wire.answer("databricks-gte-large-en", br#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.5]}],"model":"x","usage":{"prompt_tokens":1,"total_tokens":1}}"#, "e").unwrap();
         let v: Value = serde_json::from_slice(&answer.bytes).unwrap();
         assert!(v["data"][0]["embedding"].is_string(), "{v}");
         assert_eq!(v["model"], "e");

@@ -23,7 +23,7 @@ use crate::openai::ApiError;
 use crate::refusals;
 use crate::routing::{self, DeploymentStats, Failure, Unavailable};
 use crate::secret::Secret;
-use crate::wire::WireFormat;
+use crate::wire::{UpstreamRequest, WireFormat};
 
 thread_local! {
     /// Deployment id → what this isolate saw of it.
@@ -216,18 +216,18 @@ async fn attempt_once(
     call.log.deployment = Some(deployment.id.clone());
     call.headers.model_id = Some(deployment.id.clone());
     call.headers.api_base = Some(api_base.expose().to_string());
-    let (route, payload) = ask.wire.upstream_request(ask.body, &deployment.endpoint, ask.stream, ask.output_cap)?;
-    let url = databricks::url(api_base.expose(), route);
+    let upstream = ask.wire.upstream_request(ask.body, &deployment.endpoint, ask.stream, ask.output_cap)?;
+    let url = databricks::url(api_base.expose(), upstream.route);
     let timeout_ms = deadline.map_or(deployment.timeout_ms, |d| deployment.timeout_ms.min(d.saturating_sub(now_ms())));
 
     with_stats(&deployment.id, |s| s.in_flight += 1);
     let started = now_ms();
-    let mut result = forward(call, &url, &credential, &payload, ask, deployment, timeout_ms, shown).await;
+    let mut result = forward(call, &url, &credential, &upstream, ask, deployment, timeout_ms, shown).await;
     // An OAuth token Databricks refuses (expired early, rotated) is replaced once.
     if credential.is_oauth() && matches!(&result, Err(e) if e.status == 401 || e.status == 403) {
         if let Some(fresh) = credentials::refresh(&credential).await? {
             credential = fresh;
-            result = forward(call, &url, &credential, &payload, ask, deployment, timeout_ms, shown).await;
+            result = forward(call, &url, &credential, &upstream, ask, deployment, timeout_ms, shown).await;
         }
     }
     with_stats(&deployment.id, |s| {
@@ -262,7 +262,7 @@ async fn forward(
     call: &mut Call<'_>,
     url: &str,
     credential: &Credential,
-    payload: &[u8],
+    request: &UpstreamRequest,
     ask: &Ask<'_>,
     deployment: &Deployment,
     timeout_ms: u64,
@@ -271,7 +271,7 @@ async fn forward(
     let token = &credential.bearer;
     let upstream_started = now_ms();
     let Upstream { mut response, controller } =
-        upstream::post_json(url, token, payload, timeout_ms).await.inspect_err(|_| {
+        upstream::post_json(url, token, &request.body, &request.headers, timeout_ms).await.inspect_err(|_| {
             call.log.upstream_ms = Some(now_ms().saturating_sub(upstream_started));
         })?;
     let status = response.status_code();
@@ -318,7 +318,7 @@ async fn forward(
         }
     };
     set_durations(call, upstream_started);
-    ask.wire.answer(&body, shown).map(Forwarded::Answer)
+    ask.wire.answer(&deployment.endpoint, &body, shown).map(Forwarded::Answer)
 }
 
 /// Records the upstream time and adds LiteLLM's duration headers.

@@ -68,7 +68,7 @@ async fn check(call: &Call<'_>, d: &Deployment) -> (Value, Option<String>) {
     let url = databricks::url(base.expose(), route);
     let timeout = d.timeout_ms.min(CHECK_TIMEOUT_MS);
     let started = now_ms();
-    let error = match upstream::post_json(&url, &token, body.to_string().as_bytes(), timeout).await {
+    let error = match upstream::post_json(&url, &token, body.to_string().as_bytes(), &[], timeout).await {
         Ok(Upstream { mut response, controller }) => {
             let status = response.status_code();
             let left = timeout.saturating_sub(now_ms().saturating_sub(started)).max(1);

@@ -36,6 +36,7 @@ pub async fn proxy(
 ) -> Result<Response, ApiError> {
     // 1. Parse.
     let config = embedded::config().map_err(ApiError::internal)?;
+    wire.read_headers(&|name: &str| req.headers().get(name).ok().flatten());
     let bytes = read_body(&mut req).await?;
     let ProxyRequest { model, stream, mut body, .. } = wire.parse(&bytes)?;
     drop(bytes);
@@ -83,7 +84,7 @@ pub async fn proxy(
         }
         // 5–7 for a stream: relayed, then settled and logged by its pump when it ends.
         Ok(Routed { deployment, forwarded: Forwarded::Stream { body, controller, first }, bearer }) => {
-            let relay = wire.relay(&model, vec![bearer]);
+            let relay = wire.relay(&deployment.endpoint, &model, vec![bearer]);
             let pump = StreamPump::new(body, controller, call, relay, deployment, account, &reservation, first);
             relay_stream(pump, call)
         }

@@ -20,8 +20,14 @@ pub struct Upstream {
 }
 
 /// POSTs a JSON body with the bearer token; waits at most `timeout_ms` for the answer's headers.
-pub async fn post_json(url: &str, token: &Secret, body: &[u8], timeout_ms: u64) -> Result<Upstream, ApiError> {
-    let request = build_request(url, token, body)
+pub async fn post_json(
+    url: &str,
+    token: &Secret,
+    body: &[u8],
+    extra_headers: &[(&str, String)],
+    timeout_ms: u64,
+) -> Result<Upstream, ApiError> {
+    let request = build_request(url, token, body, extra_headers)
         .map_err(|e| ApiError::bad_gateway(format!("Cannot build the Databricks request to {url}: {e}")))?;
     let controller = AbortController::default();
     let signal = controller.signal();
@@ -35,8 +41,11 @@ pub async fn post_json(url: &str, token: &Secret, body: &[u8], timeout_ms: u64) 
     }
 }
 
-fn build_request(url: &str, token: &Secret, body: &[u8]) -> worker::Result<Request> {
+fn build_request(url: &str, token: &Secret, body: &[u8], extra_headers: &[(&str, String)]) -> worker::Result<Request> {
     let headers = Headers::new();
+    for (name, value) in extra_headers {
+        headers.set(name, value)?;
+    }
     headers.set("content-type", "application/json")?;
     headers.set("authorization", &format!("Bearer {}", token.expose()))?;
     headers.set("user-agent", USER_AGENT)?;
