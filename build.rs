@@ -13,6 +13,7 @@ mod litellm;
 #[path = "src/config/normalise.rs"]
 mod normalise;
 #[path = "src/price_table.rs"]
+#[allow(dead_code)]
 mod price_table;
 
 use std::path::PathBuf;

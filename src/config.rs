@@ -154,6 +154,12 @@ pub struct ModelInfo {
     pub input_cost_per_token: Option<u64>,
     /// Pico-dollars per completion token.
     pub output_cost_per_token: Option<u64>,
+    /// Pico-dollars per prompt token read from the prompt cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_input_token_cost: Option<u64>,
+    /// Pico-dollars per prompt token written to the prompt cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_creation_input_token_cost: Option<u64>,
     pub max_input_tokens: Option<u64>,
     pub max_output_tokens: Option<u64>,
     pub mode: Option<String>,

@@ -609,7 +609,7 @@ mod tests {
         assert_eq!(v["model"], "my-model");
         assert_eq!(v["choices"][0]["message"]["content"], "Hi");
         assert_eq!(v["id"], "chatcmpl_1");
-        assert_eq!(usage, Some(Usage { prompt_tokens: 4, completion_tokens: 5, total_tokens: 9 }));
+        assert_eq!(usage, Some(Usage::plain(4, 5)));
     }
 
     #[test]

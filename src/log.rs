@@ -33,6 +33,11 @@ pub struct RequestLog {
     pub completion_tokens: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total_tokens: Option<u64>,
+    /// Prompt tokens read from or written to the prompt cache (part of `prompt_tokens`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_read_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_creation_tokens: Option<u64>,
     /// What the request cost, in USD (exact decimal).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost: Option<String>,
@@ -62,6 +67,8 @@ impl RequestLog {
             self.prompt_tokens = Some(u.prompt_tokens);
             self.completion_tokens = Some(u.completion_tokens);
             self.total_tokens = Some(u.total_tokens);
+            self.cache_read_tokens = (u.cache_read_tokens > 0).then_some(u.cache_read_tokens);
+            self.cache_creation_tokens = (u.cache_creation_tokens > 0).then_some(u.cache_creation_tokens);
         }
     }
 

@@ -11,22 +11,43 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// Token counts of one answer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
+    /// Every prompt token, cached ones included (OpenAI's meaning).
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
+    /// Prompt tokens read from the prompt cache (OpenAI's `prompt_tokens_details.cached_tokens`,
+    /// Anthropic's `cache_read_input_tokens`).
+    pub cache_read_tokens: u64,
+    /// Prompt tokens written to the prompt cache (Anthropic's `cache_creation_input_tokens`).
+    pub cache_creation_tokens: u64,
 }
 
 impl Usage {
-    /// Reads an OpenAI `usage` object; `None` when absent or not an object.
+    /// Reads an OpenAI `usage` object; `None` when absent or not an object. Cache tokens come
+    /// from Databricks' Claude fields (`cache_read_input_tokens`, `cache_creation_input_tokens`)
+    /// or OpenAI's `prompt_tokens_details.cached_tokens`: the same tokens, counted once, and
+    /// never more than the prompt they are part of.
     pub fn from_value(v: Option<&Value>) -> Option<Usage> {
         let u = v?.as_object()?;
-        let get = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
-        let (prompt_tokens, completion_tokens) = (get("prompt_tokens"), get("completion_tokens"));
-        let total_tokens = match u.get("total_tokens").and_then(Value::as_u64) {
-            Some(t) => t,
-            None => prompt_tokens.saturating_add(completion_tokens),
-        };
-        Some(Usage { prompt_tokens, completion_tokens, total_tokens })
+        let get = |k: &str| u.get(k).and_then(Value::as_u64);
+        let (prompt_tokens, completion_tokens) =
+            (get("prompt_tokens").unwrap_or(0), get("completion_tokens").unwrap_or(0));
+        let total_tokens = get("total_tokens").unwrap_or_else(|| prompt_tokens.saturating_add(completion_tokens));
+        let cached = u.get("prompt_tokens_details").and_then(|d| d.get("cached_tokens")).and_then(Value::as_u64);
+        let cache_read_tokens = get("cache_read_input_tokens").or(cached).unwrap_or(0).min(prompt_tokens);
+        let cache_creation_tokens =
+            get("cache_creation_input_tokens").unwrap_or(0).min(prompt_tokens - cache_read_tokens);
+        Some(Usage { prompt_tokens, completion_tokens, total_tokens, cache_read_tokens, cache_creation_tokens })
+    }
+
+    /// A usage without cache tokens.
+    pub fn plain(prompt_tokens: u64, completion_tokens: u64) -> Usage {
+        Usage {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens.saturating_add(completion_tokens),
+            ..Usage::default()
+        }
     }
 }
 

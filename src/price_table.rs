@@ -13,6 +13,12 @@ pub const BUILTIN: [(&str, u64, u64); 8] = [
     ("databricks-bge-large-en", 100_030, 0),
 ];
 
+/// Prompt-cache prices (read, write) of the endpoints that cache on request (Claude).
+/// Sonnet's are Databricks' list prices; Haiku's follow Anthropic's ratios to its input price
+/// (a read 0.1x, a five-minute write 1.25x).
+pub const BUILTIN_CACHE: [(&str, u64, u64); 2] =
+    [("databricks-claude-sonnet-4-5", 300_020, 3_749_970), ("databricks-claude-haiku-4-5", 100_002, 1_250_025)];
+
 /// Whether the gateway knows a price for `endpoint` without the config giving one.
 pub fn has_builtin_price(endpoint: &str) -> bool {
     BUILTIN.iter().any(|(name, _, _)| *name == endpoint)

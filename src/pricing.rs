@@ -11,6 +11,12 @@ use crate::price_table;
 pub struct Prices {
     pub input: u64,
     pub output: u64,
+    /// A prompt token read from the prompt cache; the input price when none is known.
+    #[serde(default)]
+    pub cache_read: u64,
+    /// A prompt token written to the prompt cache; the input price when none is known.
+    #[serde(default)]
+    pub cache_creation: u64,
     pub source: PriceSource,
 }
 
@@ -30,23 +36,52 @@ pub enum PriceSource {
 pub fn prices_for(deployment: &Deployment) -> Prices {
     let builtin = price_table::BUILTIN.iter().find(|(name, _, _)| *name == deployment.endpoint);
     let info = &deployment.info;
-    match (info.input_cost_per_token, info.output_cost_per_token, builtin) {
-        (None, None, Some((_, input, output))) => {
-            Prices { input: *input, output: *output, source: PriceSource::Builtin }
-        }
-        (None, None, None) => Prices { input: 0, output: 0, source: PriceSource::Unknown },
-        (input, output, builtin) => Prices {
-            input: input.or(builtin.map(|b| b.1)).unwrap_or(0),
-            output: output.or(builtin.map(|b| b.2)).unwrap_or(0),
-            source: PriceSource::Config,
-        },
-    }
+    let (input, output, source) = match (info.input_cost_per_token, info.output_cost_per_token, builtin) {
+        (None, None, Some((_, input, output))) => (*input, *output, PriceSource::Builtin),
+        (None, None, None) => (0, 0, PriceSource::Unknown),
+        (input, output, builtin) => (
+            input.or(builtin.map(|b| b.1)).unwrap_or(0),
+            output.or(builtin.map(|b| b.2)).unwrap_or(0),
+            PriceSource::Config,
+        ),
+    };
+    // Cache prices: the config's, else the table's for the endpoint, else the input price.
+    let cache = price_table::BUILTIN_CACHE.iter().find(|(name, _, _)| *name == deployment.endpoint);
+    let cache_read = info.cache_read_input_token_cost.or(cache.map(|c| c.1)).unwrap_or(input);
+    let cache_creation = info.cache_creation_input_token_cost.or(cache.map(|c| c.2)).unwrap_or(input);
+    Prices { input, output, cache_read, cache_creation, source }
 }
 
 impl Prices {
-    /// The cost of a usage, in pico-dollars.
+    pub const UNKNOWN: Prices =
+        Prices { input: 0, output: 0, cache_read: 0, cache_creation: 0, source: PriceSource::Unknown };
+
+    /// The prices a budget's hold uses: every prompt token at the dearest of its prices.
+    pub fn for_hold(self) -> Prices {
+        let input = self.input.max(self.cache_read).max(self.cache_creation);
+        Prices { input, cache_read: input, cache_creation: input, ..self }
+    }
+
+    /// The cost of a usage, in pico-dollars. Cached prompt tokens are part of
+    /// `prompt_tokens`: each is charged once, at its cache price.
     pub fn cost(&self, usage: &Usage) -> u64 {
-        self.tokens_cost(usage.prompt_tokens, usage.completion_tokens)
+        let read = usage.cache_read_tokens.min(usage.prompt_tokens);
+        let creation = usage.cache_creation_tokens.min(usage.prompt_tokens - read);
+        let uncached = usage.prompt_tokens - read - creation;
+        self.tokens_cost(uncached, usage.completion_tokens)
+            .saturating_add(read.saturating_mul(self.cache_read))
+            .saturating_add(creation.saturating_mul(self.cache_creation))
+    }
+
+    /// The highest of each price, for a hold that any of several deployments may serve.
+    pub fn max(self, other: Prices) -> Prices {
+        Prices {
+            input: self.input.max(other.input),
+            output: self.output.max(other.output),
+            cache_read: self.cache_read.max(other.cache_read),
+            cache_creation: self.cache_creation.max(other.cache_creation),
+            source: self.source,
+        }
     }
 
     pub fn tokens_cost(&self, prompt_tokens: u64, completion_tokens: u64) -> u64 {
@@ -85,7 +120,7 @@ mod tests {
         // LiteLLM 1.108: 4 prompt and 5 completion tokens on databricks-gpt-5-1 cost 5.499991e-05 USD.
         let prices = prices_for(&deployment("databricks-gpt-5-1", None, None));
         assert_eq!(prices.source, PriceSource::Builtin);
-        let cost = prices.cost(&Usage { prompt_tokens: 4, completion_tokens: 5, total_tokens: 9 });
+        let cost = prices.cost(&Usage::plain(4, 5));
         assert_eq!(cost, 54_999_910);
         assert_eq!(format_usd(cost), "0.00005499991");
     }
@@ -113,5 +148,28 @@ mod tests {
         assert_eq!(format_usd(1_500_000_000_000), "1.5");
         assert_eq!(format_usd(12_000_000_000_000), "12.0");
         assert_eq!(usd(2_500_000_000_000), 2.5);
+    }
+
+    #[test]
+    fn cached_prompt_tokens_are_charged_once_at_their_cache_price() {
+        let sonnet = prices_for(&Deployment::for_tests("databricks-claude-sonnet-4-5"));
+        assert_eq!((sonnet.cache_read, sonnet.cache_creation), (300_020, 3_749_970));
+        // Databricks' chat usage: 1,000 prompt tokens of which 600 read and 300 written.
+        let usage = Usage::from_value(Some(&serde_json::json!({
+            "prompt_tokens": 1000, "completion_tokens": 10, "total_tokens": 1010,
+            "cache_read_input_tokens": 600, "cache_creation_input_tokens": 300,
+            "prompt_tokens_details": {"cached_tokens": 600}
+        })))
+        .unwrap();
+        assert_eq!((usage.cache_read_tokens, usage.cache_creation_tokens), (600, 300));
+        let expected = 100 * 2_999_990 + 600 * 300_020 + 300 * 3_749_970 + 10 * 15_000_020;
+        assert_eq!(sonnet.cost(&usage), expected);
+        // More cache tokens than prompt tokens (a malformed usage) never charge beyond the prompt.
+        let odd = Usage { cache_read_tokens: 5_000, cache_creation_tokens: 5_000, ..Usage::plain(1000, 0) };
+        assert_eq!(sonnet.cost(&odd), 1000 * 300_020);
+        // A model without cache prices charges cached tokens as input; a hold covers the dearest.
+        let gpt = prices_for(&Deployment::for_tests("databricks-gpt-5-1"));
+        assert_eq!(gpt.cost(&Usage { cache_read_tokens: 4, ..Usage::plain(4, 5) }), gpt.cost(&Usage::plain(4, 5)));
+        assert_eq!(sonnet.for_hold().input, 3_749_970);
     }
 }

@@ -58,6 +58,8 @@ pub struct LitellmParams {
     pub stream_timeout: Option<Seconds>,
     pub input_cost_per_token: Option<UsdPerToken>,
     pub output_cost_per_token: Option<UsdPerToken>,
+    pub cache_read_input_token_cost: Option<UsdPerToken>,
+    pub cache_creation_input_token_cost: Option<UsdPerToken>,
     pub rpm: Option<Count>,
     pub tpm: Option<Count>,
     pub weight: Option<Weight>,
@@ -72,6 +74,10 @@ pub struct ModelInfo {
     pub id: Option<String>,
     pub input_cost_per_token: Option<UsdPerToken>,
     pub output_cost_per_token: Option<UsdPerToken>,
+    /// A prompt token read from Claude's prompt cache.
+    pub cache_read_input_token_cost: Option<UsdPerToken>,
+    /// A prompt token written to Claude's prompt cache.
+    pub cache_creation_input_token_cost: Option<UsdPerToken>,
     pub max_input_tokens: Option<Count>,
     pub max_output_tokens: Option<Count>,
     /// LiteLLM's older name for `max_output_tokens`.

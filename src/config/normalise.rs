@@ -203,6 +203,12 @@ fn deployment(
     let info = ModelInfo {
         input_cost_per_token: pico(info.and_then(|i| i.input_cost_per_token).or(params.input_cost_per_token)),
         output_cost_per_token: pico(info.and_then(|i| i.output_cost_per_token).or(params.output_cost_per_token)),
+        cache_read_input_token_cost: pico(
+            info.and_then(|i| i.cache_read_input_token_cost).or(params.cache_read_input_token_cost),
+        ),
+        cache_creation_input_token_cost: pico(
+            info.and_then(|i| i.cache_creation_input_token_cost).or(params.cache_creation_input_token_cost),
+        ),
         max_input_tokens: info.and_then(|i| i.max_input_tokens).map(|n| n.0),
         max_output_tokens: info.and_then(|i| i.max_output_tokens.or(i.max_tokens)).map(|n| n.0),
         mode: info.and_then(|i| i.mode).map(|m| m.as_str().to_string()),

@@ -27,6 +27,11 @@ pub struct SpendLogRow {
     pub deployment: String,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Prompt tokens read from or written to the prompt cache (part of `prompt_tokens`).
+    #[serde(default)]
+    pub cache_read_tokens: u64,
+    #[serde(default)]
+    pub cache_creation_tokens: u64,
     pub spend: u64,
     pub start_time: u64,
     pub end_time: u64,
@@ -87,6 +92,8 @@ impl SpendLogRow {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens.saturating_add(self.completion_tokens),
+            "cache_read_input_tokens": self.cache_read_tokens,
+            "cache_creation_input_tokens": self.cache_creation_tokens,
             "spend": crate::pricing::usd(self.spend),
             "startTime": crate::time::format_rfc3339(self.start_time),
             "endTime": crate::time::format_rfc3339(self.end_time),

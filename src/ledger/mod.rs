@@ -538,7 +538,13 @@ mod tests {
     use crate::pricing::PriceSource;
 
     const T0: u64 = 1_800_000_000_000;
-    const PRICES: Prices = Prices { input: 1_000_000, output: 2_000_000, source: PriceSource::Config }; // 1 and 2 µ$ per token
+    const PRICES: Prices = Prices {
+        input: 1_000_000,
+        output: 2_000_000,
+        cache_read: 1_000_000,
+        cache_creation: 1_000_000,
+        source: PriceSource::Config,
+    }; // 1 and 2 µ$ per token
 
     fn limits() -> Limits {
         Limits::default()
@@ -847,7 +853,13 @@ mod tests {
         // max_budget 0.1 USD at 0.001 / 0.002 USD a token; "Hello!" bound at 31 prompt tokens,
         // max_tokens 10, really using 4 + 5 tokens (0.014 USD).
         let l = Limits { max_budget: Some(100_000_000_000), ..limits() };
-        let prices = Prices { input: 1_000_000_000, output: 2_000_000_000, source: PriceSource::Config };
+        let prices = Prices {
+            input: 1_000_000_000,
+            output: 2_000_000_000,
+            cache_read: 1_000_000_000,
+            cache_creation: 1_000_000_000,
+            source: PriceSource::Config,
+        };
         let hello = |id: &str| AdmitRequest {
             prices,
             prompt_tokens_estimate: 8,

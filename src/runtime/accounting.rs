@@ -93,18 +93,20 @@ pub struct Reservation {
 
 impl Reservation {
     pub fn new(deployments: &[&Deployment], tally: &PromptTally, max_tokens: Option<u64>, choices: u64) -> Self {
-        let mut prices = Prices { input: 0, output: 0, source: PriceSource::Unknown };
+        let mut prices = Prices::UNKNOWN;
         let mut unpriced: Vec<String> = Vec::new();
         for d in deployments {
             let p = pricing::prices_for(d);
-            prices.input = prices.input.max(p.input);
-            prices.output = prices.output.max(p.output);
+            prices = prices.max(p);
             if p.source != PriceSource::Unknown {
                 prices.source = p.source;
             } else if !unpriced.contains(&d.model_name) {
                 unpriced.push(d.model_name.clone());
             }
         }
+        // The hold prices every prompt token at the dearest way it may be billed (a cache write
+        // costs more than a plain input token).
+        let prices = prices.for_hold();
         let template = deployments.iter().map(|d| Template::for_endpoint(&d.endpoint)).reduce(Template::max);
         let output_cap = deployments
             .iter()
@@ -174,7 +176,7 @@ impl Account {
             deployment: None,
             attempts: 0,
             key_hash,
-            prices: Prices { input: 0, output: 0, source: PriceSource::Unknown },
+            prices: Prices::UNKNOWN,
             lease_ms: MAX_EXECUTION_MS + LEASE_MARGIN_MS,
             row,
             rate: None,
@@ -323,6 +325,8 @@ impl Account {
                 request_id: outcome.response_id.clone().unwrap_or_else(|| self.row.call_id.clone()),
                 prompt_tokens: usage.prompt_tokens,
                 completion_tokens: usage.completion_tokens,
+                cache_read_tokens: usage.cache_read_tokens,
+                cache_creation_tokens: usage.cache_creation_tokens,
                 spend: cost,
                 end_time: now_ms(),
                 status: outcome.status,

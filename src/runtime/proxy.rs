@@ -248,18 +248,7 @@ impl StreamPump {
         // before any usage is charged by estimate (about four characters a token).
         let (usage, estimated) = match self.relay.usage() {
             Some(usage) => (usage, false),
-            None => {
-                let prompt_tokens = self.prompt_estimate;
-                let completion_tokens = self.relay.generated_chars().div_ceil(4);
-                (
-                    Usage {
-                        prompt_tokens,
-                        completion_tokens,
-                        total_tokens: prompt_tokens.saturating_add(completion_tokens),
-                    },
-                    true,
-                )
-            }
+            None => (Usage::plain(self.prompt_estimate, self.relay.generated_chars().div_ceil(4)), true),
         };
         let outcome = Outcome {
             usage: Some(usage),

@@ -178,8 +178,11 @@ test('without max_tokens a budgeted key gets one imposed that the budget can pay
 
 test('tpm_limit reserves the estimate and settles the real usage', async () => {
   const { key } = await generate({ tpm_limit: 1200 });
-  // the prompt's estimate + max_tokens 700 ≈ 710 tokens held: two do not fit at once.
-  const [a, b] = await Promise.all([send(key, 'one', { max_tokens: 700 }), send(key, 'two', { max_tokens: 700 })]);
+  // the prompt's estimate + max_tokens 700 ≈ 715 tokens held: two do not fit at once. The
+  // upstream takes 300 ms, so the one admitted first still holds its tokens when the other
+  // asks, however the two are scheduled.
+  const slow = (text) => send(key, `${text} [fake:delay=300]`, { max_tokens: 700 });
+  const [a, b] = await Promise.all([slow('one'), slow('two')]);
   assert.deepEqual([a.status, b.status].sort(), [200, 429]);
   const limited = a.status === 429 ? a : b;
   assert.equal(limited.headers.get('x-ratelimit-limit-tokens'), '1200');
