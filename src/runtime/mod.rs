@@ -41,6 +41,26 @@ pub struct Call<'a> {
     pub headers: AnswerHeaders,
     /// A stream writes the log line itself when it ends.
     pub log_deferred: bool,
+    /// How the answer's errors are written: set by the route before anything can fail, so
+    /// that an Anthropic client gets its own error shape even for a refused key.
+    pub errors: ErrorFormat,
+}
+
+/// The error shape of the API a route serves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ErrorFormat {
+    /// `{"error": {"message", "type", "param", "code"}}`
+    #[default]
+    OpenAi,
+}
+
+impl ErrorFormat {
+    /// The status and body an error is answered with.
+    fn render(self, error: &ApiError) -> (u16, Vec<u8>) {
+        match self {
+            ErrorFormat::OpenAi => (error.status, error.to_json().to_string().into_bytes()),
+        }
+    }
 }
 
 /// Who is calling: the master key, or a virtual key that is usable right now.
@@ -73,14 +93,21 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
         route: endpoints::loggable_path(&req.path()),
         ..Default::default()
     };
-    let mut call =
-        Call { env: &env, ctx: &ctx, started_ms, log, headers: AnswerHeaders::default(), log_deferred: false };
+    let mut call = Call {
+        env: &env,
+        ctx: &ctx,
+        started_ms,
+        log,
+        headers: AnswerHeaders::default(),
+        log_deferred: false,
+        errors: ErrorFormat::default(),
+    };
 
     let mut response = match route(req, &mut call).await {
         Ok(response) => response,
         Err(error) => {
             call.log.error_type = Some(error.kind.as_str());
-            error_response(&error)?
+            error_response(&error, call.errors)?
         }
     };
     let headers = response.headers_mut();
@@ -302,7 +329,7 @@ pub fn bytes_response(status: u16, body: Vec<u8>) -> std::result::Result<Respons
     Response::from_bytes(body).map(|r| r.with_status(status).with_headers(headers)).map_err(runtime_error)
 }
 
-fn error_response(error: &ApiError) -> Result<Response> {
+fn error_response(error: &ApiError, format: ErrorFormat) -> Result<Response> {
     let headers = Headers::new();
     headers.set("content-type", "application/json")?;
     if let Some(seconds) = error.retry_after_s {
@@ -311,7 +338,8 @@ fn error_response(error: &ApiError) -> Result<Response> {
     if error.retries_spent {
         headers.set("x-should-retry", "false")?;
     }
-    Ok(Response::from_bytes(error.to_json().to_string().into_bytes())?.with_status(error.status).with_headers(headers))
+    let (status, body) = format.render(error);
+    Ok(Response::from_bytes(body)?.with_status(status).with_headers(headers))
 }
 
 pub fn unknown_model(model: &str) -> ApiError {
