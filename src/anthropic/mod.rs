@@ -338,6 +338,70 @@ mod tests {
     }
 
     #[test]
+    fn each_attempt_is_prepared_for_its_deployment() {
+        let req = parse_request(
+            br#"{"model":"agent","max_tokens":8000,"stream":true,"thinking":{"type":"enabled","budget_tokens":4000},
+                 "messages":[{"role":"user","content":"hi"}],"context_management":{"edits":[]}}"#,
+        )
+        .unwrap();
+        let native = prepare_upstream(&req, "databricks-claude-sonnet-4-5", Some(5000)).unwrap();
+        assert_eq!((native.format, native.route), (Format::Native, "anthropic/v1/messages"));
+        assert_eq!(native.body["model"], "databricks-claude-sonnet-4-5");
+        assert_eq!(native.body["max_tokens"], 5000);
+        assert_eq!(native.body["context_management"], json!({"edits": []}));
+        assert!(!native.body.contains_key("stream_options"));
+        let translated = prepare_upstream(&req, "databricks-gpt-5-1", Some(5000)).unwrap();
+        assert_eq!((translated.format, translated.route), (Format::Translated, "chat/completions"));
+        assert_eq!(translated.body["model"], "databricks-gpt-5-1");
+        assert_eq!(translated.body["max_tokens"], 5000);
+        assert_eq!(translated.body["reasoning_effort"], "high");
+        assert_eq!(translated.body["stream_options"], json!({"include_usage": true}));
+        assert_eq!(translated.dropped, ["context_management"]);
+        let server_tool = parse_request(
+            br#"{"model":"agent","max_tokens":10,"messages":[{"role":"user","content":"hi"}],
+                 "tools":[{"type":"web_search_20250305","name":"web_search"}]}"#,
+        )
+        .unwrap();
+        assert!(prepare_upstream(&server_tool, "databricks-claude-haiku-4-5", None).is_ok());
+        assert_eq!(
+            prepare_upstream(&server_tool, "databricks-meta-llama-3-3-70b-instruct", None).unwrap_err().status,
+            400
+        );
+    }
+
+    #[test]
+    fn a_translated_tool_loop_round_trips() {
+        // Turn 1: the model calls a tool, through chat.
+        let first = parse_request(
+            br#"{"model":"agent","max_tokens":100,"tools":[{"name":"get_weather","input_schema":{"type":"object"}}],
+                 "messages":[{"role":"user","content":"Weather in Paris?"}]}"#,
+        )
+        .unwrap();
+        let chat = json!({"id": "chatcmpl_1", "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_77", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]}}],
+            "usage": {"prompt_tokens": 20, "completion_tokens": 8}});
+        let answer: Value = serde_json::from_slice(&from_chat_answer(&chat, "agent", &first).unwrap().bytes).unwrap();
+        // Turn 2: the client sends the answer back with the tool's result, as the SDKs do.
+        let mut next = first.body.clone();
+        let messages = next["messages"].as_array_mut().unwrap();
+        messages.push(json!({"role": "assistant", "content": answer["content"]}));
+        messages.push(json!({"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": answer["content"][0]["id"], "content": "18C"}]}));
+        let second = parse_request(Value::Object(next).to_string().as_bytes()).unwrap();
+        let body = to_chat_body(&second, None).unwrap().body;
+        assert_eq!(
+            body["messages"],
+            json!([
+                {"role": "user", "content": "Weather in Paris?"},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_77", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+                {"role": "tool", "tool_call_id": "call_77", "content": "18C"}
+            ])
+        );
+    }
+
+    #[test]
     fn claude_endpoints_are_native() {
         assert!(serves_natively("databricks-claude-sonnet-4-5"));
         assert!(serves_natively("my-Claude-proxy"));
