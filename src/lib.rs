@@ -11,6 +11,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod aliases;
+pub mod anthropic;
 pub mod auth;
 pub mod base64;
 pub mod body;

@@ -2,7 +2,8 @@
 // A local fake of Databricks Model Serving, for the end-to-end tests (imported in-process)
 // and for `make dev` (run as a CLI). Wire shapes, statuses and error bodies follow
 // Databricks' documented behaviour; `response_format` (json_object, json_schema) is answered
-// with JSON that matches it. Tests steer it with `[fake:KEY=VALUE]` directives in
+// with JSON that matches it. Claude endpoints also answer Anthropic's Messages API at
+// /serving-endpoints/anthropic/v1/messages (see "anthropic messages" below), with prompt caching. Tests steer it with `[fake:KEY=VALUE]` directives in
 // the last user text (see DIRECTIVES), or per endpoint with `override()`. With `oauth` it also
 // issues OAuth machine-to-machine tokens at /oidc/v1/token. Zero dependencies; no logging or
 // sync I/O per request, so it is never the bottleneck of a benchmark.
@@ -60,6 +61,8 @@ const DIRECTIVES = {
   // A redacted (encrypted) thinking part after the readable one (with reasoning).
   redacted: 'flag',
 };
+// On the Messages route, `[fake:error-body=databricks]` answers a directed error in Databricks'
+// shape instead of Anthropic's (databricks.md: which one that route uses is uncertain).
 const DIRECTIVE_RE = /\[fake:([A-Za-z][\w-]*)(?:=([^\]\s]*))?\]/g;
 const NO_DIRECTIVES = Object.freeze({});
 
@@ -93,6 +96,7 @@ export async function startFakeDatabricks({
     token, servedSuffix, record, strict, requests: [], inFlight: 0, maxInFlight: 0, abortedCount: 0,
     oauth: oauth ? oauthState(oauth) : null,
     overrides: new Map(), // endpoint -> raw directives, as parseDirectives finds them
+    promptCache: new Map(), // Messages route: cached prefix digest -> expiry (ms since epoch)
     inFlightBy: new Map(), maxInFlightBy: new Map(), countsBy: new Map(),
   };
   const server = http.createServer((req, res) => {
@@ -170,6 +174,7 @@ export async function startFakeDatabricks({
       state.overrides.clear();
       state.countsBy.clear();
       state.maxInFlightBy = new Map(state.inFlightBy);
+      state.promptCache.clear();
       // Issued tokens stay valid: a gateway caching one must not fail across tests.
       if (state.oauth) state.oauth.issued = 0;
     },
@@ -285,6 +290,7 @@ async function respond(ex) {
   if (ex.endpoint.includes('does-not-exist')) return sendError(ex, endpointMissing(ex.endpoint));
 
   const task = route.task ?? nativeTask(ex.endpoint, body);
+  if (task === 'messages') return serveMessages(ex);
   const refusal = ex.state.strict ? refusalOf(ex.endpoint, task, body) : null;
   if (refusal) return sendError(ex, refusal);
   if (task === 'embeddings') return serveEmbeddings(ex);
@@ -340,6 +346,7 @@ function routeOf(path) {
   if (parts.length === 2 && parts[0] === 'chat' && parts[1] === 'completions') return { task: 'chat', endpoint: null };
   if (parts.length === 1 && parts[0] === 'embeddings') return { task: 'embeddings', endpoint: null };
   if (parts.length === 1 && parts[0] === 'completions') return { task: 'completions', endpoint: null };
+  if (parts.length === 3 && parts.join('/') === 'anthropic/v1/messages') return { task: 'messages', endpoint: null };
   const native =
     (parts.length === 2 && parts[1] === 'invocations') ||
     (parts.length === 4 && parts[1] === 'served-models' && parts[2] !== '' && parts[3] === 'invocations');
@@ -594,7 +601,7 @@ function directiveValue(kind, value) {
   if (value === undefined || value === '') return undefined;
   if (kind === 'word') return value;
   if (kind === 'usage-mode') return ['every', 'final', 'none'].includes(value) ? value : undefined;
-  if (kind === 'body-kind') return value === 'html' || value === 'json' ? value : undefined;
+  if (kind === 'body-kind') return ['html', 'json', 'databricks'].includes(value) ? value : undefined;
   if (!/^\d+$/.test(value)) return undefined;
   const n = Number(value);
   if (kind === 'status') return n >= 400 && n <= 599 ? n : undefined;
@@ -633,11 +640,12 @@ async function preflight(ex, found) {
     return false;
   }
   if (d.error) {
-    sendError(ex, directedError(ex, d.error));
+    sendError(ex, anthropicShaped(ex) ? anthropicDirectedError(ex, d.error) : directedError(ex, d.error));
     return false;
   }
   if (d['too-long']) {
-    sendError(ex, badRequest(JSON.stringify({ message: 'Input is too long for requested model.' })));
+    const message = 'Input is too long for requested model.';
+    sendError(ex, anthropicShaped(ex) ? anthropicError(400, message) : badRequest(JSON.stringify({ message })));
     return false;
   }
   return true;
@@ -922,6 +930,474 @@ function withUsageMode(ex, events, finalUsage) {
   return stripped;
 }
 
+// ------------------------------------------------------------------------------ anthropic messages
+
+// POST /serving-endpoints/anthropic/v1/messages (databricks.md): Anthropic's Messages API for
+// Claude endpoints, `model` = the endpoint. What the Databricks front door refuses (credentials,
+// payload size, JSON, a missing model or endpoint) keeps Databricks' error shape; what Claude
+// refuses comes in Anthropic's (`{"type":"error","error":{"type","message"}}`). Answers carry
+// thinking blocks when `thinking` is on, `tool_use` blocks with `[fake:tool]` or a forcing
+// `tool_choice`, and prompt-cache accounting: the prefix up to a `cache_control` block (tools,
+// then system, then messages) is written the first time (`cache_creation_input_tokens`) and
+// read on a repeat within its TTL (`cache_read_input_tokens`); `input_tokens` is the rest.
+// Unlike Claude there is no minimum cacheable length, so short test prompts cache too.
+
+// The top-level fields Claude takes (betas included); it refuses others by name.
+const MESSAGES_FIELDS = new Set([
+  'model', 'messages', 'max_tokens', 'system', 'metadata', 'stop_sequences', 'stream', 'temperature', 'top_k',
+  'top_p', 'tools', 'tool_choice', 'thinking', 'service_tier', 'container', 'mcp_servers', 'context_management',
+  'output_config', 'output_format',
+]);
+const MAX_CACHE_BREAKPOINTS = 4;
+const CACHE_TTL_MS = { '5m': 5 * 60_000, '1h': 60 * 60_000 };
+const IMAGE_MEDIA_TYPES = new Set(['image/jpeg', 'image/png', 'image/gif', 'image/webp']);
+const TOOL_NAME_RE = /^[a-zA-Z0-9_-]{1,128}$/;
+// What an image or a binary document counts as, in prompt tokens.
+const MEDIA_TOKENS = 100;
+
+async function serveMessages(ex) {
+  ex.messagesRoute = true;
+  if (!ex.endpoint.includes('claude')) {
+    return sendError(ex, badRequest(
+      `Endpoint '${ex.endpoint}' does not support the Anthropic Messages API. Please use /serving-endpoints/chat/completions.`,
+    ));
+  }
+  const refusal = ex.state.strict ? messagesRefusal(ex.body) : basicMessagesRefusal(ex.body);
+  if (refusal) return sendError(ex, anthropicError(400, refusal));
+  const { messages } = ex.body;
+  const prompt = lastUserText(messages);
+  const { found, text } = parseDirectives(prompt);
+  if (!(await preflight(ex, found))) return;
+  const a = messagesAnswer(ex, text);
+  if (ex.record) ex.record.usage = a.usage;
+  if (ex.body.stream === true) return streamNamedEvents(ex, messagesEvents(ex, a));
+  sendResult(ex, messageOf(a));
+}
+
+function anthropicShaped(ex) {
+  return Boolean(ex.messagesRoute) && ex.d['error-body'] !== 'databricks';
+}
+
+// Anthropic's error body for a status, with its `error.type`.
+function anthropicError(status, message) {
+  const type = ANTHROPIC_ERROR_TYPES[status] ?? (status >= 500 ? 'api_error' : 'invalid_request_error');
+  const headers = status === 401 ? { 'www-authenticate': 'Bearer realm="DatabricksRealm"' } : {};
+  return { status, payload: { type: 'error', error: { type, message } }, headers };
+}
+
+// The error `[fake:error=STATUS]` asks for, as Claude words it (Databricks' wording otherwise).
+function anthropicDirectedError(ex, status) {
+  if (status === 529 || status === 503) return anthropicError(status, 'Overloaded');
+  return anthropicError(status, directedError(ex, status).payload.message);
+}
+
+const ANTHROPIC_ERROR_TYPES = {
+  400: 'invalid_request_error', 401: 'authentication_error', 402: 'billing_error', 403: 'permission_error',
+  404: 'not_found_error', 413: 'request_too_large', 429: 'rate_limit_error', 500: 'api_error', 503: 'overloaded_error',
+  504: 'timeout_error', 529: 'overloaded_error',
+};
+
+// The text the directives are read from: the last user message with text (a turn of tool results
+// alone has none), so that a conversation steers the fake alike on this route and on chat.
+function lastUserText(messages) {
+  for (let i = messages.length - 1; i >= 0; i--) {
+    const m = messages[i];
+    if (m?.role !== 'user') continue;
+    const text = textOf(m.content);
+    if (text) return text;
+  }
+  return '';
+}
+
+function isToolResultTurn(messages) {
+  const last = messages.at(-1);
+  return last?.role === 'user' && Array.isArray(last.content) && last.content.some((b) => b?.type === 'tool_result');
+}
+
+// Enough for the lenient fake to answer at all.
+function basicMessagesRefusal(body) {
+  if (!Array.isArray(body.messages) || body.messages.length === 0) return 'messages: at least one message is required';
+  return null;
+}
+
+// What Claude refuses (Anthropic's own messages where known), or null.
+function messagesRefusal(body) {
+  const unknown = Object.keys(body).find((k) => !MESSAGES_FIELDS.has(k));
+  if (unknown) return `${unknown}: Extra inputs are not permitted`;
+  if (body.max_tokens === undefined) return 'max_tokens: Field required';
+  if (!Number.isInteger(body.max_tokens) || body.max_tokens < 1) return 'max_tokens: Input should be a valid positive integer';
+  if (!Array.isArray(body.messages)) return 'messages: Field required';
+  if (body.messages.length === 0) return 'messages: at least one message is required';
+  if (body.stream !== undefined && typeof body.stream !== 'boolean') return 'stream: Input should be a valid boolean';
+  const system = systemRefusal(body.system);
+  if (system) return system;
+  const thinking = body.thinking;
+  if (thinking?.type === 'enabled') {
+    if (!Number.isInteger(thinking.budget_tokens) || thinking.budget_tokens < 1024) {
+      return 'thinking.enabled.budget_tokens: Input should be greater than or equal to 1024';
+    }
+    if (body.max_tokens <= thinking.budget_tokens) return '`max_tokens` must be greater than `thinking.budget_tokens`';
+  }
+  if (thinking != null && thinking.type !== 'disabled') {
+    if (body.temperature !== undefined && body.temperature !== 1) {
+      return '`temperature` may only be set to 1 when thinking is enabled or in adaptive mode.';
+    }
+    if (body.top_k !== undefined) return '`top_k` must be unset when thinking is enabled.';
+  }
+  for (const [i, tool] of (Array.isArray(body.tools) ? body.tools : []).entries()) {
+    if (typeof tool?.name !== 'string' || !TOOL_NAME_RE.test(tool.name)) {
+      return `tools.${i}.custom.name: String should match pattern '^[a-zA-Z0-9_-]{1,128}$'`;
+    }
+    if ((tool.type === undefined || tool.type === 'custom') && (tool.input_schema === null || typeof tool.input_schema !== 'object')) {
+      return `tools.${i}.custom.input_schema: Field required`;
+    }
+  }
+  const messages = messagesShapeRefusal(body.messages);
+  if (messages) return messages;
+  const breakpoints = cacheBreakpoints(body);
+  if (breakpoints > MAX_CACHE_BREAKPOINTS) {
+    return `A maximum of ${MAX_CACHE_BREAKPOINTS} blocks with cache_control may be provided. Found ${breakpoints}.`;
+  }
+  return null;
+}
+
+function systemRefusal(system) {
+  if (system === undefined || typeof system === 'string') return null;
+  if (!Array.isArray(system)) return 'system: Input should be a valid string or list';
+  for (const [i, block] of system.entries()) {
+    if (block?.type !== 'text') return `system.${i}.type: Input should be 'text'`;
+    if (typeof block.text !== 'string' || block.text === '') return 'system: text content blocks must be non-empty';
+  }
+  return null;
+}
+
+function messagesShapeRefusal(messages) {
+  let previousToolUses = [];
+  for (const [i, m] of messages.entries()) {
+    if (m?.role !== 'user' && m?.role !== 'assistant') return `messages.${i}.role: Input should be 'user' or 'assistant'`;
+    const blocks = typeof m.content === 'string' ? [] : m.content;
+    if (!Array.isArray(blocks)) return `messages.${i}.content: Input should be a valid string or list`;
+    if (typeof m.content === 'string' && m.content === '' && i < messages.length - 1) {
+      return `messages.${i}: all messages must have non-empty content except for the optional final assistant message`;
+    }
+    for (const [j, block] of blocks.entries()) {
+      const refusal = blockRefusal(block, m.role, `messages.${i}.content.${j}`);
+      if (refusal) return refusal;
+    }
+    // Every tool_use must be answered by a tool_result in the very next message, and every
+    // tool_result must answer a tool_use of the message before.
+    const results = blocks.filter((b) => b?.type === 'tool_result').map((b) => b.tool_use_id);
+    const unexpected = results.find((id) => !previousToolUses.includes(id));
+    if (unexpected !== undefined) {
+      return `messages.${i}.content.${blocks.findIndex((b) => b?.tool_use_id === unexpected)}: unexpected \`tool_use_id\` found in \`tool_result\` blocks: ${unexpected}. Each \`tool_result\` block must have a corresponding \`tool_use\` block in the previous message.`;
+    }
+    const unanswered = previousToolUses.filter((id) => !results.includes(id));
+    if (unanswered.length > 0) {
+      return `messages.${i - 1}: \`tool_use\` ids were found without \`tool_result\` blocks immediately after: ${unanswered.join(', ')}. Each \`tool_use\` block must have a corresponding \`tool_result\` block in the next message.`;
+    }
+    previousToolUses = m.role === 'assistant' ? blocks.filter((b) => b?.type === 'tool_use').map((b) => b.id) : [];
+  }
+  if (previousToolUses.length > 0 && messages.at(-1).role === 'assistant') {
+    return `messages.${messages.length - 1}: the final assistant message cannot contain \`tool_use\` blocks without their \`tool_result\``;
+  }
+  return null;
+}
+
+function blockRefusal(block, role, at) {
+  if (block === null || typeof block !== 'object') return `${at}: Input should be a valid dictionary`;
+  switch (block.type) {
+    case 'text':
+      if (typeof block.text !== 'string') return `${at}.text.text: Field required`;
+      if (block.text === '') return 'messages: text content blocks must be non-empty';
+      break;
+    case 'image':
+      if (block.source?.type === 'base64') {
+        if (!IMAGE_MEDIA_TYPES.has(block.source.media_type)) {
+          return `${at}.image.source.base64.media_type: Input should be 'image/jpeg', 'image/png', 'image/gif' or 'image/webp'`;
+        }
+        if (typeof block.source.data !== 'string') return `${at}.image.source.base64.data: Field required`;
+      } else if (block.source?.type === 'url') {
+        if (typeof block.source.url !== 'string') return `${at}.image.source.url.url: Field required`;
+      } else {
+        return `${at}.image.source: Input tag '${block.source?.type}' found using 'type' does not match any of the expected tags: 'base64', 'url'`;
+      }
+      break;
+    case 'document':
+      if (!['base64', 'text', 'url', 'content'].includes(block.source?.type)) {
+        return `${at}.document.source: Input tag '${block.source?.type}' found using 'type' does not match any of the expected tags: 'base64', 'text', 'url', 'content'`;
+      }
+      break;
+    case 'tool_use':
+      if (role !== 'assistant') return `${at}: tool_use blocks may only appear in assistant messages`;
+      if (typeof block.id !== 'string' || typeof block.name !== 'string') return `${at}.tool_use.id: Field required`;
+      if (block.input === null || typeof block.input !== 'object' || Array.isArray(block.input)) {
+        return `${at}.tool_use.input: Input should be a valid dictionary`;
+      }
+      break;
+    case 'tool_result':
+      if (role !== 'user') return `${at}: tool_result blocks may only appear in user messages`;
+      if (typeof block.tool_use_id !== 'string') return `${at}.tool_result.tool_use_id: Field required`;
+      break;
+    case 'thinking':
+      if (role !== 'assistant') return `${at}: thinking blocks may only appear in assistant messages`;
+      if (typeof block.thinking !== 'string' || typeof block.signature !== 'string') return `${at}.thinking.signature: Field required`;
+      break;
+    case 'redacted_thinking':
+      if (role !== 'assistant') return `${at}: redacted_thinking blocks may only appear in assistant messages`;
+      if (typeof block.data !== 'string') return `${at}.redacted_thinking.data: Field required`;
+      break;
+    default:
+      return `${at}: Input tag '${block.type}' found using 'type' does not match any of the expected tags`;
+  }
+  const cache = block.cache_control;
+  if (cache !== undefined && (cache?.type !== 'ephemeral' || (cache.ttl !== undefined && !CACHE_TTL_MS[cache.ttl]))) {
+    return `${at}.cache_control: Input should be {"type": "ephemeral"} with an optional ttl of '5m' or '1h'`;
+  }
+  return null;
+}
+
+function cacheBreakpoints(body) {
+  let n = 0;
+  const count = (blocks) => {
+    for (const b of Array.isArray(blocks) ? blocks : []) if (b?.cache_control) n += 1;
+  };
+  count(body.tools);
+  count(body.system);
+  for (const m of body.messages) count(m?.content);
+  return n;
+}
+
+// ---- prompt tokens and the prompt cache
+
+// The prompt as Claude caches it, in order: tools, system blocks, then each message's blocks.
+// Each segment has its tokens (one per word, one per message, MEDIA_TOKENS per image or binary
+// document) and, when it carries cache_control, a breakpoint with its TTL.
+function promptSegments(body) {
+  const segments = [];
+  const add = (value, tokens, cache) => segments.push({ key: JSON.stringify(withoutCacheControl(value)), tokens, ttl: cache ? CACHE_TTL_MS[cache.ttl ?? '5m'] : 0 });
+  for (const tool of Array.isArray(body.tools) ? body.tools : []) {
+    add(tool, countWords(`${tool?.name ?? ''} ${tool?.description ?? ''}`) + 1, tool?.cache_control);
+  }
+  if (typeof body.system === 'string') add(body.system, countWords(body.system), null);
+  for (const block of Array.isArray(body.system) ? body.system : []) add(block, countWords(block?.text ?? ''), block?.cache_control);
+  for (const m of body.messages) {
+    if (typeof m?.content === 'string') {
+      add(m, countWords(m.content) + 1, null);
+      continue;
+    }
+    (m?.content ?? []).forEach((block, j) => add({ role: m.role, block }, blockTokens(block) + (j === 0 ? 1 : 0), block?.cache_control));
+  }
+  return segments;
+}
+
+function blockTokens(block) {
+  switch (block?.type) {
+    case 'text':
+      return countWords(block.text ?? '');
+    case 'image':
+      return MEDIA_TOKENS;
+    case 'document':
+      return block.source?.type === 'text' ? countWords(block.source.data ?? '') : MEDIA_TOKENS;
+    case 'tool_use':
+      return countWords(JSON.stringify(block.input ?? {}).replace(/[{}":,]/g, ' ')) + 1;
+    case 'tool_result':
+      return countWords(typeof block.content === 'string' ? block.content : textOf(block.content)) + 1;
+    case 'thinking':
+      return countWords(block.thinking ?? '');
+    default:
+      return 1;
+  }
+}
+
+function withoutCacheControl(value) {
+  if (Array.isArray(value)) return value.map(withoutCacheControl);
+  if (value === null || typeof value !== 'object') return value;
+  const copy = {};
+  for (const [k, v] of Object.entries(value)) if (k !== 'cache_control') copy[k] = withoutCacheControl(v);
+  return copy;
+}
+
+// Input, cache-creation and cache-read tokens of a request, updating the cache: the longest
+// prefix ending at a breakpoint that is cached (and not expired) is read, the rest up to the
+// last breakpoint is written.
+function promptUsage(ex) {
+  const { promptCache } = ex.state;
+  const now = Date.now();
+  const hash = createHash('sha256').update(ex.endpoint);
+  let total = 0;
+  const breakpoints = [];
+  for (const segment of promptSegments(ex.body)) {
+    hash.update(segment.key);
+    total += segment.tokens;
+    if (segment.ttl) breakpoints.push({ digest: hash.copy().digest('base64url'), tokens: total, ttl: segment.ttl });
+  }
+  let read = 0;
+  for (const bp of breakpoints) {
+    if ((promptCache.get(bp.digest) ?? 0) > now) read = bp.tokens;
+  }
+  const last = breakpoints.at(-1)?.tokens ?? 0;
+  const creation = Math.max(0, last - read);
+  for (const bp of breakpoints) promptCache.set(bp.digest, Math.max(promptCache.get(bp.digest) ?? 0, now + bp.ttl));
+  return { input_tokens: total - read - creation, cache_creation_input_tokens: creation, cache_read_input_tokens: read };
+}
+
+// ---- answers
+
+function messagesAnswer(ex, userText) {
+  const { body, d } = ex;
+  const prompt = promptUsage(ex);
+  const blocks = [];
+  const thinking = body.thinking != null && body.thinking.type !== 'disabled';
+  if (thinking || d.reasoning) {
+    const { text, signature } = reasoningFor(userText);
+    blocks.push({ type: 'thinking', thinking: text, signature });
+    if (d.redacted) blocks.push({ type: 'redacted_thinking', data: 'EncryptedThinking==' });
+  }
+  let stopReason = 'end_turn';
+  let stopSequence = null;
+  const tool = chosenTool(ex);
+  if (tool) {
+    const calls = d['parallel-tools'] ? 2 : 1;
+    for (let i = 0; i < calls; i++) {
+      blocks.push({ type: 'tool_use', id: `toolu_${randomId(24)}`, name: tool.name, input: instanceOf(tool.input_schema ?? { type: 'object' }, TOOL_STRING) });
+    }
+    stopReason = 'tool_use';
+  } else {
+    let text = answerText(d, userText, ex.endpoint);
+    const stop = firstStopSequence(text, body.stop_sequences);
+    if (stop) {
+      text = text.slice(0, text.indexOf(stop));
+      stopReason = 'stop_sequence';
+      stopSequence = stop;
+    }
+    const limited = limitWords(text, body.max_tokens);
+    if (limited.finish === 'length') {
+      stopReason = 'max_tokens';
+      stopSequence = null;
+    }
+    if (limited.text) blocks.push({ type: 'text', text: limited.text });
+  }
+  const output = blocks.reduce((n, b) => n + countWords(b.text ?? b.thinking ?? JSON.stringify(b.input ?? '').replace(/[{}":,]/g, ' ')), 0);
+  return {
+    id: `msg_${randomId(24)}`,
+    model: servedName(ex),
+    blocks,
+    stopReason,
+    stopSequence,
+    usage: { ...prompt, output_tokens: output, service_tier: 'standard' },
+  };
+}
+
+// The tool Claude calls: with `[fake:tool]` (not right after a tool result: the model answers
+// it), or whenever `tool_choice` forces one; never with `tool_choice: none` or no custom tools.
+function chosenTool(ex) {
+  const { body, d } = ex;
+  const tools = (Array.isArray(body.tools) ? body.tools : []).filter((t) => t?.input_schema && (t.type === undefined || t.type === 'custom'));
+  const choice = body.tool_choice?.type;
+  if (tools.length === 0 || choice === 'none') return null;
+  if (choice === 'tool') return tools.find((t) => t.name === body.tool_choice.name) ?? null;
+  if (choice === 'any') return tools[0];
+  return d.tool && !isToolResultTurn(body.messages) ? tools[0] : null;
+}
+
+function firstStopSequence(text, stops) {
+  let first = null;
+  for (const stop of Array.isArray(stops) ? stops : []) {
+    const at = typeof stop === 'string' && stop ? text.indexOf(stop) : -1;
+    if (at !== -1 && (first === null || at < text.indexOf(first))) first = stop;
+  }
+  return first;
+}
+
+function messageOf(a) {
+  return {
+    id: a.id,
+    type: 'message',
+    role: 'assistant',
+    model: a.model,
+    content: a.blocks,
+    stop_reason: a.stopReason,
+    stop_sequence: a.stopSequence,
+    usage: a.usage,
+  };
+}
+
+// The stream as named events; `content: true` marks the deltas truncate/reset-mid/error-mid count.
+function messagesEvents(ex, a) {
+  const chunks = ex.d.chunks ?? DEFAULT_CHUNKS;
+  const events = [];
+  const push = (name, data, content = false) => events.push({ name, data: { type: name, ...data }, content });
+  const { output_tokens: outputTokens, service_tier: _tier, ...prompt } = a.usage;
+  push('message_start', {
+    message: { ...messageOf(a), content: [], stop_reason: null, stop_sequence: null, usage: { ...prompt, output_tokens: 1 } },
+  });
+  push('ping', {});
+  a.blocks.forEach((block, index) => {
+    const delta = (d, content = true) => push('content_block_delta', { index, delta: d }, content);
+    switch (block.type) {
+      case 'thinking':
+        push('content_block_start', { index, content_block: { type: 'thinking', thinking: '', signature: '' } });
+        for (const piece of splitPieces(block.thinking, Math.max(2, chunks))) delta({ type: 'thinking_delta', thinking: piece }, false);
+        delta({ type: 'signature_delta', signature: block.signature }, false);
+        break;
+      case 'redacted_thinking':
+        push('content_block_start', { index, content_block: block });
+        break;
+      case 'text':
+        push('content_block_start', { index, content_block: { type: 'text', text: '' } });
+        for (const piece of splitPieces(block.text, chunks)) delta({ type: 'text_delta', text: piece });
+        break;
+      case 'tool_use':
+        push('content_block_start', { index, content_block: { type: 'tool_use', id: block.id, name: block.name, input: {} } });
+        delta({ type: 'input_json_delta', partial_json: '' }, false);
+        for (const piece of splitPieces(JSON.stringify(block.input), 3)) delta({ type: 'input_json_delta', partial_json: piece });
+        break;
+    }
+    push('content_block_stop', { index });
+  });
+  push('message_delta', { delta: { stop_reason: a.stopReason, stop_sequence: a.stopSequence }, usage: { output_tokens: outputTokens } });
+  push('message_stop', {});
+  return events;
+}
+
+// Writes named events with the stream directives: spacing, sse-split/-crlf, malformed (after
+// the first event), truncate (a clean end with no message_stop), reset-mid (a hang-up) and
+// error-mid (Anthropic's `error` event), the last three after two content deltas.
+async function streamNamedEvents(ex, events) {
+  const { d, res } = ex;
+  if (ex.closed) return;
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+  res.flushHeaders();
+  ex.eol = d['sse-crlf'] ? '\r\n' : '\n';
+  const stopAt = d.truncate || d['reset-mid'] || d['error-mid'] ? cutPoint(events) : -1;
+  let contentSent = 0;
+  for (let i = 0; i < events.length; i++) {
+    const event = events[i];
+    if (event.content && contentSent === stopAt) {
+      if (d['reset-mid']) return hangUpAfterFlush(ex);
+      if (d['error-mid']) {
+        await writeEvent(ex, JSON.stringify({ type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } }), 'error');
+        return res.end();
+      }
+      return res.end();
+    }
+    if (i > 0 && !(await pause(ex, d.spacing))) return;
+    if (!(await writeEvent(ex, JSON.stringify(event.data), event.name))) return;
+    if (event.content) contentSent += 1;
+    if (i === 0 && d.malformed && !(await writeEvent(ex, MALFORMED_EVENT, 'content_block_delta'))) return;
+  }
+  if (!ex.closed) res.end();
+}
+
+const BASE62 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+
+function randomId(length) {
+  const bytes = randomBytes(length);
+  let id = '';
+  for (const b of bytes) id += BASE62[b % 62];
+  return id;
+}
+
 // ------------------------------------------------------------------------------ completions
 
 async function serveCompletions(ex) {
@@ -1061,10 +1537,11 @@ function cutPoint(events) {
   return Math.max(0, Math.min(2, total - 1));
 }
 
-// Resolves false when the client is gone, so the caller stops writing.
-async function writeEvent(ex, data) {
+// Resolves false when the client is gone, so the caller stops writing. `name` gives the event
+// an `event:` line (Anthropic's streams name every event).
+async function writeEvent(ex, data, name = null) {
   if (ex.closed) return false;
-  const event = `data: ${data}${ex.eol}${ex.eol}`;
+  const event = `${name === null ? '' : `event: ${name}${ex.eol}`}data: ${data}${ex.eol}${ex.eol}`;
   if (!ex.d['sse-split']) {
     ex.res.write(event);
     return true;
