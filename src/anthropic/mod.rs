@@ -159,21 +159,19 @@ impl Usage {
     /// Reads a chat completions `usage` object, whose `prompt_tokens` include the cached tokens
     /// (databricks.md): they are taken out of `input_tokens`, never counted twice. Cache reads
     /// come as Databricks' `cache_read_input_tokens` or OpenAI's
-    /// `prompt_tokens_details.cached_tokens`.
+    /// `prompt_tokens_details.cached_tokens` (read by `openai::Usage::from_value`).
     pub fn from_chat(v: Option<&Value>) -> Option<Usage> {
-        let u = v?.as_object()?;
-        let get = |k: &str| u.get(k).and_then(Value::as_u64);
-        let prompt = get("prompt_tokens").unwrap_or(0);
-        let creation = get("cache_creation_input_tokens").unwrap_or(0);
-        let read = get("cache_read_input_tokens")
-            .or_else(|| u.get("prompt_tokens_details")?.get("cached_tokens")?.as_u64())
-            .unwrap_or(0);
-        Some(Usage {
-            input_tokens: prompt.saturating_sub(creation).saturating_sub(read),
-            output_tokens: get("completion_tokens").unwrap_or(0),
-            cache_creation_input_tokens: creation,
-            cache_read_input_tokens: read,
-        })
+        crate::openai::Usage::from_value(v).map(Usage::from_openai)
+    }
+
+    /// The Anthropic counts of the gateway's usage (whose prompt includes the cached tokens).
+    pub fn from_openai(u: crate::openai::Usage) -> Usage {
+        Usage {
+            input_tokens: u.prompt_tokens.saturating_sub(u.cache_creation_tokens).saturating_sub(u.cache_read_tokens),
+            output_tokens: u.completion_tokens,
+            cache_creation_input_tokens: u.cache_creation_tokens,
+            cache_read_input_tokens: u.cache_read_tokens,
+        }
     }
 
     /// Every prompt token, cached or not.
@@ -181,13 +179,16 @@ impl Usage {
         self.input_tokens.saturating_add(self.cache_creation_input_tokens).saturating_add(self.cache_read_input_tokens)
     }
 
-    /// The chat-shaped counts the gateway's limits and logs take (prompt = all prompt tokens).
-    pub fn to_chat(&self) -> crate::databricks::Usage {
+    /// The counts the gateway's limits, prices and logs take: the prompt is every prompt token,
+    /// of which the cache reads and writes are told apart (priced at their own rates).
+    pub fn to_chat(&self) -> crate::openai::Usage {
         let prompt_tokens = self.prompt_tokens();
-        crate::databricks::Usage {
+        crate::openai::Usage {
             prompt_tokens,
             completion_tokens: self.output_tokens,
             total_tokens: prompt_tokens.saturating_add(self.output_tokens),
+            cache_read_tokens: self.cache_read_input_tokens,
+            cache_creation_tokens: self.cache_creation_input_tokens,
         }
     }
 
@@ -286,7 +287,13 @@ mod tests {
         assert_eq!(u.prompt_tokens(), 100);
         assert_eq!(
             u.to_chat(),
-            crate::databricks::Usage { prompt_tokens: 100, completion_tokens: 7, total_tokens: 107 }
+            crate::openai::Usage {
+                prompt_tokens: 100,
+                completion_tokens: 7,
+                total_tokens: 107,
+                cache_read_tokens: 30,
+                cache_creation_tokens: 60
+            }
         );
         let openai =
             json!({"prompt_tokens": 50, "completion_tokens": 1, "prompt_tokens_details": {"cached_tokens": 40}});
