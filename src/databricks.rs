@@ -39,6 +39,7 @@ pub fn prepare_body(kind: Kind, body: &mut Map<String, Value>, endpoint: &str, s
             prepare_chat_body(body, endpoint, stream);
             return_thinking_blocks(body);
             drop_litellm_message_fields(body);
+            place_cache_control(body, endpoint);
         }
         Kind::Completion => {
             body.insert("model".into(), Value::String(endpoint.to_string()));
@@ -157,6 +158,33 @@ fn return_thinking_blocks(body: &mut Map<String, Value>) {
             _ => {}
         }
         message.insert("content".into(), Value::Array(parts));
+    }
+}
+
+/// A `cache_control` set on a whole message (LiteLLM's form, and the only place a string content
+/// can carry one) goes where Claude reads it: on the message's last content part, a string
+/// content becoming a one-part list, since Databricks takes `cache_control` only inside a
+/// content array. Other families cache implicitly and have no such field: it is left out.
+fn place_cache_control(body: &mut Map<String, Value>, endpoint: &str) {
+    let claude = is_claude(endpoint);
+    let Some(messages) = body.get_mut("messages").and_then(Value::as_array_mut) else { return };
+    for message in messages.iter_mut().filter_map(Value::as_object_mut) {
+        let Some(cache) = message.remove("cache_control") else { continue };
+        if !claude || cache.is_null() {
+            continue;
+        }
+        match message.get_mut("content") {
+            Some(Value::String(text)) if !text.is_empty() => {
+                let text = std::mem::take(text);
+                message.insert("content".into(), json!([{"type": "text", "text": text, "cache_control": cache}]));
+            }
+            Some(Value::Array(parts)) => {
+                if let Some(last) = parts.last_mut().and_then(Value::as_object_mut) {
+                    last.entry("cache_control").or_insert(cache);
+                }
+            }
+            _ => {}
+        }
     }
 }
 
@@ -577,6 +605,37 @@ mod tests {
 
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn cache_control_on_a_message_moves_into_its_content_on_claude() {
+        let cache = json!({"type": "ephemeral"});
+        let body = obj(json!({"model": "m", "messages": [
+            {"role": "system", "content": "Long instructions", "cache_control": cache},
+            {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}], "cache_control": cache},
+            {"role": "user", "content": [{"type": "text", "text": "c", "cache_control": {"type": "ephemeral", "ttl": "1h"}}], "cache_control": cache},
+            {"role": "assistant", "content": "", "cache_control": cache},
+            {"role": "user", "content": [{"type": "text", "text": "d", "cache_control": cache}]},
+        ]}));
+        let mut claude = body.clone();
+        prepare_body(Kind::Chat, &mut claude, "databricks-claude-sonnet-4-5", false, None);
+        assert_eq!(
+            claude["messages"],
+            json!([
+                {"role": "system", "content": [{"type": "text", "text": "Long instructions", "cache_control": cache}]},
+                {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b", "cache_control": cache}]},
+                {"role": "user", "content": [{"type": "text", "text": "c", "cache_control": {"type": "ephemeral", "ttl": "1h"}}]},
+                {"role": "assistant", "content": ""},
+                {"role": "user", "content": [{"type": "text", "text": "d", "cache_control": cache}]},
+            ])
+        );
+        // Families that cache implicitly get no message-level field (parts pass as they came).
+        let mut gpt = body.clone();
+        prepare_body(Kind::Chat, &mut gpt, "databricks-gpt-5-1", false, None);
+        let messages = gpt["messages"].as_array().unwrap();
+        assert!(messages.iter().all(|m| m.get("cache_control").is_none()), "{gpt:?}");
+        assert_eq!(messages[0]["content"], "Long instructions");
+        assert_eq!(messages[4]["content"][0]["cache_control"], cache);
     }
 
     #[test]
