@@ -22,6 +22,9 @@ pub enum Endpoint {
     SpendLogs,
     Health,
     ModelInfo,
+    /// Anthropic's Messages API, at `/v1/messages` and `/anthropic/v1/messages` (LiteLLM's two).
+    Messages,
+    MessagesCountTokens,
 }
 
 impl Endpoint {
@@ -44,6 +47,8 @@ impl Endpoint {
             "/spend/logs" => Endpoint::SpendLogs,
             "/health" => Endpoint::Health,
             "/model/info" | "/v1/model/info" => Endpoint::ModelInfo,
+            "/v1/messages" | "/anthropic/v1/messages" => Endpoint::Messages,
+            "/v1/messages/count_tokens" | "/anthropic/v1/messages/count_tokens" => Endpoint::MessagesCountTokens,
             _ => {
                 if let Some(id) = path.strip_prefix("/v1/models/").or_else(|| path.strip_prefix("/models/")) {
                     return percent_decode(id).filter(|id| !id.is_empty()).map(Endpoint::Model);
@@ -55,6 +60,11 @@ impl Endpoint {
             }
         };
         Some(route)
+    }
+
+    /// The route speaks Anthropic's API, errors included.
+    pub fn is_anthropic(&self) -> bool {
+        matches!(self, Endpoint::Messages | Endpoint::MessagesCountTokens)
     }
 
     /// The one method the route answers; any other gets 405.
@@ -131,6 +141,16 @@ mod tests {
         assert_eq!(Endpoint::parse("/v1/models/"), None);
         assert_eq!(Endpoint::parse("/v1/chat/completions/extra"), None);
         assert_eq!(Endpoint::parse("/"), None);
+    }
+
+    #[test]
+    fn anthropic_routes() {
+        for path in ["/v1/messages", "/anthropic/v1/messages"] {
+            assert_eq!(Endpoint::parse(path), Some(Endpoint::Messages));
+            let count = Endpoint::parse(&format!("{path}/count_tokens")).unwrap();
+            assert_eq!((count.method(), count.is_anthropic()), ("POST", true));
+        }
+        assert!(!Endpoint::ChatCompletions.is_anthropic());
     }
 
     #[test]

@@ -61,6 +61,8 @@ pub enum ErrorKind {
     RateLimit,
     /// A virtual key asked for a model outside its `models` (LiteLLM's type, with 401).
     KeyModelAccessDenied,
+    /// The model named is not served (an `invalid_request_error` with 400, as LiteLLM).
+    UnknownModel,
     /// A key's `max_budget` cannot pay for the request (LiteLLM's type, with 400).
     BudgetExceeded,
     /// The upstream or the gateway failed; not the caller's fault.
@@ -70,7 +72,7 @@ pub enum ErrorKind {
 impl ErrorKind {
     pub fn as_str(self) -> &'static str {
         match self {
-            ErrorKind::InvalidRequest => "invalid_request_error",
+            ErrorKind::InvalidRequest | ErrorKind::UnknownModel => "invalid_request_error",
             ErrorKind::Authentication => "authentication_error",
             ErrorKind::Permission => "permission_error",
             ErrorKind::NotFound => "not_found_error",

@@ -18,6 +18,7 @@ mod native_stream;
 mod request;
 mod translate;
 mod translated_stream;
+mod wire;
 
 use serde_json::{json, Map, Value};
 
@@ -29,6 +30,7 @@ pub use request::{
 };
 pub use translate::{from_chat_answer, to_chat_body, translated_answer, ChatTranslation};
 pub use translated_stream::TranslatedStreamRelay;
+pub use wire::Messages;
 
 /// The route, under the serving-endpoints base, of Databricks' native Messages API.
 pub const NATIVE_ROUTE: &str = "anthropic/v1/messages";
@@ -80,6 +82,9 @@ pub fn error_type(e: &ApiError) -> &'static str {
         // A valid key that may not use the model: Anthropic's permission error, where LiteLLM's
         // OpenAI envelope says 401.
         (ErrorKind::KeyModelAccessDenied, _) => "permission_error",
+        // A model the gateway does not serve: Anthropic's answer for an unknown model, which
+        // Claude Code explains as such (LiteLLM's OpenAI envelope says 400).
+        (ErrorKind::UnknownModel, _) => "not_found_error",
         (_, 401) => "authentication_error",
         (_, 403) => "permission_error",
         (_, 404) => "not_found_error",
@@ -97,6 +102,7 @@ pub fn error_type(e: &ApiError) -> &'static str {
 pub fn error_status(e: &ApiError) -> u16 {
     match e.kind {
         ErrorKind::KeyModelAccessDenied => 403,
+        ErrorKind::UnknownModel => 404,
         _ => e.status,
     }
 }
@@ -254,6 +260,7 @@ mod tests {
             (ApiError::forbidden("no"), 403, "permission_error"),
             (ApiError::new(401, ErrorKind::KeyModelAccessDenied, "not this model"), 403, "permission_error"),
             (ApiError::not_found("none"), 404, "not_found_error"),
+            (ApiError::new(400, ErrorKind::UnknownModel, "no such model").with_param("model"), 404, "not_found_error"),
             (ApiError::too_large(5_000_000), 413, "request_too_large"),
             (ApiError::new(429, ErrorKind::RateLimit, "slow down"), 429, "rate_limit_error"),
             (ApiError::new(400, ErrorKind::BudgetExceeded, "Budget has been exceeded!"), 400, "invalid_request_error"),

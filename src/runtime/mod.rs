@@ -7,6 +7,7 @@ mod credentials;
 mod dispatch;
 mod health;
 mod keystore;
+mod messages;
 mod objects;
 mod proxy;
 mod settlements;
@@ -26,7 +27,7 @@ use crate::headers::{self as answer_headers, AnswerHeaders};
 use crate::ids;
 use crate::keys::{self, KeyRecord};
 use crate::log::RequestLog;
-use crate::openai::{self, ApiError, Kind, MAX_BODY_BYTES};
+use crate::openai::{self, ApiError, ErrorKind, Kind, MAX_BODY_BYTES};
 use crate::refusals;
 use crate::wire::OpenAi;
 use keystore::{KeyStore, Lookup};
@@ -52,6 +53,8 @@ pub enum ErrorFormat {
     /// `{"error": {"message", "type", "param", "code"}}`
     #[default]
     OpenAi,
+    /// `{"type": "error", "error": {"type", "message"}}`, with Anthropic's statuses.
+    Anthropic,
 }
 
 impl ErrorFormat {
@@ -59,6 +62,9 @@ impl ErrorFormat {
     fn render(self, error: &ApiError) -> (u16, Vec<u8>) {
         match self {
             ErrorFormat::OpenAi => (error.status, error.to_json().to_string().into_bytes()),
+            ErrorFormat::Anthropic => {
+                (crate::anthropic::error_status(error), crate::anthropic::error_json(error).to_string().into_bytes())
+            }
         }
     }
 }
@@ -139,6 +145,9 @@ async fn route(mut req: Request, call: &mut Call<'_>) -> std::result::Result<Res
         drain(&mut req).await;
         return Err(ApiError::not_found(format!("Unknown route {method} {path}")));
     };
+    if route.is_anthropic() {
+        call.errors = ErrorFormat::Anthropic;
+    }
     if method == Method::Options {
         return preflight(route.method(), req.headers().get("access-control-request-headers").ok().flatten());
     }
@@ -162,6 +171,10 @@ async fn route(mut req: Request, call: &mut Call<'_>) -> std::result::Result<Res
             };
             let caller = authenticate_or_drain(&mut req, call).await?;
             proxy::proxy(&mut OpenAi::new(kind), req, call, caller).await
+        }
+        Endpoint::Messages | Endpoint::MessagesCountTokens => {
+            let caller = authenticate_or_drain(&mut req, call).await?;
+            messages::serve(&route, req, call, caller).await
         }
         Endpoint::Models => {
             let caller = authenticate_or_drain(&mut req, call).await?;
@@ -343,10 +356,12 @@ fn error_response(error: &ApiError, format: ErrorFormat) -> Result<Response> {
 }
 
 pub fn unknown_model(model: &str) -> ApiError {
-    ApiError::invalid_request(
+    ApiError::new(
+        400,
+        ErrorKind::UnknownModel,
         format!("Invalid model name passed in model={model}. Call `/v1/models` to view available models for your key."),
-        "model",
     )
+    .with_param("model")
 }
 
 /// A failure of the Workers runtime itself: a 500 for the caller, the detail in the log.

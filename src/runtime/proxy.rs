@@ -105,15 +105,15 @@ pub async fn proxy(
 }
 
 /// The model group a request is for, and the deployments that may end up serving it.
-struct Resolved<'c> {
-    group: String,
+pub(super) struct Resolved<'c> {
+    pub(super) group: String,
     /// The group's deployments and those of the fallbacks the caller may use: the
     /// reservation covers the dearest prices and chat template among them.
     servable: Vec<&'c Deployment>,
 }
 
 /// Resolves the model the client named (a key's alias, its allowed models) to a group.
-fn resolve<'c>(config: &'c GatewayConfig, caller: &Caller, model: &str) -> Result<Resolved<'c>, ApiError> {
+pub(super) fn resolve<'c>(config: &'c GatewayConfig, caller: &Caller, model: &str) -> Result<Resolved<'c>, ApiError> {
     let group = match caller {
         Caller::Master => model.to_string(),
         Caller::Key(record) => record.resolve_model(model)?,
