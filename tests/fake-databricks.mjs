@@ -3,8 +3,10 @@
 // and for `make dev` (run as a CLI). Wire shapes, statuses and error bodies follow
 // Databricks' documented behaviour; `response_format` (json_object, json_schema) is answered
 // with JSON that matches it. Claude endpoints also answer Anthropic's Messages API at
-// /serving-endpoints/anthropic/v1/messages (see "anthropic messages" below), with prompt caching. Tests steer it with `[fake:KEY=VALUE]` directives in
-// the last user text (see DIRECTIVES), or per endpoint with `override()`. With `oauth` it also
+// /serving-endpoints/anthropic/v1/messages (see "anthropic messages" below); both routes
+// account for Claude's prompt cache (content parts that carry cache_control). Tests steer it
+// with `[fake:KEY=VALUE]` directives in the last user text (see DIRECTIVES), or per endpoint
+// with `override()`. With `oauth` it also
 // issues OAuth machine-to-machine tokens at /oidc/v1/token. Zero dependencies; no logging or
 // sync I/O per request, so it is never the bottleneck of a benchmark.
 
@@ -328,6 +330,8 @@ function refusalOf(endpoint, task, body) {
       if (Array.isArray(m?.content) && m.content.some((p) => p?.type === 'text' && p.text === '')) {
         return badRequest('messages: text content blocks must be non-empty');
       }
+      // Claude reads cache_control only on an item of a content array (databricks.md).
+      if (m?.cache_control !== undefined) return badRequest('unknown field "cache_control"');
     }
   }
   if (task === 'chat' && gpt && 'thinking' in body) return badRequest('unknown field "thinking"');
@@ -712,15 +716,17 @@ function promptTokensOf(messages) {
 function chatAnswer(ex, userText) {
   const { body, d } = ex;
   const promptTokens = promptTokensOf(body.messages);
-  const common = { id: `chatcmpl_${randomUUID()}`, created: nowSeconds(), model: servedName(ex), promptTokens };
+  const cache = ex.endpoint.includes('claude') ? chatPromptCache(ex) : null;
+  const common = { id: `chatcmpl_${randomUUID()}`, created: nowSeconds(), model: servedName(ex), promptTokens, cache };
 
-  const tool = d.tool ? firstTool(body.tools) : null;
+  // A turn that sends tool results back is answered in text, as a model does.
+  const tool = d.tool && body.messages.at(-1)?.role !== 'tool' ? firstTool(body.tools) : null;
   if (tool) {
     const args = JSON.stringify(instanceOf(tool.parameters ?? { type: 'object', properties: {} }, TOOL_STRING));
     const toolCall = { id: `call_${randomUUID()}`, name: tool.name, arguments: args };
     const toolCalls = d['parallel-tools'] ? [toolCall, { ...toolCall, id: `call_${randomUUID()}` }] : [toolCall];
     const words = toolCalls.reduce((n, c) => n + countWords(c.arguments), 0);
-    return { ...common, toolCall, toolCalls, finish: 'tool_calls', usage: usageOf(promptTokens, words) };
+    return { ...common, toolCall, toolCalls, finish: 'tool_calls', usage: usageOf(promptTokens, words, undefined, cache) };
   }
 
   const structured = structuredAnswer(body.response_format, answerText(d, userText, ex.endpoint));
@@ -728,7 +734,7 @@ function chatAnswer(ex, userText) {
   const { text, finish } = structured !== null ? { text: structured, finish: 'stop' } : limitWords(answerText(d, userText, ex.endpoint), body.max_tokens);
   const reasoning = wantsReasoning(ex) ? reasoningFor(userText) : null;
   const reasoningTokens = reasoning ? countWords(reasoning.text) : undefined;
-  const usage = usageOf(promptTokens, countWords(text) + (reasoningTokens ?? 0), reasoningTokens);
+  const usage = usageOf(promptTokens, countWords(text) + (reasoningTokens ?? 0), reasoningTokens, cache);
   return { ...common, text, finish, reasoning, usage, redacted: Boolean(d.redacted) };
 }
 
@@ -863,7 +869,7 @@ function chatChunks(ex, a) {
   });
   let reasoningWords = 0;
   const usage = (answerWords) =>
-    usageOf(a.promptTokens, reasoningWords + answerWords, a.reasoning ? reasoningWords : undefined);
+    usageOf(a.promptTokens, reasoningWords + answerWords, a.reasoning ? reasoningWords : undefined, a.cache);
 
   const events = [];
   if (a.toolCall) {
@@ -1221,12 +1227,16 @@ function withoutCacheControl(value) {
 // prefix ending at a breakpoint that is cached (and not expired) is read, the rest up to the
 // last breakpoint is written.
 function promptUsage(ex) {
+  return cachedPrompt(ex, promptSegments(ex.body));
+}
+
+function cachedPrompt(ex, segments) {
   const { promptCache } = ex.state;
   const now = Date.now();
   const hash = createHash('sha256').update(ex.endpoint);
   let total = 0;
   const breakpoints = [];
-  for (const segment of promptSegments(ex.body)) {
+  for (const segment of segments) {
     hash.update(segment.key);
     total += segment.tokens;
     if (segment.ttl) breakpoints.push({ digest: hash.copy().digest('base64url'), tokens: total, ttl: segment.ttl });
@@ -1239,6 +1249,36 @@ function promptUsage(ex) {
   const creation = Math.max(0, last - read);
   for (const bp of breakpoints) promptCache.set(bp.digest, Math.max(promptCache.get(bp.digest) ?? 0, now + bp.ttl));
   return { input_tokens: total - read - creation, cache_creation_input_tokens: creation, cache_read_input_tokens: read };
+}
+
+// The chat route's prompt as Claude caches it, counted as `promptTokensOf` counts it (one per
+// word and one per message): a string content is one segment, each part of a content array
+// its own, a breakpoint where a part carries cache_control.
+function chatPromptSegments(messages) {
+  const segments = [];
+  for (const m of messages) {
+    const parts = Array.isArray(m?.content) ? m.content : [];
+    if (parts.length === 0) {
+      segments.push({ key: JSON.stringify(m), tokens: countWords(textOf(m?.content)) + 1, ttl: 0 });
+      continue;
+    }
+    parts.forEach((part, j) => {
+      const words = part?.type === 'text' && typeof part.text === 'string' ? countWords(part.text) : 0;
+      const cache = part?.cache_control;
+      const key = JSON.stringify({ role: m.role, part: withoutCacheControl(part) });
+      segments.push({ key, tokens: words + (j === 0 ? 1 : 0), ttl: cache ? CACHE_TTL_MS[cache.ttl ?? '5m'] ?? 0 : 0 });
+    });
+  }
+  return segments;
+}
+
+// Cache reads and writes of a chat request to a Claude endpoint, or null when nothing in it
+// carries cache_control (the usage then has no cache fields, as a request without caching).
+function chatPromptCache(ex) {
+  const segments = chatPromptSegments(ex.body.messages);
+  if (!segments.some((s) => s.ttl)) return null;
+  const { cache_creation_input_tokens: creation, cache_read_input_tokens: read } = cachedPrompt(ex, segments);
+  return { creation, read };
 }
 
 // ---- answers
@@ -1618,9 +1658,15 @@ function splitPieces(text, n) {
   return pieces;
 }
 
-function usageOf(prompt, completion, reasoningTokens) {
+// `cache` ({read, creation}, Claude on the chat route): tokens of the prompt, which
+// `prompt_tokens` includes (databricks.md).
+function usageOf(prompt, completion, reasoningTokens, cache = null) {
   const usage = { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
   if (reasoningTokens !== undefined) usage.completion_tokens_details = { reasoning_tokens: reasoningTokens };
+  if (cache) {
+    usage.cache_creation_input_tokens = cache.creation;
+    usage.cache_read_input_tokens = cache.read;
+  }
   return usage;
 }
 
