@@ -1080,7 +1080,13 @@ function systemRefusal(system) {
 function messagesShapeRefusal(messages) {
   let previousToolUses = [];
   for (const [i, m] of messages.entries()) {
-    if (m?.role !== 'user' && m?.role !== 'assistant') return `messages.${i}.role: Input should be 'user' or 'assistant'`;
+    if (m?.role === 'system') {
+      // System messages among the others (Anthropic's newer form): text only.
+      const refusal = systemRefusal(m.content ?? null);
+      if (refusal) return refusal.replace(/^system/, `messages.${i}.content`);
+      continue;
+    }
+    if (m?.role !== 'user' && m?.role !== 'assistant') return `messages.${i}.role: Input should be 'user', 'assistant' or 'system'`;
     const blocks = typeof m.content === 'string' ? [] : m.content;
     if (!Array.isArray(blocks)) return `messages.${i}.content: Input should be a valid string or list`;
     if (typeof m.content === 'string' && m.content === '' && i < messages.length - 1) {

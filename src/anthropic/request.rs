@@ -129,16 +129,28 @@ fn check_messages(messages: Option<&Value>) -> Result<(), ApiError> {
         let Some(message) = message.as_object() else {
             return Err(invalid(format!("`{at}` must be an object"), &at));
         };
+        // System messages among the others (text only) are Anthropic's newer form, which
+        // Claude Code sends to models it does not know.
         let role = match message.get("role").and_then(Value::as_str) {
-            Some(role @ ("user" | "assistant")) => role,
-            Some("system") => {
+            Some(role @ ("user" | "assistant" | "system")) => role,
+            _ => {
                 return Err(invalid(
-                    format!("`{at}.role` is \"system\": the Messages API takes the system prompt in the top-level `system` field"),
+                    format!("`{at}.role` must be \"user\", \"assistant\" or \"system\""),
                     &format!("{at}.role"),
                 ))
             }
-            _ => return Err(invalid(format!("`{at}.role` must be \"user\" or \"assistant\""), &format!("{at}.role"))),
         };
+        if role == "system" {
+            if !message.get("content").is_some_and(|c| c.is_string() || c.is_array()) {
+                let message = format!("`{at}.content` must be a string or a list of text blocks");
+                return Err(invalid(message, &format!("{at}.content")));
+            }
+            check_system(message.get("content")).map_err(|e| {
+                let param = e.param.as_deref().unwrap_or("system").replacen("system", &format!("{at}.content"), 1);
+                invalid(e.message.replacen("`system", &format!("`{at}.content"), 1), &param)
+            })?;
+            continue;
+        }
         match message.get("content") {
             Some(Value::String(_)) => {}
             Some(Value::Array(blocks)) => {
@@ -407,7 +419,8 @@ mod tests {
                     {"type": "text", "text": "Let me check."},
                     {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]},
                 {"role": "user", "content": [
-                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "18C"}], "is_error": false}]}],
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "18C"}], "is_error": false}]},
+                {"role": "system", "content": [{"type": "text", "text": "Reminder.", "cache_control": {"type": "ephemeral"}}]}],
             "tools": [{"name": "get_weather", "description": "Weather", "input_schema": {"type": "object"}},
                       {"type": "web_search_20250305", "name": "web_search", "max_uses": 3}],
             "tool_choice": {"type": "auto", "disable_parallel_tool_use": true},
@@ -437,7 +450,9 @@ mod tests {
             (with("messages", json!([])), "messages"),
             (with("messages", json!("hi")), "messages"),
             (with("messages", json!([7])), "messages[0]"),
-            (with("messages", json!([{"role": "system", "content": "x"}])), "messages[0].role"),
+            (with("messages", json!([{"role": "system", "content": 5}])), "messages[0].content"),
+            (with("messages", json!([{"role": "system"}])), "messages[0].content"),
+            (with("messages", json!([{"role": "system", "content": [{"type": "image"}]}])), "messages[0].content[0]"),
             (with("messages", json!([{"role": "tool", "content": "x"}])), "messages[0].role"),
             (with("messages", json!([{"role": "user"}])), "messages[0].content"),
             (message(json!([{"text": "x"}])), "messages[0].content[0].type"),

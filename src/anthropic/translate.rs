@@ -115,6 +115,12 @@ impl Translator {
                 body.insert("reasoning_effort".into(), "medium".into());
             }
         }
+        // Anthropic's effort is the same knob as OpenAI's reasoning effort, and wins over what
+        // a thinking budget would map to.
+        let effort = src.get("output_config").and_then(|c| c.get("effort")).and_then(Value::as_str);
+        if let Some(effort @ ("low" | "medium" | "high")) = effort {
+            body.insert("reasoning_effort".into(), effort.into());
+        }
         self.output_format(src, &mut body);
         if src.get("mcp_servers").is_some_and(|m| m.as_array().is_some_and(|m| !m.is_empty())) {
             self.refuse(
@@ -154,6 +160,10 @@ impl Translator {
 
     fn message(&mut self, message: &Value, i: usize, out: &mut Vec<Value>) -> Result<(), ApiError> {
         let role = message.get("role").and_then(Value::as_str).unwrap_or("user");
+        if role == "system" {
+            out.extend(self.system(message.get("content")));
+            return Ok(());
+        }
         let blocks = match message.get("content") {
             Some(Value::String(text)) => {
                 out.push(json!({"role": role, "content": text}));
@@ -369,7 +379,8 @@ impl Translator {
         let format =
             src.get("output_format").filter(|f| !f.is_null()).or_else(|| src.get("output_config")?.get("format"));
         if let Some(config) = src.get("output_config").and_then(Value::as_object) {
-            for key in config.keys().filter(|k| k.as_str() != "format") {
+            let carried = |k: &str| k == "format" || (k == "effort" && body.contains_key("reasoning_effort"));
+            for key in config.keys().filter(|k| !carried(k)) {
                 self.dropped.push(format!("output_config.{key}"));
             }
         }
@@ -649,6 +660,40 @@ mod tests {
                    {"type": "text", "text": "Checking."}])
         );
         assert!(gpt["messages"][2].get("reasoning_content").is_none());
+    }
+
+    #[test]
+    fn claude_codes_request_to_a_model_it_does_not_know_translates() {
+        // What Claude Code 2.1 sends for a model id it does not know: system messages among the
+        // others, adaptive thinking with an effort, a tool loaded on demand.
+        let t = chat(json!({
+            "model": "databricks-gpt-5-1", "max_tokens": 32000, "stream": true,
+            "system": [{"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}],
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "<system-reminder>env</system-reminder>"},
+                                              {"type": "text", "text": "say hello"}]},
+                {"role": "system", "content": [{"type": "text", "text": "Today is Tuesday.", "cache_control": {"type": "ephemeral"}}]}],
+            "tools": [{"name": "ToolSearch", "description": "Find tools", "input_schema": {"type": "object"}, "defer_loading": true}],
+            "thinking": {"type": "adaptive", "display": "omitted"},
+            "output_config": {"effort": "high"},
+            "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+            "metadata": {"user_id": "{\"session_id\":\"s\"}"}
+        }));
+        assert_eq!(
+            t.body["messages"],
+            json!([
+                {"role": "system", "content": "You are Claude Code."},
+                {"role": "user", "content": [{"type": "text", "text": "<system-reminder>env</system-reminder>"},
+                                             {"type": "text", "text": "say hello"}]},
+                {"role": "system", "content": "Today is Tuesday."}
+            ])
+        );
+        assert_eq!(t.body["reasoning_effort"], "high");
+        assert_eq!(
+            t.body["tools"],
+            json!([{"type": "function", "function": {"name": "ToolSearch", "description": "Find tools", "parameters": {"type": "object"}}}])
+        );
+        assert_eq!(t.dropped, ["context_management", "cache_control"]);
     }
 
     #[test]
