@@ -104,3 +104,14 @@ test('claude -p on a GPT model, with the key as a Bearer token: translated to ch
     assert.equal(r.body.model, model);
   }
 });
+
+test("Claude Code's own model id (claude-haiku-4-5), mapped to an endpoint by the config's model_name", { skip }, async () => {
+  gw.fake.reset();
+  const run = await claude('say hello', { ANTHROPIC_API_KEY: (await generate({})).key, ANTHROPIC_MODEL: 'claude-haiku-4-5' });
+  assertFakesAnswer(run, 'say hello');
+  assert.ok(gw.fake.requests.length >= 1);
+  for (const r of gw.fake.requests) {
+    assert.equal(r.path, '/serving-endpoints/anthropic/v1/messages');
+    assert.equal(r.body.model, 'databricks-claude-haiku-4-5');
+  }
+});
