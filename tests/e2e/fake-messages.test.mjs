@@ -194,7 +194,8 @@ test('Claude refuses in Anthropic shape; the front door in Databricks shape', as
   await claude({ ...ask('x'), stream_options: { include_usage: true } }, /stream_options: Extra inputs are not permitted/);
   await claude({ model: CLAUDE, messages: [{ role: 'user', content: 'x' }] }, /max_tokens: Field required/);
   await claude(ask([{ type: 'text', text: '' }]), /text content blocks must be non-empty/);
-  await claude({ ...ask('x'), messages: [{ role: 'system', content: 'x' }] }, /Input should be 'user' or 'assistant'/);
+  await claude({ ...ask('x'), messages: [{ role: 'tool', content: 'x' }] }, /Input should be 'user', 'assistant' or 'system'/);
+  await claude({ ...ask('x'), messages: [{ role: 'system', content: [{ type: 'image' }] }] }, /messages.0.content.0.type: Input should be 'text'/);
   await claude(ask('x', { thinking: { type: 'enabled', budget_tokens: 500 } }), /greater than or equal to 1024/);
   await claude(ask('x', { max_tokens: 2000, thinking: { type: 'enabled', budget_tokens: 2000 } }), /max_tokens` must be greater/);
   await claude(ask('x', { max_tokens: 3000, temperature: 0.5, thinking: { type: 'enabled', budget_tokens: 2000 } }), /temperature/);
