@@ -27,6 +27,9 @@ pub struct ChatTranslation {
     pub dropped: Vec<String>,
 }
 
+/// The longest `metadata.user_id` passed on as chat's `user`.
+const MAX_USER_LEN: usize = 64;
+
 /// Top-level fields with a chat equivalent, or read by the translation.
 const TRANSLATED: [&str; 16] = [
     "model",
@@ -101,8 +104,14 @@ impl Translator {
             body.insert("stop".into(), Value::Array(stops));
         }
         if let Some(metadata) = src.get("metadata").and_then(Value::as_object) {
-            if let Some(user) = metadata.get("user_id").filter(|u| u.is_string()) {
-                body.insert("user".into(), user.clone());
+            // OpenAI's `user` is a short end-user id; Claude Code's `user_id` is a JSON document
+            // of its session, which is left out rather than risk a refusal.
+            match metadata.get("user_id").and_then(Value::as_str) {
+                Some(user) if user.len() <= MAX_USER_LEN => {
+                    body.insert("user".into(), user.into());
+                }
+                Some(_) => self.dropped.push("metadata.user_id".into()),
+                None => {}
             }
         }
         self.tools(src, &mut body)?;
@@ -677,7 +686,7 @@ mod tests {
             "thinking": {"type": "adaptive", "display": "omitted"},
             "output_config": {"effort": "high"},
             "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
-            "metadata": {"user_id": "{\"session_id\":\"s\"}"}
+            "metadata": {"user_id": "{\"device_id\":\"68a709806ebd7dccf1341c71\",\"account_uuid\":\"\",\"session_id\":\"72aae2b8-305a-4f61\"}"}
         }));
         assert_eq!(
             t.body["messages"],
@@ -693,7 +702,8 @@ mod tests {
             t.body["tools"],
             json!([{"type": "function", "function": {"name": "ToolSearch", "description": "Find tools", "parameters": {"type": "object"}}}])
         );
-        assert_eq!(t.dropped, ["context_management", "cache_control"]);
+        assert!(!t.body.contains_key("user"));
+        assert_eq!(t.dropped, ["metadata.user_id", "context_management", "cache_control"]);
     }
 
     #[test]
