@@ -99,7 +99,7 @@ pub async fn route<'c>(
         let mut broken: Vec<String> = Vec::new();
         for attempt in 0..=settings.num_retries {
             if deadline.is_some_and(|d| now_ms() >= d) {
-                last_error = Some(upstream::timed_out(settings.timeout_ms.unwrap_or_default()));
+                last_error = Some(databricks::timed_out(settings.timeout_ms.unwrap_or_default()));
                 break 'groups;
             }
             let members: Vec<&Deployment> = all_members.iter().copied().filter(|d| !broken.contains(&d.id)).collect();
@@ -298,7 +298,7 @@ async fn forward(
             Some(None) => return Err(ApiError::bad_gateway("Databricks ended the stream before sending anything")),
             None => {
                 controller.abort();
-                return Err(upstream::timed_out(first_timeout));
+                return Err(databricks::timed_out(first_timeout));
             }
         };
         set_durations(call, upstream_started);
@@ -314,7 +314,7 @@ async fn forward(
         }
         None => {
             controller.abort();
-            return Err(upstream::timed_out(timeout_ms));
+            return Err(databricks::timed_out(timeout_ms));
         }
     };
     set_durations(call, upstream_started);
