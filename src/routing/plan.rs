@@ -467,112 +467,67 @@ mod tests {
         format!("{}{after}: {}", e.status, e.message)
     }
 
-    fn failure(act: Act) -> ApiError {
-        match act {
-            Fail(status, message) => ApiError::new(status, ErrorKind::Api, message),
-            FailAfter(status, s) => {
-                let mut e = ApiError::new(status, ErrorKind::RateLimit, "slow down");
-                e.retry_after_s = Some(s);
-                e
-            }
-            _ => unreachable!(),
-        }
+    fn config(deployments: Vec<Deployment>, router: RouterSettings) -> GatewayConfig {
+        GatewayConfig { deployments, master_key: None, enforce_model_rate_limits: false, router, drop_params: false }
     }
 
-    /// A request's surroundings: the config, who asks, and the world it meets.
-    struct World {
-        config: GatewayConfig,
-        group: String,
-        allowed: Option<Vec<String>>,
-        prompt_tokens: u64,
-        cooling: Vec<(String, String, u64)>,
-        stats: HashMap<String, DeploymentStats>,
-        random: f64,
-        attempt_ms: u64,
+    fn sim(now: u64) -> Sim {
+        Sim { now, health: HashMap::new(), stats: HashMap::new(), random: 0.0 }
     }
 
-    impl World {
-        fn of(case: &Case) -> World {
-            World {
-                config: GatewayConfig {
-                    deployments: case.deployments.clone(),
-                    master_key: None,
-                    enforce_model_rate_limits: false,
-                    router: case.settings.clone(),
-                    drop_params: false,
-                },
-                group: case.group.into(),
-                allowed: case.allowed.map(|list| list.iter().map(|g| g.to_string()).collect()),
-                prompt_tokens: case.prompt_tokens,
-                cooling: case.cooling.iter().map(|(g, id, ms)| (g.to_string(), id.to_string(), *ms)).collect(),
-                stats: case.stats.iter().map(|(id, s)| (id.to_string(), s.clone())).collect(),
-                random: case.random,
-                attempt_ms: case.attempt_ms,
-            }
+    /// Performs the plan's steps as the runtime does, with the script's outcomes, and strikes
+    /// the groups' health as the runtime does.
+    fn run(case: &Case) -> Run {
+        let config = config(case.deployments.clone(), case.settings.clone());
+        let may_use = |g: &str| case.allowed.is_none_or(|list| list.contains(&g));
+        let mut plan = RoutePlan::new(&config, case.group, START, case.prompt_tokens, &may_use);
+        let mut sim = Sim { random: case.random, ..sim(START) };
+        for (group, id, ms) in case.cooling {
+            sim.health.entry(group.to_string()).or_default().cooldown_until.insert(id.to_string(), START + ms);
         }
-
-        fn sim(&self) -> Sim {
-            let mut health: HashMap<String, Health> = HashMap::new();
-            for (group, id, ms) in &self.cooling {
-                health.entry(group.clone()).or_default().cooldown_until.insert(id.clone(), START + ms);
-            }
-            Sim { now: START, health, stats: self.stats.clone(), random: self.random }
-        }
-
-        fn may_use(&self, group: &str) -> bool {
-            self.allowed.as_ref().is_none_or(|list| list.iter().any(|g| g == group))
-        }
-
-        /// Records a strike as the runtime does; `cool <id>` when it cooled the deployment.
-        fn strike(&self, sim: &mut Sim, group: &str, id: &str, immediate: bool, size: usize, steps: &mut Vec<String>) {
-            let health = sim.health.entry(group.to_string()).or_default();
-            if health.record_failure(id, sim.now, immediate, size, &self.config.router) {
-                steps.push(format!("cool {id}"));
-            }
-        }
-    }
-
-    fn refusal(group: &str) -> ApiError {
-        ApiError::new(429, ErrorKind::RateLimit, format!("key refused in {group}"))
-    }
-
-    fn limited(id: &str) -> ApiError {
-        ApiError::new(429, ErrorKind::RateLimit, format!("{id} refused"))
-    }
-
-    /// Performs the plan's steps as the runtime does, with `act`'s outcomes (`true` asks for
-    /// an admission's, `false` for an attempt's).
-    fn drive(world: &World, act: &mut dyn FnMut(bool) -> Act) -> Run {
-        let may_use = |g: &str| world.may_use(g);
-        let mut plan = RoutePlan::new(&world.config, &world.group, START, world.prompt_tokens, &may_use);
-        let mut sim = world.sim();
+        sim.stats = case.stats.iter().map(|(id, s)| (id.to_string(), s.clone())).collect();
+        let mut script = case.script.iter().copied();
+        let mut act = |steps: &[String]| {
+            script.next().unwrap_or_else(|| panic!("{}: the script ran out after {steps:?}", case.name))
+        };
         let mut steps = Vec::new();
         let end = loop {
-            assert!(steps.len() < 200, "the plan does not end: {steps:?}");
+            assert!(steps.len() < 100, "{}: the plan does not end: {steps:?}", case.name);
             match plan.next(&mut sim) {
                 Step::Enter { group } => {
                     steps.push(format!("enter {group}"));
-                    let entered = match act(true) {
+                    let entered = match act(&steps) {
                         Admit => Ok(()),
-                        Deny => Err(refusal(&group)),
-                        other => panic!("admission to {group} met {other:?}"),
+                        Deny => Err(ApiError::new(429, ErrorKind::RateLimit, format!("key refused in {group}"))),
+                        other => panic!("{}: admission to {group} met {other:?}", case.name),
                     };
                     assert_eq!(plan.report(Outcome::Entered(entered)), None);
                 }
                 Step::Attempt { group, deployment, retry } => {
                     steps.push(format!("{} {group}/{}", if retry { "retry" } else { "try" }, deployment.id));
-                    match act(false) {
+                    let error = match act(&steps) {
                         Answer => break format!("answered by {}", deployment.id),
-                        Refuse => assert_eq!(plan.report(Outcome::Refused(limited(&deployment.id))), None),
-                        failed @ (Fail(..) | FailAfter(..)) => {
-                            sim.now += world.attempt_ms;
-                            if let Some(strike) = plan.report(Outcome::Failed(failure(failed))) {
-                                assert_eq!((strike.group.as_str(), strike.deployment), (group.as_str(), deployment));
-                                let (immediate, size) = (strike.immediate, strike.group_size);
-                                world.strike(&mut sim, &group, &deployment.id, immediate, size, &mut steps);
-                            }
+                        Refuse => {
+                            let refused =
+                                ApiError::new(429, ErrorKind::RateLimit, format!("{} refused", deployment.id));
+                            assert_eq!(plan.report(Outcome::Refused(refused)), None);
+                            continue;
                         }
-                        other => panic!("attempt on {} met {other:?}", deployment.id),
+                        Fail(status, message) => ApiError::new(status, ErrorKind::Api, message),
+                        FailAfter(status, s) => ApiError {
+                            retry_after_s: Some(s),
+                            ..ApiError::new(status, ErrorKind::RateLimit, "slow down")
+                        },
+                        other => panic!("{}: attempt on {} met {other:?}", case.name, deployment.id),
+                    };
+                    sim.now += case.attempt_ms;
+                    if let Some(strike) = plan.report(Outcome::Failed(error)) {
+                        assert_eq!((strike.group.as_str(), strike.deployment), (group.as_str(), deployment));
+                        let health = sim.health.entry(group).or_default();
+                        let Strike { immediate, group_size, .. } = strike;
+                        if health.record_failure(&deployment.id, sim.now, immediate, group_size, &case.settings) {
+                            steps.push(format!("cool {}", deployment.id));
+                        }
                     }
                 }
                 Step::Wait { ms } => {
@@ -582,18 +537,8 @@ mod tests {
                 Step::GiveUp(error) => break error_line(&error),
             }
         };
+        assert!(script.next().is_none(), "{}: the script was not used up: {steps:?}", case.name);
         Run { steps, end, retries: plan.retries(), fallbacks: plan.fallbacks() }
-    }
-
-    fn run(case: &Case) -> Run {
-        let mut script = case.script.iter().copied();
-        let mut steps_so_far = 0;
-        let run = drive(&World::of(case), &mut |_| {
-            steps_so_far += 1;
-            script.next().unwrap_or_else(|| panic!("{}: the script ran out after {steps_so_far} outcomes", case.name))
-        });
-        assert!(script.next().is_none(), "{}: the script was not used up: {:?}", case.name, run.steps);
-        run
     }
 
     fn used(tokens: u64) -> DeploymentStats {
@@ -993,17 +938,11 @@ mod tests {
 
     #[test]
     fn a_plan_that_gave_up_gives_the_same_answer_and_ignores_stray_outcomes() {
-        let config = GatewayConfig {
-            deployments: groups("a: a1"),
-            master_key: None,
-            enforce_model_rate_limits: false,
-            router: settings(|s| s.timeout_ms = Some(1_000)),
-            drop_params: false,
-        };
+        let config = config(groups("a: a1"), settings(|s| s.timeout_ms = Some(1_000)));
         let may_use = |_: &str| true;
         let mut plan = RoutePlan::new(&config, "a", START, 10, &may_use);
         assert_eq!(plan.deadline(), Some(START + 1_000));
-        let mut sim = Sim { now: START + 1_000, health: HashMap::new(), stats: HashMap::new(), random: 0.0 };
+        let mut sim = sim(START + 1_000);
         let Step::GiveUp(first) = plan.next(&mut sim) else { panic!("the deadline passed") };
         assert_eq!(first.status, 504);
         assert_eq!(plan.report(Outcome::Failed(ApiError::bad_gateway("stray"))), None);
@@ -1012,287 +951,11 @@ mod tests {
 
     #[test]
     fn a_step_whose_outcome_is_not_reported_ends_the_plan() {
-        let config = GatewayConfig {
-            deployments: groups("a: a1"),
-            master_key: None,
-            enforce_model_rate_limits: false,
-            router: RouterSettings::default(),
-            drop_params: false,
-        };
+        let config = config(groups("a: a1"), RouterSettings::default());
         let may_use = |_: &str| true;
         let mut plan = RoutePlan::new(&config, "a", START, 10, &may_use);
-        let mut sim = Sim { now: START, health: HashMap::new(), stats: HashMap::new(), random: 0.0 };
+        let mut sim = sim(START);
         assert!(matches!(plan.next(&mut sim), Step::Attempt { retry: false, .. }));
         assert!(matches!(plan.next(&mut sim), Step::GiveUp(e) if e.status == 500));
-    }
-
-    // ---- TEMPORARY: today's `runtime::dispatch::route`, transcribed line by line over the
-    // same harness, as an oracle for the plan on random worlds.
-
-    fn legacy(world: &World, act: &mut dyn FnMut(bool) -> Act) -> Run {
-        let config = &world.config;
-        let group = world.group.as_str();
-        let settings = &config.router;
-        let mut sim = world.sim();
-        let mut steps = Vec::new();
-        let deadline = settings.timeout_ms.map(|t| START + t);
-        let prompt_tokens_estimate = world.prompt_tokens;
-        let mut queue: VecDeque<String> = VecDeque::from([group.to_string()]);
-        let mut visited: Vec<String> = Vec::new();
-        let (mut retries, mut fallbacks) = (0u32, 0u32);
-        let mut last_error: Option<ApiError> = None;
-        let push_front = |queue: &mut VecDeque<String>, groups: &[String]| {
-            for g in groups.iter().rev() {
-                queue.push_front(g.clone());
-            }
-        };
-
-        'groups: while let Some(current) = queue.pop_front() {
-            if visited.contains(&current) {
-                continue;
-            }
-            visited.push(current.clone());
-            if current != group {
-                if !world.may_use(&current) {
-                    continue;
-                }
-                fallbacks += 1;
-                steps.push(format!("enter {current}"));
-                match act(true) {
-                    Admit => {}
-                    Deny => {
-                        last_error = Some(refusal(&current));
-                        continue;
-                    }
-                    other => panic!("{other:?}"),
-                }
-            }
-            let all_members = config.group(&current);
-            let mut tried: Vec<String> = Vec::new();
-            let mut broken: Vec<String> = Vec::new();
-            for attempt in 0..=settings.num_retries {
-                if deadline.is_some_and(|d| sim.now >= d) {
-                    last_error = Some(databricks::timed_out(settings.timeout_ms.unwrap_or_default()));
-                    break 'groups;
-                }
-                let members: Vec<&Deployment> =
-                    all_members.iter().copied().filter(|d| !broken.contains(&d.id)).collect();
-                if members.is_empty() {
-                    break;
-                }
-                let health = sim.health(&current);
-                let now = sim.now;
-                let candidates = match eligible(&members, &health, now, &tried, prompt_tokens_estimate, settings) {
-                    Ok(candidates) => candidates,
-                    Err(Unavailable::CoolingDown { retry_after_ms }) => {
-                        last_error = Some(no_deployments(&current, retry_after_ms));
-                        break;
-                    }
-                    Err(Unavailable::ContextWindow) => {
-                        last_error = Some(context_window(&current));
-                        push_front(&mut queue, settings.context_window_fallbacks_for(&current));
-                        continue 'groups;
-                    }
-                };
-                let stats = |id: &str| sim.stats(id);
-                let Some(deployment) = choose(&candidates, settings.strategy, &stats, now, sim.random) else {
-                    break;
-                };
-                if attempt > 0 {
-                    retries += 1;
-                }
-                tried.push(deployment.id.clone());
-                steps.push(format!("{} {current}/{}", if attempt > 0 { "retry" } else { "try" }, deployment.id));
-                let error = match act(false) {
-                    Refuse => {
-                        last_error = Some(limited(&deployment.id));
-                        continue;
-                    }
-                    Answer => return Run { steps, end: format!("answered by {}", deployment.id), retries, fallbacks },
-                    failed @ (Fail(..) | FailAfter(..)) => {
-                        sim.now += world.attempt_ms;
-                        failure(failed)
-                    }
-                    other => panic!("{other:?}"),
-                };
-                match classify(error.status, &error.message) {
-                    Failure::Final => return Run { steps, end: error_line(&error), retries, fallbacks },
-                    Failure::ContextWindow => {
-                        push_front(&mut queue, settings.context_window_fallbacks_for(&current));
-                        last_error = Some(error);
-                        continue 'groups;
-                    }
-                    Failure::Retry { cool_now, transient } => {
-                        world.strike(&mut sim, &current, &deployment.id, cool_now, all_members.len(), &mut steps);
-                        if !transient {
-                            broken.push(deployment.id.clone());
-                        }
-                        let wait = backoff_ms(error.status, attempt + 1, error.retry_after_s);
-                        last_error = Some(error);
-                        if attempt < settings.num_retries && wait > 0 {
-                            let left = deadline.map_or(wait, |d| d.saturating_sub(sim.now));
-                            let ms = wait.min(left);
-                            if ms > 0 {
-                                steps.push(format!("wait {ms}"));
-                            }
-                            sim.now += ms;
-                        }
-                    }
-                }
-            }
-            if current == group {
-                queue.extend(settings.fallbacks_for(&current).iter().cloned());
-            }
-        }
-        let error = last_error.unwrap_or_else(|| no_deployments(group, 1000));
-        Run { steps, end: error_line(&error), retries, fallbacks }
-    }
-
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-        fn unit(&mut self) -> f64 {
-            (self.next() >> 11) as f64 / (1u64 << 53) as f64
-        }
-        fn pick<T: Clone>(&mut self, items: &[T]) -> T {
-            items[self.below(items.len() as u64) as usize].clone()
-        }
-    }
-
-    fn random_world(rng: &mut Rng) -> World {
-        let n = 1 + rng.below(4) as usize;
-        let names: Vec<String> = (0..n).map(|i| format!("g{i}")).collect();
-        let mut deployments = Vec::new();
-        for g in &names {
-            for j in 0..1 + rng.below(3) {
-                deployments.push(Deployment {
-                    order: rng.pick(&[None, None, Some(1), Some(2)]),
-                    weight: rng.pick(&[None, None, Some(1.0), Some(3.0)]),
-                    rpm: rng.pick(&[None, Some(1), Some(100)]),
-                    tpm: rng.pick(&[None, Some(50), Some(100_000)]),
-                    info: ModelInfo {
-                        max_input_tokens: rng.pick(&[None, None, Some(50), Some(500)]),
-                        ..Default::default()
-                    },
-                    ..dep(g, &format!("{g}d{j}"))
-                });
-            }
-        }
-        let lists = |rng: &mut Rng| -> Vec<(String, Vec<String>)> {
-            let mut lists = Vec::new();
-            for g in &names {
-                if rng.below(2) == 0 {
-                    let list = (0..rng.below(4)).map(|_| rng.pick(&names)).collect();
-                    lists.push((g.clone(), list));
-                }
-            }
-            lists
-        };
-        let settings = RouterSettings {
-            strategy: rng.pick(&[
-                Strategy::SimpleShuffle,
-                Strategy::LeastBusy,
-                Strategy::LatencyBasedRouting,
-                Strategy::UsageBasedRoutingV2,
-            ]),
-            num_retries: rng.below(4) as u32,
-            allowed_fails: rng.below(3) as u32,
-            cooldown_ms: rng.pick(&[500, 5_000, 60_000]),
-            enable_pre_call_checks: rng.below(2) == 0,
-            timeout_ms: rng.pick(&[None, None, Some(300), Some(2_000), Some(10_000)]),
-            fallbacks: lists(rng),
-            context_window_fallbacks: lists(rng),
-            default_fallbacks: (0..rng.below(3)).map(|_| rng.pick(&names)).collect(),
-        };
-        let allowed =
-            (rng.below(2) == 0).then(|| names.iter().filter(|_| rng.below(3) > 0).cloned().collect::<Vec<_>>());
-        let mut cooling = Vec::new();
-        for d in &deployments {
-            if rng.below(4) == 0 {
-                cooling.push((d.model_name.clone(), d.id.clone(), rng.below(8_000)));
-            }
-        }
-        let stats = deployments
-            .iter()
-            .map(|d| {
-                let mut s = DeploymentStats {
-                    in_flight: rng.below(3) as u32,
-                    latency_ms: rng.pick(&[None, Some(10.0), Some(100.0)]),
-                    ..Default::default()
-                };
-                for _ in 0..rng.below(3) {
-                    s.record_usage(START, rng.below(100));
-                }
-                (d.id.clone(), s)
-            })
-            .collect();
-        World {
-            config: GatewayConfig {
-                deployments,
-                master_key: None,
-                enforce_model_rate_limits: false,
-                router: settings,
-                drop_params: false,
-            },
-            group: "g0".into(),
-            allowed,
-            prompt_tokens: rng.pick(&[10, 100, 1_000]),
-            cooling,
-            stats,
-            random: rng.unit(),
-            attempt_ms: rng.pick(&[10, 400, 1_500]),
-        }
-    }
-
-    fn random_act(rng: &mut Rng, admission: bool) -> Act {
-        if admission {
-            return if rng.below(10) < 7 { Admit } else { Deny };
-        }
-        rng.pick(&[
-            Answer,
-            Answer,
-            Refuse,
-            Fail(500, "boom"),
-            Fail(503, "busy"),
-            Fail(502, "broke"),
-            Fail(504, "timed out"),
-            Fail(429, "slow down"),
-            FailAfter(429, 0),
-            FailAfter(429, 2),
-            FailAfter(429, 30),
-            Fail(401, "who"),
-            Fail(404, "where"),
-            Fail(408, "late"),
-            Fail(400, "This model's maximum context length is 8192 tokens"),
-            Fail(400, "Unsupported value"),
-            Fail(403, "no"),
-        ])
-    }
-
-    #[test]
-    fn the_plan_routes_as_the_old_loop_did() {
-        let mut answered = 0;
-        for seed in 0..50_000u64 {
-            let world = random_world(&mut Rng(seed));
-            let mut acts = Rng(seed ^ 0xABCD);
-            let old = legacy(&world, &mut |admission| random_act(&mut acts, admission));
-            let mut acts = Rng(seed ^ 0xABCD);
-            let new = drive(&world, &mut |admission| random_act(&mut acts, admission));
-            assert_eq!(new.steps, old.steps, "seed {seed}");
-            assert_eq!(new.end, old.end, "seed {seed}");
-            assert_eq!((new.retries, new.fallbacks), (old.retries, old.fallbacks), "seed {seed}");
-            answered += usize::from(new.end.starts_with("answered"));
-        }
-        assert!(answered > 1000, "{answered}");
     }
 }
