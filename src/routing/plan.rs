@@ -29,7 +29,8 @@ use std::collections::VecDeque;
 use super::{backoff_ms, choose, classify, eligible, DeploymentStats, Failure, Health, Unavailable};
 use crate::config::{Deployment, GatewayConfig, RouterSettings};
 use crate::databricks;
-use crate::openai::{ApiError, ErrorKind};
+use crate::openai::ApiError;
+use crate::refusals;
 
 /// What the plan reads of the world, asked at the moment it decides.
 pub trait View {
@@ -171,7 +172,8 @@ impl<'c, 'k> RoutePlan<'c, 'k> {
             match std::mem::replace(&mut self.state, State::NextGroup) {
                 State::NextGroup => {
                     let Some(name) = self.queue.pop_front() else {
-                        let error = self.last_error.take().unwrap_or_else(|| no_deployments(&self.requested, 1000));
+                        let error =
+                            self.last_error.take().unwrap_or_else(|| refusals::no_deployments(&self.requested, 1000));
                         return self.give_up(error);
                     };
                     if self.visited.contains(&name) {
@@ -219,7 +221,7 @@ impl<'c, 'k> RoutePlan<'c, 'k> {
                     ) {
                         Ok(candidates) => candidates,
                         Err(Unavailable::CoolingDown { retry_after_ms }) => {
-                            self.last_error = Some(no_deployments(&group.name, retry_after_ms));
+                            self.last_error = Some(refusals::no_deployments(&group.name, retry_after_ms));
                             self.spent(&group);
                             continue;
                         }
@@ -322,17 +324,6 @@ impl<'c, 'k> RoutePlan<'c, 'k> {
     }
 }
 
-/// Every deployment of `group` cools down; the first is back after `retry_after_ms`.
-fn no_deployments(group: &str, retry_after_ms: u64) -> ApiError {
-    let mut error = ApiError::new(
-        429,
-        ErrorKind::RateLimit,
-        format!("No deployments available for selected model: every deployment of `{group}` is cooling down."),
-    );
-    error.retry_after_s = Some(retry_after_ms.div_ceil(1000).max(1));
-    error
-}
-
 fn context_window(group: &str) -> ApiError {
     ApiError::invalid_request(
         format!("The request is too long for the context window of every deployment of `{group}`."),
@@ -346,6 +337,7 @@ mod tests {
 
     use super::*;
     use crate::config::{ModelInfo, Strategy};
+    use crate::openai::ErrorKind;
 
     const START: u64 = 1_800_000_000_000;
 
