@@ -43,6 +43,20 @@ pub struct Routed<'c> {
     pub bearer: Secret,
 }
 
+/// What routing did, whether or not a deployment answered: for the answer's headers and the
+/// log line. The pipeline owns it and reads it once routing is over.
+#[derive(Debug, Default)]
+pub struct Trail {
+    pub attempts: Attempts,
+    /// The deployment of the last attempt, and its `api_base`.
+    pub deployment: Option<String>,
+    pub api_base: Option<String>,
+    pub upstream_status: Option<u16>,
+    pub upstream_ms: Option<u64>,
+    /// Time to the answer (or the stream's first bytes), and the upstream's share of it.
+    pub timing: Option<Timing>,
+}
+
 /// What is asked of Databricks: the client's body in its wire format (translated for each
 /// attempt's deployment).
 pub struct Ask<'a> {
@@ -68,6 +82,7 @@ pub async fn route<'c>(
     may_use: &dyn Fn(&str) -> bool,
     account: &mut Account,
     reservation: &Reservation,
+    trail: &mut Trail,
 ) -> Result<Routed<'c>, ApiError> {
     let mut plan = RoutePlan::new(config, group, call.started_ms, reservation.prompt_tokens_estimate, may_use);
     loop {
@@ -84,10 +99,11 @@ pub async fn route<'c>(
                     continue;
                 }
                 let shown = if current == group { display } else { &current };
-                match attempt_once(call, deployment, ask, shown, plan.deadline()).await {
+                let attempted = attempt_once(call, trail, deployment, ask, shown, plan.deadline()).await;
+                trail.attempts = Attempts { retries: plan.retries(), fallbacks: plan.fallbacks() };
+                match attempted {
                     Ok((forwarded, bearer)) => {
                         account.answered_by(&current);
-                        set_attempt_headers(call, &plan);
                         return Ok(Routed { deployment, forwarded, bearer });
                     }
                     Err(error) => {
@@ -109,7 +125,7 @@ pub async fn route<'c>(
             }
             Step::Wait { ms } => Delay::from(StdDuration::from_millis(ms)).await,
             Step::GiveUp(error) => {
-                set_attempt_headers(call, &plan);
+                trail.attempts = Attempts { retries: plan.retries(), fallbacks: plan.fallbacks() };
                 return Err(error);
             }
         }
@@ -141,14 +157,11 @@ impl View for Isolate<'_> {
     }
 }
 
-fn set_attempt_headers(call: &mut Call<'_>, plan: &RoutePlan<'_, '_>) {
-    call.headers.attempts = Some(Attempts { retries: plan.retries(), fallbacks: plan.fallbacks() });
-}
-
 /// One attempt on one deployment: the answer, or the first bytes of the stream, within the
 /// deployment's timeout (and what is left of the router's).
 async fn attempt_once(
-    call: &mut Call<'_>,
+    call: &Call<'_>,
+    trail: &mut Trail,
     deployment: &Deployment,
     ask: &Ask<'_>,
     shown: &str,
@@ -156,21 +169,22 @@ async fn attempt_once(
 ) -> Result<(Forwarded, Secret), ApiError> {
     let api_base = vars::resolve(call.env, &deployment.api_base)?;
     let mut credential = credentials::for_deployment(call.env, deployment, &api_base).await?;
-    call.log.deployment = Some(deployment.id.clone());
-    call.headers.model_id = Some(deployment.id.clone());
-    call.headers.api_base = Some(api_base.expose().to_string());
+    trail.deployment = Some(deployment.id.clone());
+    trail.api_base = Some(api_base.expose().to_string());
     let upstream = ask.wire.upstream_request(ask.body, &deployment.endpoint, ask.stream, ask.output_cap)?;
     let url = databricks::url(api_base.expose(), upstream.route);
     let timeout_ms = deadline.map_or(deployment.timeout_ms, |d| deployment.timeout_ms.min(d.saturating_sub(now_ms())));
 
     with_stats(&deployment.id, |s| s.in_flight += 1);
     let started = now_ms();
-    let mut result = forward(call, &url, &credential, &upstream, ask, deployment, timeout_ms, shown).await;
+    let mut result =
+        forward(trail, call.started_ms, &url, &credential, &upstream, ask, deployment, timeout_ms, shown).await;
     // An OAuth token Databricks refuses (expired early, rotated) is replaced once.
     if credential.is_oauth() && matches!(&result, Err(e) if e.status == 401 || e.status == 403) {
         if let Some(fresh) = credentials::refresh(&credential).await? {
             credential = fresh;
-            result = forward(call, &url, &credential, &upstream, ask, deployment, timeout_ms, shown).await;
+            result =
+                forward(trail, call.started_ms, &url, &credential, &upstream, ask, deployment, timeout_ms, shown).await;
         }
     }
     with_stats(&deployment.id, |s| {
@@ -202,7 +216,8 @@ pub fn stream_ended(deployment_id: &str, tokens: u64) {
 /// Sends the request and reads the answer (or the start of the stream) within `timeout_ms`.
 #[allow(clippy::too_many_arguments)]
 async fn forward(
-    call: &mut Call<'_>,
+    trail: &mut Trail,
+    started_ms: u64,
     url: &str,
     credential: &Credential,
     request: &UpstreamRequest,
@@ -215,10 +230,10 @@ async fn forward(
     let upstream_started = now_ms();
     let Upstream { mut response, controller } =
         upstream::post_json(url, token, &request.body, &request.headers, timeout_ms).await.inspect_err(|_| {
-            call.log.upstream_ms = Some(now_ms().saturating_sub(upstream_started));
+            trail.upstream_ms = Some(now_ms().saturating_sub(upstream_started));
         })?;
     let status = response.status_code();
-    call.log.upstream_status = Some(status);
+    trail.upstream_status = Some(status);
     let remaining_ms = timeout_ms.saturating_sub(now_ms().saturating_sub(upstream_started));
 
     if !(200..300).contains(&status) {
@@ -226,7 +241,7 @@ async fn forward(
         let body = upstream::body_within(remaining_ms, &mut response, controller).await;
         let mut error = databricks::upstream_error(status, &body, &[token.expose()]);
         error.retry_after_s = response.headers().get("retry-after").ok().flatten().and_then(|v| v.trim().parse().ok());
-        set_durations(call, upstream_started);
+        set_durations(trail, started_ms, upstream_started);
         return Err(error);
     }
 
@@ -244,7 +259,7 @@ async fn forward(
                 return Err(databricks::timed_out(first_timeout));
             }
         };
-        set_durations(call, upstream_started);
+        set_durations(trail, started_ms, upstream_started);
         return Ok(Forwarded::Stream { body, controller, first });
     }
 
@@ -260,17 +275,17 @@ async fn forward(
             return Err(databricks::timed_out(timeout_ms));
         }
     };
-    set_durations(call, upstream_started);
+    set_durations(trail, started_ms, upstream_started);
     ask.wire.answer(&deployment.endpoint, &body, shown).map(Forwarded::Answer)
 }
 
 /// Records the upstream time and adds LiteLLM's duration headers.
-fn set_durations(call: &mut Call<'_>, upstream_started: u64) {
+fn set_durations(trail: &mut Trail, started_ms: u64, upstream_started: u64) {
     let now = now_ms();
     let upstream_ms = now.saturating_sub(upstream_started);
-    let total_ms = now.saturating_sub(call.started_ms);
-    call.log.upstream_ms = Some(upstream_ms);
-    call.headers.timing = Some(Timing { total_ms, upstream_ms });
+    let total_ms = now.saturating_sub(started_ms);
+    trail.upstream_ms = Some(upstream_ms);
+    trail.timing = Some(Timing { total_ms, upstream_ms });
 }
 
 fn with_stats(id: &str, f: impl FnOnce(&mut DeploymentStats)) {
