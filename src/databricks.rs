@@ -328,9 +328,7 @@ fn normalize_list_answer(
     answer.insert("model".into(), Value::String(model.to_string()));
     let usage = Usage::from_value(answer.get("usage"));
     let id = answer.get("id").and_then(Value::as_str).map(str::to_string);
-    let bytes =
-        serde_json::to_vec(&answer).map_err(|e| ApiError::internal(format!("cannot encode the answer: {e}")))?;
-    Ok(Answer { bytes, usage, id })
+    Ok(Answer { bytes: crate::json::map_to_vec(&answer), usage, id })
 }
 
 /// An embedding as OpenAI's base64: the vector's little-endian 32-bit floats.
@@ -371,9 +369,7 @@ pub fn normalize_chat_completion(body: &[u8], model_group: &str) -> Result<Answe
     }
     let usage = Usage::from_value(answer.get("usage"));
     let id = answer.get("id").and_then(Value::as_str).map(str::to_string);
-    let bytes =
-        serde_json::to_vec(&answer).map_err(|e| ApiError::internal(format!("cannot encode the answer: {e}")))?;
-    Ok(Answer { bytes, usage, id })
+    Ok(Answer { bytes: crate::json::map_to_vec(&answer), usage, id })
 }
 
 /// What one normalised stream chunk says about the stream.
@@ -659,6 +655,25 @@ mod tests {
                 {"type": "redacted_thinking", "data": "enc"}
             ])
         );
+    }
+
+    /// The exact bytes an answer is relayed as: key order kept, `model` replaced in place,
+    /// strings re-escaped as serde_json escapes them, numbers as it prints them.
+    #[test]
+    fn answers_keep_their_bytes() {
+        let raw = r#"{"id": "chatcmpl_1", "object": "chat.completion", "created": 1.0e9, "model": "served",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": [
+                {"type": "reasoning", "summary": [{"type": "summary_text", "text": "Hm\u00e9 \"q\"", "signature": "s"}]},
+                {"type": "text", "text": "caf\u00e9 \/ \t\u0001 \ud83d\ude80 日本"}], "tool_calls": null},
+              "finish_reason": "stop", "logprobs": null, "extra": [1, -2, 0.5, 1e21, true]}],
+            "usage": {"prompt_tokens": 4, "completion_tokens": 5, "total_tokens": 9}, "system_fingerprint": null}"#;
+        let bytes = normalize_chat_completion(raw.as_bytes(), "my-model").unwrap().bytes;
+        let expected = r#"{"id":"chatcmpl_1","object":"chat.completion","created":1000000000.0,"model":"my-model","choices":[{"index":0,"message":{"role":"assistant","content":"café / \t\u0001 🚀 日本","tool_calls":null,"reasoning_content":"Hmé \"q\"","thinking_blocks":[{"type":"thinking","thinking":"Hmé \"q\"","signature":"s"}]},"finish_reason":"stop","logprobs":null,"extra":[1,-2,0.5,1e+21,true]}],"usage":{"prompt_tokens":4,"completion_tokens":5,"total_tokens":9},"system_fingerprint":null}"#;
+        assert_eq!(String::from_utf8(bytes).unwrap(), expected);
+        let list = br#"{"object":"list","model":"served","data":[{"index":0,"object":"embedding","embedding":[1.0,-2.5,0.1]}],"usage":{"prompt_tokens":3,"total_tokens":3}}"#;
+        let bytes = normalize_answer(Kind::Embedding, list, "gte \"x\"", false).unwrap().bytes;
+        let expected = r#"{"object":"list","model":"gte \"x\"","data":[{"index":0,"object":"embedding","embedding":[1.0,-2.5,0.1]}],"usage":{"prompt_tokens":3,"total_tokens":3}}"#;
+        assert_eq!(String::from_utf8(bytes).unwrap(), expected);
     }
 
     #[test]
