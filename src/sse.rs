@@ -28,8 +28,7 @@ impl SseParser {
             }
         }
         while let Some(end) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
-            self.line.extend_from_slice(&rest[..end]);
-            let is_cr = rest[end] == b'\r';
+            let (line, is_cr) = (&rest[..end], rest[end] == b'\r');
             rest = &rest[end + 1..];
             if is_cr {
                 match rest.first() {
@@ -38,8 +37,16 @@ impl SseParser {
                     Some(_) => {}
                 }
             }
-            let line = std::mem::take(&mut self.line);
-            self.take_line(&line, &mut events);
+            if self.line.is_empty() {
+                // The whole line is in this chunk: read in place.
+                self.take_line(line, &mut events);
+            } else {
+                let mut buffered = std::mem::take(&mut self.line);
+                buffered.extend_from_slice(line);
+                self.take_line(&buffered, &mut events);
+                buffered.clear();
+                self.line = buffered;
+            }
         }
         self.line.extend_from_slice(rest);
         events
@@ -93,6 +100,13 @@ impl SseParser {
 /// One event with the given data, framed for the client.
 pub fn event(data: &str) -> String {
     format!("data: {data}\n\n")
+}
+
+/// Appends one event whose data is `object` as compact JSON (`event(&object.to_string())`).
+pub fn write_event(out: &mut Vec<u8>, object: &serde_json::Map<String, serde_json::Value>) {
+    out.extend_from_slice(b"data: ");
+    crate::json::write_map(out, object);
+    out.extend_from_slice(b"\n\n");
 }
 
 #[cfg(test)]

@@ -117,7 +117,7 @@ impl ChatStreamRelay {
     }
 
     fn relay(&mut self, events: Vec<String>) -> Vec<u8> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(events.iter().map(|e| e.len() + 16).sum());
         for data in events {
             if self.closed {
                 break;
@@ -128,7 +128,7 @@ impl ChatStreamRelay {
             }
             let secrets: Vec<&str> = self.secrets.iter().map(Secret::expose).collect();
             match normalize_chunk(&data, &self.model_group, &secrets) {
-                Chunk::Data(chunk) => out.extend(self.relay_chunk(chunk)),
+                Chunk::Data(chunk) => self.relay_chunk(chunk, &mut out),
                 Chunk::Error(error) => out.extend(self.fail(error)),
                 Chunk::Malformed => {
                     out.extend(self.fail(ApiError::bad_gateway("Databricks sent a malformed stream chunk")))
@@ -138,7 +138,11 @@ impl ChatStreamRelay {
         out
     }
 
-    fn relay_chunk(&mut self, StreamChunk { mut chunk, usage, finished, generated_chars }: StreamChunk) -> Vec<u8> {
+    fn relay_chunk(
+        &mut self,
+        StreamChunk { mut chunk, usage, finished, generated_chars }: StreamChunk,
+        out: &mut Vec<u8>,
+    ) {
         self.chunks += 1;
         self.generated_chars += generated_chars;
         self.finished |= finished;
@@ -152,12 +156,12 @@ impl ChatStreamRelay {
         }
         // A chunk without choices carried only usage (the usage chunk comes at the end).
         if chunk.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty) {
-            return Vec::new();
+            return;
         }
         if self.include_usage {
             chunk.insert("usage".into(), Value::Null);
         }
-        sse::event(&Value::Object(chunk).to_string()).into_bytes()
+        sse::write_event(out, &chunk);
     }
 
     /// The stream ended well: the usage chunk when the client asked for it, then `[DONE]`.
@@ -171,7 +175,7 @@ impl ChatStreamRelay {
             chunk.insert("model".into(), Value::String(self.model_group.clone()));
             chunk.insert("choices".into(), Value::Array(Vec::new()));
             chunk.insert("usage".into(), usage.clone());
-            out.extend(sse::event(&Value::Object(chunk).to_string()).into_bytes());
+            sse::write_event(&mut out, &chunk);
         }
         out.extend(self.close());
         out
@@ -216,6 +220,45 @@ mod tests {
         out.extend(relay.feed(&input.as_bytes()[cut..]));
         out.extend(relay.finish());
         (events(&out), relay)
+    }
+
+    /// The exact bytes relayed, with and without usage: chunks re-written as serde_json writes
+    /// them, `model` replaced in place, `usage` removed or null, the usage chunk, `[DONE]`.
+    #[test]
+    fn streams_keep_their_bytes() {
+        let input = concat!(
+            "data: {\"id\": \"c\", \"object\": \"chat.completion.chunk\", \"created\": 1, \"model\": \"served\", \"choices\": [{\"index\": 0, \"delta\": {\"role\": \"assistant\", \"content\": \"\"}, \"finish_reason\": null, \"logprobs\": null}], \"usage\": {\"prompt_tokens\": 3, \"completion_tokens\": 0, \"total_tokens\": 3}}\n\n",
+            ": keep-alive\r\n\r\n",
+            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":[{\"type\":\"reasoning\",\"summary\":[{\"type\":\"summary_text\",\"text\":\"Hm \\u00e9\",\"signature\":\"\"}]}]},\"finish_reason\":null}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1,\"total_tokens\":4}}\n\n",
+            "data: {\"id\":\"c\",\"model\":\"served\",\"choices\":[{\"index\":0,\"delta\":{\"role\":null,\"content\":null,\"tool_calls\":[{\"index\":0,\"id\":null,\"type\":null,\"function\":{\"name\":null,\"arguments\":\"{\\\"city\\\":\\\"Par\"}}]},\"finish_reason\":null}],\"usage\":null}\n\n",
+            "data: {\"id\":\"c\",\"model\":\"served\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"caf\\u00e9 \\ud83d\\ude80 \\t\"},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5,\"completion_tokens_details\":{\"reasoning_tokens\":1}}}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let expected_chunks = [
+            r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"group","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null,"logprobs":null}]"#,
+            r#"{"id":"c","choices":[{"index":0,"delta":{"reasoning_content":"Hm é","thinking_blocks":[{"type":"thinking","thinking":"Hm é"}]},"finish_reason":null}],"model":"group""#,
+            r#"{"id":"c","model":"group","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\":\"Par"}}]},"finish_reason":null}]"#,
+            r#"{"id":"c","model":"group","choices":[{"index":0,"delta":{"content":"café 🚀 \t"},"finish_reason":"stop"}]"#,
+        ];
+        for include_usage in [false, true] {
+            let mut expected = String::new();
+            for chunk in expected_chunks {
+                let usage = if include_usage { r#","usage":null"# } else { "" };
+                expected.push_str(&format!("data: {chunk}{usage}}}\n\n"));
+            }
+            if include_usage {
+                expected.push_str(r#"data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"group","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5,"completion_tokens_details":{"reasoning_tokens":1}}}"#);
+                expected.push_str("\n\n");
+            }
+            expected.push_str("data: [DONE]\n\n");
+            for cut in [0, 1, 200, 201, input.len() - 3] {
+                let mut relay = ChatStreamRelay::new("group", vec![], include_usage);
+                let mut out = relay.feed(&input.as_bytes()[..cut]);
+                out.extend(relay.feed(&input.as_bytes()[cut..]));
+                out.extend(relay.finish());
+                assert_eq!(String::from_utf8(out).unwrap(), expected, "usage {include_usage}, cut {cut}");
+            }
+        }
     }
 
     #[test]
