@@ -60,8 +60,26 @@ pub fn write_entries<'a>(out: &mut Vec<u8>, entries: impl Iterator<Item = (&'a S
     out.push(b'}');
 }
 
-/// Numbers are few and short: serde_json's own formatting (itoa, shortest round-trip floats).
+/// An unsigned integer in decimal, as serde_json (itoa) writes it.
+pub fn write_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
+}
+
+/// Numbers: serde_json's own formatting (itoa, shortest round-trip floats).
 pub fn write_number(out: &mut Vec<u8>, n: &Number) {
+    if let Some(u) = n.as_u64() {
+        return write_u64(out, u);
+    }
     // Writing a number into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, n);
 }
@@ -195,6 +213,15 @@ mod tests {
         for _ in 0..5_000 {
             let v = value(&mut rng, 0);
             assert_eq!(to_vec(&v), serde_json::to_vec(&v).unwrap(), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn integers_are_written_as_serde_json_writes_them() {
+        for n in [0, 1, 9, 10, 99, 100, 12345, u64::from(u32::MAX), u64::MAX - 1, u64::MAX] {
+            let mut out = Vec::new();
+            write_u64(&mut out, n);
+            assert_eq!(out, serde_json::to_vec(&n).unwrap());
         }
     }
 
