@@ -73,6 +73,63 @@ pub fn prepare_body(kind: Kind, body: &mut Map<String, Value>, endpoint: &str, s
     }
 }
 
+/// Top-level fields `prepare_body` reads or changes; it leaves every other one as it is.
+const PREPARED_FIELDS: [&str; 7] =
+    ["model", "messages", "max_tokens", "max_completion_tokens", "stream_options", "thinking", "reasoning_effort"];
+
+/// The JSON body `endpoint` gets for one attempt: exactly `serde_json::to_vec` of what
+/// [`prepare_body`] makes of a copy of `body`, but without copying what the translation leaves
+/// alone (the messages, unless one carries LiteLLM's fields or thinking blocks; tools; schemas):
+/// those are written straight from the client's body.
+pub fn prepared_payload(
+    kind: Kind,
+    body: &Map<String, Value>,
+    endpoint: &str,
+    stream: bool,
+    output_cap: Option<u64>,
+) -> Vec<u8> {
+    let copy_messages = kind == Kind::Chat && messages_need_changes(body);
+    // The fields written from the client's body: in the copy, a null holds their place (and
+    // so their position, which the translation's removals and insertions may move).
+    let mut kept: Vec<&str> = Vec::new();
+    let mut copy = Map::new();
+    for (name, value) in body {
+        let large = matches!(value, Value::Array(_) | Value::Object(_));
+        let leave = large && (!PREPARED_FIELDS.contains(&name.as_str()) || (name == "messages" && !copy_messages));
+        if leave {
+            kept.push(name);
+            copy.insert(name.clone(), Value::Null);
+        } else {
+            copy.insert(name.clone(), value.clone());
+        }
+    }
+    prepare_body(kind, &mut copy, endpoint, stream, output_cap);
+    let mut out = Vec::with_capacity(256);
+    let entries = copy.iter().map(|(name, value)| match kept.contains(&name.as_str()) {
+        true => (name, body.get(name).unwrap_or(value)),
+        false => (name, value),
+    });
+    crate::json::write_entries(&mut out, entries);
+    out
+}
+
+/// Whether the translation changes any message: thinking blocks to turn back into reasoning
+/// parts, or LiteLLM's fields to remove (see `return_thinking_blocks`, `drop_litellm_message_fields`).
+fn messages_need_changes(body: &Map<String, Value>) -> bool {
+    let Some(Value::Array(messages)) = body.get("messages") else { return false };
+    let has_own_fields = |v: &Value| v.as_object().is_some_and(|o| o.contains_key("provider_specific_fields"));
+    messages.iter().filter_map(Value::as_object).any(|message| {
+        message.iter().any(|(name, value)| match name.as_str() {
+            "thinking_blocks" => true,
+            field if LITELLM_MESSAGE_FIELDS.contains(&field) => true,
+            "tool_calls" => value.as_array().into_iter().flatten().any(|call| {
+                has_own_fields(call) || call.as_object().and_then(|c| c.get("function")).is_some_and(has_own_fields)
+            }),
+            _ => false,
+        })
+    })
+}
+
 fn is_claude(endpoint: &str) -> bool {
     endpoint.contains("claude")
 }
@@ -879,6 +936,93 @@ mod tests {
                    "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]})
         );
         assert_eq!(body["messages"][2], json!({"role": "tool", "tool_call_id": "c1", "content": "r"}));
+    }
+
+    /// `prepared_payload` writes what encoding a prepared copy writes, for every translation.
+    #[test]
+    fn prepared_payloads_are_the_prepared_copy_encoded() {
+        let tool_call = |extra: Value| {
+            let mut call = json!({"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}});
+            for (k, v) in extra.as_object().unwrap() {
+                if k == "function_extra" {
+                    call["function"]["provider_specific_fields"] = v.clone();
+                } else {
+                    call[k] = v.clone();
+                }
+            }
+            call
+        };
+        let messages = [
+            json!([{"role": "user", "content": "q"}]),
+            json!([{"role": "system", "content": [{"type": "text", "text": "s"}]}, {"role": "user", "content": "q"}]),
+            json!([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "reasoning_content": "hm",
+                    "thinking_blocks": [{"type": "thinking", "thinking": "hm", "signature": "s1"}, {"type": "redacted_thinking", "data": "d"}]},
+                   {"role": "user", "content": "q2"}]),
+            json!([{"role": "assistant", "content": null, "thinking_blocks": "not a list"}]),
+            json!([{"role": "assistant", "content": null, "provider_specific_fields": {"refusal": null}, "reasoning_items": []}]),
+            json!([{"role": "assistant", "content": null, "tool_calls": [tool_call(json!({"provider_specific_fields": {}}))]}]),
+            json!([{"role": "assistant", "content": null, "tool_calls": [tool_call(json!({"function_extra": null}))]}]),
+            json!([{"role": "assistant", "content": null, "tool_calls": [tool_call(json!({}))]}, {"role": "tool", "tool_call_id": "c1", "content": "r"}]),
+            json!([3, "odd", null]),
+            json!("not a list"),
+        ];
+        let extras = [
+            json!({}),
+            json!({"max_completion_tokens": 9, "user": "u", "n": 2}),
+            json!({"reasoning_effort": "medium", "max_tokens": 500}),
+            json!({"reasoning_effort": "high", "stream_options": {"other": 1}, "metadata": {"a": [1, 2]}}),
+            json!({"thinking": {"type": "enabled", "budget_tokens": 3000}, "max_tokens": 5000, "response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}),
+            json!({"thinking": {"type": "enabled", "budget_tokens": 500}, "reasoning_effort": "low", "tools": [{"type": "function", "function": {"name": "f"}}]}),
+            json!({"stream_options": null, "max_completion_tokens": null, "tool_choice": {"type": "function", "function": {"name": "f"}}}),
+            json!({"stream_options": [1], "logit_bias": {"1": 2}, "stop": ["a", "b"]}),
+        ];
+        let endpoints = [
+            "databricks-claude-sonnet-4-5",
+            "databricks-gpt-5-1",
+            "databricks-gpt-oss-120b",
+            "databricks-meta-llama-3-3-70b-instruct",
+        ];
+        let mut checked = 0;
+        for messages in &messages {
+            for extra in &extras {
+                // The model first, the messages between the other fields, and last.
+                for position in 0..3 {
+                    let mut body = Map::new();
+                    body.insert("model".into(), json!("m"));
+                    if position == 0 {
+                        body.insert("messages".into(), messages.clone());
+                    }
+                    for (i, (k, v)) in extra.as_object().unwrap().iter().enumerate() {
+                        body.insert(k.clone(), v.clone());
+                        if position == 1 && i == 0 {
+                            body.insert("messages".into(), messages.clone());
+                        }
+                    }
+                    if !body.contains_key("messages") {
+                        body.insert("messages".into(), messages.clone());
+                    }
+                    for kind in [Kind::Chat, Kind::Completion, Kind::Embedding] {
+                        for endpoint in endpoints {
+                            for stream in [false, true] {
+                                for cap in [None, Some(900), Some(3000)] {
+                                    let mut copy = body.clone();
+                                    prepare_body(kind, &mut copy, endpoint, stream, cap);
+                                    assert_eq!(
+                                        String::from_utf8(prepared_payload(kind, &body, endpoint, stream, cap))
+                                            .unwrap(),
+                                        serde_json::to_string(&copy).unwrap(),
+                                        "{kind:?} {endpoint} stream {stream} cap {cap:?}: {}",
+                                        Value::Object(body.clone())
+                                    );
+                                    checked += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 10 * 8 * 3 * 3 * 4 * 2 * 3);
     }
 
     #[test]
