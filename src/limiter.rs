@@ -573,6 +573,94 @@ mod tests {
         state.settle(&s, now)
     }
 
+    /// A long random trace of admissions, fallbacks, settlements (repeated, late, unknown) and
+    /// rate queries under changing limits: every decision, answer and state along it, digested.
+    /// The digest pins the rules' exact behaviour, so that a change meant only to make them
+    /// faster cannot change a single outcome.
+    #[test]
+    fn a_random_trace_keeps_its_outcomes() {
+        struct Rng(u64);
+        impl Rng {
+            fn below(&mut self, n: u64) -> u64 {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 7;
+                self.0 ^= self.0 << 17;
+                self.0 % n
+            }
+        }
+        let presets = [
+            Limits { rpm: Some(5), ..limits() },
+            Limits { tpm: Some(400), max_parallel: Some(3), ..limits() },
+            Limits {
+                model_rpm: [("m".to_string(), 3)].into(),
+                model_tpm: [("n".to_string(), 300)].into(),
+                max_budget: Some(400_000_000),
+                soft_budget: Some(100_000_000),
+                budget_duration: Some("1m".into()),
+                ..limits()
+            },
+            Limits { max_budget: Some(250_000_000), budget_duration: Some("30s".into()), max_parallel: Some(2), ..limits() },
+            Limits { rpm: Some(8), tpm: Some(1_000), max_budget: Some(10_000_000_000), ..limits() },
+            limits(),
+        ];
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let mut state = LedgerState::default();
+        let mut now = T0;
+        let mut digest: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut absorb = |text: String| {
+            for b in text.bytes() {
+                digest = (digest ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        let mut limits = presets[0].clone();
+        for step in 0..4_000u64 {
+            now += rng.below(4_000);
+            if rng.below(50) == 0 {
+                now += rng.below(4_000_000);
+            }
+            if step % 300 == 0 {
+                limits = presets[(step / 300) as usize % presets.len()].clone();
+            }
+            let id = format!("call-{}", rng.below(60));
+            let model = if rng.below(3) == 0 { "n" } else { "m" };
+            match rng.below(10) {
+                0..=4 => {
+                    let mut r = request(&id, &limits);
+                    r.model = model.into();
+                    r.max_tokens = [None, Some(5), Some(50), Some(400)][rng.below(4) as usize];
+                    r.choices = 1 + rng.below(3);
+                    r.prompt_tokens_estimate = rng.below(200);
+                    r.prompt_tokens_bound = r.prompt_tokens_estimate * 2;
+                    r.output_cap = 1 + rng.below(300);
+                    let decision = state.admit(&r, now);
+                    absorb(format!("{decision:?}"));
+                }
+                5..=8 => {
+                    let (prompt, completion) = (rng.below(200), rng.below(200));
+                    let s = Settlement {
+                        id,
+                        prompt_tokens: prompt,
+                        completion_tokens: completion,
+                        cost: PRICES.tokens_cost(prompt, completion),
+                        limits: limits.clone(),
+                    };
+                    let settled = state.settle(&s, now);
+                    absorb(format!("{settled:?}"));
+                }
+                _ => {
+                    absorb(format!("{:?}", state.rate_info(now, &limits, model, rng.below(3))));
+                    absorb(format!("{:?}", state.budget_reset_at(&limits)));
+                }
+            }
+            absorb(format!("{:?} {} {:?} {}", state.entries, state.spend, state.period_start, state.soft_alerted));
+            absorb(format!("{:?} {:?}", state.changed, state.removed));
+            state.changed.clear();
+            state.removed.clear();
+        }
+        // Admitted 449, rate limited 955, over budget 630; 810 settlements, 748 repeated.
+        assert_eq!(digest, 10_211_792_134_723_764_568);
+    }
+
     #[test]
     fn rpm_admits_exactly_n_in_any_minute() {
         let l = Limits { rpm: Some(5), ..limits() };
