@@ -97,12 +97,7 @@ impl SseParser {
     }
 }
 
-/// One event with the given data, framed for the client.
-pub fn event(data: &str) -> String {
-    format!("data: {data}\n\n")
-}
-
-/// Appends one event whose data is `object` as compact JSON (`event(&object.to_string())`).
+/// Appends one event, framed for the client, whose data is `object` as compact JSON.
 pub fn write_event(out: &mut Vec<u8>, object: &serde_json::Map<String, serde_json::Value>) {
     out.extend_from_slice(b"data: ");
     crate::json::write_map(out, object);
