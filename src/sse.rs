@@ -84,7 +84,11 @@ impl SseParser {
             None => (line, &b""[..]),
         };
         if field == b"data" {
-            let value = String::from_utf8_lossy(value);
+            // Valid UTF-8 is checked by the quick path, invalid bytes replaced by the slow one.
+            let value = match std::str::from_utf8(value) {
+                Ok(text) => std::borrow::Cow::Borrowed(text),
+                Err(_) => String::from_utf8_lossy(value),
+            };
             match &mut self.data {
                 Some(data) => {
                     data.push('\n');
@@ -145,6 +149,12 @@ mod tests {
     fn a_final_event_without_blank_line_is_kept() {
         assert_eq!(parse_in_pieces(b"data: x\n\ndata: [DONE]\n", &[]), ["x", "[DONE]"]);
         assert_eq!(parse_in_pieces(b"data: [DONE]", &[]), ["[DONE]"]);
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_not_dropped() {
+        assert_eq!(parse_in_pieces(b"data: a\xffb\xc3\n\n", &[]), ["a\u{fffd}b\u{fffd}"]);
+        assert_eq!(parse_in_pieces(b"data: caf\xc3\xa9\n\n", &[9]), ["caf\u{e9}"]);
     }
 
     #[test]
