@@ -1,6 +1,10 @@
 //! Everything Databricks-specific: request translation, answer and chunk normalisation
 //! (reasoning content lists, served-model names), and the mapping of its error bodies.
 
+use std::borrow::Cow;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::openai::{ApiError, ErrorKind, Kind};
@@ -462,28 +466,206 @@ pub fn normalize_chunk(data: &str, model_group: &str, secrets: &[&str]) -> Chunk
         return Chunk::Error(upstream_error(500, data.as_bytes(), secrets));
     }
     chunk.insert("model".into(), Value::String(model_group.to_string()));
-    let mut finished = false;
-    let mut generated_chars = 0;
+    let (mut finished, mut generated_chars) = (false, 0);
     for choice in choices_mut(&mut chunk) {
-        finished |= choice.get("finish_reason").is_some_and(|r| !r.is_null());
-        if let Some(delta) = choice.get_mut("delta").and_then(Value::as_object_mut) {
-            flatten_content(delta, true);
-            drop_nulls(delta);
-            for field in ["content", "reasoning_content"] {
-                generated_chars += delta.get(field).and_then(Value::as_str).map_or(0, |t| t.chars().count() as u64);
-            }
-            // A tool call's name and arguments are generated tokens too.
-            for call in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
-                for text in [&call["function"]["name"], &call["function"]["arguments"]] {
-                    generated_chars += text.as_str().map_or(0, |t| t.chars().count() as u64);
-                }
-            }
-        }
-        // Legacy completions stream their text on the choice itself.
-        generated_chars += choice.get("text").and_then(Value::as_str).map_or(0, |t| t.chars().count() as u64);
+        normalize_choice(choice, &mut finished, &mut generated_chars);
     }
     let usage = chunk.remove("usage").filter(Value::is_object);
     Chunk::Data(StreamChunk { chunk, usage, finished, generated_chars })
+}
+
+/// One choice of a stream chunk as the client sees it; notes whether it finished and the
+/// characters it generated.
+fn normalize_choice(choice: &mut Map<String, Value>, finished: &mut bool, generated_chars: &mut u64) {
+    *finished |= choice.get("finish_reason").is_some_and(|r| !r.is_null());
+    if let Some(delta) = choice.get_mut("delta").and_then(Value::as_object_mut) {
+        flatten_content(delta, true);
+        drop_nulls(delta);
+        for field in ["content", "reasoning_content"] {
+            *generated_chars += delta.get(field).and_then(Value::as_str).map_or(0, |t| t.chars().count() as u64);
+        }
+        // A tool call's name and arguments are generated tokens too.
+        for call in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+            for text in [&call["function"]["name"], &call["function"]["arguments"]] {
+                *generated_chars += text.as_str().map_or(0, |t| t.chars().count() as u64);
+            }
+        }
+    }
+    // Legacy completions stream their text on the choice itself.
+    *generated_chars += choice.get("text").and_then(Value::as_str).map_or(0, |t| t.chars().count() as u64);
+}
+
+/// One stream chunk normalised as [`normalize_chunk`] normalises it, without building the
+/// whole chunk as a `Value`: only its `choices` are; its other fields stay the text they
+/// came as when serde_json would write them back unchanged (plain strings, integers,
+/// literals), and its `usage` stays text until it is read.
+#[derive(Debug)]
+pub struct ChunkFields<'a> {
+    /// The chunk's fields in the order `normalize_chunk`'s map has them (model replaced,
+    /// `usage` taken out).
+    pub fields: Vec<(Cow<'a, str>, Field<'a>)>,
+    /// The upstream's `usage` object, as it came.
+    pub usage: Option<&'a str>,
+    pub finished: bool,
+    pub generated_chars: u64,
+}
+
+#[derive(Debug)]
+pub enum Field<'a> {
+    /// JSON text that serde_json would write back byte for byte.
+    Text(&'a str),
+    Value(Value),
+}
+
+impl Field<'_> {
+    pub fn to_value(&self) -> Value {
+        match self {
+            Field::Text(text) => serde_json::from_str(text).unwrap_or(Value::Null),
+            Field::Value(value) => value.clone(),
+        }
+    }
+
+    pub fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Field::Text(text) => out.extend_from_slice(text.as_bytes()),
+            Field::Value(value) => crate::json::write_value(out, value),
+        }
+    }
+}
+
+impl ChunkFields<'_> {
+    pub fn get(&self, name: &str) -> Option<&Field<'_>> {
+        self.fields.iter().find(|(n, _)| n == name).map(|(_, f)| f)
+    }
+
+    /// `Map::insert`: a field already there keeps its place.
+    pub fn insert(&mut self, name: &'static str, field: Field<'static>) {
+        match self.fields.iter_mut().find(|(n, _)| n == name) {
+            Some((_, f)) => *f = field,
+            None => self.fields.push((Cow::Borrowed(name), field)),
+        }
+    }
+
+    /// The chunk as compact JSON, as `normalize_chunk`'s map would be written.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        for (i, (name, field)) in self.fields.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            crate::json::write_str(out, name);
+            out.push(b':');
+            field.write(out);
+        }
+        out.push(b'}');
+    }
+}
+
+/// The fast way to [`normalize_chunk`]'s result, for chunks with `choices`; `None` for any
+/// other (errors, malformed data, odd shapes), which take the slow way.
+pub fn normalize_chunk_fields<'a>(data: &'a str, model_group: &str) -> Option<ChunkFields<'a>> {
+    let TopLevel(raw) = serde_json::from_str(data).ok()?;
+    if !raw.iter().any(|(name, _)| name == "choices") {
+        return None;
+    }
+    let mut fields = Vec::with_capacity(raw.len() + 1);
+    for (name, value) in raw {
+        let text = value.get();
+        let field = match &*name {
+            "choices" => Field::Value(serde_json::from_str(text).ok()?),
+            "usage" | "model" => Field::Text(text),
+            _ if writes_back_unchanged(text) => Field::Text(text),
+            _ => Field::Value(serde_json::from_str(text).ok()?),
+        };
+        fields.push((name, field));
+    }
+    let mut chunk = ChunkFields { fields, usage: None, finished: false, generated_chars: 0 };
+    // In `normalize_chunk`'s order: the model, the choices, then `usage` out (swapped out).
+    chunk.insert("model", Field::Value(Value::String(model_group.to_string())));
+    if let Some((_, Field::Value(Value::Array(choices)))) = chunk.fields.iter_mut().find(|(n, _)| n == "choices") {
+        for choice in choices.iter_mut().filter_map(Value::as_object_mut) {
+            normalize_choice(choice, &mut chunk.finished, &mut chunk.generated_chars);
+        }
+    }
+    if let Some(i) = chunk.fields.iter().position(|(n, _)| n == "usage") {
+        if let (_, Field::Text(text)) = chunk.fields.swap_remove(i) {
+            chunk.usage = Some(text).filter(|t| t.starts_with('{'));
+        }
+    }
+    Some(chunk)
+}
+
+/// Whether serde_json writes this JSON text back byte for byte once parsed: `null`, `true`,
+/// `false`, a string without escapes (it holds no quote, backslash or control character), or
+/// a non-negative integer of at most 19 digits (below `u64::MAX`, written back as it came).
+fn writes_back_unchanged(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    match bytes.first() {
+        Some(b'"') => !bytes.contains(&b'\\'),
+        Some(b'0'..=b'9') => bytes.len() <= 19 && bytes.iter().all(u8::is_ascii_digit),
+        _ => matches!(text, "null" | "true" | "false"),
+    }
+}
+
+/// A JSON object's fields in order, each value as its text. A repeated field keeps its first
+/// place and its last value, as serde_json's map does. Refuses objects of more than 64 fields
+/// (looking a repeat up is linear), which take the slow way.
+struct TopLevel<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for TopLevel<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = TopLevel<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TopLevel<'de>, A::Error> {
+                let mut fields: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::with_capacity(8);
+                while let Some(FieldName(name)) = map.next_key()? {
+                    let value: &'de RawValue = map.next_value()?;
+                    match fields.iter().position(|(n, _)| *n == name) {
+                        Some(i) => fields[i].1 = value,
+                        None if fields.len() < 64 => fields.push((name, value)),
+                        None => return Err(serde::de::Error::custom("too many fields")),
+                    }
+                }
+                Ok(TopLevel(fields))
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
+}
+
+/// A field name, borrowed from the input unless it had escapes.
+struct FieldName<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for FieldName<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl<'de> Visitor<'de> for Name {
+            type Value = FieldName<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+
+            fn visit_borrowed_str<E>(self, name: &'de str) -> Result<FieldName<'de>, E> {
+                Ok(FieldName(Cow::Borrowed(name)))
+            }
+
+            fn visit_str<E>(self, name: &str) -> Result<FieldName<'de>, E> {
+                Ok(FieldName(Cow::Owned(name.to_string())))
+            }
+
+            fn visit_string<E>(self, name: String) -> Result<FieldName<'de>, E> {
+                Ok(FieldName(Cow::Owned(name)))
+            }
+        }
+        deserializer.deserialize_str(Name)
+    }
 }
 
 /// OpenAI leaves out of a delta what it does not carry. Databricks sends such keys as null (every
