@@ -18,13 +18,14 @@ export ESBUILD_BIN := $(CURDIR)/node_modules/.bin/esbuild
 export WRANGLER_SEND_METRICS := false
 export PATH := $(CARGO_BIN):$(PATH)
 
-.PHONY: help tools assets build build-test build-test-strategies build-baseline dev test test-rust test-e2e test-clients check-deploy bench soak lint clean
+.PHONY: help tools assets build build-test build-test-strategies build-baseline dev test test-rust test-e2e test-clients check-deploy bench soak profile lint clean
 
 help:
 	@echo "make dev     start the gateway on :4000 (fake Databricks unless DATABRICKS_API_BASE is set)"
 	@echo "make test    unit tests, lint, end-to-end tests under workerd, deploy dry run"
 	@echo "make bench   load the fake directly, through a trivial worker and through the gateway; print a table, write build-test/bench.json"
 	@echo "make soak    minutes of mixed load with faults and a restart; check every key's ledger (SOAK_SECONDS=180)"
+	@echo "make profile instructions per request of each pure step (valgrind's callgrind; native timings without it)"
 
 tools: node_modules/.package-lock.json
 	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
@@ -113,6 +114,11 @@ build-baseline: tools assets
 	cd build-baseline-src && CARGO_TARGET_DIR=$(CURDIR)/target/baseline \
 		GATEWAY_CONFIG=tests/fixtures/litellm_config.yaml worker-build --release --out-dir $(CURDIR)/build-baseline
 	git worktree remove --force build-baseline-src
+
+# Not part of `make test`: the pure steps of a request (parse, translate, normalise, stream, hash,
+# log line, ledger) run natively on realistic inputs, counted by callgrind when valgrind is installed.
+profile:
+	cargo run --locked --release --example profile_steps
 
 # Not part of `make test`: several minutes (SOAK_SECONDS of load, then about a minute of probes).
 soak: build-test

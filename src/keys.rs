@@ -27,7 +27,7 @@ const ALIAS_INDEX_PREFIX: &str = "alias:";
 
 /// SHA-256 of a key, as lower-case hex: the key's id everywhere but in the caller's hands.
 pub fn hash_key(key: &str) -> String {
-    Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    crate::ids::hex(&Sha256::digest(key.as_bytes()))
 }
 
 /// True for what looks like a key hash rather than a clear key.

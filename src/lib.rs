@@ -22,6 +22,7 @@ pub mod endpoints;
 pub mod family;
 pub mod headers;
 pub mod ids;
+pub mod json;
 pub mod keys;
 pub mod ledger;
 pub mod log;

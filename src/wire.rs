@@ -148,10 +148,7 @@ impl WireFormat for OpenAi {
         stream: bool,
         output_cap: Option<u64>,
     ) -> Result<UpstreamRequest, ApiError> {
-        let mut body = body.clone();
-        databricks::prepare_body(self.kind, &mut body, endpoint, stream, output_cap);
-        let payload =
-            serde_json::to_vec(&body).map_err(|e| ApiError::internal(format!("cannot encode the request: {e}")))?;
+        let payload = databricks::prepared_payload(self.kind, body, endpoint, stream, output_cap);
         Ok(UpstreamRequest { route: self.kind.route(), body: payload, headers: Vec::new() })
     }
 

@@ -243,7 +243,7 @@ impl LedgerState {
     pub fn admit(&mut self, req: &AdmitRequest, now: u64) -> Decision {
         self.maintain(now, &req.limits);
         let previous =
-            self.entries.iter().position(|e| e.id == req.id && e.is_reserved()).map(|i| self.entries.remove(i));
+            self.entries.iter().position(|e| e.is_reserved() && e.id == req.id).map(|i| self.entries.remove(i));
         let decision = self.admit_new(req, now);
         if let (Some(previous), false) = (previous, matches!(decision, Decision::Admitted { .. })) {
             self.entries.push(previous);
@@ -264,14 +264,17 @@ impl LedgerState {
             return Decision::ModelNotAllowed { models: self.scope.clone().unwrap_or_default() };
         }
         let limits = &req.limits;
-        let rate = self.rate_info(now, limits, &req.model, 0);
+        // The figures a refusal reports (nothing changes before one is returned).
+        let rate = || self.rate_info(now, limits, &req.model, 0);
 
         if let Some(max) = limits.max_parallel {
-            let leases: Vec<u64> = self.leases(now).collect();
-            if leases.len() as u64 >= max {
-                let retry = leases.iter().min().map_or(1000, |l| l - now);
+            let (in_flight, first_end) = self
+                .leases(now)
+                .fold((0u64, None::<u64>), |(n, first), l| (n + 1, Some(first.map_or(l, |f| f.min(l)))));
+            if in_flight >= max {
+                let retry = first_end.map_or(1000, |l| l - now);
                 let message = format!("Max parallel request limit reached: {max} requests in flight.");
-                return Decision::RateLimited { message, retry_after_ms: retry, rate };
+                return Decision::RateLimited { message, retry_after_ms: retry, rate: rate() };
             }
         }
         let all_models = |_: &Entry| true;
@@ -279,13 +282,13 @@ impl LedgerState {
         if let Some(rpm) = limits.rpm {
             if let Some(retry) = self.requests_retry(now, rpm, all_models) {
                 let message = format!("Rate limit reached: {rpm} requests per minute.");
-                return Decision::RateLimited { message, retry_after_ms: retry, rate };
+                return Decision::RateLimited { message, retry_after_ms: retry, rate: rate() };
             }
         }
         if let Some(&rpm) = limits.model_rpm.get(&req.model) {
             if let Some(retry) = self.requests_retry(now, rpm, this_model) {
                 let message = format!("Rate limit reached for model {}: {rpm} requests per minute.", req.model);
-                return Decision::RateLimited { message, retry_after_ms: retry, rate };
+                return Decision::RateLimited { message, retry_after_ms: retry, rate: rate() };
             }
         }
         // Token limits admit on the estimate (settlement corrects it); every choice may use
@@ -307,7 +310,7 @@ impl LedgerState {
                 } else {
                     format!("Rate limit reached{scope}: {tpm} tokens per minute.")
                 };
-                return Decision::RateLimited { message, retry_after_ms: retry, rate };
+                return Decision::RateLimited { message, retry_after_ms: retry, rate: rate() };
             }
         }
 
@@ -478,11 +481,12 @@ impl LedgerState {
 
     /// `None` if one more request fits under `rpm`; else how long until it would.
     fn requests_retry(&self, now: u64, rpm: u64, filter: impl Fn(&Entry) -> bool) -> Option<u64> {
-        let mut times: Vec<u64> = self.window(now).filter(|e| filter(e)).map(|e| e.at).collect();
-        let count = times.len() as u64;
+        // Counted first: the times are gathered and sorted only when the limit is reached.
+        let count = self.window(now).filter(|e| filter(e)).count() as u64;
         if count < rpm {
             return None;
         }
+        let mut times: Vec<u64> = self.window(now).filter(|e| filter(e)).map(|e| e.at).collect();
         times.sort_unstable();
         // The oldest (count - rpm + 1) admissions must leave the window first.
         let last_to_leave = times.get((count - rpm) as usize).copied().unwrap_or(now);
@@ -491,14 +495,15 @@ impl LedgerState {
 
     /// `None` if `tokens` more fit under `tpm`; else how long until they would.
     fn tokens_retry(&self, now: u64, tpm: u64, tokens: u64, filter: impl Fn(&Entry) -> bool) -> Option<u64> {
-        let mut window: Vec<(u64, u64)> = self.window(now).filter(|e| filter(e)).map(|e| (e.at, e.tokens)).collect();
-        let mut used: u64 = window.iter().fold(0u64, |sum, (_, t)| sum.saturating_add(*t));
+        // Summed first: the window is gathered and sorted only when the tokens do not fit.
+        let mut used: u64 = self.window(now).filter(|e| filter(e)).fold(0u64, |sum, e| sum.saturating_add(e.tokens));
         if used.saturating_add(tokens) <= tpm {
             return None;
         }
         if tokens > tpm {
             return Some(WINDOW_MS);
         }
+        let mut window: Vec<(u64, u64)> = self.window(now).filter(|e| filter(e)).map(|e| (e.at, e.tokens)).collect();
         window.sort_unstable();
         for (at, t) in window {
             used = used.saturating_sub(t);
@@ -513,17 +518,23 @@ impl LedgerState {
     pub fn rate_info(&self, now: u64, limits: &Limits, model: &str, extra: u64) -> RateInfo {
         let rpm = limits.rpm.or_else(|| limits.model_rpm.get(model).copied());
         let tpm = limits.tpm.or_else(|| limits.model_tpm.get(model).copied());
-        let scoped = |e: &&Entry| limits.rpm.is_some() || e.model == model;
-        let window: Vec<&Entry> = self.window(now).filter(scoped).collect();
-        let oldest = window.iter().map(|e| e.at).min();
+        // One pass: the requests (and the oldest of them) and the tokens in the window, each
+        // counted across models when the key-wide limit is set, else for this model.
+        let (mut requests, mut oldest, mut used_tokens) = (0u64, None::<u64>, 0u64);
+        for e in self.window(now) {
+            let this_model = || e.model == model;
+            if limits.rpm.is_some() || this_model() {
+                requests += 1;
+                oldest = Some(oldest.map_or(e.at, |o| o.min(e.at)));
+            }
+            if limits.tpm.is_some() || this_model() {
+                used_tokens = used_tokens.saturating_add(e.tokens);
+            }
+        }
         let reset = oldest.map(|at| (at + WINDOW_MS).saturating_sub(now)).unwrap_or(0);
-        let used_tokens: u64 = self
-            .window(now)
-            .filter(|e| limits.tpm.is_some() || e.model == model)
-            .fold(0u64, |sum, e| sum.saturating_add(e.tokens));
         RateInfo {
             limit_requests: rpm,
-            remaining_requests: rpm.map(|r| r.saturating_sub(window.len() as u64 + extra)),
+            remaining_requests: rpm.map(|r| r.saturating_sub(requests + extra)),
             reset_requests_ms: rpm.map(|_| reset),
             limit_tokens: tpm,
             remaining_tokens: tpm.map(|t| t.saturating_sub(used_tokens)),
@@ -580,6 +591,99 @@ mod tests {
             limits: limits.clone(),
         };
         state.settle(&s, now)
+    }
+
+    /// A long random trace of admissions, fallbacks, settlements (repeated, late, unknown) and
+    /// rate queries under changing limits: every decision, answer and state along it, digested.
+    /// The digest pins the rules' exact behaviour, so that a change meant only to make them
+    /// faster cannot change a single outcome.
+    #[test]
+    fn a_random_trace_keeps_its_outcomes() {
+        struct Rng(u64);
+        impl Rng {
+            fn below(&mut self, n: u64) -> u64 {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 7;
+                self.0 ^= self.0 << 17;
+                self.0 % n
+            }
+        }
+        let presets = [
+            Limits { rpm: Some(5), ..limits() },
+            Limits { tpm: Some(400), max_parallel: Some(3), ..limits() },
+            Limits {
+                model_rpm: [("m".to_string(), 3)].into(),
+                model_tpm: [("n".to_string(), 300)].into(),
+                max_budget: Some(400_000_000),
+                soft_budget: Some(100_000_000),
+                budget_duration: Some("1m".into()),
+                ..limits()
+            },
+            Limits {
+                max_budget: Some(250_000_000),
+                budget_duration: Some("30s".into()),
+                max_parallel: Some(2),
+                ..limits()
+            },
+            Limits { rpm: Some(8), tpm: Some(1_000), max_budget: Some(10_000_000_000), ..limits() },
+            limits(),
+        ];
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let mut state = LedgerState::default();
+        let mut now = T0;
+        let mut digest: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut absorb = |text: String| {
+            for b in text.bytes() {
+                digest = (digest ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        let mut limits = presets[0].clone();
+        for step in 0..4_000u64 {
+            now += rng.below(4_000);
+            if rng.below(50) == 0 {
+                now += rng.below(4_000_000);
+            }
+            if step % 300 == 0 {
+                limits = presets[(step / 300) as usize % presets.len()].clone();
+            }
+            let id = format!("call-{}", rng.below(60));
+            let model = if rng.below(3) == 0 { "n" } else { "m" };
+            match rng.below(10) {
+                0..=4 => {
+                    let mut r = request(&id, &limits);
+                    r.model = model.into();
+                    r.max_tokens = [None, Some(5), Some(50), Some(400)][rng.below(4) as usize];
+                    r.choices = 1 + rng.below(3);
+                    r.prompt_tokens_estimate = rng.below(200);
+                    r.prompt_tokens_bound = r.prompt_tokens_estimate * 2;
+                    r.output_cap = 1 + rng.below(300);
+                    let decision = state.admit(&r, now);
+                    absorb(format!("{decision:?}"));
+                }
+                5..=8 => {
+                    let (prompt, completion) = (rng.below(200), rng.below(200));
+                    let s = Settlement {
+                        id,
+                        prompt_tokens: prompt,
+                        completion_tokens: completion,
+                        cost: PRICES.tokens_cost(prompt, completion),
+                        limits: limits.clone(),
+                    };
+                    let settled = state.settle(&s, now);
+                    absorb(format!("{settled:?}"));
+                }
+                _ => {
+                    absorb(format!("{:?}", state.rate_info(now, &limits, model, rng.below(3))));
+                    absorb(format!("{:?}", state.budget_reset_at(&limits)));
+                }
+            }
+            absorb(format!("{:?} {} {:?} {}", state.entries, state.spend, state.period_start, state.soft_alerted));
+            absorb(format!("{:?} {:?}", state.changed, state.removed));
+            state.changed.clear();
+            state.removed.clear();
+        }
+        // Admitted 449, rate limited 955, over budget 630; 810 settlements, 748 repeated.
+        assert_eq!(digest, 10_211_792_134_723_764_568);
     }
 
     #[test]
