@@ -27,6 +27,7 @@ pub mod openai;
 pub mod price_table;
 pub mod pricing;
 pub mod prompt;
+pub mod responses;
 pub mod router;
 pub mod routes;
 pub mod secret;
