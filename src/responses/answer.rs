@@ -150,19 +150,32 @@ pub fn response_from_chat(raw: &[u8], shell: &ResponseShell) -> Result<ResponseA
     let mut output = Vec::new();
     match message.get("thinking_blocks").and_then(Value::as_array) {
         Some(blocks) => {
+            // A thinking block may come in pieces; its signature, on the last, ends it (as in a
+            // stream).
+            let mut thinking = String::new();
             for block in blocks {
                 let id = shell.item_id("rs", output.len());
                 let s = |k: &str| block.get(k).and_then(Value::as_str);
                 match s("type") {
                     Some("thinking") => {
-                        let signature = s("signature").map(encrypted_signature);
-                        output.push(reasoning_item(&id, s("thinking").unwrap_or(""), signature.as_deref()));
+                        thinking.push_str(s("thinking").unwrap_or(""));
+                        if let Some(signature) = s("signature") {
+                            let encrypted = encrypted_signature(signature);
+                            output.push(reasoning_item(&id, &std::mem::take(&mut thinking), Some(&encrypted)));
+                        }
                     }
                     Some("redacted_thinking") => {
+                        if !thinking.is_empty() {
+                            output.push(reasoning_item(&id, &std::mem::take(&mut thinking), None));
+                        }
+                        let id = shell.item_id("rs", output.len());
                         output.push(reasoning_item(&id, "", s("data").map(encrypted_redacted).as_deref()))
                     }
                     _ => {}
                 }
+            }
+            if !thinking.is_empty() {
+                output.push(reasoning_item(&shell.item_id("rs", output.len()), &thinking, None));
             }
         }
         None => {
@@ -207,4 +220,160 @@ pub fn native_answer(raw: &[u8], model: &str) -> Result<ResponseAnswer, ApiError
     let bytes =
         serde_json::to_vec(&answer).map_err(|e| ApiError::internal(format!("cannot encode the answer: {e}")))?;
     Ok(ResponseAnswer { bytes, usage, id })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::responses::parse_request;
+
+    fn shell_for(body: Value) -> ResponseShell {
+        parse_request(body.to_string().as_bytes()).unwrap().shell("resp_abc".into(), 1_700_000_000)
+    }
+
+    fn plain_shell() -> ResponseShell {
+        shell_for(json!({"model": "claude", "input": "hi", "max_output_tokens": 64, "store": true,
+                         "tools": [{"type": "function", "name": "get_weather"}]}))
+    }
+
+    fn response_of(raw: Value, shell: &ResponseShell) -> (Value, ResponseAnswer) {
+        let answer = response_from_chat(raw.to_string().as_bytes(), shell).unwrap();
+        (serde_json::from_slice(&answer.bytes).unwrap(), answer)
+    }
+
+    #[test]
+    fn a_text_answer_is_a_completed_response_with_usage() {
+        let raw = json!({"id": "chatcmpl_1", "object": "chat.completion", "created": 1, "model": "served",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello!", "tool_calls": null},
+                         "finish_reason": "stop", "logprobs": null}],
+            "usage": {"prompt_tokens": 20, "completion_tokens": 3, "total_tokens": 23, "cache_read_input_tokens": 16}});
+        let (v, answer) = response_of(raw, &plain_shell());
+        assert_eq!(
+            v,
+            json!({"id": "resp_abc", "object": "response", "created_at": 1_700_000_000u64, "status": "completed",
+                "background": false, "error": null, "incomplete_details": null, "model": "claude",
+                "output": [{"id": "msg_abc00", "type": "message", "status": "completed", "role": "assistant",
+                            "content": [{"type": "output_text", "annotations": [], "logprobs": [], "text": "Hello!"}]}],
+                "instructions": null, "max_output_tokens": 64, "parallel_tool_calls": true, "previous_response_id": null,
+                "reasoning": {"effort": null, "summary": null}, "store": false, "temperature": 1.0,
+                "text": {"format": {"type": "text"}}, "tool_choice": "auto",
+                "tools": [{"type": "function", "name": "get_weather"}], "top_p": 1.0, "truncation": "disabled",
+                "user": null, "metadata": {},
+                "usage": {"input_tokens": 20, "input_tokens_details": {"cached_tokens": 16}, "output_tokens": 3,
+                          "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 23}})
+        );
+        assert_eq!(answer.id.as_deref(), Some("resp_abc"));
+        assert_eq!(answer.usage.map(|u| (u.input_tokens, u.cached_input_tokens)), Some((20, 16)));
+    }
+
+    #[test]
+    fn reasoning_and_tool_calls_become_items_in_order() {
+        let raw = json!({"choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant",
+            "content": [
+                {"type": "reasoning", "summary": [{"type": "summary_text", "text": "Weather needs ", "signature": ""},
+                                                  {"type": "summary_text", "text": "a tool.", "signature": "sig-9"}]},
+                {"type": "reasoning", "summary": [{"type": "summary_encrypted_text", "data": "Enc=="}]},
+                {"type": "text", "text": "Checking."}],
+            "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
+                {"type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Rome\"}"}}]}}],
+            "usage": {"prompt_tokens": 50, "completion_tokens": 30, "completion_tokens_details": {"reasoning_tokens": 12}}});
+        let (v, answer) = response_of(raw, &plain_shell());
+        assert_eq!(
+            v["output"],
+            json!([
+                {"id": "rs_abc00", "type": "reasoning", "summary": [{"type": "summary_text", "text": "Weather needs a tool."}],
+                 "encrypted_content": "gateway-thinking-signature:sig-9"},
+                {"id": "rs_abc01", "type": "reasoning", "summary": [], "encrypted_content": "gateway-redacted-thinking:Enc=="},
+                {"id": "msg_abc02", "type": "message", "status": "completed", "role": "assistant",
+                 "content": [{"type": "output_text", "annotations": [], "logprobs": [], "text": "Checking."}]},
+                {"id": "fc_abc03", "type": "function_call", "status": "completed", "arguments": "{\"city\":\"Paris\"}",
+                 "call_id": "call_1", "name": "get_weather"},
+                {"id": "fc_abc04", "type": "function_call", "status": "completed", "arguments": "{\"city\":\"Rome\"}",
+                 "call_id": "call_abc04", "name": "get_weather"}])
+        );
+        assert_eq!(v["status"], "completed");
+        assert_eq!(v["usage"]["output_tokens_details"]["reasoning_tokens"], 12);
+        assert_eq!(answer.usage.unwrap().total_tokens(), 80);
+    }
+
+    #[test]
+    fn the_round_trip_keeps_claudes_signatures() {
+        // An answer's items, sent back as the next request's input, give the thinking back.
+        let raw = json!({"choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant",
+            "content": [{"type": "reasoning", "summary": [{"type": "summary_text", "text": "Think.", "signature": "s1"}]}],
+            "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]}}]});
+        let (v, _) = response_of(raw, &plain_shell());
+        let mut input = vec![json!({"role": "user", "content": "weather?"})];
+        input.extend(v["output"].as_array().unwrap().iter().cloned());
+        input.push(json!({"type": "function_call_output", "call_id": "call_1", "output": "sunny"}));
+        let next = json!({"model": "claude", "input": input, "tools": [{"type": "function", "name": "get_weather"}]});
+        let chat = parse_request(next.to_string().as_bytes()).unwrap().to_chat(None).unwrap();
+        assert_eq!(
+            chat.body["messages"][1],
+            json!({"role": "assistant", "content": null,
+                   "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}],
+                   "thinking_blocks": [{"type": "thinking", "thinking": "Think.", "signature": "s1"}]})
+        );
+        assert!(chat.warnings.is_empty(), "{:?}", chat.warnings);
+    }
+
+    #[test]
+    fn an_answer_cut_by_max_tokens_is_incomplete() {
+        let raw = json!({"choices": [{"index": 0, "finish_reason": "length",
+            "message": {"role": "assistant", "content": "Once upon"}}], "usage": {"prompt_tokens": 5, "completion_tokens": 2}});
+        let (v, _) = response_of(raw, &plain_shell());
+        assert_eq!(
+            (v["status"].as_str(), v["incomplete_details"]["reason"].as_str()),
+            (Some("incomplete"), Some("max_output_tokens"))
+        );
+        assert_eq!(v["output"][0]["status"], "incomplete");
+        let raw = json!({"choices": [{"index": 0, "finish_reason": "content_filter", "message": {"role": "assistant", "content": null}}]});
+        let (v, answer) = response_of(raw, &plain_shell());
+        assert_eq!(v["incomplete_details"]["reason"], "content_filter");
+        assert_eq!(v["output"], json!([]));
+        assert!(answer.usage.is_none());
+        assert_eq!(v["usage"], Value::Null);
+    }
+
+    #[test]
+    fn the_shell_echoes_the_request() {
+        let shell = shell_for(json!({"model": "m", "input": "x", "instructions": "Be brief.", "temperature": 0.3,
+            "reasoning": {"effort": "high"}, "tool_choice": "required", "text": {"format": {"type": "json_object"}},
+            "metadata": {"k": "v"}, "user": "u-1", "parallel_tool_calls": false}));
+        let v = shell.response("in_progress", vec![], None, None, None);
+        assert_eq!(v["instructions"], "Be brief.");
+        assert_eq!(v["temperature"], 0.3);
+        assert_eq!(v["reasoning"], json!({"effort": "high", "summary": null}));
+        assert_eq!(v["tool_choice"], "required");
+        assert_eq!(v["text"]["format"]["type"], "json_object");
+        assert_eq!((v["metadata"]["k"].as_str(), v["user"].as_str()), (Some("v"), Some("u-1")));
+        assert_eq!(v["parallel_tool_calls"], false);
+        assert_eq!(v["status"], "in_progress");
+    }
+
+    #[test]
+    fn malformed_chat_answers_are_bad_gateway() {
+        for raw in [&b"{\"choices\": ["[..], b"[]"] {
+            assert_eq!(response_from_chat(raw, &plain_shell()).unwrap_err().status, 502);
+        }
+    }
+
+    #[test]
+    fn a_native_answer_gets_the_clients_model_and_its_usage_read() {
+        let raw = json!({"id": "resp_up", "object": "response", "status": "completed", "model": "gpt-5-served",
+            "output": [{"type": "message", "id": "msg_1", "role": "assistant", "content": [{"type": "output_text", "text": "Hi", "annotations": []}]}],
+            "usage": {"input_tokens": 2000, "input_tokens_details": {"cached_tokens": 1920}, "output_tokens": 9,
+                      "output_tokens_details": {"reasoning_tokens": 4}, "total_tokens": 2009}});
+        let answer = native_answer(raw.to_string().as_bytes(), "databricks-gpt-5-1").unwrap();
+        let v: Value = serde_json::from_slice(&answer.bytes).unwrap();
+        assert_eq!(v["model"], "databricks-gpt-5-1");
+        assert_eq!(v["output"], raw["output"]);
+        assert_eq!(answer.id.as_deref(), Some("resp_up"));
+        let u = answer.usage.unwrap();
+        assert_eq!((u.input_tokens, u.cached_input_tokens, u.output_tokens, u.reasoning_tokens), (2000, 1920, 9, 4));
+        for raw in [&b"nope"[..], b"{\"id\":\"r\"}", b"{\"output\":{}}"] {
+            assert_eq!(native_answer(raw, "m").unwrap_err().status, 502);
+        }
+    }
 }

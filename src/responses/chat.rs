@@ -308,9 +308,11 @@ fn messages(src: &Map<String, Value>, warnings: &mut Vec<String>) -> Result<Vec<
                 let content = tool_output(item.get("output"), &format!("{path}.output"), warnings)?;
                 messages.push(json!({"role": "tool", "tool_call_id": call_id, "content": content}));
             }
+            // Reasoning without `encrypted_content` (gpt-oss's, or summaries only) has nothing
+            // a model could continue from; with someone else's, it is worth a warning.
             "reasoning" => match thinking_block(item) {
                 Some(block) => turn.thinking_blocks.push(block),
-                None => foreign_reasoning = true,
+                None => foreign_reasoning |= item.get("encrypted_content").is_some_and(|e| !e.is_null()),
             },
             other => warnings
                 .push(format!("`{path}` (a `{other}` item) has no chat completions equivalent and was left out")),
@@ -608,5 +610,289 @@ fn response_format(format: Option<&Value>) -> Option<Value> {
             Some(json!({"type": "json_schema", "json_schema": schema}))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::databricks::prepare_body;
+    use crate::openai::Kind;
+    use crate::responses::parse_request;
+
+    fn translate(v: Value) -> ChatTranslation {
+        parse_request(v.to_string().as_bytes()).unwrap().to_chat(None).unwrap()
+    }
+
+    fn shell_tool() -> Value {
+        json!({"type": "function", "name": "shell", "description": "Runs a shell command", "strict": false,
+               "parameters": {"type": "object", "properties": {"command": {"type": "array", "items": {"type": "string"}}},
+                              "required": ["command"], "additionalProperties": false}})
+    }
+
+    /// A Codex session's third turn: instructions, developer context, the user's ask, the
+    /// model's reasoning and two parallel shell calls with their outputs, a web search from an
+    /// earlier native turn, and the follow-up question.
+    fn codex_turn() -> Value {
+        json!({
+            "model": "databricks-claude-sonnet-4-5",
+            "instructions": "You are Codex, a coding agent.",
+            "input": [
+                {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "<permissions>workspace-write</permissions>"}]},
+                {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "<environment_context>cwd=/repo</environment_context>"}]},
+                {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "How many Rust files are there?"}]},
+                {"type": "reasoning", "id": "rs_a00", "summary": [{"type": "summary_text", "text": "I should count files."}],
+                 "encrypted_content": "gateway-thinking-signature:sig-123"},
+                {"type": "message", "role": "assistant", "id": "msg_a01", "content": [{"type": "output_text", "text": "Let me look."}]},
+                {"type": "function_call", "id": "fc_a02", "call_id": "call_1", "name": "shell", "arguments": "{\"command\":[\"ls\",\"src\"]}"},
+                {"type": "function_call", "id": "fc_a03", "call_id": "call_2", "name": "shell", "arguments": "{\"command\":[\"ls\",\"tests\"]}"},
+                {"type": "function_call_output", "call_id": "call_1", "output": "lib.rs\nmain.rs"},
+                {"type": "function_call_output", "call_id": "call_2", "output": [{"type": "input_text", "text": "a.rs"}]},
+                {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "There are 3."}]},
+                {"type": "web_search_call", "id": "ws_1", "status": "completed", "action": {"type": "search", "query": "rust"}},
+                {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "And lines?"}]}
+            ],
+            "tools": [shell_tool(), {"type": "web_search"}],
+            "tool_choice": "auto", "parallel_tool_calls": true,
+            "reasoning": {"effort": "medium", "summary": "auto"},
+            "store": false, "stream": true, "include": ["reasoning.encrypted_content"],
+            "prompt_cache_key": "019a-session", "max_output_tokens": 4000
+        })
+    }
+
+    #[test]
+    fn a_codex_turn_becomes_the_chat_conversation() {
+        let t = translate(codex_turn());
+        let b = &t.body;
+        assert_eq!(
+            b["messages"],
+            json!([
+                {"role": "system", "content": "You are Codex, a coding agent.\n\n<permissions>workspace-write</permissions>"},
+                {"role": "user", "content": "<environment_context>cwd=/repo</environment_context>"},
+                {"role": "user", "content": "How many Rust files are there?"},
+                {"role": "assistant", "content": "Let me look.", "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "shell", "arguments": "{\"command\":[\"ls\",\"src\"]}"}},
+                    {"id": "call_2", "type": "function", "function": {"name": "shell", "arguments": "{\"command\":[\"ls\",\"tests\"]}"}}],
+                 "thinking_blocks": [{"type": "thinking", "thinking": "I should count files.", "signature": "sig-123"}]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "lib.rs\nmain.rs"},
+                {"role": "tool", "tool_call_id": "call_2", "content": "a.rs"},
+                {"role": "assistant", "content": "There are 3."},
+                {"role": "user", "content": "And lines?"}
+            ])
+        );
+        assert_eq!(
+            b["tools"],
+            json!([{"type": "function", "function": {"name": "shell", "description": "Runs a shell command",
+                    "parameters": shell_tool()["parameters"]}}])
+        );
+        assert_eq!((b["tool_choice"].as_str(), b["max_tokens"].as_u64()), (Some("auto"), Some(4000)));
+        assert_eq!((b["reasoning_effort"].as_str(), b["stream"].as_bool()), (Some("medium"), Some(true)));
+        for gone in
+            ["input", "instructions", "store", "include", "prompt_cache_key", "reasoning", "parallel_tool_calls"]
+        {
+            assert!(!b.contains_key(gone), "{gone}");
+        }
+        // The hosted tool and the hosted tool's call are named, not silently lost.
+        assert_eq!(t.warnings.len(), 2, "{:?}", t.warnings);
+        assert!(t.warnings[0].contains("web_search_call"));
+        assert!(t.warnings[1].contains("`web_search`") && t.warnings[1].contains("hosted"));
+    }
+
+    #[test]
+    fn the_translation_feeds_the_per_endpoint_chat_steps() {
+        let t = translate(codex_turn());
+        // Claude: effort becomes a thinking budget, thinking blocks become reasoning parts.
+        let mut claude = t.body.clone();
+        prepare_body(Kind::Chat, &mut claude, "databricks-claude-sonnet-4-5", true, None);
+        assert_eq!(claude["model"], "databricks-claude-sonnet-4-5");
+        assert_eq!(claude["thinking"], json!({"type": "enabled", "budget_tokens": 2048}));
+        assert!(!claude.contains_key("reasoning_effort"));
+        assert_eq!(claude["stream_options"], json!({"include_usage": true}));
+        assert_eq!(
+            claude["messages"][3]["content"],
+            json!([{"type": "reasoning", "summary": [{"type": "summary_text", "text": "I should count files.", "signature": "sig-123"}]},
+                   {"type": "text", "text": "Let me look."}])
+        );
+        assert!(!claude["messages"][3].as_object().unwrap().contains_key("thinking_blocks"));
+        // gpt-oss keeps the effort.
+        let mut oss = t.body.clone();
+        prepare_body(Kind::Chat, &mut oss, "databricks-gpt-oss-120b", false, None);
+        assert_eq!(oss["reasoning_effort"], "medium");
+    }
+
+    #[test]
+    fn only_the_gateways_own_reasoning_goes_back_to_the_model() {
+        let t = translate(json!({"model": "m", "input": [
+            {"role": "user", "content": "q"},
+            {"type": "reasoning", "summary": [], "encrypted_content": "gAAAAopenai-blob"},
+            {"type": "reasoning", "summary": [], "encrypted_content": "gateway-redacted-thinking:EncData=="},
+            {"type": "reasoning", "summary": [{"type": "summary_text", "text": "no signature"}]},
+            {"role": "assistant", "content": [{"type": "output_text", "text": "a"}]},
+            {"role": "user", "content": "q2"}]}));
+        assert_eq!(
+            t.body["messages"][1],
+            json!({"role": "assistant", "content": "a", "thinking_blocks": [{"type": "redacted_thinking", "data": "EncData=="}]})
+        );
+        assert_eq!(t.warnings.len(), 1);
+        assert!(t.warnings[0].contains("reasoning items from another model"));
+        // Reasoning with nothing after it is no assistant turn.
+        let t = translate(json!({"model": "m", "input": [
+            {"role": "user", "content": "q"},
+            {"type": "reasoning", "summary": [], "encrypted_content": "gateway-thinking-signature:s"}]}));
+        assert_eq!(t.body["messages"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn content_parts_become_chat_parts() {
+        let t = translate(json!({"model": "m", "input": [
+            {"role": "user", "content": [
+                {"type": "input_text", "text": "What is this?"},
+                {"type": "input_text", "text": ""},
+                {"type": "input_image", "image_url": "data:image/png;base64,AAAA", "detail": "high"},
+                {"type": "input_image", "image_url": "https://x/cat.jpg", "detail": "auto"},
+                {"type": "input_file", "filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBE"},
+                {"type": "input_audio", "input_audio": {}}]},
+            {"role": "assistant", "content": [{"type": "refusal", "refusal": "I can't."}]},
+            {"role": "user", "content": [{"type": "input_text", "text": "only text"}]},
+            {"role": "system", "content": "late system"}]}));
+        assert_eq!(
+            t.body["messages"],
+            json!([
+                {"role": "user", "content": [
+                    {"type": "text", "text": "What is this?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA", "detail": "high"}},
+                    {"type": "image_url", "image_url": {"url": "https://x/cat.jpg"}},
+                    {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBE", "filename": "a.pdf"}}]},
+                {"role": "assistant", "content": "I can't."},
+                {"role": "user", "content": "only text"},
+                {"role": "system", "content": "late system"}])
+        );
+        assert!(t.warnings[0].contains("input_audio"), "{:?}", t.warnings);
+        // What cannot be sent at all is refused, naming where.
+        for (part, param) in [
+            (json!({"type": "input_image", "file_id": "file-1"}), "input[0].content[0].file_id"),
+            (json!({"type": "input_file", "file_id": "file-1"}), "input[0].content[0]"),
+        ] {
+            let body = json!({"model": "m", "input": [{"role": "user", "content": [part]}]});
+            let e = parse_request(body.to_string().as_bytes()).unwrap().to_chat(None).unwrap_err();
+            assert_eq!((e.status, e.param.as_deref()), (400, Some(param)));
+        }
+    }
+
+    #[test]
+    fn tool_outputs_with_images_keep_their_parts() {
+        let t = translate(json!({"model": "m", "input": [
+            {"role": "user", "content": "look"},
+            {"type": "function_call", "call_id": "c1", "name": "view_image", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": [
+                {"type": "input_text", "text": "here"}, {"type": "input_image", "image_url": "data:image/png;base64,AA"}]}],
+            "tools": [{"type": "function", "name": "view_image", "parameters": {"type": "object"}}]}));
+        assert_eq!(
+            t.body["messages"][2]["content"],
+            json!([{"type": "text", "text": "here"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}])
+        );
+        assert_eq!(t.body["messages"][1]["content"], Value::Null);
+    }
+
+    #[test]
+    fn namespaced_and_custom_tools_become_functions_and_map_back() {
+        let body = json!({"model": "m", "input": [
+                {"role": "user", "content": "patch it"},
+                {"type": "function_call", "call_id": "c1", "name": "search", "namespace": "mcp__docs", "arguments": "{\"q\":\"x\"}"},
+                {"type": "function_call_output", "call_id": "c1", "output": "found"},
+                {"type": "custom_tool_call", "call_id": "c2", "name": "apply_patch", "input": "*** Begin Patch"},
+                {"type": "custom_tool_call_output", "call_id": "c2", "output": "done"}],
+            "tools": [
+                {"type": "namespace", "name": "mcp__docs", "description": "Docs",
+                 "tools": [{"type": "function", "name": "search", "description": "Search docs", "strict": true,
+                            "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}]},
+                {"type": "custom", "name": "apply_patch", "description": "Apply a patch",
+                 "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/"}}],
+            "tool_choice": {"type": "function", "name": "search"}});
+        let request = parse_request(body.to_string().as_bytes()).unwrap();
+        let t = request.to_chat(None).unwrap();
+        assert_eq!(
+            t.body["tools"],
+            json!([
+                {"type": "function", "function": {"name": "mcp__docs__search", "description": "Search docs",
+                 "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}, "strict": true}},
+                {"type": "function", "function": {"name": "apply_patch",
+                 "description": "Apply a patch\n\nThe input must follow this lark grammar:\nstart: /.+/",
+                 "parameters": {"type": "object", "properties": {"input": {"type": "string", "description": "The tool's input"}}, "required": ["input"]}}}])
+        );
+        assert_eq!(t.body["tool_choice"], json!({"type": "function", "function": {"name": "mcp__docs__search"}}));
+        assert_eq!(t.body["messages"][1]["tool_calls"][0]["function"]["name"], "mcp__docs__search");
+        assert_eq!(t.body["messages"][3]["tool_calls"][0]["function"]["arguments"], "{\"input\":\"*** Begin Patch\"}");
+        assert_eq!(t.body["messages"][4], json!({"role": "tool", "tool_call_id": "c2", "content": "done"}));
+        let names = ToolNames::of(&request.body);
+        assert_eq!(
+            names.call_item("fc_1", "call_9", "mcp__docs__search", "{}", "completed"),
+            json!({"id": "fc_1", "type": "function_call", "status": "completed", "arguments": "{}", "call_id": "call_9",
+                   "name": "search", "namespace": "mcp__docs"})
+        );
+        assert_eq!(
+            names.call_item("ctc_1", "call_8", "apply_patch", "{\"input\":\"*** Begin\"}", "completed"),
+            json!({"id": "ctc_1", "type": "custom_tool_call", "status": "completed", "call_id": "call_8",
+                   "name": "apply_patch", "input": "*** Begin"})
+        );
+        assert_eq!(names.call_item("fc_2", "c", "plain", "{}", "completed")["name"], "plain");
+    }
+
+    #[test]
+    fn tool_choice_translations_and_refusals() {
+        let tools =
+            json!([{"type": "function", "name": "a"}, {"type": "function", "name": "b"}, {"type": "web_search"}]);
+        let with = |choice: Value| {
+            let body = json!({"model": "m", "input": "x", "tools": tools, "tool_choice": choice});
+            parse_request(body.to_string().as_bytes()).unwrap().to_chat(None)
+        };
+        assert_eq!(with(json!("required")).unwrap().body["tool_choice"], "required");
+        let allowed =
+            with(json!({"type": "allowed_tools", "mode": "required", "tools": [{"type": "function", "name": "b"}]}))
+                .unwrap()
+                .body;
+        assert_eq!(allowed["tools"].as_array().unwrap().len(), 1);
+        assert_eq!(allowed["tools"][0]["function"]["name"], "b");
+        assert_eq!(allowed["tool_choice"], "required");
+        let e = with(json!({"type": "web_search_preview"})).unwrap_err();
+        assert_eq!((e.status, e.param.as_deref()), (400, Some("tool_choice")));
+        // No tool left: no tool_choice either (chat refuses a choice without tools).
+        let body = json!({"model": "m", "input": "x", "tools": [{"type": "web_search"}], "tool_choice": "required"});
+        let t = parse_request(body.to_string().as_bytes()).unwrap().to_chat(None).unwrap();
+        assert!(!t.body.contains_key("tools") && !t.body.contains_key("tool_choice"));
+        // Two tools that would share a chat name are refused.
+        let body = json!({"model": "m", "input": "x", "tools": [
+            {"type": "function", "name": "ns__f"}, {"type": "namespace", "name": "ns", "tools": [{"type": "function", "name": "f"}]}]});
+        let e = parse_request(body.to_string().as_bytes()).unwrap().to_chat(None).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("tools"));
+    }
+
+    #[test]
+    fn parameters_map_to_chat_and_the_rest_is_named() {
+        let body = json!({"model": "m", "input": "x", "temperature": 0.2, "top_p": 0.9, "max_output_tokens": 900,
+            "reasoning": {"effort": "none"},
+            "text": {"format": {"type": "json_schema", "name": "answer", "strict": true,
+                                "schema": {"type": "object", "properties": {"a": {"type": "string"}}}},
+                     "verbosity": "low"},
+            "parallel_tool_calls": false, "truncation": "auto", "top_logprobs": 2, "metadata": {"k": "v"}, "user": "u"});
+        let request = parse_request(body.to_string().as_bytes()).unwrap();
+        let t = request.to_chat(Some(100)).unwrap();
+        assert_eq!(
+            Value::Object(t.body),
+            json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 100,
+                   "temperature": 0.2, "top_p": 0.9,
+                   "response_format": {"type": "json_schema", "json_schema": {"name": "answer",
+                       "schema": {"type": "object", "properties": {"a": {"type": "string"}}}, "strict": true}}})
+        );
+        let warned: Vec<&str> = ["text.verbosity", "parallel_tool_calls", "truncation", "top_logprobs"].to_vec();
+        assert_eq!(t.warnings.len(), warned.len(), "{:?}", t.warnings);
+        for (w, field) in t.warnings.iter().zip(warned) {
+            assert!(w.contains(field), "{w} / {field}");
+        }
+        assert_eq!(request.to_chat(Some(5000)).unwrap().body["max_tokens"], 900, "a cap never raises");
+        let json_mode = translate(json!({"model": "m", "input": "x", "text": {"format": {"type": "json_object"}}}));
+        assert_eq!(json_mode.body["response_format"], json!({"type": "json_object"}));
+        let plain = translate(json!({"model": "m", "input": "x", "text": {"format": {"type": "text"}}}));
+        assert!(!plain.body.contains_key("response_format") && plain.warnings.is_empty());
     }
 }
