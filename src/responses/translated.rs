@@ -440,3 +440,310 @@ impl TranslatedRelay {
         out.into_bytes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::responses::events::client::{read, Client};
+    use crate::responses::parse_request;
+
+    fn shell(body: Value) -> ResponseShell {
+        parse_request(body.to_string().as_bytes()).unwrap().shell("resp_t1".into(), 1_700_000_000)
+    }
+
+    fn weather_shell() -> ResponseShell {
+        shell(json!({"model": "claude", "input": "hi", "stream": true,
+                     "tools": [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]}))
+    }
+
+    /// A chat chunk as Databricks streams it, with cumulative usage.
+    fn chunk(delta: Value, finish: Option<&str>, completion: u64) -> String {
+        let chunk = json!({"id": "chatcmpl_1", "object": "chat.completion.chunk", "created": 1, "model": "served",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}],
+            "usage": {"prompt_tokens": 12, "completion_tokens": completion, "total_tokens": 12 + completion}});
+        format!("data: {chunk}\n\n")
+    }
+
+    fn run(shell: ResponseShell, input: &str, cut: usize) -> (Client, TranslatedRelay) {
+        let mut relay = TranslatedRelay::new(shell, vec![]);
+        let mut out = relay.feed(&input.as_bytes()[..cut]);
+        out.extend(relay.feed(&input.as_bytes()[cut..]));
+        out.extend(relay.finish());
+        (read(&out), relay)
+    }
+
+    /// What every complete stream must give: the SDK's snapshot equals the final Response's
+    /// output, and Codex's history (`output_item.done`) too.
+    fn assert_whole(client: &Client) {
+        let last = client.last.as_ref().unwrap();
+        assert_eq!(client.built.as_ref().unwrap()["output"], last["output"], "the deltas build the final output");
+        assert_eq!(Value::Array(client.done_items.clone()), last["output"], "output_item.done gives every item");
+        assert_eq!(last["id"], "resp_t1");
+        for field in ["input_tokens", "output_tokens", "total_tokens"] {
+            assert!(last["usage"][field].is_u64(), "Codex reads usage.{field}");
+        }
+        assert!(last["usage"]["input_tokens_details"]["cached_tokens"].is_u64());
+        assert!(last["usage"]["output_tokens_details"]["reasoning_tokens"].is_u64());
+    }
+
+    #[test]
+    fn a_text_stream_is_the_openai_event_sequence_at_every_cut() {
+        let input = format!(
+            "{}{}{}{}data: [DONE]\n\n",
+            chunk(json!({"role": "assistant", "content": ""}), None, 0),
+            chunk(json!({"content": "Hel"}), None, 1),
+            chunk(json!({"content": "lo"}), None, 2),
+            chunk(json!({"content": null}), Some("stop"), 2),
+        );
+        // The SSE parser is checked at every cut (`sse`); here a cut every few bytes suffices.
+        for cut in (0..input.len()).step_by(7) {
+            let (client, relay) = run(weather_shell(), &input, cut);
+            assert_eq!(
+                client.types(),
+                [
+                    "response.created",
+                    "response.in_progress",
+                    "response.output_item.added",
+                    "response.content_part.added",
+                    "response.output_text.delta",
+                    "response.output_text.delta",
+                    "response.output_text.done",
+                    "response.content_part.done",
+                    "response.output_item.done",
+                    "response.completed"
+                ],
+                "cut {cut}"
+            );
+            assert_whole(&client);
+            let last = client.last.as_ref().unwrap();
+            assert_eq!(last["status"], "completed");
+            assert_eq!(last["output"][0]["content"][0]["text"], "Hello");
+            assert_eq!(last["output"][0]["id"], "msg_t100");
+            assert_eq!(last["model"], "claude");
+            assert_eq!(last["usage"]["output_tokens"], 2);
+            assert_eq!(client.text, "Hello");
+            assert_eq!(client.events[0]["response"]["status"], "in_progress");
+            assert_eq!(client.events[0]["response"]["usage"], Value::Null);
+            assert_eq!(relay.usage().map(|u| u.total_tokens()), Some(14));
+            assert_eq!(relay.generated_chars(), 5);
+            assert!(relay.is_closed() && relay.error().is_none());
+        }
+    }
+
+    #[test]
+    fn thinking_then_text_gives_a_reasoning_item_carrying_the_signature() {
+        let reasoning = |text: &str, signature: &str| json!({"content": [{"type": "reasoning", "summary": [{"type": "summary_text", "text": text, "signature": signature}]}]});
+        let input = [
+            chunk(json!({"role": "assistant", "content": ""}), None, 0),
+            chunk(reasoning("Let me ", ""), None, 1),
+            chunk(reasoning("think.", ""), None, 2),
+            chunk(reasoning("", "sig-1"), None, 2),
+            chunk(json!({"content": [{"type": "reasoning", "summary": [{"type": "summary_encrypted_text", "data": "Enc=="}]}]}), None, 2),
+            chunk(json!({"content": "4"}), Some("stop"), 3),
+        ]
+        .concat();
+        let (client, _) = run(weather_shell(), &input, input.len() / 3);
+        assert_whole(&client);
+        let last = client.last.clone().unwrap();
+        assert_eq!(
+            last["output"],
+            json!([
+                {"id": "rs_t100", "type": "reasoning", "summary": [{"type": "summary_text", "text": "Let me think."}],
+                 "encrypted_content": "gateway-thinking-signature:sig-1"},
+                {"id": "rs_t101", "type": "reasoning", "summary": [], "encrypted_content": "gateway-redacted-thinking:Enc=="},
+                {"id": "msg_t102", "type": "message", "status": "completed", "role": "assistant",
+                 "content": [{"type": "output_text", "annotations": [], "logprobs": [], "text": "4"}]}])
+        );
+        let types = client.types();
+        assert_eq!(
+            types[2..10],
+            [
+                "response.output_item.added",
+                "response.reasoning_summary_part.added",
+                "response.reasoning_summary_text.delta",
+                "response.reasoning_summary_text.delta",
+                "response.reasoning_summary_text.done",
+                "response.reasoning_summary_part.done",
+                "response.output_item.done",
+                "response.output_item.added"
+            ]
+        );
+    }
+
+    #[test]
+    fn parallel_tool_calls_interleaved_become_function_call_items() {
+        // As Databricks streams them: headers first, then fragments with nulls, interleaved.
+        let header = |i: u64, id: &str| json!({"index": i, "id": id, "type": "function", "function": {"name": "get_weather", "arguments": ""}});
+        let fragment =
+            |i: u64, a: &str| json!({"index": i, "id": null, "type": null, "function": {"name": null, "arguments": a}});
+        let input = [
+            chunk(
+                json!({"role": "assistant", "content": null, "tool_calls": [header(0, "call_a"), header(1, "call_b")]}),
+                None,
+                0,
+            ),
+            chunk(json!({"content": null, "tool_calls": [fragment(0, "{\"city\":")]}), None, 1),
+            chunk(json!({"content": null, "tool_calls": [fragment(1, "{\"city\":")]}), None, 2),
+            chunk(json!({"content": null, "tool_calls": [fragment(0, "\"Paris\"}")]}), None, 3),
+            chunk(json!({"content": null, "tool_calls": [fragment(1, "\"Rome\"}")]}), Some("tool_calls"), 4),
+            "data: [DONE]\n\n".to_string(),
+        ]
+        .concat();
+        for cut in [0, 100, input.len() / 2, input.len() - 3] {
+            let (client, relay) = run(weather_shell(), &input, cut);
+            assert_whole(&client);
+            let last = client.last.as_ref().unwrap();
+            assert_eq!(
+                last["output"],
+                json!([
+                    {"id": "fc_t100", "type": "function_call", "status": "completed", "arguments": "{\"city\":\"Paris\"}",
+                     "call_id": "call_a", "name": "get_weather"},
+                    {"id": "fc_t101", "type": "function_call", "status": "completed", "arguments": "{\"city\":\"Rome\"}",
+                     "call_id": "call_b", "name": "get_weather"}])
+            );
+            let added = &client.events[2];
+            assert_eq!(added["item"]["status"], "in_progress");
+            assert_eq!(added["item"]["arguments"], "");
+            assert_eq!(client.types().iter().filter(|t| **t == "response.function_call_arguments.delta").count(), 4);
+            let done: Vec<&Value> =
+                client.events.iter().filter(|e| e["type"] == "response.function_call_arguments.done").collect();
+            assert_eq!(
+                (done[0]["name"].as_str(), done[1]["arguments"].as_str()),
+                (Some("get_weather"), Some("{\"city\":\"Rome\"}"))
+            );
+            // Two names, two `{"city":`, `"Paris"}` and `"Rome"}`.
+            assert_eq!(relay.generated_chars(), 2 * 11 + 2 * 8 + 8 + 7);
+        }
+    }
+
+    #[test]
+    fn text_before_a_tool_call_ends_its_message_first() {
+        let input = [
+            chunk(json!({"role": "assistant", "content": "Checking."}), None, 1),
+            chunk(json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]}), Some("tool_calls"), 2),
+        ]
+        .concat();
+        let (client, _) = run(weather_shell(), &input, 0);
+        assert_whole(&client);
+        let types = client.types();
+        let message_done = types.iter().position(|t| *t == "response.content_part.done").unwrap();
+        let call_added = types.iter().rposition(|t| *t == "response.output_item.added").unwrap();
+        assert!(message_done < call_added, "{types:?}");
+        assert_eq!(client.last.unwrap()["output"][1]["type"], "function_call");
+    }
+
+    #[test]
+    fn custom_and_namespaced_tools_stream_as_their_own_items() {
+        let shell = shell(json!({"model": "claude", "input": "x", "tools": [
+            {"type": "custom", "name": "apply_patch"},
+            {"type": "namespace", "name": "mcp__docs", "tools": [{"type": "function", "name": "search"}]}]}));
+        let call = |i: u64, id: &str, name: &str, args: &str| json!({"tool_calls": [{"index": i, "id": id, "type": "function", "function": {"name": name, "arguments": args}}]});
+        let input = [
+            chunk(call(0, "call_p", "apply_patch", "{\"input\":"), None, 1),
+            chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"*** Begin Patch\"}"}}]}), None, 2),
+            chunk(call(1, "call_s", "mcp__docs__search", "{\"q\":\"x\"}"), Some("tool_calls"), 3),
+        ]
+        .concat();
+        let (client, _) = run(shell, &input, 7);
+        assert_whole(&client);
+        let output = &client.last.as_ref().unwrap()["output"];
+        assert_eq!(
+            output[0],
+            json!({"id": "ctc_t100", "type": "custom_tool_call", "status": "completed", "call_id": "call_p",
+                   "name": "apply_patch", "input": "*** Begin Patch"})
+        );
+        assert_eq!((output[1]["name"].as_str(), output[1]["namespace"].as_str()), (Some("search"), Some("mcp__docs")));
+        assert!(client.types().contains(&"response.custom_tool_call_input.done"));
+        assert!(!client
+            .events
+            .iter()
+            .any(|e| e["type"] == "response.function_call_arguments.delta" && e["output_index"] == 0));
+    }
+
+    #[test]
+    fn an_answer_cut_by_max_tokens_ends_incomplete() {
+        let input = [chunk(json!({"content": "Once upon"}), None, 2), chunk(json!({}), Some("length"), 2)].concat();
+        let (client, _) = run(weather_shell(), &input, 0);
+        assert_whole(&client);
+        let last = client.last.clone().unwrap();
+        assert_eq!(client.types().last(), Some(&"response.incomplete"));
+        assert_eq!(
+            (last["status"].as_str(), last["incomplete_details"]["reason"].as_str()),
+            (Some("incomplete"), Some("max_output_tokens"))
+        );
+        assert_eq!(last["output"][0]["status"], "incomplete");
+    }
+
+    #[test]
+    fn usage_in_a_last_chunk_without_choices_is_read() {
+        let usage_only = "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":4,\"total_tokens\":13,\"prompt_tokens_details\":{\"cached_tokens\":8}}}\n\n";
+        let no_usage = |delta: Value, finish: Option<&str>| {
+            format!(
+                "data: {}\n\n",
+                json!({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}], "usage": null})
+            )
+        };
+        let input = format!(
+            "{}{}{usage_only}data: [DONE]\n\n",
+            no_usage(json!({"content": "Hi"}), None),
+            no_usage(json!({}), Some("stop"))
+        );
+        let (client, relay) = run(weather_shell(), &input, 0);
+        assert_whole(&client);
+        assert_eq!(client.last.unwrap()["usage"]["input_tokens_details"]["cached_tokens"], 8);
+        assert_eq!(relay.usage().map(|u| u.output_tokens), Some(4));
+    }
+
+    #[test]
+    fn a_stream_cut_short_fails_with_response_failed_and_an_error_event() {
+        let input =
+            [chunk(json!({"role": "assistant", "content": ""}), None, 0), chunk(json!({"content": "Hel"}), None, 1)]
+                .concat();
+        let (client, relay) = run(weather_shell(), &input, 0);
+        let types = client.types();
+        assert_eq!(types[types.len() - 2..], ["response.failed", "error"]);
+        let failed = client.last.as_ref().unwrap();
+        assert_eq!(failed["status"], "failed");
+        assert_eq!(failed["error"]["code"], "server_error");
+        assert_eq!(failed["output"], json!([]), "only finished items are in a failed Response");
+        let error = client.events.last().unwrap();
+        assert_eq!((error["code"].as_str(), error["param"].clone()), (Some("server_error"), Value::Null));
+        assert!(error["message"].as_str().unwrap().contains("before the answer was complete"));
+        // The envelope the SDKs raise on.
+        assert_eq!(error["error"]["type"], "api_error");
+        assert_eq!(error["error"]["code"], "502");
+        assert_eq!(relay.error().map(|e| e.status), Some(502));
+        assert_eq!(relay.usage().map(|u| u.output_tokens), Some(1));
+        assert_eq!(relay.generated_chars(), 3);
+    }
+
+    #[test]
+    fn an_upstream_error_in_the_stream_is_relayed_without_secrets() {
+        let mut relay = TranslatedRelay::new(weather_shell(), vec![Secret::new("tok-secret-value".into())]);
+        let mut out = relay.feed(chunk(json!({"content": "Hi"}), None, 1).as_bytes());
+        out.extend(relay.feed(b"data: {\"error_code\":\"INTERNAL_ERROR\",\"message\":\"boom tok-secret-value\"}\n\n"));
+        out.extend(relay.feed(chunk(json!({"content": "late"}), Some("stop"), 2).as_bytes()));
+        out.extend(relay.finish());
+        let client = read(&out);
+        let failed = client.last.unwrap();
+        assert!(failed["error"]["message"].as_str().unwrap().contains("boom [REDACTED]"), "{failed}");
+        assert_eq!(client.text, "Hi", "nothing after the error");
+        assert!(relay.is_closed());
+        assert!(relay.fail(ApiError::gateway_timeout("late")).is_empty(), "nothing after the end");
+        assert!(relay.finish().is_empty());
+    }
+
+    #[test]
+    fn a_malformed_chunk_or_a_rate_limit_fail_with_openais_codes() {
+        let (client, _) = run(weather_shell(), "data: {\"oops\": \n\n", 0);
+        assert_eq!(client.last.unwrap()["error"]["code"], "server_error");
+        let mut relay = TranslatedRelay::new(weather_shell(), vec![]);
+        let start = relay.start();
+        assert!(relay.start().is_empty(), "created and in_progress are sent once");
+        let mut out = start;
+        out.extend(relay.fail(ApiError::new(429, crate::openai::ErrorKind::RateLimit, "slow down")));
+        let client = read(&out);
+        assert_eq!(client.types(), ["response.created", "response.in_progress", "response.failed", "error"]);
+        assert_eq!(client.last.unwrap()["error"]["code"], "rate_limit_exceeded");
+    }
+}
