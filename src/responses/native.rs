@@ -208,3 +208,167 @@ impl NativeRelay {
         frame(&kind, &text).into_bytes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::responses::events::client::read;
+
+    fn event(kind: &str, mut fields: Value, seq: u64) -> String {
+        fields["type"] = Value::String(kind.to_string());
+        fields["sequence_number"] = seq.into();
+        format!("event: {kind}\ndata: {fields}\n\n")
+    }
+
+    fn response(status: &str, output: Value, usage: Value) -> Value {
+        json!({"id": "resp_up1", "object": "response", "created_at": 1, "status": status, "model": "gpt-5-1-served",
+               "output": output, "usage": usage, "store": false})
+    }
+
+    /// What Databricks' `/responses` streams for "Hi" (OpenAI's sequence).
+    fn upstream() -> String {
+        let msg =
+            json!({"id": "msg_1", "type": "message", "status": "in_progress", "content": [], "role": "assistant"});
+        let part = json!({"type": "output_text", "annotations": [], "text": ""});
+        let done_part = json!({"type": "output_text", "annotations": [], "text": "Hi!"});
+        let done_msg = json!({"id": "msg_1", "type": "message", "status": "completed", "content": [done_part], "role": "assistant"});
+        let usage = json!({"input_tokens": 1500, "input_tokens_details": {"cached_tokens": 1280}, "output_tokens": 3,
+                           "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 1503});
+        let ids = json!({"item_id": "msg_1", "output_index": 0, "content_index": 0});
+        let with = |extra: Value| {
+            let mut v = ids.clone();
+            v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            v
+        };
+        [
+            event("response.created", json!({"response": response("in_progress", json!([]), Value::Null)}), 0),
+            event("response.in_progress", json!({"response": response("in_progress", json!([]), Value::Null)}), 1),
+            event("response.output_item.added", json!({"output_index": 0, "item": msg}), 2),
+            event("response.content_part.added", with(json!({"part": part})), 3),
+            event("response.output_text.delta", with(json!({"delta": "Hi", "logprobs": []})), 4),
+            event("response.output_text.delta", with(json!({"delta": "!", "logprobs": []})), 5),
+            event("response.output_text.done", with(json!({"text": "Hi!", "logprobs": []})), 6),
+            event("response.content_part.done", with(json!({"part": done_part})), 7),
+            event("response.output_item.done", json!({"output_index": 0, "item": done_msg}), 8),
+            event("response.completed", json!({"response": response("completed", json!([done_msg]), usage)}), 9),
+        ]
+        .concat()
+    }
+
+    fn run(input: &str, cut: usize) -> (Vec<u8>, NativeRelay) {
+        let mut relay = NativeRelay::new("databricks-gpt-5-1", vec![Secret::new("tok-secret-value".into())]);
+        let mut out = relay.feed(&input.as_bytes()[..cut]);
+        out.extend(relay.feed(&input.as_bytes()[cut..]));
+        out.extend(relay.finish());
+        (out, relay)
+    }
+
+    #[test]
+    fn events_pass_through_with_the_clients_model_and_usage_is_read() {
+        let input = upstream();
+        for cut in (0..input.len()).step_by(5) {
+            let (out, relay) = run(&input, cut);
+            let client = read(&out);
+            assert_eq!(client.events.len(), 10);
+            assert_eq!(client.text, "Hi!");
+            let last = client.last.as_ref().unwrap();
+            assert_eq!(client.built.as_ref().unwrap()["output"], last["output"]);
+            assert_eq!(last["model"], "databricks-gpt-5-1");
+            assert_eq!(client.events[0]["response"]["model"], "databricks-gpt-5-1");
+            let u = relay.usage().unwrap();
+            assert_eq!((u.input_tokens, u.cached_input_tokens, u.output_tokens), (1500, 1280, 3));
+            assert_eq!(relay.generated_chars(), 3);
+            assert_eq!(relay.id(), Some("resp_up1"));
+            assert!(relay.is_closed() && relay.error().is_none());
+        }
+        // Events the gateway does not change go byte for byte.
+        let (out, _) = run(&input, 0);
+        let text = String::from_utf8(out).unwrap();
+        let delta = input.split("\n\n").find(|e| e.contains("\"delta\":\"Hi\"")).unwrap();
+        assert!(text.contains(delta));
+    }
+
+    #[test]
+    fn data_only_events_and_done_are_framed_and_numbered() {
+        // Without `event:` lines or sequence numbers, and with a `[DONE]` at the end.
+        let data_only: String = upstream()
+            .split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                let mut data: Value =
+                    serde_json::from_str(e.lines().nth(1).unwrap().strip_prefix("data: ").unwrap()).unwrap();
+                data.as_object_mut().unwrap().remove("sequence_number");
+                format!("data: {data}\n\n")
+            })
+            .collect::<String>()
+            + "data: [DONE]\n\n";
+        let (out, relay) = run(&data_only, 0);
+        let client = read(&out);
+        assert_eq!(client.events.len(), 10);
+        assert!(relay.error().is_none());
+    }
+
+    #[test]
+    fn a_stream_cut_before_completed_fails_with_numbers_that_follow() {
+        let input: String = upstream().split_inclusive("\n\n").take(5).collect();
+        let (out, relay) = run(&input, 0);
+        let client = read(&out);
+        assert_eq!(client.types()[5..], ["response.failed", "error"]);
+        let failed = client.last.unwrap();
+        assert_eq!((failed["status"].as_str(), failed["id"].as_str()), (Some("failed"), Some("resp_up1")));
+        assert_eq!(failed["model"], "databricks-gpt-5-1");
+        assert_eq!(failed["error"]["code"], "server_error");
+        assert_eq!(relay.error().map(|e| e.status), Some(502));
+        assert_eq!(relay.generated_chars(), 2, "what was generated counts for the estimate");
+        assert_eq!(relay.usage(), None);
+    }
+
+    #[test]
+    fn an_upstream_error_event_is_relayed_once_and_followed_by_response_failed() {
+        let head: String = upstream().split_inclusive("\n\n").take(2).collect();
+        let error =
+            event("error", json!({"code": "server_error", "message": "boom tok-secret-value", "param": null}), 2);
+        let (out, relay) = run(&(head + &error), 0);
+        let client = read(&out);
+        assert_eq!(client.types()[2..], ["error", "response.failed"]);
+        assert_eq!(client.events[2]["message"], "boom [REDACTED]");
+        assert!(relay.error().unwrap().message.contains("boom [REDACTED]"));
+    }
+
+    #[test]
+    fn an_upstream_failed_response_ends_the_stream() {
+        let head: String = upstream().split_inclusive("\n\n").take(2).collect();
+        let mut failed = response("failed", json!([]), Value::Null);
+        failed["error"] = json!({"code": "server_error", "message": "model crashed tok-secret-value"});
+        let input = head
+            + &event("response.failed", json!({"response": failed}), 2)
+            + &event("response.output_text.delta", json!({}), 3);
+        let (out, relay) = run(&input, 0);
+        let client = read(&out);
+        assert_eq!(client.types().last(), Some(&"response.failed"));
+        assert_eq!(client.events.len(), 3, "nothing after the end");
+        assert_eq!(
+            client.last.unwrap()["error"]["message"],
+            "Databricks reported a failed response: model crashed [REDACTED]"
+        );
+        assert_eq!(relay.error().map(|e| e.status), Some(502));
+    }
+
+    #[test]
+    fn databricks_errors_and_garbage_in_the_stream_fail_it() {
+        let head: String = upstream().split_inclusive("\n\n").take(1).collect();
+        let (out, relay) =
+            run(&(head.clone() + "data: {\"error_code\":\"REQUEST_LIMIT_EXCEEDED\",\"message\":\"slow\"}\n\n"), 0);
+        let client = read(&out);
+        assert_eq!(client.types(), ["response.created", "response.failed", "error"]);
+        assert_eq!(client.last.unwrap()["error"]["message"], "Databricks returned 500 REQUEST_LIMIT_EXCEEDED: slow");
+        assert!(relay.is_closed());
+        let (out, _) = run(&(head + "data: {\"oops\": \n\n"), 0);
+        assert!(read(&out).events.last().unwrap()["message"].as_str().unwrap().contains("malformed"));
+        let mut relay = NativeRelay::new("m", vec![]);
+        let out = relay.fail(ApiError::gateway_timeout("idle"));
+        let client = read(&out);
+        assert_eq!(client.types(), ["response.failed", "error"]);
+        assert!(relay.fail(ApiError::gateway_timeout("again")).is_empty());
+    }
+}
