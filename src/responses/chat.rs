@@ -325,6 +325,15 @@ fn messages(src: &Map<String, Value>, warnings: &mut Vec<String>) -> Result<Vec<
     Ok(merge_leading_system(messages))
 }
 
+/// A reasoning item the gateway made from a chat answer (it carries Claude's thinking).
+pub(super) fn is_gateway_reasoning(item: &Value) -> bool {
+    item_type(item) == Some("reasoning")
+        && item
+            .get("encrypted_content")
+            .and_then(Value::as_str)
+            .is_some_and(|e| e.starts_with(SIGNATURE_PREFIX) || e.starts_with(REDACTED_PREFIX))
+}
+
 /// The thinking block a reasoning item stands for, if the gateway made it (see
 /// [`SIGNATURE_PREFIX`]).
 fn thinking_block(item: &Value) -> Option<Value> {

@@ -327,6 +327,11 @@ impl ResponsesRequest {
         // LiteLLM's request-level switches are the gateway's, never the upstream's.
         body.remove("drop_params");
         body.remove("additional_drop_params");
+        // Reasoning a translated deployment gave (after a fallback across families) carries a
+        // thinking signature OpenAI cannot verify: it would refuse the whole request.
+        if let Some(Value::Array(items)) = body.get_mut("input") {
+            items.retain(|item| !super::chat::is_gateway_reasoning(item));
+        }
         body
     }
 }
@@ -467,6 +472,17 @@ mod tests {
         assert_eq!(r.native_body("e", Some(100))["max_output_tokens"], 100);
         assert_eq!(r.native_body("e", Some(900))["max_output_tokens"], 500, "a cap never raises");
         let open = parse(json!({"model": "gpt", "input": "hi"})).unwrap();
+        // Claude's reasoning from a translated turn is left out; OpenAI's own stays.
+        let mixed = parse(json!({"model": "gpt", "input": [
+            {"role": "user", "content": "q"},
+            {"type": "reasoning", "summary": [], "encrypted_content": "gateway-thinking-signature:s"},
+            {"type": "reasoning", "summary": [], "encrypted_content": "gateway-redacted-thinking:d"},
+            {"type": "reasoning", "summary": [], "encrypted_content": "gAAAA"},
+            {"role": "assistant", "content": "a"}]}))
+        .unwrap();
+        let input = mixed.native_body("e", None)["input"].clone();
+        assert_eq!(input.as_array().unwrap().len(), 3);
+        assert_eq!(input[1]["encrypted_content"], "gAAAA");
         assert_eq!(open.native_body("e", Some(64))["max_output_tokens"], 64);
         assert_eq!(open.max_output_tokens(), None);
         assert_eq!(r.max_output_tokens(), Some(500));
