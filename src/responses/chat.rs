@@ -227,6 +227,46 @@ impl ResponsesRequest {
     }
 }
 
+impl ResponsesRequest {
+    /// The prompt as a chat body, for counting it (`PromptTally::of(Kind::Chat, ..)`) whichever
+    /// way it is served: the chat translation, plus, as text, what a native deployment reads
+    /// but the translation leaves out (reasoning sent back, hosted tools and their calls). Never
+    /// fails: a request the translation refuses is counted from its JSON.
+    pub fn chat_equivalent(&self) -> Map<String, Value> {
+        let mut body = match self.to_chat(None) {
+            Ok(t) => t.body,
+            Err(_) => {
+                let mut body = Map::new();
+                let all = [self.body.get("instructions"), self.body.get("input"), self.body.get("tools")];
+                let text: Vec<String> = all.iter().flatten().map(|v| v.to_string()).collect();
+                body.insert("messages".into(), json!([{"role": "user", "content": text.join("\n")}]));
+                return body;
+            }
+        };
+        let items = self.body.get("input").and_then(Value::as_array).into_iter().flatten();
+        let left_out = items.filter(|i| {
+            !matches!(
+                item_type(i),
+                Some(
+                    "message"
+                        | "function_call"
+                        | "custom_tool_call"
+                        | "function_call_output"
+                        | "custom_tool_call_output"
+                )
+            ) && !is_gateway_reasoning(i)
+        });
+        let tools = self.body.get("tools").and_then(Value::as_array).into_iter().flatten();
+        let hosted = tools
+            .filter(|t| !matches!(t.get("type").and_then(Value::as_str), Some("function" | "custom" | "namespace")));
+        let extra: Vec<String> = left_out.chain(hosted).map(Value::to_string).collect();
+        if let (false, Some(Value::Array(messages))) = (extra.is_empty(), body.get_mut("messages")) {
+            messages.push(json!({"role": "user", "content": extra.join("\n")}));
+        }
+        body
+    }
+}
+
 /// The name of a chat tool (`{"type": "function", "function": {"name"}}`).
 fn function_name(tool: &Value) -> String {
     tool.get("function").and_then(|f| f.get("name")).and_then(Value::as_str).unwrap_or("").to_string()
@@ -874,6 +914,35 @@ mod tests {
             {"type": "function", "name": "ns__f"}, {"type": "namespace", "name": "ns", "tools": [{"type": "function", "name": "f"}]}]});
         let e = parse_request(body.to_string().as_bytes()).unwrap().to_chat(None).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("tools"));
+    }
+
+    #[test]
+    fn the_chat_equivalent_counts_what_a_native_deployment_reads() {
+        use crate::prompt::{PromptTally, Template};
+        let blob = "gAAAA".repeat(200);
+        let body = json!({"model": "gpt", "input": [
+            {"role": "user", "content": "q"},
+            {"type": "reasoning", "summary": [], "encrypted_content": blob},
+            {"role": "assistant", "content": "a"}],
+            "tools": [{"type": "web_search"}, {"type": "function", "name": "f"}]});
+        let request = parse_request(body.to_string().as_bytes()).unwrap();
+        let equivalent = request.chat_equivalent();
+        let messages = equivalent["messages"].as_array().unwrap();
+        assert_eq!(messages.len(), 3);
+        assert!(
+            messages[2]["content"].as_str().unwrap().contains(&blob)
+                && messages[2]["content"].as_str().unwrap().contains("web_search")
+        );
+        let template = Template::for_endpoint("databricks-gpt-5-1");
+        let translated = request.to_chat(None).unwrap().body;
+        assert!(
+            PromptTally::of(Kind::Chat, &equivalent).bound(&template)
+                > PromptTally::of(Kind::Chat, &translated).bound(&template) + 1000
+        );
+        // A request the translation refuses is still counted.
+        let forced = json!({"model": "gpt", "input": "q", "tools": [{"type": "web_search"}], "tool_choice": {"type": "web_search"}});
+        let equivalent = parse_request(forced.to_string().as_bytes()).unwrap().chat_equivalent();
+        assert!(equivalent["messages"][0]["content"].as_str().unwrap().contains("web_search"));
     }
 
     #[test]
