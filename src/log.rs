@@ -56,6 +56,9 @@ pub struct RequestLog {
     /// Parameters removed because Databricks does not take them (`drop_params`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dropped_params: Vec<String>,
+    /// What a translation to another API could not carry and left out (hosted tools, ...).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub left_out: Vec<String>,
     /// The OpenAI error type, when the request failed (the message may quote the upstream).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_type: Option<&'static str>,

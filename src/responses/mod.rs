@@ -24,6 +24,7 @@ mod native;
 mod request;
 mod translated;
 mod usage;
+mod wire;
 
 pub use answer::{native_answer, response_from_chat, ResponseAnswer, ResponseShell};
 pub use chat::ChatTranslation;
@@ -31,6 +32,7 @@ pub use native::NativeRelay;
 pub use request::{new_response_id, parse_request, serves_natively, ResponsesRequest};
 pub use translated::TranslatedRelay;
 pub use usage::Usage;
+pub use wire::Responses;
 
 /// The route, under the serving-endpoints base, that Databricks answers native requests on.
 pub const NATIVE_ROUTE: &str = "responses";

@@ -75,6 +75,7 @@ pub async fn proxy(
     let routed =
         dispatch::route(call, config, &resolved.group, &model, &ask, &may_use, &mut account, &reservation).await;
     drop(body);
+    call.log.left_out = wire.left_out();
     match routed {
         Err(error) => {
             // 6. Settle: nothing billable, but the hold is released.
