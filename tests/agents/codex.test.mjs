@@ -13,7 +13,7 @@ import { mkdtemp, mkdir, writeFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startGateway, raw } from '../support/gateway.mjs';
+import { startGateway, raw, eventually } from '../support/gateway.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const CODEX = path.join(HERE, 'node_modules', '.bin', 'codex');
@@ -98,7 +98,8 @@ test('codex exec on a Claude model: translated to chat completions, hosted tools
   assert.equal(sent.path, '/serving-endpoints/chat/completions');
   assert.equal(sent.body.model, 'databricks-claude-sonnet-4-5');
   assert.equal(sent.body.messages.at(-1).role, 'user');
-  const line = gw.requestLogs().findLast((l) => l.route === '/v1/responses');
+  let line;
+  await eventually(() => (line = gw.requestLogs().findLast((l) => l.route === '/v1/responses')), 3000, 'the log line');
   assert.ok(line.left_out.some((w) => /web_search/.test(w)), JSON.stringify(line));
 });
 

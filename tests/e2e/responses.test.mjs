@@ -41,6 +41,13 @@ async function generate(fields) {
 const keyInfo = async (key) => (await raw(gw, `/key/info?key=${key}`, { method: 'GET' })).json.info;
 const spendLogs = async (token) => (await raw(gw, `/spend/logs?api_key=${token}`, { method: 'GET' })).json;
 
+/** The request log line of the call with this id, once the worker wrote it. */
+async function logLine(callId) {
+  let line;
+  await eventually(() => (line = gw.requestLogs().find((l) => l.call_id === callId)), 3000, `log line ${callId}`);
+  return line;
+}
+
 /** A raw `/v1/responses` stream (what Codex reads): the response and its events, in order. */
 async function rawEvents(body, key = MASTER_KEY, path = '/v1/responses') {
   const res = await fetch(`${gw.url}${path}`, {
@@ -96,7 +103,7 @@ test('responses.create on a GPT model is forwarded natively, with LiteLLM header
   assert.ok(Number(response.headers.get('x-litellm-response-cost')) > 0);
   assert.equal(response.headers.get('x-litellm-attempted-retries'), '0');
   // The log line: the route, the deployment and the tokens.
-  const line = gw.requestLogs().find((l) => l.call_id === response.headers.get('x-litellm-call-id'));
+  const line = await logLine(response.headers.get('x-litellm-call-id'));
   assert.equal(line.route, '/v1/responses');
   assert.equal(line.deployment, 'gpt51-primary');
   assert.equal(line.prompt_tokens, r.usage.input_tokens);
@@ -331,8 +338,7 @@ test('hosted tools a translation cannot carry are left out and named in the log 
   const { response } = await client.responses
     .create({ model: CLAUDE, input: 'search?', tools: [WEATHER, { type: 'web_search' }] })
     .withResponse();
-  const id = response.headers.get('x-litellm-call-id');
-  const line = gw.requestLogs().find((l) => l.call_id === id);
+  const line = await logLine(response.headers.get('x-litellm-call-id'));
   assert.ok(line.left_out?.some((w) => /web_search/.test(w)), JSON.stringify(line));
 });
 
