@@ -18,7 +18,7 @@ export ESBUILD_BIN := $(CURDIR)/node_modules/.bin/esbuild
 export WRANGLER_SEND_METRICS := false
 export PATH := $(CARGO_BIN):$(PATH)
 
-.PHONY: help tools assets build build-test build-test-strategies dev test test-rust test-e2e test-clients test-agents check-deploy bench soak lint clean
+.PHONY: help tools assets build build-test build-test-strategies build-baseline dev test test-rust test-e2e test-clients test-agents check-deploy bench soak lint clean
 
 help:
 	@echo "make dev     start the gateway on :4000 (fake Databricks unless DATABRICKS_API_BASE is set)"
@@ -111,13 +111,22 @@ test-agents: build-test tests/agents/node_modules/.package-lock.json
 check-deploy: tools
 	rm -rf dist && npx wrangler deploy --dry-run --outdir dist
 
-bench: build-test
-	node tests/bench.mjs
+# `make bench BASELINE=<commit>` also builds that commit's worker with the test config into
+# build-baseline/ and runs its rows beside this build's, in the same rounds.
+bench: build-test $(if $(BASELINE),build-baseline)
+	BENCH_BASELINE=$(if $(BASELINE),build-baseline) node tests/bench.mjs
+
+build-baseline: tools assets
+	rm -rf build-baseline-src && git worktree prune
+	git worktree add --detach build-baseline-src $(BASELINE)
+	cd build-baseline-src && CARGO_TARGET_DIR=$(CURDIR)/target/baseline \
+		GATEWAY_CONFIG=tests/fixtures/litellm_config.yaml worker-build --release --out-dir $(CURDIR)/build-baseline
+	git worktree remove --force build-baseline-src
 
 # Not part of `make test`: several minutes (SOAK_SECONDS of load, then about a minute of probes).
 soak: build-test
 	node tests/soak.mjs
 
 clean:
-	rm -rf build build-test build-test-least-busy build-test-latency build-test-router build-test-no-master build-assets build-clients dist \
+	rm -rf build build-baseline build-test build-test-least-busy build-test-latency build-test-router build-test-no-master build-assets build-clients dist \
 		target node_modules tests/clients/node_modules tests/agents/node_modules

@@ -489,6 +489,15 @@ fn flatten_content(message: &mut Map<String, Value>, is_delta: bool) {
     }
 }
 
+/// Databricks did not answer within `timeout_ms` (a deployment's timeout, or what was left of
+/// `router_settings.timeout`).
+pub fn timed_out(timeout_ms: u64) -> ApiError {
+    ApiError::gateway_timeout(format!(
+        "Databricks did not answer within the configured timeout of {} s; the request was aborted.",
+        timeout_ms as f64 / 1000.0
+    ))
+}
+
 /// Maps a Databricks error answer to the client's error, keeping its status and message.
 /// `secrets` (our token) are scrubbed from the message, as is anything shaped like a PAT.
 pub fn upstream_error(status: u16, body: &[u8], secrets: &[&str]) -> ApiError {

@@ -8,6 +8,7 @@ use futures_util::future::{select, Either};
 use worker::js_sys::Uint8Array;
 use worker::{AbortController, Delay, Fetch, Headers, Method, Request, RequestInit, Response};
 
+use crate::databricks::timed_out;
 use crate::openai::ApiError;
 use crate::secret::Secret;
 
@@ -64,13 +65,6 @@ pub async fn body_within(ms: u64, response: &mut Response, controller: AbortCont
             Vec::new()
         }
     }
-}
-
-pub fn timed_out(timeout_ms: u64) -> ApiError {
-    ApiError::gateway_timeout(format!(
-        "Databricks did not answer within the configured timeout of {} s; the request was aborted.",
-        timeout_ms as f64 / 1000.0
-    ))
 }
 
 /// `fut`'s output, or `None` when `ms` milliseconds pass first.
