@@ -18,7 +18,7 @@ export ESBUILD_BIN := $(CURDIR)/node_modules/.bin/esbuild
 export WRANGLER_SEND_METRICS := false
 export PATH := $(CARGO_BIN):$(PATH)
 
-.PHONY: help tools assets build build-test build-test-strategies build-baseline dev test test-rust test-e2e test-clients check-deploy bench soak profile lint clean
+.PHONY: help tools assets build build-test build-test-strategies build-baseline dev test test-rust test-e2e test-clients test-agents check-deploy bench soak profile lint clean
 
 help:
 	@echo "make dev     start the gateway on :4000 (fake Databricks unless DATABRICKS_API_BASE is set)"
@@ -67,7 +67,7 @@ build-test-strategies: tools assets
 dev: tools
 	node tests/dev.mjs
 
-test: test-rust lint check-deploy test-e2e test-clients
+test: test-rust lint check-deploy test-e2e test-clients test-agents
 
 test-rust:
 	cargo test --locked
@@ -99,6 +99,15 @@ test-clients: build-test $(CLIENTS_VENV)/.installed tests/clients/node_modules/.
 	node tools/cl100k_table.mjs $(ASSETS_DIR) --tiktoken-cache $(CLIENTS_DIR)/tiktoken
 	node --test --test-concurrency=1 tests/clients/
 
+# Coding agents (Codex CLI), pinned in tests/agents/package.json (their native binaries ship in
+# the npm packages), each run non-interactively against the built worker under workerd.
+tests/agents/node_modules/.package-lock.json: tests/agents/package.json tests/agents/package-lock.json
+	npm ci --prefix tests/agents --no-audit --no-fund
+	@touch $@
+
+test-agents: build-test tests/agents/node_modules/.package-lock.json
+	node --test --test-concurrency=1 tests/agents/
+
 # The deploy bundle builds and validates offline.
 check-deploy: tools
 	rm -rf dist && npx wrangler deploy --dry-run --outdir dist
@@ -126,4 +135,4 @@ soak: build-test
 
 clean:
 	rm -rf build build-baseline build-test build-test-least-busy build-test-latency build-test-router build-test-no-master build-assets build-clients dist \
-		target node_modules tests/clients/node_modules
+		target node_modules tests/clients/node_modules tests/agents/node_modules

@@ -31,6 +31,7 @@ pub mod price_table;
 pub mod pricing;
 pub mod prompt;
 pub mod refusals;
+pub mod responses;
 pub mod routing;
 pub mod secret;
 pub mod sse;

@@ -59,6 +59,12 @@ pub trait WireFormat {
 
     /// The relay of `endpoint`'s streamed answer; `secrets` are scrubbed from errors in it.
     fn relay(&self, endpoint: &str, shown: &str, secrets: Vec<Secret>) -> Box<dyn StreamRelay>;
+
+    /// What the last attempt's translation could not carry and left out, one sentence each
+    /// (for the log line).
+    fn left_out(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// One attempt's request to Databricks.

@@ -84,6 +84,7 @@ pub async fn proxy(
     call.log.deployment = trail.deployment;
     call.log.upstream_status = trail.upstream_status;
     call.log.upstream_ms = trail.upstream_ms;
+    call.log.left_out = wire.left_out();
     match routed {
         Err(error) => {
             // 6. Settle: nothing billable, but the hold is released.
