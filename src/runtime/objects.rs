@@ -28,8 +28,17 @@ impl ObjectStub {
     /// POSTs `body` as JSON to `path`; the answer is JSON. The detail of a failure goes to the
     /// log; the caller learns only which object failed.
     pub async fn call<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T, ApiError> {
-        let binding = self.binding;
         let json = serde_json::to_string(body).map_err(|e| ApiError::internal(e.to_string()))?;
+        let bytes = self.post(path, json).await?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            console_error!("the {} object answered {path} badly: {e}", self.binding);
+            ApiError::internal(format!("The {} Durable Object answered badly.", self.binding))
+        })
+    }
+
+    /// The exchange itself, not generic: one copy of it in the module whatever the types.
+    async fn post(&self, path: &str, json: String) -> Result<Vec<u8>, ApiError> {
+        let binding = self.binding;
         let mut init = RequestInit::new();
         init.with_method(Method::Post).with_body(Some(JsValue::from_str(&json)));
         let request =
@@ -40,10 +49,7 @@ impl ObjectStub {
             console_error!("the {binding} object refused {path}: {}", String::from_utf8_lossy(&bytes));
             return Err(ApiError::internal(format!("The {binding} Durable Object refused a call.")));
         }
-        serde_json::from_slice(&bytes).map_err(|e| {
-            console_error!("the {binding} object answered {path} badly: {e}");
-            ApiError::internal(format!("The {binding} Durable Object answered badly."))
-        })
+        Ok(bytes)
     }
 }
 
