@@ -19,6 +19,7 @@ pub mod config;
 pub mod databricks;
 pub mod embedded;
 pub mod ids;
+pub mod json;
 pub mod keys;
 pub mod ledger;
 pub mod limiter;

@@ -21,6 +21,7 @@ use super::{now_ms, vars};
 use crate::base64;
 use crate::config::{Deployment, OAuthClient, ValueRef};
 use crate::databricks;
+use crate::json;
 use crate::keys;
 use crate::openai::ApiError;
 use crate::secret::Secret;
@@ -180,8 +181,7 @@ async fn fetch_token(parts: OAuthParts) -> Result<(String, u64), ApiError> {
         let detail: String = text.chars().take(300).collect();
         return Err(failed(format!("HTTP {status}: {detail}")));
     }
-    let answer: TokenAnswer =
-        serde_json::from_str(&text).map_err(|_| failed("the token answer is malformed".into()))?;
+    let answer: TokenAnswer = json::from_str(&text).map_err(|_| failed("the token answer is malformed".into()))?;
     let lifetime_s = answer.expires_in.unwrap_or(3600);
     let usable_s = databricks::oauth_usable_s(lifetime_s);
     Ok((answer.access_token, now_ms().saturating_add(usable_s.saturating_mul(1000))))
