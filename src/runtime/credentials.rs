@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use std::time::Duration as StdDuration;
 use worker::wasm_bindgen::JsValue;
-use worker::{Delay, Env, Fetch, Headers, Method, Request, RequestInit};
+use worker::{Delay, Env, Fetch, Headers};
 
 use super::upstream::{self, within};
 use super::{now_ms, vars};
@@ -163,11 +163,7 @@ async fn fetch_token(parts: OAuthParts) -> Result<(String, u64), ApiError> {
         let basic = base64::standard(format!("{}:{}", parts.client_id, parts.client_secret).as_bytes());
         headers.set("authorization", &format!("Basic {basic}"))?;
         headers.set("user-agent", upstream::USER_AGENT)?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post)
-            .with_headers(headers)
-            .with_body(Some(JsValue::from_str("grant_type=client_credentials&scope=all-apis")));
-        Request::new_with_init(&url, &init)
+        upstream::post_request(&url, Some(&headers), &JsValue::from_str("grant_type=client_credentials&scope=all-apis"))
     })()
     .map_err(|e| failed(e.to_string()))?;
     let mut response = match within(TOKEN_TIMEOUT_MS, Fetch::Request(request).send()).await {

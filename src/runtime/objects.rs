@@ -3,8 +3,9 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use worker::wasm_bindgen::JsValue;
-use worker::{console_error, Env, Method, Request, RequestInit, Stub};
+use worker::{console_error, Env, Stub};
 
+use super::upstream::post_request;
 use crate::openai::ApiError;
 
 /// A handle on one named object of a binding.
@@ -39,10 +40,8 @@ impl ObjectStub {
     /// The exchange itself, not generic: one copy of it in the module whatever the types.
     async fn post(&self, path: &str, json: String) -> Result<Vec<u8>, ApiError> {
         let binding = self.binding;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post).with_body(Some(JsValue::from_str(&json)));
-        let request =
-            Request::new_with_init(&format!("https://object{path}"), &init).map_err(|e| failed(binding, e))?;
+        let request = post_request(&format!("https://object{path}"), None, &JsValue::from_str(&json))
+            .map_err(|e| failed(binding, e))?;
         let mut response = self.stub.fetch_with_request(request).await.map_err(|e| failed(binding, e))?;
         let bytes = response.bytes().await.map_err(|e| failed(binding, e))?;
         if response.status_code() != 200 {
