@@ -566,14 +566,15 @@ impl LedgerState {
 
     /// `None` if one more request fits under `rpm`; else how long until it would.
     fn requests_retry(&self, now: u64, rpm: u64, filter: impl Fn(&Entry) -> bool) -> Option<u64> {
-        let mut times: Vec<u64> = self.window(now).filter(|e| filter(e)).map(|e| e.at).collect();
+        // (time, 0) pairs: sorted by the same code as `tokens_retry`'s pairs.
+        let mut times: Vec<(u64, u64)> = self.window(now).filter(|e| filter(e)).map(|e| (e.at, 0)).collect();
         let count = times.len() as u64;
         if count < rpm {
             return None;
         }
         times.sort_unstable();
         // The oldest (count - rpm + 1) admissions must leave the window first.
-        let last_to_leave = times.get((count - rpm) as usize).copied().unwrap_or(now);
+        let last_to_leave = times.get((count - rpm) as usize).map_or(now, |t| t.0);
         Some((last_to_leave + WINDOW_MS).saturating_sub(now).max(1))
     }
 
