@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::family::Family;
+use crate::json;
 use crate::openai::{ApiError, ErrorKind, Kind, Usage};
 
 /// `https://host/serving-endpoints` → `https://host`: OAuth's token endpoint is at the
@@ -432,7 +433,7 @@ pub struct StreamChunk {
 
 /// Normalises one `data:` payload of a Databricks chat (or legacy completions) stream.
 pub fn normalize_chunk(data: &str, model_group: &str, secrets: &[&str]) -> Chunk {
-    let mut chunk = match serde_json::from_str::<Value>(data) {
+    let mut chunk = match json::from_str::<Value>(data) {
         Ok(Value::Object(chunk)) => chunk,
         _ => return Chunk::Malformed,
     };
@@ -773,7 +774,7 @@ fn error_parts(body: &[u8]) -> (Option<String>, Option<String>) {
         .and_then(Value::as_str)
         .map(|m| {
             // Claude endpoints put their own error JSON in the message as a string.
-            match serde_json::from_str::<Value>(m) {
+            match json::from_str::<Value>(m) {
                 Ok(inner) => {
                     inner.get("message").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| m.to_string())
                 }

@@ -1,8 +1,14 @@
-//! Compact JSON text of `serde_json` values, written straight into a byte buffer: exactly the
-//! bytes `serde_json::to_vec` writes, but without its escaping loop, which the size-optimised
-//! build (`opt-level = "z"`) leaves as a function call per byte of every string. Request
-//! bodies, answers, stream chunks and log lines are mostly string bytes.
+//! JSON as the gateway reads and writes it, in two ways that keep the wasm small and fast:
+//!
+//! - Compact JSON text of `serde_json` values, written straight into a byte buffer: exactly the
+//!   bytes `serde_json::to_vec` writes, but without its escaping loop, which the size-optimised
+//!   build (`opt-level = "z"`) leaves as a function call per byte of every string. Request
+//!   bodies, answers and stream chunks are mostly string bytes.
+//! - Text parsed through one reader type: serde_json compiles a type's deserialiser once per
+//!   reader, so parsing the same types with both `from_str` and `from_slice` puts two copies of
+//!   each in the wasm. The gateway parses bytes only; text is parsed as its bytes.
 
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Number, Value};
 
 /// `value` as compact JSON (`serde_json::to_vec`'s bytes).
@@ -139,6 +145,11 @@ fn needs_escape(word: u64) -> bool {
     let backslash = word ^ (ONES * u64::from(b'\\'));
     let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x;
     (below_space | zero_byte(quote) | zero_byte(backslash)) & HIGHS != 0
+}
+
+/// `serde_json::from_str`, through `from_slice`'s reader.
+pub fn from_str<T: DeserializeOwned>(text: &str) -> serde_json::Result<T> {
+    serde_json::from_slice(text.as_bytes())
 }
 
 #[cfg(test)]

@@ -517,7 +517,15 @@ fn string_map<T>(
 ) -> Result<BTreeMap<String, T>, ApiError> {
     match value {
         Value::Null => Ok(BTreeMap::new()),
-        Value::Object(m) => m.iter().map(|(k, v)| Ok((k.clone(), parse(v, field)?))).collect(),
+        // Inserted one by one rather than collected: `collect` into a BTreeMap sorts first, a
+        // copy of the sort per `T` in the wasm. The keys are unique already.
+        Value::Object(m) => {
+            let mut map = BTreeMap::new();
+            for (k, v) in m {
+                map.insert(k.clone(), parse(v, field)?);
+            }
+            Ok(map)
+        }
         _ => Err(bad(field, "must be an object")),
     }
 }

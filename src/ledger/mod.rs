@@ -93,8 +93,9 @@ pub struct Entry {
     pub state: EntryState,
 }
 
+/// Read through [`EntryStateWire`]; written as derived: `{"state": "reserved", "cost": ..}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
+#[serde(tag = "state", rename_all = "snake_case", try_from = "EntryStateWire")]
 pub enum EntryState {
     /// Admitted and not yet settled: holds its worst-case cost (pico-dollars) against the
     /// budget, and a slot until `lease_until`.
@@ -190,8 +191,9 @@ pub struct RateInfo {
     pub reset_tokens_ms: Option<u64>,
 }
 
+/// Read through [`DecisionWire`]; written as derived: `{"decision": "admitted", ..}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "decision", rename_all = "snake_case")]
+#[serde(tag = "decision", rename_all = "snake_case", try_from = "DecisionWire")]
 pub enum Decision {
     /// Go ahead; `max_tokens` is set when the budget requires imposing one.
     Admitted {
@@ -215,6 +217,95 @@ pub enum Decision {
     ModelNotAllowed {
         models: Vec<String>,
     },
+}
+
+// The two enums above are internally tagged. serde's derived reader for such an enum buffers
+// the whole object and reads each variant again from the buffer, which costs about 40 KB of
+// wasm for these two; each is read instead as one flat object (the tag and every variant's
+// fields, all optional) and checked. The same JSON is accepted; what is missing is an error.
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum EntryStateTag {
+    Reserved,
+    Settled,
+    Estimated,
+    Corrected,
+}
+
+#[derive(Deserialize)]
+struct EntryStateWire {
+    state: EntryStateTag,
+    cost: Option<u64>,
+    lease_until: Option<u64>,
+    charged: Option<u64>,
+}
+
+impl TryFrom<EntryStateWire> for EntryState {
+    type Error = &'static str;
+
+    fn try_from(w: EntryStateWire) -> Result<Self, Self::Error> {
+        Ok(match w.state {
+            EntryStateTag::Reserved => EntryState::Reserved {
+                cost: w.cost.ok_or("missing field `cost`")?,
+                lease_until: w.lease_until.ok_or("missing field `lease_until`")?,
+            },
+            EntryStateTag::Settled => EntryState::Settled,
+            EntryStateTag::Estimated => EntryState::Estimated { charged: w.charged.ok_or("missing field `charged`")? },
+            EntryStateTag::Corrected => EntryState::Corrected,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum DecisionTag {
+    Admitted,
+    RateLimited,
+    BudgetExceeded,
+    Revoked,
+    ModelNotAllowed,
+}
+
+#[derive(Deserialize)]
+struct DecisionWire {
+    decision: DecisionTag,
+    max_tokens: Option<u64>,
+    rate: Option<RateInfo>,
+    spend: Option<u64>,
+    message: Option<String>,
+    retry_after_ms: Option<u64>,
+    committed: Option<u64>,
+    max_budget: Option<u64>,
+    reason: Option<String>,
+    models: Option<Vec<String>>,
+}
+
+impl TryFrom<DecisionWire> for Decision {
+    type Error = &'static str;
+
+    fn try_from(w: DecisionWire) -> Result<Self, Self::Error> {
+        Ok(match w.decision {
+            DecisionTag::Admitted => Decision::Admitted {
+                max_tokens: w.max_tokens,
+                rate: w.rate.ok_or("missing field `rate`")?,
+                spend: w.spend.ok_or("missing field `spend`")?,
+            },
+            DecisionTag::RateLimited => Decision::RateLimited {
+                message: w.message.ok_or("missing field `message`")?,
+                retry_after_ms: w.retry_after_ms.ok_or("missing field `retry_after_ms`")?,
+                rate: w.rate.ok_or("missing field `rate`")?,
+            },
+            DecisionTag::BudgetExceeded => Decision::BudgetExceeded {
+                committed: w.committed.ok_or("missing field `committed`")?,
+                max_budget: w.max_budget.ok_or("missing field `max_budget`")?,
+            },
+            DecisionTag::Revoked => Decision::Revoked { reason: w.reason.ok_or("missing field `reason`")? },
+            DecisionTag::ModelNotAllowed => {
+                Decision::ModelNotAllowed { models: w.models.ok_or("missing field `models`")? }
+            }
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -486,10 +577,11 @@ impl LedgerState {
         if count < rpm {
             return None;
         }
-        let mut times: Vec<u64> = self.window(now).filter(|e| filter(e)).map(|e| e.at).collect();
+        // (time, 0) pairs: sorted by the same code as `tokens_retry`'s pairs (one sort in the wasm).
+        let mut times: Vec<(u64, u64)> = self.window(now).filter(|e| filter(e)).map(|e| (e.at, 0)).collect();
         times.sort_unstable();
         // The oldest (count - rpm + 1) admissions must leave the window first.
-        let last_to_leave = times.get((count - rpm) as usize).copied().unwrap_or(now);
+        let last_to_leave = times.get((count - rpm) as usize).map_or(now, |t| t.0);
         Some((last_to_leave + WINDOW_MS).saturating_sub(now).max(1))
     }
 
@@ -1022,5 +1114,53 @@ mod tests {
         assert!(matches!(s.admit(&request("a", &l), T0), Decision::ModelNotAllowed { .. }));
         s.scope = Some(vec!["m".into()]);
         assert!(admitted(&s.admit(&request("a", &l), T0)));
+    }
+
+    #[test]
+    fn tagged_enums_keep_their_json() {
+        let rate = RateInfo { limit_requests: Some(10), remaining_tokens: Some(5), ..RateInfo::default() };
+        let decisions = [
+            Decision::Admitted { max_tokens: None, rate: rate.clone(), spend: 7 },
+            Decision::Admitted { max_tokens: Some(100), rate: RateInfo::default(), spend: 0 },
+            Decision::RateLimited { message: "slow down".into(), retry_after_ms: 1500, rate },
+            Decision::BudgetExceeded { committed: 3, max_budget: u64::MAX },
+            Decision::Revoked { reason: "blocked".into() },
+            Decision::ModelNotAllowed { models: vec!["a".into(), "b".into()] },
+        ];
+        for d in decisions {
+            let json = serde_json::to_string(&d).unwrap();
+            assert_eq!(serde_json::from_str::<Decision>(&json).unwrap(), d, "{json}");
+        }
+        let states = [
+            EntryState::Reserved { cost: 12, lease_until: T0 },
+            EntryState::Settled,
+            EntryState::Estimated { charged: 9 },
+            EntryState::Corrected,
+        ];
+        for state in states {
+            let entry = Entry { id: "r".into(), at: T0, model: "m".into(), tokens: 4, state };
+            let json = serde_json::to_string(&entry).unwrap();
+            assert_eq!(serde_json::from_str::<Entry>(&json).unwrap(), entry, "{json}");
+        }
+
+        // The JSON as written by earlier versions (stored entries, answers in flight).
+        let entry: Entry = serde_json::from_str(
+            r#"{"id":"r","at":1,"model":"m","tokens":2,"state":{"state":"reserved","cost":3,"lease_until":4}}"#,
+        )
+        .unwrap();
+        assert_eq!(entry.state, EntryState::Reserved { cost: 3, lease_until: 4 });
+        let d: Decision = serde_json::from_str(r#"{"decision":"admitted","max_tokens":null,"rate":{"limit_requests":null,"remaining_requests":null,"reset_requests_ms":null,"limit_tokens":null,"remaining_tokens":null,"reset_tokens_ms":null},"spend":1}"#).unwrap();
+        assert_eq!(d, Decision::Admitted { max_tokens: None, rate: RateInfo::default(), spend: 1 });
+        assert_eq!(
+            serde_json::to_string(&Decision::Revoked { reason: "x".into() }).unwrap(),
+            r#"{"decision":"revoked","reason":"x"}"#
+        );
+
+        // What a variant needs must be there; an unknown tag is refused.
+        assert!(serde_json::from_str::<Decision>(r#"{"decision":"admitted","spend":1}"#).is_err());
+        assert!(serde_json::from_str::<Decision>(r#"{"decision":"maybe"}"#).is_err());
+        assert!(serde_json::from_str::<Decision>(r#"{"reason":"x"}"#).is_err());
+        assert!(serde_json::from_str::<EntryState>(r#"{"state":"reserved","cost":1}"#).is_err());
+        assert_eq!(serde_json::from_str::<EntryState>(r#"{"state":"settled"}"#).unwrap(), EntryState::Settled);
     }
 }
