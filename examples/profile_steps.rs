@@ -26,8 +26,9 @@ use databricks_gateway::keys::{self, KeyRecord};
 use databricks_gateway::ledger::messages::{SettleRequest, SpendLogRow};
 use databricks_gateway::ledger::{AdmitRequest, Decision, Entry, EntryState, LedgerState, Limits, Settled, Settlement};
 use databricks_gateway::log::RequestLog;
+use databricks_gateway::money::Money;
 use databricks_gateway::openai::{self, Kind, Usage};
-use databricks_gateway::pricing::{self, PriceSource, Prices};
+use databricks_gateway::pricing::{PriceSource, Prices};
 use databricks_gateway::prompt::{self, PromptTally, Template};
 use databricks_gateway::secret::Secret;
 use databricks_gateway::stream::ChatStreamRelay;
@@ -212,7 +213,7 @@ fn key_record() -> KeyRecord {
     r.rpm_limit = Some(100_000_000);
     r.tpm_limit = Some(1_000_000_000_000);
     r.max_parallel_requests = Some(10_000);
-    r.max_budget = Some(1_000_000 * 1_000_000_000_000);
+    r.max_budget = Some(Money::from_pico(1_000_000 * 1_000_000_000_000));
     r.metadata = json!({"team": "support", "owner": "alice@example.com"}).as_object().unwrap().clone();
     r.tags = vec!["prod".into(), "support".into()];
     r.user_id = Some("alice".into());
@@ -221,10 +222,10 @@ fn key_record() -> KeyRecord {
 
 fn prices() -> Prices {
     Prices {
-        input: 1_249_990,
-        output: 9_999_990,
-        cache_read: 1_249_990,
-        cache_creation: 1_249_990,
+        input: Money::from_pico(1_249_990),
+        output: Money::from_pico(9_999_990),
+        cache_read: Money::from_pico(1_249_990),
+        cache_creation: Money::from_pico(1_249_990),
         source: PriceSource::Config,
     }
 }
@@ -246,7 +247,7 @@ fn admit_request(id: String, limits: Limits) -> AdmitRequest {
 }
 
 fn settlement(id: String, limits: Limits) -> Settlement {
-    Settlement { id, prompt_tokens: 412, completion_tokens: 131, cost: 1_825_000_000, limits }
+    Settlement { id, prompt_tokens: 412, completion_tokens: 131, cost: Money::from_pico(1_825_000_000), limits }
 }
 
 fn spend_row() -> SpendLogRow {
@@ -261,7 +262,7 @@ fn spend_row() -> SpendLogRow {
         cache_read_tokens: 0,
         cache_creation_tokens: 0,
         completion_tokens: 131,
-        spend: 1_825_000_000,
+        spend: Money::from_pico(1_825_000_000),
         start_time: 1_767_225_600_000,
         end_time: 1_767_225_600_412,
         status: 200,
@@ -284,7 +285,7 @@ fn log_line() -> RequestLog {
         upstream_status: Some(200),
         upstream_ms: Some(412),
         total_ms: 415,
-        cost: Some(pricing::format_usd(1_825_000_000)),
+        cost: Some(Money::from_pico(1_825_000_000).to_string()),
         ..Default::default()
     };
     log.set_usage(Some(Usage::plain(412, 131)));
@@ -494,8 +495,8 @@ fn steps() -> Vec<Step> {
         headers.push(("x-litellm-overhead-duration-ms", black_box(3u64).to_string()));
         headers.push(("x-litellm-attempted-retries", black_box(0u32).to_string()));
         headers.push(("x-litellm-attempted-fallbacks", black_box(0u32).to_string()));
-        headers.push(("x-litellm-response-cost", pricing::format_usd(cost)));
-        headers.push(("x-litellm-key-spend", pricing::format_usd(black_box(123_456_789_000))));
+        headers.push(("x-litellm-response-cost", cost.to_string()));
+        headers.push(("x-litellm-key-spend", Money::from_pico(black_box(123_456_789_000)).to_string()));
         black_box(headers);
     }));
     let log = log_line();

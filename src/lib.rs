@@ -26,6 +26,7 @@ pub mod json;
 pub mod keys;
 pub mod ledger;
 pub mod log;
+pub mod money;
 pub mod openai;
 pub mod price_table;
 pub mod pricing;

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::keys::KeyRecord;
+use crate::money::Money;
 use crate::pricing::Prices;
 use crate::time::Duration;
 
@@ -41,10 +42,10 @@ pub struct Limits {
     #[serde(default)]
     pub model_tpm: BTreeMap<String, u64>,
     /// Pico-dollars.
-    pub max_budget: Option<u64>,
+    pub max_budget: Option<Money>,
     pub budget_duration: Option<String>,
     /// Pico-dollars.
-    pub soft_budget: Option<u64>,
+    pub soft_budget: Option<Money>,
 }
 
 impl Limits {
@@ -100,23 +101,23 @@ pub enum EntryState {
     /// Admitted and not yet settled: holds its worst-case cost (pico-dollars) against the
     /// budget, and a slot until `lease_until`.
     Reserved {
-        cost: u64,
+        cost: Money,
         lease_until: u64,
     },
     Settled,
     /// Its settlement never came: charged `charged` pico-dollars, as reserved.
     Estimated {
-        charged: u64,
+        charged: Money,
     },
     /// A late settlement replaced the estimate.
     Corrected,
 }
 
 impl Entry {
-    fn reserved_cost(&self) -> u64 {
+    fn reserved_cost(&self) -> Money {
         match self.state {
             EntryState::Reserved { cost, .. } => cost,
-            _ => 0,
+            _ => Money::ZERO,
         }
     }
 
@@ -134,7 +135,7 @@ impl Entry {
 pub struct LedgerState {
     pub entries: Vec<Entry>,
     /// Pico-dollars spent in the current budget period.
-    pub spend: u64,
+    pub spend: Money,
     pub period_start: Option<u64>,
     pub soft_alerted: bool,
     /// Blocked or deleted: refused here at once, whatever KV still says elsewhere.
@@ -199,7 +200,7 @@ pub enum Decision {
     Admitted {
         max_tokens: Option<u64>,
         rate: RateInfo,
-        spend: u64,
+        spend: Money,
     },
     RateLimited {
         message: String,
@@ -207,8 +208,8 @@ pub enum Decision {
         rate: RateInfo,
     },
     BudgetExceeded {
-        committed: u64,
-        max_budget: u64,
+        committed: Money,
+        max_budget: Money,
     },
     Revoked {
         reason: String,
@@ -236,9 +237,9 @@ enum EntryStateTag {
 #[derive(Deserialize)]
 struct EntryStateWire {
     state: EntryStateTag,
-    cost: Option<u64>,
+    cost: Option<Money>,
     lease_until: Option<u64>,
-    charged: Option<u64>,
+    charged: Option<Money>,
 }
 
 impl TryFrom<EntryStateWire> for EntryState {
@@ -272,11 +273,11 @@ struct DecisionWire {
     decision: DecisionTag,
     max_tokens: Option<u64>,
     rate: Option<RateInfo>,
-    spend: Option<u64>,
+    spend: Option<Money>,
     message: Option<String>,
     retry_after_ms: Option<u64>,
-    committed: Option<u64>,
-    max_budget: Option<u64>,
+    committed: Option<Money>,
+    max_budget: Option<Money>,
     reason: Option<String>,
     models: Option<Vec<String>>,
 }
@@ -313,14 +314,13 @@ pub struct Settlement {
     pub id: String,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
-    /// Pico-dollars.
-    pub cost: u64,
+    pub cost: Money,
     pub limits: Limits,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settled {
-    pub spend: u64,
+    pub spend: Money,
     /// This settlement took spend past `soft_budget` (reported once per period).
     pub soft_budget_crossed: bool,
     /// The settlement was a repeat and changed nothing.
@@ -408,14 +408,14 @@ impl LedgerState {
         // The budget holds what is spent plus the most that admitted requests may still cost:
         // the prompt's bound, and every choice's whole `max_tokens`.
         let committed = self.committed();
-        let prompt_cost = req.prompt_tokens_bound.saturating_mul(req.prices.input);
+        let prompt_cost = req.prices.input.times(req.prompt_tokens_bound);
         let mut imposed = None;
         let per_choice = match (req.max_tokens, limits.max_budget) {
             (Some(m), _) => m,
-            (None, Some(budget)) if req.prices.output > 0 => {
+            (None, Some(budget)) if req.prices.output > Money::ZERO => {
                 // What is left, shared among the choices.
                 let left = budget.saturating_sub(committed).saturating_sub(prompt_cost);
-                let affordable = (left / req.prices.output / choices).min(req.output_cap);
+                let affordable = (left.tokens_at(req.prices.output) / choices).min(req.output_cap);
                 if affordable == 0 {
                     return Decision::BudgetExceeded { committed, max_budget: budget };
                 }
@@ -424,7 +424,7 @@ impl LedgerState {
             }
             (None, _) => DEFAULT_COMPLETION_ESTIMATE,
         };
-        let completion_cost = per_choice.saturating_mul(choices).saturating_mul(req.prices.output);
+        let completion_cost = req.prices.output.times(per_choice.saturating_mul(choices));
         let worst = prompt_cost.saturating_add(completion_cost);
         if let Some(budget) = limits.max_budget {
             if committed > budget || committed.saturating_add(worst) > budget {
@@ -496,7 +496,7 @@ impl LedgerState {
     }
 
     /// Spend plus what unsettled requests may still cost.
-    pub fn committed(&self) -> u64 {
+    pub fn committed(&self) -> Money {
         self.entries.iter().fold(self.spend, |sum, e| sum.saturating_add(e.reserved_cost()))
     }
 
@@ -525,7 +525,7 @@ impl LedgerState {
             }
             if next_start != start {
                 self.period_start = Some(next_start);
-                self.spend = 0;
+                self.spend = Money::ZERO;
                 self.soft_alerted = false;
                 // Estimates charged to the old period are not corrected in the new one.
                 for e in &mut self.entries {
@@ -642,10 +642,10 @@ mod tests {
 
     const T0: u64 = 1_800_000_000_000;
     const PRICES: Prices = Prices {
-        input: 1_000_000,
-        output: 2_000_000,
-        cache_read: 1_000_000,
-        cache_creation: 1_000_000,
+        input: Money::from_pico(1_000_000),
+        output: Money::from_pico(2_000_000),
+        cache_read: Money::from_pico(1_000_000),
+        cache_creation: Money::from_pico(1_000_000),
         source: PriceSource::Config,
     }; // 1 and 2 µ$ per token
 
@@ -706,18 +706,18 @@ mod tests {
             Limits {
                 model_rpm: [("m".to_string(), 3)].into(),
                 model_tpm: [("n".to_string(), 300)].into(),
-                max_budget: Some(400_000_000),
-                soft_budget: Some(100_000_000),
+                max_budget: Some(Money::from_pico(400_000_000)),
+                soft_budget: Some(Money::from_pico(100_000_000)),
                 budget_duration: Some("1m".into()),
                 ..limits()
             },
             Limits {
-                max_budget: Some(250_000_000),
+                max_budget: Some(Money::from_pico(250_000_000)),
                 budget_duration: Some("30s".into()),
                 max_parallel: Some(2),
                 ..limits()
             },
-            Limits { rpm: Some(8), tpm: Some(1_000), max_budget: Some(10_000_000_000), ..limits() },
+            Limits { rpm: Some(8), tpm: Some(1_000), max_budget: Some(Money::from_pico(10_000_000_000)), ..limits() },
             limits(),
         ];
         let mut rng = Rng(0x2545_f491_4f6c_dd1d);
@@ -769,7 +769,13 @@ mod tests {
                     absorb(format!("{:?}", state.budget_reset_at(&limits)));
                 }
             }
-            absorb(format!("{:?} {} {:?} {}", state.entries, state.spend, state.period_start, state.soft_alerted));
+            absorb(format!(
+                "{:?} {} {:?} {}",
+                state.entries,
+                state.spend.pico(),
+                state.period_start,
+                state.soft_alerted
+            ));
             absorb(format!("{:?} {:?}", state.changed, state.removed));
             state.changed.clear();
             state.removed.clear();
@@ -845,24 +851,24 @@ mod tests {
     #[test]
     fn budget_is_never_overshot_by_racing_requests() {
         // Worst case per request: 10 × 1 µ$ + 20 × 2 µ$ = 50 µ$; budget 1000 µ$ → 20 fit.
-        let l = Limits { max_budget: Some(1_000_000_000), ..limits() };
+        let l = Limits { max_budget: Some(Money::from_pico(1_000_000_000)), ..limits() };
         let mut s = LedgerState::default();
         let admitted_ids: Vec<String> =
             (0..100).map(|i| format!("r{i}")).filter(|id| admitted(&s.admit(&request(id, &l), T0))).collect();
         assert_eq!(admitted_ids.len(), 20);
         let Decision::BudgetExceeded { committed, max_budget } = s.admit(&request("x", &l), T0) else { panic!() };
-        assert_eq!((committed, max_budget), (1_000_000_000, 1_000_000_000));
+        assert_eq!((committed, max_budget), (Money::from_pico(1_000_000_000), Money::from_pico(1_000_000_000)));
         // Every admitted request settles at its worst case: spend lands exactly on the budget.
         for id in &admitted_ids {
             settle(&mut s, id, 10, 20, &l, T0 + 1);
         }
-        assert_eq!(s.spend, 1_000_000_000);
+        assert_eq!(s.spend, Money::from_pico(1_000_000_000));
         assert_eq!(s.committed(), s.spend);
     }
 
     #[test]
     fn without_max_tokens_the_budget_imposes_one() {
-        let l = Limits { max_budget: Some(100_000_000), ..limits() }; // 100 µ$
+        let l = Limits { max_budget: Some(Money::from_pico(100_000_000)), ..limits() }; // 100 µ$
         let mut s = LedgerState::default();
         let mut r = request("a", &l);
         r.max_tokens = None;
@@ -872,7 +878,7 @@ mod tests {
         r.id = "b".into();
         assert!(matches!(s.admit(&r, T0), Decision::BudgetExceeded { .. }));
         // The cap applies when the budget would allow more.
-        let roomy = Limits { max_budget: Some(u64::MAX / 4), ..limits() };
+        let roomy = Limits { max_budget: Some(Money::from_pico(u64::MAX / 4)), ..limits() };
         let mut r = request("c", &roomy);
         r.max_tokens = None;
         let Decision::Admitted { max_tokens, .. } = LedgerState::default().admit(&r, T0) else { panic!() };
@@ -884,7 +890,7 @@ mod tests {
         let l = Limits { rpm: Some(100), ..limits() };
         let mut s = LedgerState::default();
         let first = settle(&mut s, "a", 3, 4, &l, T0);
-        assert_eq!(first.spend, 3_000_000 + 8_000_000);
+        assert_eq!(first.spend, Money::from_pico(3_000_000 + 8_000_000));
         let again = settle(&mut s, "a", 3, 4, &l, T0 + 5);
         assert!(again.duplicate);
         assert_eq!(again.spend, first.spend);
@@ -892,7 +898,7 @@ mod tests {
 
     #[test]
     fn without_window_limits_settled_requests_are_not_kept() {
-        let l = Limits { max_budget: Some(u64::MAX / 4), ..limits() };
+        let l = Limits { max_budget: Some(Money::from_pico(u64::MAX / 4)), ..limits() };
         let mut s = LedgerState::default();
         for i in 0..50 {
             let id = format!("r{i}");
@@ -902,7 +908,7 @@ mod tests {
         settle(&mut s, "unadmitted", 1, 1, &limits(), T0 + 60);
         s.maintain(T0 + 61, &l);
         assert!(s.entries.is_empty(), "{} entries kept", s.entries.len());
-        assert_eq!(s.spend, 51 * 3_000_000);
+        assert_eq!(s.spend, Money::from_pico(51 * 3_000_000));
     }
 
     #[test]
@@ -923,20 +929,21 @@ mod tests {
 
     #[test]
     fn an_abandoned_reservation_is_charged_then_corrected_by_a_late_settlement() {
-        let l = Limits { max_budget: Some(1_000_000_000), ..limits() };
+        let l = Limits { max_budget: Some(Money::from_pico(1_000_000_000)), ..limits() };
         let mut s = LedgerState::default();
         assert!(admitted(&s.admit(&request("a", &l), T0)));
         s.maintain(T0 + RESERVATION_MAX_MS, &l);
-        assert_eq!(s.spend, 50_000_000);
+        assert_eq!(s.spend, Money::from_pico(50_000_000));
         let late = settle(&mut s, "a", 1, 1, &l, T0 + RESERVATION_MAX_MS + 1);
-        assert_eq!(late.spend, 3_000_000);
+        assert_eq!(late.spend, Money::from_pico(3_000_000));
         assert!(!late.duplicate);
         assert!(settle(&mut s, "a", 1, 1, &l, T0 + RESERVATION_MAX_MS + 2).duplicate);
     }
 
     #[test]
     fn budget_periods_reset_spend() {
-        let l = Limits { budget_duration: Some("30s".into()), soft_budget: Some(6_000_000), ..limits() };
+        let l =
+            Limits { budget_duration: Some("30s".into()), soft_budget: Some(Money::from_pico(6_000_000)), ..limits() };
         let mut s = LedgerState::default();
         let first = settle(&mut s, "a", 3, 1, &l, T0);
         assert!(!first.soft_budget_crossed);
@@ -944,9 +951,9 @@ mod tests {
         assert!(!settle(&mut s, "c", 3, 1, &l, T0 + 2).soft_budget_crossed, "once per period");
         assert_eq!(s.budget_reset_at(&l), Some(T0 + 30_000));
         s.maintain(T0 + 29_999, &l);
-        assert_eq!(s.spend, 15_000_000);
+        assert_eq!(s.spend, Money::from_pico(15_000_000));
         s.maintain(T0 + 95_000, &l);
-        assert_eq!(s.spend, 0);
+        assert_eq!(s.spend, Money::from_pico(0));
         assert_eq!(s.period_start, Some(T0 + 90_000));
         assert!(settle(&mut s, "d", 6, 0, &l, T0 + 95_001).soft_budget_crossed, "again in the new period");
     }
@@ -988,7 +995,7 @@ mod tests {
         r.id = "b".into();
         assert!(admitted(&s.admit(&r, T0 + 2)), "9 used + 13 asked fit in 30");
         // The budget holds the bound: 31 × 1 µ$ + 5 × 2 µ$ = 41 µ$.
-        let b = Limits { max_budget: Some(41_000_000), ..limits() };
+        let b = Limits { max_budget: Some(Money::from_pico(41_000_000)), ..limits() };
         let mut s = LedgerState::default();
         let mut r = request("c", &b);
         (r.prompt_tokens_estimate, r.prompt_tokens_bound, r.max_tokens) = (8, 31, Some(5));
@@ -999,7 +1006,7 @@ mod tests {
 
     #[test]
     fn n_multiplies_the_output_hold_and_shares_an_imposed_max_tokens() {
-        let l = Limits { max_budget: Some(100_000_000), ..limits() }; // 100 µ$
+        let l = Limits { max_budget: Some(Money::from_pico(100_000_000)), ..limits() }; // 100 µ$
         let mut r = request("a", &l);
         r.choices = 3;
         // 10 µ$ of prompt + 3 × 20 × 2 µ$ = 130 µ$: too much for 100.
@@ -1023,7 +1030,7 @@ mod tests {
         huge.choices = u64::MAX;
         huge.prompt_tokens_estimate = u64::MAX;
         assert!(!admitted(&LedgerState::default().admit(&huge, T0)));
-        let budget = Limits { max_budget: Some(1_000_000_000_000), ..limits() };
+        let budget = Limits { max_budget: Some(Money::from_pico(1_000_000_000_000)), ..limits() };
         let mut huge = request("b", &budget);
         huge.max_tokens = Some(u64::MAX);
         assert!(matches!(LedgerState::default().admit(&huge, T0), Decision::BudgetExceeded { .. }));
@@ -1037,7 +1044,7 @@ mod tests {
             id: "x".into(),
             prompt_tokens: u64::MAX,
             completion_tokens: 5,
-            cost: u64::MAX,
+            cost: Money::MAX,
             limits: w.clone(),
         };
         s.settle(&settlement, T0 + 1);
@@ -1048,12 +1055,12 @@ mod tests {
     fn every_budget_is_spendable_to_within_one_request_bound() {
         // max_budget 0.1 USD at 0.001 / 0.002 USD a token; "Hello!" bound at 31 prompt tokens,
         // max_tokens 10, really using 4 + 5 tokens (0.014 USD).
-        let l = Limits { max_budget: Some(100_000_000_000), ..limits() };
+        let l = Limits { max_budget: Some(Money::from_pico(100_000_000_000)), ..limits() };
         let prices = Prices {
-            input: 1_000_000_000,
-            output: 2_000_000_000,
-            cache_read: 1_000_000_000,
-            cache_creation: 1_000_000_000,
+            input: Money::from_pico(1_000_000_000),
+            output: Money::from_pico(2_000_000_000),
+            cache_read: Money::from_pico(1_000_000_000),
+            cache_creation: Money::from_pico(1_000_000_000),
             source: PriceSource::Config,
         };
         let hello = |id: &str| AdmitRequest {
@@ -1084,27 +1091,35 @@ mod tests {
             s.settle(&Settlement { id, prompt_tokens: 4, completion_tokens: 5, cost, limits: l.clone() }, T0 + 2);
             n += 1;
         }
-        assert!(s.spend <= 100_000_000_000);
-        assert!(s.spend + bound_cost >= 100_000_000_000, "{} left unspendable", 100_000_000_000 - s.spend);
+        assert!(s.spend <= Money::from_pico(100_000_000_000));
+        assert!(
+            s.spend.pico() + bound_cost >= 100_000_000_000,
+            "{} left unspendable",
+            100_000_000_000 - s.spend.pico()
+        );
     }
 
     #[test]
     fn a_fallback_moves_the_reservation_under_the_new_models_limits() {
-        let l = Limits { model_rpm: [("backup".to_string(), 1)].into(), max_budget: Some(1_000_000_000), ..limits() };
+        let l = Limits {
+            model_rpm: [("backup".to_string(), 1)].into(),
+            max_budget: Some(Money::from_pico(1_000_000_000)),
+            ..limits()
+        };
         let mut s = LedgerState::default();
         assert!(admitted(&s.admit(&request("a", &l), T0)));
         let mut moved = request("a", &l);
         moved.model = "backup".into();
         assert!(admitted(&s.admit(&moved, T0 + 1)));
         assert_eq!(s.entries.len(), 1, "moved, not added");
-        assert_eq!(s.committed(), 50_000_000, "held once");
+        assert_eq!(s.committed(), Money::from_pico(50_000_000), "held once");
         // Another request's fallback finds backup's limit used: refused, and keeps its hold.
         assert!(admitted(&s.admit(&request("b", &l), T0 + 2)));
         let mut moved = request("b", &l);
         moved.model = "backup".into();
         assert!(matches!(s.admit(&moved, T0 + 3), Decision::RateLimited { .. }));
         assert_eq!(s.entries.iter().find(|e| e.id == "b").map(|e| e.model.as_str()), Some("m"));
-        assert_eq!(s.committed(), 100_000_000);
+        assert_eq!(s.committed(), Money::from_pico(100_000_000));
     }
 
     #[test]
@@ -1120,10 +1135,10 @@ mod tests {
     fn tagged_enums_keep_their_json() {
         let rate = RateInfo { limit_requests: Some(10), remaining_tokens: Some(5), ..RateInfo::default() };
         let decisions = [
-            Decision::Admitted { max_tokens: None, rate: rate.clone(), spend: 7 },
-            Decision::Admitted { max_tokens: Some(100), rate: RateInfo::default(), spend: 0 },
+            Decision::Admitted { max_tokens: None, rate: rate.clone(), spend: Money::from_pico(7) },
+            Decision::Admitted { max_tokens: Some(100), rate: RateInfo::default(), spend: Money::ZERO },
             Decision::RateLimited { message: "slow down".into(), retry_after_ms: 1500, rate },
-            Decision::BudgetExceeded { committed: 3, max_budget: u64::MAX },
+            Decision::BudgetExceeded { committed: Money::from_pico(3), max_budget: Money::MAX },
             Decision::Revoked { reason: "blocked".into() },
             Decision::ModelNotAllowed { models: vec!["a".into(), "b".into()] },
         ];
@@ -1132,9 +1147,9 @@ mod tests {
             assert_eq!(serde_json::from_str::<Decision>(&json).unwrap(), d, "{json}");
         }
         let states = [
-            EntryState::Reserved { cost: 12, lease_until: T0 },
+            EntryState::Reserved { cost: Money::from_pico(12), lease_until: T0 },
             EntryState::Settled,
-            EntryState::Estimated { charged: 9 },
+            EntryState::Estimated { charged: Money::from_pico(9) },
             EntryState::Corrected,
         ];
         for state in states {
@@ -1148,9 +1163,9 @@ mod tests {
             r#"{"id":"r","at":1,"model":"m","tokens":2,"state":{"state":"reserved","cost":3,"lease_until":4}}"#,
         )
         .unwrap();
-        assert_eq!(entry.state, EntryState::Reserved { cost: 3, lease_until: 4 });
+        assert_eq!(entry.state, EntryState::Reserved { cost: Money::from_pico(3), lease_until: 4 });
         let d: Decision = serde_json::from_str(r#"{"decision":"admitted","max_tokens":null,"rate":{"limit_requests":null,"remaining_requests":null,"reset_requests_ms":null,"limit_tokens":null,"remaining_tokens":null,"reset_tokens_ms":null},"spend":1}"#).unwrap();
-        assert_eq!(d, Decision::Admitted { max_tokens: None, rate: RateInfo::default(), spend: 1 });
+        assert_eq!(d, Decision::Admitted { max_tokens: None, rate: RateInfo::default(), spend: Money::from_pico(1) });
         assert_eq!(
             serde_json::to_string(&Decision::Revoked { reason: "x".into() }).unwrap(),
             r#"{"decision":"revoked","reason":"x"}"#

@@ -16,6 +16,7 @@ use super::ObjectStub;
 use crate::json;
 use crate::ledger::messages::{InfoRequest, LedgerInfo, LogsQuery, RevokeRequest, SettleRequest, SpendLogRow};
 use crate::ledger::{AdmitRequest, Decision, Entry, LedgerState, Settled};
+use crate::money::Money;
 use crate::openai::ApiError;
 use crate::runtime::now_ms;
 
@@ -57,7 +58,7 @@ struct JsonRow {
 /// The ledger's scalars, saved as one row; its entries are rows of their own.
 #[derive(Default, Serialize, Deserialize)]
 struct Totals {
-    spend: u64,
+    spend: Money,
     period_start: Option<u64>,
     soft_alerted: bool,
     revoked: Option<String>,
