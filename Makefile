@@ -16,15 +16,34 @@ export WASM_BINDGEN_BIN := $(CARGO_BIN)/wasm-bindgen
 export WASM_OPT_BIN := $(CURDIR)/node_modules/.bin/wasm-opt
 export ESBUILD_BIN := $(CURDIR)/node_modules/.bin/esbuild
 export WRANGLER_SEND_METRICS := false
+
+# worker-build's own wasm-opt step is off (Cargo.toml, package.metadata.wasm-pack): it always
+# adds --debuginfo, which keeps the names section (about 58 KB of the gzipped module). We run
+# wasm-opt on the output instead, with the feature set worker-build enables (workerd supports
+# these; no newer encodings). --one-caller-inline-max-function-size: binaryen by default inlines
+# every function that has one caller, which here shrinks the raw module a little but grows the
+# gzipped one by about 28 KB; small ones only. WASM_NAMES=1 keeps the names (readable wasm
+# stack traces, twiggy), at that size.
+WASM_OPT_FLAGS := -O --one-caller-inline-max-function-size=10 \
+	--enable-mutable-globals --enable-sign-ext --enable-nontrapping-float-to-int --enable-bulk-memory \
+	--enable-multivalue --enable-reference-types --enable-exception-handling \
+	$(if $(WASM_NAMES),--debuginfo)
+# $(call worker-build,OUT_DIR): the release worker into OUT_DIR (config from GATEWAY_CONFIG).
+define worker-build
+worker-build --release --out-dir $(1)
+$(WASM_OPT_BIN) $(1)/index_bg.wasm -o $(1)/index_bg.opt.wasm $(WASM_OPT_FLAGS)
+mv $(1)/index_bg.opt.wasm $(1)/index_bg.wasm
+endef
 export PATH := $(CARGO_BIN):$(PATH)
 
-.PHONY: help tools assets build build-test build-test-strategies dev test test-rust test-e2e test-clients test-agents check-deploy bench soak lint clean
+.PHONY: help tools assets build build-test build-test-strategies build-baseline dev test test-rust test-e2e test-clients test-agents check-deploy bench soak profile lint clean
 
 help:
 	@echo "make dev     start the gateway on :4000 (fake Databricks unless DATABRICKS_API_BASE is set)"
 	@echo "make test    unit tests, lint, end-to-end tests under workerd, deploy dry run"
 	@echo "make bench   load the fake directly, through a trivial worker and through the gateway; print a table, write build-test/bench.json"
 	@echo "make soak    minutes of mixed load with faults and a restart; check every key's ledger (SOAK_SECONDS=180)"
+	@echo "make profile instructions per request of each pure step (valgrind's callgrind; native timings without it)"
 
 tools: node_modules/.package-lock.json
 	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
@@ -47,21 +66,21 @@ $(ASSETS_DIR)/cl100k_base.tokens: tools/cl100k_table.mjs node_modules/.package-l
 
 # The worker with the shipped config (what `wrangler dev` and `wrangler deploy` run).
 build: tools assets
-	worker-build --release
+	$(call worker-build,build)
 
 # The worker with the test config, for the end-to-end tests and the benchmark.
 build-test: tools assets
-	GATEWAY_CONFIG=$(TEST_CONFIG) worker-build --release --out-dir build-test
+	GATEWAY_CONFIG=$(TEST_CONFIG) $(call worker-build,build-test)
 	@ls -l build-test/index_bg.wasm | awk '{printf "wasm: %d bytes", $$5}'; gzip -9c build-test/index_bg.wasm | wc -c | awk '{printf ", %d gzipped\n", $$1}'
 
 # A routing strategy is built in with the config: one build per strategy that learns from traffic,
 # one for router settings that would change every other test (default fallbacks, timeout), and
 # one without a master key.
 build-test-strategies: tools assets
-	GATEWAY_CONFIG=tests/fixtures/least_busy.yaml worker-build --release --out-dir build-test-least-busy
-	GATEWAY_CONFIG=tests/fixtures/latency.yaml worker-build --release --out-dir build-test-latency
-	GATEWAY_CONFIG=tests/fixtures/router.yaml worker-build --release --out-dir build-test-router
-	GATEWAY_CONFIG=tests/fixtures/no_master.yaml worker-build --release --out-dir build-test-no-master
+	GATEWAY_CONFIG=tests/fixtures/least_busy.yaml $(call worker-build,build-test-least-busy)
+	GATEWAY_CONFIG=tests/fixtures/latency.yaml $(call worker-build,build-test-latency)
+	GATEWAY_CONFIG=tests/fixtures/router.yaml $(call worker-build,build-test-router)
+	GATEWAY_CONFIG=tests/fixtures/no_master.yaml $(call worker-build,build-test-no-master)
 
 dev: tools
 	node tests/dev.mjs
@@ -98,28 +117,40 @@ test-clients: build-test $(CLIENTS_VENV)/.installed tests/clients/node_modules/.
 	node tools/cl100k_table.mjs $(ASSETS_DIR) --tiktoken-cache $(CLIENTS_DIR)/tiktoken
 	node --test --test-concurrency=1 tests/clients/
 
-# Coding agents run against the gateway: Claude Code (`claude -p`), pinned in
-# tests/agents/claude-code (npm installs its native binary for this platform only).
-CLAUDE_CODE := tests/agents/claude-code/node_modules/.package-lock.json
-
-$(CLAUDE_CODE): tests/agents/claude-code/package.json tests/agents/claude-code/package-lock.json
-	npm ci --prefix tests/agents/claude-code --no-audit --no-fund
+# Coding agents (Claude Code, Codex CLI), pinned in tests/agents/package.json (their native
+# binaries ship in the npm packages), each run non-interactively against the built worker.
+tests/agents/node_modules/.package-lock.json: tests/agents/package.json tests/agents/package-lock.json
+	npm ci --prefix tests/agents --no-audit --no-fund
 	@touch $@
 
-test-agents: build-test $(CLAUDE_CODE)
+test-agents: build-test tests/agents/node_modules/.package-lock.json
 	node --test --test-concurrency=1 tests/agents/
 
 # The deploy bundle builds and validates offline.
 check-deploy: tools
 	rm -rf dist && npx wrangler deploy --dry-run --outdir dist
 
-bench: build-test
-	node tests/bench.mjs
+# `make bench BASELINE=<commit>` also builds that commit's worker with the test config into
+# build-baseline/ and runs its rows beside this build's, in the same rounds.
+bench: build-test $(if $(BASELINE),build-baseline)
+	BENCH_BASELINE=$(if $(BASELINE),build-baseline) node tests/bench.mjs
+
+build-baseline: tools assets
+	rm -rf build-baseline-src && git worktree prune
+	git worktree add --detach build-baseline-src $(BASELINE)
+	cd build-baseline-src && CARGO_TARGET_DIR=$(CURDIR)/target/baseline \
+		GATEWAY_CONFIG=tests/fixtures/litellm_config.yaml worker-build --release --out-dir $(CURDIR)/build-baseline
+	git worktree remove --force build-baseline-src
+
+# Not part of `make test`: the pure steps of a request (parse, translate, normalise, stream, hash,
+# log line, ledger) run natively on realistic inputs, counted by callgrind when valgrind is installed.
+profile:
+	cargo run --locked --release --example profile_steps
 
 # Not part of `make test`: several minutes (SOAK_SECONDS of load, then about a minute of probes).
 soak: build-test
 	node tests/soak.mjs
 
 clean:
-	rm -rf build build-test build-test-least-busy build-test-latency build-test-router build-test-no-master build-assets build-clients dist \
-		target node_modules tests/clients/node_modules tests/agents/claude-code/node_modules
+	rm -rf build build-baseline build-test build-test-least-busy build-test-latency build-test-router build-test-no-master build-assets build-clients dist \
+		target node_modules tests/clients/node_modules tests/agents/node_modules

@@ -10,6 +10,9 @@
 mod config;
 #[path = "src/config/litellm.rs"]
 mod litellm;
+#[path = "src/money.rs"]
+#[allow(dead_code)]
+mod money;
 #[path = "src/config/normalise.rs"]
 mod normalise;
 #[path = "src/price_table.rs"]

@@ -9,6 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::money::Money;
+
 // Build-time only: build.rs declares these two itself (next to this module); the lib compiles
 // them for the tests alone. The paths are spelled out because build.rs includes this file by
 // path, where a bare `mod` would look for `src/litellm.rs`.
@@ -18,9 +20,6 @@ pub mod litellm;
 #[cfg(test)]
 #[path = "config/normalise.rs"]
 pub mod normalise;
-
-/// One US dollar in pico-dollars: Databricks' per-token prices are whole pico-dollars.
-pub const PICO_PER_USD: f64 = 1e12;
 
 /// A value written in the file, or the name of a worker var/secret read on each request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,15 +150,15 @@ pub struct OAuthClient {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelInfo {
     /// Pico-dollars per prompt token.
-    pub input_cost_per_token: Option<u64>,
+    pub input_cost_per_token: Option<Money>,
     /// Pico-dollars per completion token.
-    pub output_cost_per_token: Option<u64>,
+    pub output_cost_per_token: Option<Money>,
     /// Pico-dollars per prompt token read from the prompt cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache_read_input_token_cost: Option<u64>,
+    pub cache_read_input_token_cost: Option<Money>,
     /// Pico-dollars per prompt token written to the prompt cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache_creation_input_token_cost: Option<u64>,
+    pub cache_creation_input_token_cost: Option<Money>,
     pub max_input_tokens: Option<u64>,
     pub max_output_tokens: Option<u64>,
     pub mode: Option<String>,

@@ -1,9 +1,14 @@
 //! Everything Databricks-specific: request translation, answer and chunk normalisation
 //! (reasoning content lists, served-model names), and the mapping of its error bodies.
 
+use std::borrow::Cow;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::family::Family;
+use crate::json;
 use crate::openai::{ApiError, ErrorKind, Kind, Usage};
 
 /// `https://host/serving-endpoints` → `https://host`: OAuth's token endpoint is at the
@@ -51,6 +56,64 @@ pub fn prepare_body(kind: Kind, body: &mut Map<String, Value>, endpoint: &str, s
             body.insert("model".into(), Value::String(endpoint.to_string()));
         }
     }
+}
+
+/// Top-level fields `prepare_body` reads or changes; it leaves every other one as it is.
+const PREPARED_FIELDS: [&str; 7] =
+    ["model", "messages", "max_tokens", "max_completion_tokens", "stream_options", "thinking", "reasoning_effort"];
+
+/// The JSON body `endpoint` gets for one attempt: exactly `serde_json::to_vec` of what
+/// [`prepare_body`] makes of a copy of `body`, but without copying what the translation leaves
+/// alone (the messages, unless one carries LiteLLM's fields or thinking blocks; tools; schemas):
+/// those are written straight from the client's body.
+pub fn prepared_payload(
+    kind: Kind,
+    body: &Map<String, Value>,
+    endpoint: &str,
+    stream: bool,
+    output_cap: Option<u64>,
+) -> Vec<u8> {
+    let copy_messages = kind == Kind::Chat && messages_need_changes(body);
+    // The fields written from the client's body: in the copy, a null holds their place (and
+    // so their position, which the translation's removals and insertions may move).
+    let mut kept: Vec<&str> = Vec::new();
+    let mut copy = Map::new();
+    for (name, value) in body {
+        let large = matches!(value, Value::Array(_) | Value::Object(_));
+        let leave = large && (!PREPARED_FIELDS.contains(&name.as_str()) || (name == "messages" && !copy_messages));
+        if leave {
+            kept.push(name);
+            copy.insert(name.clone(), Value::Null);
+        } else {
+            copy.insert(name.clone(), value.clone());
+        }
+    }
+    prepare_body(kind, &mut copy, endpoint, stream, output_cap);
+    let mut out = Vec::with_capacity(256);
+    let entries = copy.iter().map(|(name, value)| match kept.contains(&name.as_str()) {
+        true => (name, body.get(name).unwrap_or(value)),
+        false => (name, value),
+    });
+    crate::json::write_entries(&mut out, entries);
+    out
+}
+
+/// Whether the translation changes any message: thinking blocks to turn back into reasoning
+/// parts, LiteLLM's fields to remove, a message-level `cache_control` to place (see
+/// `return_thinking_blocks`, `drop_litellm_message_fields`, `place_cache_control`).
+fn messages_need_changes(body: &Map<String, Value>) -> bool {
+    let Some(Value::Array(messages)) = body.get("messages") else { return false };
+    let has_own_fields = |v: &Value| v.as_object().is_some_and(|o| o.contains_key("provider_specific_fields"));
+    messages.iter().filter_map(Value::as_object).any(|message| {
+        message.iter().any(|(name, value)| match name.as_str() {
+            "thinking_blocks" | "cache_control" => true,
+            field if LITELLM_MESSAGE_FIELDS.contains(&field) => true,
+            "tool_calls" => value.as_array().into_iter().flatten().any(|call| {
+                has_own_fields(call) || call.as_object().and_then(|c| c.get("function")).is_some_and(has_own_fields)
+            }),
+            _ => false,
+        })
+    })
 }
 
 fn is_claude(endpoint: &str) -> bool {
@@ -330,9 +393,7 @@ fn normalize_list_answer(
     answer.insert("model".into(), Value::String(model.to_string()));
     let usage = Usage::from_value(answer.get("usage"));
     let id = answer.get("id").and_then(Value::as_str).map(str::to_string);
-    let bytes =
-        serde_json::to_vec(&answer).map_err(|e| ApiError::internal(format!("cannot encode the answer: {e}")))?;
-    Ok(Answer { bytes, usage, id })
+    Ok(Answer { bytes: crate::json::map_to_vec(&answer), usage, id })
 }
 
 /// An embedding as OpenAI's base64: the vector's little-endian 32-bit floats.
@@ -373,9 +434,7 @@ pub fn normalize_chat_completion(body: &[u8], model_group: &str) -> Result<Answe
     }
     let usage = Usage::from_value(answer.get("usage"));
     let id = answer.get("id").and_then(Value::as_str).map(str::to_string);
-    let bytes =
-        serde_json::to_vec(&answer).map_err(|e| ApiError::internal(format!("cannot encode the answer: {e}")))?;
-    Ok(Answer { bytes, usage, id })
+    Ok(Answer { bytes: crate::json::map_to_vec(&answer), usage, id })
 }
 
 /// What one normalised stream chunk says about the stream.
@@ -403,7 +462,7 @@ pub struct StreamChunk {
 
 /// Normalises one `data:` payload of a Databricks chat (or legacy completions) stream.
 pub fn normalize_chunk(data: &str, model_group: &str, secrets: &[&str]) -> Chunk {
-    let mut chunk = match serde_json::from_str::<Value>(data) {
+    let mut chunk = match json::from_str::<Value>(data) {
         Ok(Value::Object(chunk)) => chunk,
         _ => return Chunk::Malformed,
     };
@@ -411,28 +470,206 @@ pub fn normalize_chunk(data: &str, model_group: &str, secrets: &[&str]) -> Chunk
         return Chunk::Error(upstream_error(500, data.as_bytes(), secrets));
     }
     chunk.insert("model".into(), Value::String(model_group.to_string()));
-    let mut finished = false;
-    let mut generated_chars = 0;
+    let (mut finished, mut generated_chars) = (false, 0);
     for choice in choices_mut(&mut chunk) {
-        finished |= choice.get("finish_reason").is_some_and(|r| !r.is_null());
-        if let Some(delta) = choice.get_mut("delta").and_then(Value::as_object_mut) {
-            flatten_content(delta, true);
-            drop_nulls(delta);
-            for field in ["content", "reasoning_content"] {
-                generated_chars += delta.get(field).and_then(Value::as_str).map_or(0, |t| t.chars().count() as u64);
-            }
-            // A tool call's name and arguments are generated tokens too.
-            for call in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
-                for text in [&call["function"]["name"], &call["function"]["arguments"]] {
-                    generated_chars += text.as_str().map_or(0, |t| t.chars().count() as u64);
-                }
-            }
-        }
-        // Legacy completions stream their text on the choice itself.
-        generated_chars += choice.get("text").and_then(Value::as_str).map_or(0, |t| t.chars().count() as u64);
+        normalize_choice(choice, &mut finished, &mut generated_chars);
     }
     let usage = chunk.remove("usage").filter(Value::is_object);
     Chunk::Data(StreamChunk { chunk, usage, finished, generated_chars })
+}
+
+/// One choice of a stream chunk as the client sees it; notes whether it finished and the
+/// characters it generated.
+fn normalize_choice(choice: &mut Map<String, Value>, finished: &mut bool, generated_chars: &mut u64) {
+    *finished |= choice.get("finish_reason").is_some_and(|r| !r.is_null());
+    if let Some(delta) = choice.get_mut("delta").and_then(Value::as_object_mut) {
+        flatten_content(delta, true);
+        drop_nulls(delta);
+        for field in ["content", "reasoning_content"] {
+            *generated_chars += delta.get(field).and_then(Value::as_str).map_or(0, |t| t.chars().count() as u64);
+        }
+        // A tool call's name and arguments are generated tokens too.
+        for call in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+            for text in [&call["function"]["name"], &call["function"]["arguments"]] {
+                *generated_chars += text.as_str().map_or(0, |t| t.chars().count() as u64);
+            }
+        }
+    }
+    // Legacy completions stream their text on the choice itself.
+    *generated_chars += choice.get("text").and_then(Value::as_str).map_or(0, |t| t.chars().count() as u64);
+}
+
+/// One stream chunk normalised as [`normalize_chunk`] normalises it, without building the
+/// whole chunk as a `Value`: only its `choices` are; its other fields stay the text they
+/// came as when serde_json would write them back unchanged (plain strings, integers,
+/// literals), and its `usage` stays text until it is read.
+#[derive(Debug)]
+pub struct ChunkFields<'a> {
+    /// The chunk's fields in the order `normalize_chunk`'s map has them (model replaced,
+    /// `usage` taken out).
+    pub fields: Vec<(Cow<'a, str>, Field<'a>)>,
+    /// The upstream's `usage` object, as it came.
+    pub usage: Option<&'a str>,
+    pub finished: bool,
+    pub generated_chars: u64,
+}
+
+#[derive(Debug)]
+pub enum Field<'a> {
+    /// JSON text that serde_json would write back byte for byte.
+    Text(&'a str),
+    Value(Value),
+}
+
+impl Field<'_> {
+    pub fn to_value(&self) -> Value {
+        match self {
+            Field::Text(text) => serde_json::from_str(text).unwrap_or(Value::Null),
+            Field::Value(value) => value.clone(),
+        }
+    }
+
+    pub fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Field::Text(text) => out.extend_from_slice(text.as_bytes()),
+            Field::Value(value) => crate::json::write_value(out, value),
+        }
+    }
+}
+
+impl ChunkFields<'_> {
+    pub fn get(&self, name: &str) -> Option<&Field<'_>> {
+        self.fields.iter().find(|(n, _)| n == name).map(|(_, f)| f)
+    }
+
+    /// `Map::insert`: a field already there keeps its place.
+    pub fn insert(&mut self, name: &'static str, field: Field<'static>) {
+        match self.fields.iter_mut().find(|(n, _)| n == name) {
+            Some((_, f)) => *f = field,
+            None => self.fields.push((Cow::Borrowed(name), field)),
+        }
+    }
+
+    /// The chunk as compact JSON, as `normalize_chunk`'s map would be written.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        for (i, (name, field)) in self.fields.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            crate::json::write_str(out, name);
+            out.push(b':');
+            field.write(out);
+        }
+        out.push(b'}');
+    }
+}
+
+/// The fast way to [`normalize_chunk`]'s result, for chunks with `choices`; `None` for any
+/// other (errors, malformed data, odd shapes), which take the slow way.
+pub fn normalize_chunk_fields<'a>(data: &'a str, model_group: &str) -> Option<ChunkFields<'a>> {
+    let TopLevel(raw) = serde_json::from_str(data).ok()?;
+    if !raw.iter().any(|(name, _)| name == "choices") {
+        return None;
+    }
+    let mut fields = Vec::with_capacity(raw.len() + 1);
+    for (name, value) in raw {
+        let text = value.get();
+        let field = match &*name {
+            "choices" => Field::Value(serde_json::from_str(text).ok()?),
+            "usage" | "model" => Field::Text(text),
+            _ if writes_back_unchanged(text) => Field::Text(text),
+            _ => Field::Value(serde_json::from_str(text).ok()?),
+        };
+        fields.push((name, field));
+    }
+    let mut chunk = ChunkFields { fields, usage: None, finished: false, generated_chars: 0 };
+    // In `normalize_chunk`'s order: the model, the choices, then `usage` out (swapped out).
+    chunk.insert("model", Field::Value(Value::String(model_group.to_string())));
+    if let Some((_, Field::Value(Value::Array(choices)))) = chunk.fields.iter_mut().find(|(n, _)| n == "choices") {
+        for choice in choices.iter_mut().filter_map(Value::as_object_mut) {
+            normalize_choice(choice, &mut chunk.finished, &mut chunk.generated_chars);
+        }
+    }
+    if let Some(i) = chunk.fields.iter().position(|(n, _)| n == "usage") {
+        if let (_, Field::Text(text)) = chunk.fields.swap_remove(i) {
+            chunk.usage = Some(text).filter(|t| t.starts_with('{'));
+        }
+    }
+    Some(chunk)
+}
+
+/// Whether serde_json writes this JSON text back byte for byte once parsed: `null`, `true`,
+/// `false`, a string without escapes (it holds no quote, backslash or control character), or
+/// a non-negative integer of at most 19 digits (below `u64::MAX`, written back as it came).
+fn writes_back_unchanged(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    match bytes.first() {
+        Some(b'"') => !bytes.contains(&b'\\'),
+        Some(b'0'..=b'9') => bytes.len() <= 19 && bytes.iter().all(u8::is_ascii_digit),
+        _ => matches!(text, "null" | "true" | "false"),
+    }
+}
+
+/// A JSON object's fields in order, each value as its text. A repeated field keeps its first
+/// place and its last value, as serde_json's map does. Refuses objects of more than 64 fields
+/// (looking a repeat up is linear), which take the slow way.
+struct TopLevel<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for TopLevel<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = TopLevel<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TopLevel<'de>, A::Error> {
+                let mut fields: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::with_capacity(8);
+                while let Some(FieldName(name)) = map.next_key()? {
+                    let value: &'de RawValue = map.next_value()?;
+                    match fields.iter().position(|(n, _)| *n == name) {
+                        Some(i) => fields[i].1 = value,
+                        None if fields.len() < 64 => fields.push((name, value)),
+                        None => return Err(serde::de::Error::custom("too many fields")),
+                    }
+                }
+                Ok(TopLevel(fields))
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
+}
+
+/// A field name, borrowed from the input unless it had escapes.
+struct FieldName<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for FieldName<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl<'de> Visitor<'de> for Name {
+            type Value = FieldName<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+
+            fn visit_borrowed_str<E>(self, name: &'de str) -> Result<FieldName<'de>, E> {
+                Ok(FieldName(Cow::Borrowed(name)))
+            }
+
+            fn visit_str<E>(self, name: &str) -> Result<FieldName<'de>, E> {
+                Ok(FieldName(Cow::Owned(name.to_string())))
+            }
+
+            fn visit_string<E>(self, name: String) -> Result<FieldName<'de>, E> {
+                Ok(FieldName(Cow::Owned(name)))
+            }
+        }
+        deserializer.deserialize_str(Name)
+    }
 }
 
 /// OpenAI leaves out of a delta what it does not carry. Databricks sends such keys as null (every
@@ -517,6 +754,15 @@ fn flatten_content(message: &mut Map<String, Value>, is_delta: bool) {
     }
 }
 
+/// Databricks did not answer within `timeout_ms` (a deployment's timeout, or what was left of
+/// `router_settings.timeout`).
+pub fn timed_out(timeout_ms: u64) -> ApiError {
+    ApiError::gateway_timeout(format!(
+        "Databricks did not answer within the configured timeout of {} s; the request was aborted.",
+        timeout_ms as f64 / 1000.0
+    ))
+}
+
 /// Maps a Databricks error answer to the client's error, keeping its status and message.
 /// `secrets` (our token) are scrubbed from the message, as is anything shaped like a PAT.
 pub fn upstream_error(status: u16, body: &[u8], secrets: &[&str]) -> ApiError {
@@ -557,7 +803,7 @@ fn error_parts(body: &[u8]) -> (Option<String>, Option<String>) {
         .and_then(Value::as_str)
         .map(|m| {
             // Claude endpoints put their own error JSON in the message as a string.
-            match serde_json::from_str::<Value>(m) {
+            match json::from_str::<Value>(m) {
                 Ok(inner) => {
                     inner.get("message").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| m.to_string())
                 }
@@ -692,6 +938,25 @@ mod tests {
                 {"type": "redacted_thinking", "data": "enc"}
             ])
         );
+    }
+
+    /// The exact bytes an answer is relayed as: key order kept, `model` replaced in place,
+    /// strings re-escaped as serde_json escapes them, numbers as it prints them.
+    #[test]
+    fn answers_keep_their_bytes() {
+        let raw = r#"{"id": "chatcmpl_1", "object": "chat.completion", "created": 1.0e9, "model": "served",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": [
+                {"type": "reasoning", "summary": [{"type": "summary_text", "text": "Hm\u00e9 \"q\"", "signature": "s"}]},
+                {"type": "text", "text": "caf\u00e9 \/ \t\u0001 \ud83d\ude80 日本"}], "tool_calls": null},
+              "finish_reason": "stop", "logprobs": null, "extra": [1, -2, 0.5, 1e21, true]}],
+            "usage": {"prompt_tokens": 4, "completion_tokens": 5, "total_tokens": 9}, "system_fingerprint": null}"#;
+        let bytes = normalize_chat_completion(raw.as_bytes(), "my-model").unwrap().bytes;
+        let expected = r#"{"id":"chatcmpl_1","object":"chat.completion","created":1000000000.0,"model":"my-model","choices":[{"index":0,"message":{"role":"assistant","content":"café / \t\u0001 🚀 日本","tool_calls":null,"reasoning_content":"Hmé \"q\"","thinking_blocks":[{"type":"thinking","thinking":"Hmé \"q\"","signature":"s"}]},"finish_reason":"stop","logprobs":null,"extra":[1,-2,0.5,1e+21,true]}],"usage":{"prompt_tokens":4,"completion_tokens":5,"total_tokens":9},"system_fingerprint":null}"#;
+        assert_eq!(String::from_utf8(bytes).unwrap(), expected);
+        let list = br#"{"object":"list","model":"served","data":[{"index":0,"object":"embedding","embedding":[1.0,-2.5,0.1]}],"usage":{"prompt_tokens":3,"total_tokens":3}}"#;
+        let bytes = normalize_answer(Kind::Embedding, list, "gte \"x\"", false).unwrap().bytes;
+        let expected = r#"{"object":"list","model":"gte \"x\"","data":[{"index":0,"object":"embedding","embedding":[1.0,-2.5,0.1]}],"usage":{"prompt_tokens":3,"total_tokens":3}}"#;
+        assert_eq!(String::from_utf8(bytes).unwrap(), expected);
     }
 
     #[test]
@@ -897,6 +1162,95 @@ mod tests {
                    "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]})
         );
         assert_eq!(body["messages"][2], json!({"role": "tool", "tool_call_id": "c1", "content": "r"}));
+    }
+
+    /// `prepared_payload` writes what encoding a prepared copy writes, for every translation.
+    #[test]
+    fn prepared_payloads_are_the_prepared_copy_encoded() {
+        let tool_call = |extra: Value| {
+            let mut call = json!({"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}});
+            for (k, v) in extra.as_object().unwrap() {
+                if k == "function_extra" {
+                    call["function"]["provider_specific_fields"] = v.clone();
+                } else {
+                    call[k] = v.clone();
+                }
+            }
+            call
+        };
+        let messages = [
+            json!([{"role": "user", "content": "q"}]),
+            json!([{"role": "system", "content": [{"type": "text", "text": "s"}]}, {"role": "user", "content": "q"}]),
+            json!([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "reasoning_content": "hm",
+                    "thinking_blocks": [{"type": "thinking", "thinking": "hm", "signature": "s1"}, {"type": "redacted_thinking", "data": "d"}]},
+                   {"role": "user", "content": "q2"}]),
+            json!([{"role": "assistant", "content": null, "thinking_blocks": "not a list"}]),
+            json!([{"role": "assistant", "content": null, "provider_specific_fields": {"refusal": null}, "reasoning_items": []}]),
+            json!([{"role": "assistant", "content": null, "tool_calls": [tool_call(json!({"provider_specific_fields": {}}))]}]),
+            json!([{"role": "assistant", "content": null, "tool_calls": [tool_call(json!({"function_extra": null}))]}]),
+            json!([{"role": "assistant", "content": null, "tool_calls": [tool_call(json!({}))]}, {"role": "tool", "tool_call_id": "c1", "content": "r"}]),
+            json!([{"role": "system", "content": "s", "cache_control": {"type": "ephemeral"}}, {"role": "user", "content": "q"}]),
+            json!([{"role": "user", "content": [{"type": "text", "text": "q"}], "cache_control": {"type": "ephemeral"}}]),
+            json!([3, "odd", null]),
+            json!("not a list"),
+        ];
+        let extras = [
+            json!({}),
+            json!({"max_completion_tokens": 9, "user": "u", "n": 2}),
+            json!({"reasoning_effort": "medium", "max_tokens": 500}),
+            json!({"reasoning_effort": "high", "stream_options": {"other": 1}, "metadata": {"a": [1, 2]}}),
+            json!({"thinking": {"type": "enabled", "budget_tokens": 3000}, "max_tokens": 5000, "response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}),
+            json!({"thinking": {"type": "enabled", "budget_tokens": 500}, "reasoning_effort": "low", "tools": [{"type": "function", "function": {"name": "f"}}]}),
+            json!({"stream_options": null, "max_completion_tokens": null, "tool_choice": {"type": "function", "function": {"name": "f"}}}),
+            json!({"stream_options": [1], "logit_bias": {"1": 2}, "stop": ["a", "b"]}),
+        ];
+        let endpoints = [
+            "databricks-claude-sonnet-4-5",
+            "databricks-gpt-5-1",
+            "databricks-gpt-oss-120b",
+            "databricks-meta-llama-3-3-70b-instruct",
+        ];
+        let mut checked = 0;
+        for messages in &messages {
+            for extra in &extras {
+                // The model first, the messages between the other fields, and last.
+                for position in 0..3 {
+                    let mut body = Map::new();
+                    body.insert("model".into(), json!("m"));
+                    if position == 0 {
+                        body.insert("messages".into(), messages.clone());
+                    }
+                    for (i, (k, v)) in extra.as_object().unwrap().iter().enumerate() {
+                        body.insert(k.clone(), v.clone());
+                        if position == 1 && i == 0 {
+                            body.insert("messages".into(), messages.clone());
+                        }
+                    }
+                    if !body.contains_key("messages") {
+                        body.insert("messages".into(), messages.clone());
+                    }
+                    for kind in [Kind::Chat, Kind::Completion, Kind::Embedding] {
+                        for endpoint in endpoints {
+                            for stream in [false, true] {
+                                for cap in [None, Some(900), Some(3000)] {
+                                    let mut copy = body.clone();
+                                    prepare_body(kind, &mut copy, endpoint, stream, cap);
+                                    assert_eq!(
+                                        String::from_utf8(prepared_payload(kind, &body, endpoint, stream, cap))
+                                            .unwrap(),
+                                        serde_json::to_string(&copy).unwrap(),
+                                        "{kind:?} {endpoint} stream {stream} cap {cap:?}: {}",
+                                        Value::Object(body.clone())
+                                    );
+                                    checked += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 12 * 8 * 3 * 3 * 4 * 2 * 3);
     }
 
     #[test]

@@ -10,7 +10,7 @@ const CONFIG_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/gateway_config
 pub fn config() -> Result<&'static GatewayConfig, String> {
     static CONFIG: OnceLock<Result<GatewayConfig, String>> = OnceLock::new();
     CONFIG
-        .get_or_init(|| serde_json::from_str(CONFIG_JSON).map_err(|e| format!("embedded config is unreadable: {e}")))
+        .get_or_init(|| crate::json::from_str(CONFIG_JSON).map_err(|e| format!("embedded config is unreadable: {e}")))
         .as_ref()
         .map_err(Clone::clone)
 }

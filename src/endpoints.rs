@@ -6,6 +6,8 @@ pub enum Endpoint {
     ChatCompletions,
     Completions,
     Embeddings,
+    /// OpenAI's Responses API (what Codex CLI speaks).
+    Responses,
     Models,
     Model(String),
     Liveliness,
@@ -33,6 +35,7 @@ impl Endpoint {
             "/chat/completions" | "/v1/chat/completions" => Endpoint::ChatCompletions,
             "/completions" | "/v1/completions" => Endpoint::Completions,
             "/embeddings" | "/v1/embeddings" => Endpoint::Embeddings,
+            "/responses" | "/v1/responses" => Endpoint::Responses,
             "/models" | "/v1/models" => Endpoint::Models,
             "/health/liveliness" | "/health/liveness" => Endpoint::Liveliness,
             "/health/readiness" => Endpoint::Readiness,
@@ -137,6 +140,11 @@ mod tests {
         assert_eq!(Endpoint::parse("/v1/chat/completions"), Some(Endpoint::ChatCompletions));
         assert_eq!(Endpoint::parse("/chat/completions"), Some(Endpoint::ChatCompletions));
         assert_eq!(Endpoint::parse("/models"), Some(Endpoint::Models));
+        assert_eq!(
+            Endpoint::parse("/v1/responses").map(|r| (r.clone(), r.method())),
+            Some((Endpoint::Responses, "POST"))
+        );
+        assert_eq!(Endpoint::parse("/responses"), Some(Endpoint::Responses));
         assert_eq!(Endpoint::parse("/v1/models/databricks%2Fx"), Some(Endpoint::Model("databricks/x".into())));
         assert_eq!(Endpoint::parse("/v1/models/"), None);
         assert_eq!(Endpoint::parse("/v1/chat/completions/extra"), None);

@@ -3,7 +3,7 @@
 //! runtime renders it once, on success and on failure alike.
 
 use crate::ledger::RateInfo;
-use crate::pricing;
+use crate::money::Money;
 
 /// What an answer tells its caller about how it was served. Every field is set by the
 /// pipeline from one step's result; a field left `None` is not sent.
@@ -13,10 +13,9 @@ pub struct AnswerHeaders {
     /// The deployment that served the last attempt.
     pub model_id: Option<String>,
     pub api_base: Option<String>,
-    /// In pico-dollars.
-    pub response_cost: Option<u64>,
-    /// The key's spend after this request, in pico-dollars, when its ledger said so in time.
-    pub key_spend: Option<u64>,
+    pub response_cost: Option<Money>,
+    /// The key's spend after this request, when its ledger said so in time.
+    pub key_spend: Option<Money>,
     pub timing: Option<Timing>,
     pub attempts: Option<Attempts>,
     pub rate: Option<RateInfo>,
@@ -48,8 +47,8 @@ impl AnswerHeaders {
         put("x-litellm-model-group", self.model_group.clone());
         put("x-litellm-model-id", self.model_id.clone());
         put("x-litellm-model-api-base", self.api_base.clone());
-        put("x-litellm-response-cost", self.response_cost.map(pricing::format_usd));
-        put("x-litellm-key-spend", self.key_spend.map(pricing::format_usd));
+        put("x-litellm-response-cost", self.response_cost.map(|m| m.to_string()));
+        put("x-litellm-key-spend", self.key_spend.map(|m| m.to_string()));
         if let Some(t) = self.timing {
             put("x-litellm-response-duration-ms", Some(t.total_ms.to_string()));
             put("x-litellm-overhead-duration-ms", Some(t.total_ms.saturating_sub(t.upstream_ms).to_string()));
@@ -87,7 +86,7 @@ mod tests {
         assert!(AnswerHeaders::default().pairs().is_empty());
         let headers = AnswerHeaders {
             model_group: Some("chat".into()),
-            response_cost: Some(1_500_000),
+            response_cost: Some(Money::from_pico(1_500_000)),
             timing: Some(Timing { total_ms: 12, upstream_ms: 10 }),
             attempts: Some(Attempts { retries: 1, fallbacks: 0 }),
             rate: Some(RateInfo { limit_requests: Some(10), reset_requests_ms: Some(1_001), ..RateInfo::default() }),

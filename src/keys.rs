@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::config::PICO_PER_USD;
+use crate::money::Money;
 use crate::openai::{ApiError, ErrorKind};
 use crate::time::{self, Duration};
 
@@ -27,7 +27,7 @@ const ALIAS_INDEX_PREFIX: &str = "alias:";
 
 /// SHA-256 of a key, as lower-case hex: the key's id everywhere but in the caller's hands.
 pub fn hash_key(key: &str) -> String {
-    Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    crate::ids::hex(&Sha256::digest(key.as_bytes()))
 }
 
 /// True for what looks like a key hash rather than a clear key.
@@ -73,9 +73,9 @@ pub struct KeyRecord {
     pub expires_at: Option<u64>,
     pub models: Vec<String>,
     pub aliases: BTreeMap<String, String>,
-    pub max_budget: Option<u64>,
+    pub max_budget: Option<Money>,
     pub budget_duration: Option<String>,
-    pub soft_budget: Option<u64>,
+    pub soft_budget: Option<Money>,
     pub rpm_limit: Option<u64>,
     pub tpm_limit: Option<u64>,
     pub max_parallel_requests: Option<u64>,
@@ -247,8 +247,8 @@ impl KeyRecord {
 
     /// The key as `/key/*` answers show it (LiteLLM's field names, RFC 3339 times, USD), with
     /// the spend and budget period its ledger reports.
-    pub fn to_api(&self, spend: u64, budget_reset_at: Option<u64>) -> Value {
-        let usd = |p: Option<u64>| p.map(|p| p as f64 / PICO_PER_USD);
+    pub fn to_api(&self, spend: Money, budget_reset_at: Option<u64>) -> Value {
+        let usd = |m: Option<Money>| m.map(Money::usd);
         json!({
             "token": self.key_hash,
             "key_name": self.key_name,
@@ -258,7 +258,7 @@ impl KeyRecord {
             "expires": self.expires_at.map(time::format_rfc3339),
             "models": self.models,
             "aliases": self.aliases,
-            "spend": spend as f64 / PICO_PER_USD,
+            "spend": spend.usd(),
             "max_budget": usd(self.max_budget),
             "budget_duration": self.budget_duration,
             "budget_reset_at": budget_reset_at.map(time::format_rfc3339),
@@ -374,9 +374,9 @@ pub struct KeyChanges {
     pub expires_at: Option<Option<u64>>,
     pub models: Option<Vec<String>>,
     pub aliases: Option<BTreeMap<String, String>>,
-    pub max_budget: Option<Option<u64>>,
+    pub max_budget: Option<Option<Money>>,
     pub budget_duration: Option<Option<String>>,
-    pub soft_budget: Option<Option<u64>>,
+    pub soft_budget: Option<Option<Money>>,
     pub rpm_limit: Option<Option<u64>>,
     pub tpm_limit: Option<Option<u64>>,
     pub max_parallel_requests: Option<Option<u64>>,
@@ -491,9 +491,9 @@ fn duration(value: &Value, field: &str) -> Result<Duration, ApiError> {
         .ok_or_else(|| bad(field, "must be a duration such as 30s, 5m, 1h, 30d, 2w or 1mo"))
 }
 
-fn usd(value: &Value, field: &str) -> Result<u64, ApiError> {
-    match value.as_f64() {
-        Some(x) if x.is_finite() && (0.0..=MAX_BUDGET_USD).contains(&x) => Ok((x * PICO_PER_USD).round() as u64),
+fn usd(value: &Value, field: &str) -> Result<Money, ApiError> {
+    match value.as_f64().filter(|x| *x <= MAX_BUDGET_USD).and_then(Money::from_usd) {
+        Some(money) => Ok(money),
         _ => Err(bad(field, "must be a number of US dollars, 0 or more")),
     }
 }
@@ -517,7 +517,15 @@ fn string_map<T>(
 ) -> Result<BTreeMap<String, T>, ApiError> {
     match value {
         Value::Null => Ok(BTreeMap::new()),
-        Value::Object(m) => m.iter().map(|(k, v)| Ok((k.clone(), parse(v, field)?))).collect(),
+        // Inserted one by one rather than collected: `collect` into a BTreeMap sorts first, a
+        // copy of the sort per `T` in the wasm. The keys are unique already.
+        Value::Object(m) => {
+            let mut map = BTreeMap::new();
+            for (k, v) in m {
+                map.insert(k.clone(), parse(v, field)?);
+            }
+            Ok(map)
+        }
         _ => Err(bad(field, "must be an object")),
     }
 }
@@ -584,8 +592,8 @@ mod tests {
         .unwrap();
         assert_eq!(c.key_alias, Some(Some("team-a".into())));
         assert_eq!(c.expires_at, Some(Some(NOW + 3_600_000)));
-        assert_eq!(c.max_budget, Some(Some(10_500_000_000_000)));
-        assert_eq!(c.soft_budget, Some(Some(5_000_000_000_000)));
+        assert_eq!(c.max_budget, Some(Some(Money::from_pico(10_500_000_000_000))));
+        assert_eq!(c.soft_budget, Some(Some(Money::from_pico(5_000_000_000_000))));
         assert_eq!(c.budget_duration, Some(Some("30d".into())));
         assert_eq!(c.rpm_limit, Some(Some(10)));
         assert_eq!(c.model_tpm_limit.unwrap()["databricks-gpt-5-1"], 500);
@@ -755,7 +763,8 @@ mod tests {
 
     #[test]
     fn the_api_view_uses_litellm_names_and_dollars() {
-        let v = record_with(json!({"max_budget": 2.5, "duration": "1h"})).to_api(1_250_000_000_000, Some(NOW));
+        let v = record_with(json!({"max_budget": 2.5, "duration": "1h"}))
+            .to_api(Money::from_pico(1_250_000_000_000), Some(NOW));
         assert_eq!(v["max_budget"], 2.5);
         assert_eq!(v["spend"], 1.25);
         assert_eq!(v["budget_reset_at"], time::format_rfc3339(NOW));

@@ -4,10 +4,9 @@
 //! The pure modules below hold every rule and build natively, so `cargo test` checks them in
 //! milliseconds; `runtime` (wasm only) wires them to the Workers platform.
 //!
-//! One chat request's way (see `runtime::proxy`):
-//! parse (`openai`) → authenticate (`auth`) → resolve the model (`config`) → translate and
-//! forward (`databricks`, `runtime::upstream`) → relay the answer or stream (`databricks`,
-//! `stream`, `sse`) → one log line (`log`).
+//! One request's way (`runtime::proxy`, the README's "pipeline"): authenticate (`auth`, `keys`)
+//! → parse (`wire`) → resolve (`config`) → admit (`ledger`, `prompt`, `pricing`) → route and
+//! forward (`routing::plan`, `databricks`) → relay (`stream`, `sse`) → settle (`ledger`) → log.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod aliases;
@@ -23,14 +22,17 @@ pub mod endpoints;
 pub mod family;
 pub mod headers;
 pub mod ids;
+pub mod json;
 pub mod keys;
 pub mod ledger;
 pub mod log;
+pub mod money;
 pub mod openai;
 pub mod price_table;
 pub mod pricing;
 pub mod prompt;
 pub mod refusals;
+pub mod responses;
 pub mod routing;
 pub mod secret;
 pub mod sse;

@@ -56,6 +56,9 @@ pub struct RequestLog {
     /// Parameters removed because Databricks does not take them (`drop_params`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dropped_params: Vec<String>,
+    /// What a translation to another API could not carry and left out (hosted tools, ...).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub left_out: Vec<String>,
     /// The OpenAI error type, when the request failed (the message may quote the upstream).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_type: Option<&'static str>,
@@ -72,6 +75,8 @@ impl RequestLog {
         }
     }
 
+    /// The line: what `serde_json::to_string` makes of the struct (fields in order, those
+    /// without a value left out), written directly.
     pub fn to_line(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }

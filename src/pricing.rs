@@ -2,21 +2,22 @@
 //! Databricks' prices (1.24999e-06 USD is 1,249,990 pico-dollars) and every sum of them are
 //! whole numbers and never drift the way accumulated floats do.
 
-use crate::config::{Deployment, PICO_PER_USD};
+use crate::config::Deployment;
+use crate::money::Money;
 use crate::openai::Usage;
 use crate::price_table;
 
 /// Prices per token in pico-dollars, and where they came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Prices {
-    pub input: u64,
-    pub output: u64,
+    pub input: Money,
+    pub output: Money,
     /// A prompt token read from the prompt cache; the input price when none is known.
     #[serde(default)]
-    pub cache_read: u64,
+    pub cache_read: Money,
     /// A prompt token written to the prompt cache; the input price when none is known.
     #[serde(default)]
-    pub cache_creation: u64,
+    pub cache_creation: Money,
     pub source: PriceSource,
 }
 
@@ -37,24 +38,31 @@ pub fn prices_for(deployment: &Deployment) -> Prices {
     let builtin = price_table::BUILTIN.iter().find(|(name, _, _)| *name == deployment.endpoint);
     let info = &deployment.info;
     let (input, output, source) = match (info.input_cost_per_token, info.output_cost_per_token, builtin) {
-        (None, None, Some((_, input, output))) => (*input, *output, PriceSource::Builtin),
-        (None, None, None) => (0, 0, PriceSource::Unknown),
+        (None, None, Some((_, input, output))) => {
+            (Money::from_pico(*input), Money::from_pico(*output), PriceSource::Builtin)
+        }
+        (None, None, None) => (Money::ZERO, Money::ZERO, PriceSource::Unknown),
         (input, output, builtin) => (
-            input.or(builtin.map(|b| b.1)).unwrap_or(0),
-            output.or(builtin.map(|b| b.2)).unwrap_or(0),
+            input.or(builtin.map(|b| Money::from_pico(b.1))).unwrap_or(Money::ZERO),
+            output.or(builtin.map(|b| Money::from_pico(b.2))).unwrap_or(Money::ZERO),
             PriceSource::Config,
         ),
     };
     // Cache prices: the config's, else the table's for the endpoint, else the input price.
     let cache = price_table::BUILTIN_CACHE.iter().find(|(name, _, _)| *name == deployment.endpoint);
-    let cache_read = info.cache_read_input_token_cost.or(cache.map(|c| c.1)).unwrap_or(input);
-    let cache_creation = info.cache_creation_input_token_cost.or(cache.map(|c| c.2)).unwrap_or(input);
+    let cache_read = info.cache_read_input_token_cost.or(cache.map(|c| Money::from_pico(c.1))).unwrap_or(input);
+    let cache_creation = info.cache_creation_input_token_cost.or(cache.map(|c| Money::from_pico(c.2))).unwrap_or(input);
     Prices { input, output, cache_read, cache_creation, source }
 }
 
 impl Prices {
-    pub const UNKNOWN: Prices =
-        Prices { input: 0, output: 0, cache_read: 0, cache_creation: 0, source: PriceSource::Unknown };
+    pub const UNKNOWN: Prices = Prices {
+        input: Money::ZERO,
+        output: Money::ZERO,
+        cache_read: Money::ZERO,
+        cache_creation: Money::ZERO,
+        source: PriceSource::Unknown,
+    };
 
     /// The prices a budget's hold uses: every prompt token at the dearest of its prices.
     pub fn for_hold(self) -> Prices {
@@ -62,15 +70,15 @@ impl Prices {
         Prices { input, cache_read: input, cache_creation: input, ..self }
     }
 
-    /// The cost of a usage, in pico-dollars. Cached prompt tokens are part of
-    /// `prompt_tokens`: each is charged once, at its cache price.
-    pub fn cost(&self, usage: &Usage) -> u64 {
+    /// The cost of a usage. Cached prompt tokens are part of `prompt_tokens`: each is
+    /// charged once, at its cache price.
+    pub fn cost(&self, usage: &Usage) -> Money {
         let read = usage.cache_read_tokens.min(usage.prompt_tokens);
         let creation = usage.cache_creation_tokens.min(usage.prompt_tokens - read);
         let uncached = usage.prompt_tokens - read - creation;
         self.tokens_cost(uncached, usage.completion_tokens)
-            .saturating_add(read.saturating_mul(self.cache_read))
-            .saturating_add(creation.saturating_mul(self.cache_creation))
+            .saturating_add(self.cache_read.times(read))
+            .saturating_add(self.cache_creation.times(creation))
     }
 
     /// The highest of each price, for a hold that any of several deployments may serve.
@@ -84,25 +92,9 @@ impl Prices {
         }
     }
 
-    pub fn tokens_cost(&self, prompt_tokens: u64, completion_tokens: u64) -> u64 {
-        prompt_tokens.saturating_mul(self.input).saturating_add(completion_tokens.saturating_mul(self.output))
+    pub fn tokens_cost(&self, prompt_tokens: u64, completion_tokens: u64) -> Money {
+        self.input.times(prompt_tokens).saturating_add(self.output.times(completion_tokens))
     }
-}
-
-/// Pico-dollars as an exact decimal number of dollars: 54999910000 → `0.00005499991`.
-pub fn format_usd(pico: u64) -> String {
-    let whole = pico / PICO_PER_USD as u64;
-    let frac = pico % PICO_PER_USD as u64;
-    if frac == 0 {
-        return format!("{whole}.0");
-    }
-    let digits = format!("{frac:012}");
-    format!("{whole}.{}", digits.trim_end_matches('0'))
-}
-
-/// Pico-dollars as a JSON number of dollars (for LiteLLM-shaped answers).
-pub fn usd(pico: u64) -> f64 {
-    pico as f64 / PICO_PER_USD
 }
 
 #[cfg(test)]
@@ -111,6 +103,7 @@ mod tests {
     use crate::config::ModelInfo;
 
     fn deployment(endpoint: &str, input: Option<u64>, output: Option<u64>) -> Deployment {
+        let (input, output) = (input.map(Money::from_pico), output.map(Money::from_pico));
         let info = ModelInfo { input_cost_per_token: input, output_cost_per_token: output, ..Default::default() };
         Deployment { info, ..Deployment::for_tests(endpoint) }
     }
@@ -121,39 +114,30 @@ mod tests {
         let prices = prices_for(&deployment("databricks-gpt-5-1", None, None));
         assert_eq!(prices.source, PriceSource::Builtin);
         let cost = prices.cost(&Usage::plain(4, 5));
-        assert_eq!(cost, 54_999_910);
-        assert_eq!(format_usd(cost), "0.00005499991");
+        assert_eq!(cost, Money::from_pico(54_999_910));
+        assert_eq!(cost.to_string(), "0.00005499991");
     }
 
     #[test]
     fn config_prices_win_and_unknown_models_cost_nothing() {
         let p = prices_for(&deployment("databricks-gpt-5-1", Some(7), None));
-        assert_eq!((p.input, p.output, p.source), (7, 9_999_990, PriceSource::Config));
+        assert_eq!((p.input.pico(), p.output.pico(), p.source), (7, 9_999_990, PriceSource::Config));
         let p = prices_for(&deployment("my-finetune", None, None));
-        assert_eq!((p.input, p.output, p.source), (0, 0, PriceSource::Unknown));
-        assert_eq!(p.tokens_cost(1000, 1000), 0);
+        assert_eq!((p.input, p.output, p.source), (Money::ZERO, Money::ZERO, PriceSource::Unknown));
+        assert_eq!(p.tokens_cost(1000, 1000), Money::ZERO);
     }
 
     #[test]
     fn sums_are_exact() {
         let prices = prices_for(&deployment("databricks-gpt-oss-120b", None, None));
-        let total: u64 = (0..10_000).map(|_| prices.tokens_cost(3, 7)).sum();
+        let total: u64 = (0..10_000).map(|_| prices.tokens_cost(3, 7).pico()).sum();
         assert_eq!(total, 10_000 * (3 * 150_010 + 7 * 599_970));
-    }
-
-    #[test]
-    fn usd_formatting() {
-        assert_eq!(format_usd(0), "0.0");
-        assert_eq!(format_usd(1), "0.000000000001");
-        assert_eq!(format_usd(1_500_000_000_000), "1.5");
-        assert_eq!(format_usd(12_000_000_000_000), "12.0");
-        assert_eq!(usd(2_500_000_000_000), 2.5);
     }
 
     #[test]
     fn cached_prompt_tokens_are_charged_once_at_their_cache_price() {
         let sonnet = prices_for(&Deployment::for_tests("databricks-claude-sonnet-4-5"));
-        assert_eq!((sonnet.cache_read, sonnet.cache_creation), (300_020, 3_749_970));
+        assert_eq!((sonnet.cache_read.pico(), sonnet.cache_creation.pico()), (300_020, 3_749_970));
         // Databricks' chat usage: 1,000 prompt tokens of which 600 read and 300 written.
         let usage = Usage::from_value(Some(&serde_json::json!({
             "prompt_tokens": 1000, "completion_tokens": 10, "total_tokens": 1010,
@@ -163,13 +147,13 @@ mod tests {
         .unwrap();
         assert_eq!((usage.cache_read_tokens, usage.cache_creation_tokens), (600, 300));
         let expected = 100 * 2_999_990 + 600 * 300_020 + 300 * 3_749_970 + 10 * 15_000_020;
-        assert_eq!(sonnet.cost(&usage), expected);
+        assert_eq!(sonnet.cost(&usage).pico(), expected);
         // More cache tokens than prompt tokens (a malformed usage) never charge beyond the prompt.
         let odd = Usage { cache_read_tokens: 5_000, cache_creation_tokens: 5_000, ..Usage::plain(1000, 0) };
-        assert_eq!(sonnet.cost(&odd), 1000 * 300_020);
+        assert_eq!(sonnet.cost(&odd).pico(), 1000 * 300_020);
         // A model without cache prices charges cached tokens as input; a hold covers the dearest.
         let gpt = prices_for(&Deployment::for_tests("databricks-gpt-5-1"));
         assert_eq!(gpt.cost(&Usage { cache_read_tokens: 4, ..Usage::plain(4, 5) }), gpt.cost(&Usage::plain(4, 5)));
-        assert_eq!(sonnet.for_hold().input, 3_749_970);
+        assert_eq!(sonnet.for_hold().input.pico(), 3_749_970);
     }
 }

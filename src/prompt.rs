@@ -227,10 +227,11 @@ impl PromptTally {
 
     /// A tool definition or schema: its compact JSON and its structure.
     fn add_definition(&mut self, definition: &Value) {
-        let json = definition.to_string();
+        // The compact JSON (`definition.to_string()`'s bytes).
+        let json = crate::json::to_vec(definition);
         self.tools += 1;
         self.tool_json_bytes = self.tool_json_bytes.saturating_add(json.len() as u64);
-        let structure = json.bytes().filter(|b| matches!(b, b'{' | b'[' | b',' | b':')).count() as u64;
+        let structure = json.iter().filter(|b| matches!(b, b'{' | b'[' | b',' | b':')).count() as u64;
         self.tool_json_structure = self.tool_json_structure.saturating_add(structure);
     }
 
@@ -257,9 +258,21 @@ impl PromptTally {
     }
 }
 
+/// An image part: typed as one, or untyped with an `image_url`. One look at each field (the
+/// parts are small: hashing a key for each lookup costs more than reading them).
 fn is_image(part: &Map<String, Value>) -> bool {
-    matches!(part.get("type").and_then(Value::as_str), Some("image_url" | "image" | "input_image"))
-        || (part.contains_key("image_url") && part.get("type").is_none())
+    let (mut kind, mut has_image_url) = (None, false);
+    for (name, value) in part {
+        match name.as_str() {
+            "type" => kind = Some(value),
+            "image_url" => has_image_url = true,
+            _ => {}
+        }
+    }
+    match kind {
+        Some(kind) => matches!(kind.as_str(), Some("image_url" | "image" | "input_image")),
+        None => has_image_url,
+    }
 }
 
 /// How many completions one request asks for: `n` (and `best_of` for legacy completions,
@@ -375,6 +388,17 @@ mod tests {
             // The estimate stays below the bound (it is not a bound).
             assert!(t.estimate() <= t.bound(&Template::for_endpoint("databricks-claude-sonnet-4-5")) + 765 * 2);
         }
+    }
+
+    #[test]
+    fn image_parts_are_told_by_their_type_or_an_untyped_image_url() {
+        let part = |v: Value| is_image(v.as_object().unwrap());
+        assert!(part(json!({"type": "image_url", "image_url": {"url": "u"}})));
+        assert!(part(json!({"type": "image"})) && part(json!({"type": "input_image"})));
+        assert!(part(json!({"image_url": "u"})));
+        assert!(!part(json!({"type": "text", "image_url": "u"})));
+        assert!(!part(json!({"type": null, "image_url": "u"})), "a null type is a type");
+        assert!(!part(json!({"type": 3})) && !part(json!({"text": "x"})) && !part(json!({})));
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Every refusal the gateway writes about a key, a budget or a limit, each written once, so
 //! that the same condition reads the same wherever it is found.
 
+use crate::money::Money;
 use crate::openai::{ApiError, ErrorKind};
-use crate::pricing;
 use crate::time;
 
 /// A 429 with `retry-after` in whole seconds (at least one).
@@ -21,12 +21,8 @@ pub fn no_deployments(group: &str, retry_after_ms: u64) -> ApiError {
 }
 
 /// A key's budget cannot hold the request (LiteLLM's message and type).
-pub fn budget_exceeded(committed: u64, max_budget: u64) -> ApiError {
-    let message = format!(
-        "Budget has been exceeded! Current cost: {}, Max budget: {}",
-        pricing::format_usd(committed),
-        pricing::format_usd(max_budget)
-    );
+pub fn budget_exceeded(committed: Money, max_budget: Money) -> ApiError {
+    let message = format!("Budget has been exceeded! Current cost: {}, Max budget: {}", committed, max_budget);
     ApiError::new(400, ErrorKind::BudgetExceeded, message)
 }
 
@@ -70,7 +66,7 @@ mod tests {
         let e = rate_limited("slow down", 1_001);
         assert_eq!((e.status, e.kind.as_str(), e.retry_after_s), (429, "rate_limit_exceeded", Some(2)));
         assert_eq!(rate_limited("x", 0).retry_after_s, Some(1), "never retry-after: 0");
-        let e = budget_exceeded(100_000_000_000, 100_000_000_000);
+        let e = budget_exceeded(Money::from_pico(100_000_000_000), Money::from_pico(100_000_000_000));
         assert_eq!((e.status, e.kind.as_str()), (400, "budget_exceeded"));
         assert_eq!(e.message, "Budget has been exceeded! Current cost: 0.1, Max budget: 0.1");
         assert!(key_revoked("regenerated", Some(0)).message.contains("regenerated at 1970-01-01T00:00:00"));

@@ -1,6 +1,9 @@
 //! The router's rules: which deployments of a group may take a request (cooldowns, context
 //! windows, `order`), which one does (the routing strategy), what a failure means (retry,
-//! cool down, fall back) and how long to wait before the next attempt.
+//! cool down, fall back) and how long to wait before the next attempt; [`plan`] puts them
+//! together into one request's way through the router.
+
+pub mod plan;
 
 use std::collections::BTreeMap;
 

@@ -28,8 +28,7 @@ impl SseParser {
             }
         }
         while let Some(end) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
-            self.line.extend_from_slice(&rest[..end]);
-            let is_cr = rest[end] == b'\r';
+            let (line, is_cr) = (&rest[..end], rest[end] == b'\r');
             rest = &rest[end + 1..];
             if is_cr {
                 match rest.first() {
@@ -38,8 +37,16 @@ impl SseParser {
                     Some(_) => {}
                 }
             }
-            let line = std::mem::take(&mut self.line);
-            self.take_line(&line, &mut events);
+            if self.line.is_empty() {
+                // The whole line is in this chunk: read in place.
+                self.take_line(line, &mut events);
+            } else {
+                let mut buffered = std::mem::take(&mut self.line);
+                buffered.extend_from_slice(line);
+                self.take_line(&buffered, &mut events);
+                buffered.clear();
+                self.line = buffered;
+            }
         }
         self.line.extend_from_slice(rest);
         events
@@ -77,7 +84,11 @@ impl SseParser {
             None => (line, &b""[..]),
         };
         if field == b"data" {
-            let value = String::from_utf8_lossy(value);
+            // Valid UTF-8 is checked by the quick path, invalid bytes replaced by the slow one.
+            let value = match std::str::from_utf8(value) {
+                Ok(text) => std::borrow::Cow::Borrowed(text),
+                Err(_) => String::from_utf8_lossy(value),
+            };
             match &mut self.data {
                 Some(data) => {
                     data.push('\n');
@@ -90,9 +101,11 @@ impl SseParser {
     }
 }
 
-/// One event with the given data, framed for the client.
-pub fn event(data: &str) -> String {
-    format!("data: {data}\n\n")
+/// Appends one event, framed for the client, whose data is `object` as compact JSON.
+pub fn write_event(out: &mut Vec<u8>, object: &serde_json::Map<String, serde_json::Value>) {
+    out.extend_from_slice(b"data: ");
+    crate::json::write_map(out, object);
+    out.extend_from_slice(b"\n\n");
 }
 
 #[cfg(test)]
@@ -136,6 +149,12 @@ mod tests {
     fn a_final_event_without_blank_line_is_kept() {
         assert_eq!(parse_in_pieces(b"data: x\n\ndata: [DONE]\n", &[]), ["x", "[DONE]"]);
         assert_eq!(parse_in_pieces(b"data: [DONE]", &[]), ["[DONE]"]);
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_not_dropped() {
+        assert_eq!(parse_in_pieces(b"data: a\xffb\xc3\n\n", &[]), ["a\u{fffd}b\u{fffd}"]);
+        assert_eq!(parse_in_pieces(b"data: caf\xc3\xa9\n\n", &[9]), ["caf\u{e9}"]);
     }
 
     #[test]

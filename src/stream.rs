@@ -10,7 +10,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::databricks::{normalize_chunk, Chunk, StreamChunk};
+use crate::databricks::{normalize_chunk, normalize_chunk_fields, Chunk, ChunkFields, Field, StreamChunk};
 use crate::openai::ApiError;
 use crate::openai::Usage;
 use crate::secret::Secret;
@@ -28,9 +28,8 @@ pub struct ChatStreamRelay {
     secrets: Vec<Secret>,
     /// The client asked for usage (`stream_options.include_usage`).
     include_usage: bool,
-    usage: Option<Usage>,
     /// The last usage object the upstream sent, as it came (token details included).
-    usage_json: Option<Value>,
+    usage: Option<UsageSeen>,
     /// `id`, `object`, `created`, `model` of the first chunk, for the usage chunk.
     envelope: Option<Map<String, Value>>,
     /// Characters of content and reasoning relayed, to estimate usage the upstream never sent.
@@ -40,6 +39,24 @@ pub struct ChatStreamRelay {
     /// `[DONE]` was sent: nothing more goes to the client.
     closed: bool,
     error: Option<ApiError>,
+    /// Chunks with choices take `normalize_chunk_fields` (off only to test it against the other).
+    fast: bool,
+}
+
+/// A usage object as parsed with its chunk, or as the text it came as (parsed when read).
+#[derive(Debug)]
+enum UsageSeen {
+    Value(Value),
+    Text(String),
+}
+
+impl UsageSeen {
+    fn value(&self) -> Option<Value> {
+        match self {
+            UsageSeen::Value(value) => Some(value.clone()),
+            UsageSeen::Text(text) => serde_json::from_str(text).ok(),
+        }
+    }
 }
 
 impl ChatStreamRelay {
@@ -50,13 +67,13 @@ impl ChatStreamRelay {
             secrets,
             include_usage,
             usage: None,
-            usage_json: None,
             envelope: None,
             generated_chars: 0,
             chunks: 0,
             finished: false,
             closed: false,
             error: None,
+            fast: true,
         }
     }
 
@@ -96,7 +113,7 @@ impl ChatStreamRelay {
 
     /// The last usage the upstream reported (Databricks' usage is cumulative).
     pub fn usage(&self) -> Option<Usage> {
-        self.usage
+        Usage::from_value(self.usage.as_ref()?.value().as_ref())
     }
 
     pub fn chunks(&self) -> u64 {
@@ -118,7 +135,7 @@ impl ChatStreamRelay {
     }
 
     fn relay(&mut self, events: Vec<String>) -> Vec<u8> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(events.iter().map(|e| e.len() + 16).sum());
         for data in events {
             if self.closed {
                 break;
@@ -127,9 +144,15 @@ impl ChatStreamRelay {
                 out.extend(self.complete());
                 break;
             }
+            if self.fast {
+                if let Some(chunk) = normalize_chunk_fields(&data, &self.model_group) {
+                    self.relay_fields(chunk, &mut out);
+                    continue;
+                }
+            }
             let secrets: Vec<&str> = self.secrets.iter().map(Secret::expose).collect();
             match normalize_chunk(&data, &self.model_group, &secrets) {
-                Chunk::Data(chunk) => out.extend(self.relay_chunk(chunk)),
+                Chunk::Data(chunk) => self.relay_chunk(chunk, &mut out),
                 Chunk::Error(error) => out.extend(self.fail(error)),
                 Chunk::Malformed => {
                     out.extend(self.fail(ApiError::bad_gateway("Databricks sent a malformed stream chunk")))
@@ -139,13 +162,16 @@ impl ChatStreamRelay {
         out
     }
 
-    fn relay_chunk(&mut self, StreamChunk { mut chunk, usage, finished, generated_chars }: StreamChunk) -> Vec<u8> {
+    fn relay_chunk(
+        &mut self,
+        StreamChunk { mut chunk, usage, finished, generated_chars }: StreamChunk,
+        out: &mut Vec<u8>,
+    ) {
         self.chunks += 1;
         self.generated_chars += generated_chars;
         self.finished |= finished;
         if let Some(usage) = usage {
-            self.usage = Usage::from_value(Some(&usage));
-            self.usage_json = Some(usage);
+            self.usage = Some(UsageSeen::Value(usage));
         }
         if self.envelope.is_none() {
             let envelope = ENVELOPE.iter().filter_map(|k| Some((k.to_string(), chunk.get(*k)?.clone()))).collect();
@@ -153,12 +179,35 @@ impl ChatStreamRelay {
         }
         // A chunk without choices carried only usage (the usage chunk comes at the end).
         if chunk.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty) {
-            return Vec::new();
+            return;
         }
         if self.include_usage {
             chunk.insert("usage".into(), Value::Null);
         }
-        sse::event(&Value::Object(chunk).to_string()).into_bytes()
+        sse::write_event(out, &chunk);
+    }
+
+    /// `relay_chunk` for a chunk normalised the fast way: the same state, the same bytes.
+    fn relay_fields(&mut self, mut chunk: ChunkFields<'_>, out: &mut Vec<u8>) {
+        self.chunks += 1;
+        self.generated_chars += chunk.generated_chars;
+        self.finished |= chunk.finished;
+        if let Some(usage) = chunk.usage {
+            self.usage = Some(UsageSeen::Text(usage.to_string()));
+        }
+        if self.envelope.is_none() {
+            let envelope = ENVELOPE.iter().filter_map(|k| Some((k.to_string(), chunk.get(k)?.to_value()))).collect();
+            self.envelope = Some(envelope);
+        }
+        if matches!(chunk.get("choices"), Some(Field::Value(Value::Array(choices))) if choices.is_empty()) {
+            return;
+        }
+        if self.include_usage {
+            chunk.insert("usage", Field::Value(Value::Null));
+        }
+        out.extend_from_slice(b"data: ");
+        chunk.write(out);
+        out.extend_from_slice(b"\n\n");
     }
 
     /// The stream ended well: the usage chunk when the client asked for it, then `[DONE]`.
@@ -167,12 +216,12 @@ impl ChatStreamRelay {
             return Vec::new();
         }
         let mut out = Vec::new();
-        if let (true, Some(usage)) = (self.include_usage, &self.usage_json) {
+        if let (true, Some(usage)) = (self.include_usage, self.usage.as_ref().and_then(UsageSeen::value)) {
             let mut chunk = self.envelope.clone().unwrap_or_default();
             chunk.insert("model".into(), Value::String(self.model_group.clone()));
             chunk.insert("choices".into(), Value::Array(Vec::new()));
-            chunk.insert("usage".into(), usage.clone());
-            out.extend(sse::event(&Value::Object(chunk).to_string()).into_bytes());
+            chunk.insert("usage".into(), usage);
+            sse::write_event(&mut out, &chunk);
         }
         out.extend(self.close());
         out
@@ -217,6 +266,193 @@ mod tests {
         out.extend(relay.feed(&input.as_bytes()[cut..]));
         out.extend(relay.finish());
         (events(&out), relay)
+    }
+
+    /// The exact bytes relayed, with and without usage: chunks re-written as serde_json writes
+    /// them, `model` replaced in place, `usage` removed or null, the usage chunk, `[DONE]`.
+    #[test]
+    fn streams_keep_their_bytes() {
+        let input = concat!(
+            "data: {\"id\": \"c\", \"object\": \"chat.completion.chunk\", \"created\": 1, \"model\": \"served\", \"choices\": [{\"index\": 0, \"delta\": {\"role\": \"assistant\", \"content\": \"\"}, \"finish_reason\": null, \"logprobs\": null}], \"usage\": {\"prompt_tokens\": 3, \"completion_tokens\": 0, \"total_tokens\": 3}}\n\n",
+            ": keep-alive\r\n\r\n",
+            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":[{\"type\":\"reasoning\",\"summary\":[{\"type\":\"summary_text\",\"text\":\"Hm \\u00e9\",\"signature\":\"\"}]}]},\"finish_reason\":null}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1,\"total_tokens\":4}}\n\n",
+            "data: {\"id\":\"c\",\"model\":\"served\",\"choices\":[{\"index\":0,\"delta\":{\"role\":null,\"content\":null,\"tool_calls\":[{\"index\":0,\"id\":null,\"type\":null,\"function\":{\"name\":null,\"arguments\":\"{\\\"city\\\":\\\"Par\"}}]},\"finish_reason\":null}],\"usage\":null}\n\n",
+            "data: {\"id\":\"c\",\"model\":\"served\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"caf\\u00e9 \\ud83d\\ude80 \\t\"},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5,\"completion_tokens_details\":{\"reasoning_tokens\":1}}}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let expected_chunks = [
+            r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"group","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null,"logprobs":null}]"#,
+            r#"{"id":"c","choices":[{"index":0,"delta":{"reasoning_content":"Hm é","thinking_blocks":[{"type":"thinking","thinking":"Hm é"}]},"finish_reason":null}],"model":"group""#,
+            r#"{"id":"c","model":"group","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\":\"Par"}}]},"finish_reason":null}]"#,
+            r#"{"id":"c","model":"group","choices":[{"index":0,"delta":{"content":"café 🚀 \t"},"finish_reason":"stop"}]"#,
+        ];
+        for include_usage in [false, true] {
+            let mut expected = String::new();
+            for chunk in expected_chunks {
+                let usage = if include_usage { r#","usage":null"# } else { "" };
+                expected.push_str(&format!("data: {chunk}{usage}}}\n\n"));
+            }
+            if include_usage {
+                expected.push_str(r#"data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"group","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5,"completion_tokens_details":{"reasoning_tokens":1}}}"#);
+                expected.push_str("\n\n");
+            }
+            expected.push_str("data: [DONE]\n\n");
+            for cut in [0, 1, 200, 201, input.len() - 3] {
+                let mut relay = ChatStreamRelay::new("group", vec![], include_usage);
+                let mut out = relay.feed(&input.as_bytes()[..cut]);
+                out.extend(relay.feed(&input.as_bytes()[cut..]));
+                out.extend(relay.finish());
+                assert_eq!(String::from_utf8(out).unwrap(), expected, "usage {include_usage}, cut {cut}");
+            }
+        }
+    }
+
+    /// Chunks of every shape, relayed the fast way (fields kept as text) and the slow way
+    /// (the whole chunk as a `Value`): the same bytes out and the same account of the stream.
+    #[test]
+    fn the_fast_way_relays_what_the_slow_way_relays() {
+        struct Rng(u64);
+        impl Rng {
+            fn below(&mut self, n: usize) -> usize {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 7;
+                self.0 ^= self.0 << 17;
+                (self.0 % n as u64) as usize
+            }
+            fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+                items[self.below(items.len())]
+            }
+        }
+        let deltas = [
+            r#"{"role":"assistant","content":""}"#,
+            r#"{"content":"Hel"}"#,
+            r#"{"content":"caf\u00e9 \ud83d\ude80 \"q\" \/"}"#,
+            r#"{"role":null,"content":null,"tool_calls":[{"index":0,"id":null,"type":null,"function":{"name":null,"arguments":"{\"ci"}}]}"#,
+            r#"{"role":"assistant","tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"f","arguments":""}}]}"#,
+            r#"{"content":[{"type":"reasoning","summary":[{"type":"summary_text","text":"Hm","signature":"s"}]},{"type":"text","text":"ok"}]}"#,
+            r#"{"content":[{"type":"reasoning","summary":[{"type":"summary_encrypted_text","data":"enc"}]}]}"#,
+            r#"{}"#,
+            r#"null"#,
+        ];
+        let choice = |rng: &mut Rng| {
+            let mut fields = vec![format!(r#""index":{}"#, rng.below(2))];
+            if rng.below(5) > 0 {
+                fields.push(format!(r#""delta":{}"#, rng.pick(&deltas)));
+            }
+            fields.push(format!(r#""finish_reason":{}"#, rng.pick(&["null", r#""stop""#, r#""length""#, "3"])));
+            if rng.below(2) == 0 {
+                fields.push(r#""logprobs":null"#.into());
+            }
+            if rng.below(6) == 0 {
+                fields.push(format!(r#""text":{}"#, rng.pick(&[r#""abc""#, r#""\u00e9""#, "null"])));
+            }
+            format!("{{{}}}", fields.join(","))
+        };
+        let values: [(&str, &[&str]); 10] = [
+            ("id", &[r#""c""#, r#""chatcmpl_é""#, r#""c\u0041""#, "7", "null"]),
+            ("object", &[r#""chat.completion.chunk""#, r#""text_completion""#]),
+            (
+                "created",
+                &[
+                    "1767225600",
+                    "0",
+                    "1.5",
+                    "-3",
+                    "-0",
+                    "12345678901234567890",
+                    "99999999999999999999",
+                    "1e3",
+                    "1767225600.0",
+                ],
+            ),
+            ("model", &[r#""served""#, "null", "5", r#""a\"b""#]),
+            ("system_fingerprint", &["null", r#""fp_1""#]),
+            (
+                "usage",
+                &[
+                    r#"{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}"#,
+                    r#"{"prompt_tokens":3,"completion_tokens":1}"#,
+                    r#"{"prompt_tokens":1.5,"completion_tokens_details":{"reasoning_tokens":1}}"#,
+                    "null",
+                    "5",
+                ],
+            ),
+            ("extra", &[r#"{"a":[1,{"b":"\n"}]}"#, "[true]", r#""x\/y""#, r#""plain""#, "false"]),
+            ("error", &[r#"{"message":"boom"}"#, r#""x""#]),
+            ("mo\\u0064el", &[r#""escaped name""#]),
+            ("\\u00e9", &["1"]),
+        ];
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let (mut fast_taken, mut events_checked) = (0, 0);
+        for _ in 0..1_500 {
+            let mut input = String::new();
+            for _ in 0..1 + rng.below(4) {
+                let mut fields: Vec<String> = Vec::new();
+                for (name, options) in &values {
+                    if rng.below(3) == 0 {
+                        continue;
+                    }
+                    let space = rng.pick(&["", " ", "\n "]);
+                    fields.push(format!(r#""{name}":{space}{}"#, rng.pick(options)));
+                }
+                match rng.below(8) {
+                    0 => {}
+                    1 => fields.push(r#""choices":[]"#.into()),
+                    2 => fields.push(format!(r#""choices":[{},{}]"#, choice(&mut rng), choice(&mut rng))),
+                    3 => fields.push(r#""choices":"none""#.into()),
+                    _ => fields.push(format!(r#""choices":[{}]"#, choice(&mut rng))),
+                }
+                // Fields in any order, sometimes one twice.
+                for i in (1..fields.len()).rev() {
+                    fields.swap(i, rng.below(i + 1));
+                }
+                if !fields.is_empty() && rng.below(5) == 0 {
+                    let again = fields[rng.below(fields.len())].clone();
+                    fields.push(again);
+                }
+                let data = match rng.below(30) {
+                    0 => r#"{"oops": "#.to_string(),
+                    1 => "[1,2]".to_string(),
+                    _ => format!("{{{}}}", fields.join(",")),
+                };
+                if normalize_chunk_fields(&data, "group").is_some() {
+                    fast_taken += 1;
+                }
+                events_checked += 1;
+                // Multi-line data: its lines are joined with a line break.
+                for line in data.split('\n') {
+                    input.push_str("data: ");
+                    input.push_str(line);
+                    input.push('\n');
+                }
+                input.push('\n');
+            }
+            if rng.below(2) == 0 {
+                input.push_str("data: [DONE]\n\n");
+            }
+            for include_usage in [false, true] {
+                let run = |fast: bool| {
+                    let mut relay =
+                        ChatStreamRelay::new("group", vec![Secret::new("secret-token".into())], include_usage);
+                    relay.fast = fast;
+                    let mut out = relay.feed(input.as_bytes());
+                    out.extend(relay.finish());
+                    let account = format!(
+                        "{:?} {} {} {:?} {:?} {}",
+                        relay.usage(),
+                        relay.chunks(),
+                        relay.generated_chars(),
+                        relay.id(),
+                        relay.error(),
+                        relay.is_closed()
+                    );
+                    (String::from_utf8(out).unwrap(), account)
+                };
+                assert_eq!(run(true), run(false), "{input}");
+            }
+        }
+        // Most chunks took the fast way; the others fell back.
+        assert!(fast_taken > events_checked / 2 && fast_taken < events_checked, "{fast_taken} of {events_checked}");
     }
 
     #[test]

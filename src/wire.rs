@@ -59,6 +59,12 @@ pub trait WireFormat {
 
     /// The relay of `endpoint`'s streamed answer; `secrets` are scrubbed from errors in it.
     fn relay(&self, endpoint: &str, shown: &str, secrets: Vec<Secret>) -> Box<dyn StreamRelay>;
+
+    /// What the last attempt's translation could not carry and left out, one sentence each
+    /// (for the log line).
+    fn left_out(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// One attempt's request to Databricks.
@@ -148,10 +154,7 @@ impl WireFormat for OpenAi {
         stream: bool,
         output_cap: Option<u64>,
     ) -> Result<UpstreamRequest, ApiError> {
-        let mut body = body.clone();
-        databricks::prepare_body(self.kind, &mut body, endpoint, stream, output_cap);
-        let payload =
-            serde_json::to_vec(&body).map_err(|e| ApiError::internal(format!("cannot encode the request: {e}")))?;
+        let payload = databricks::prepared_payload(self.kind, body, endpoint, stream, output_cap);
         Ok(UpstreamRequest { route: self.kind.route(), body: payload, headers: Vec::new() })
     }
 

@@ -23,7 +23,10 @@
 // BENCH_WARMUP_SECONDS (per cell, once, default 1), BENCH_CONNECTIONS (default "1,16"),
 // BENCH_STREAM_CONNECTIONS (default "1"), BENCH_SEED (the shuffles, default 1),
 // BENCH_STORAGE_DIR (where the gateway's KV and Durable Objects keep their files, default
-// /dev/shm when there is one). Writes build-test/bench.json. Exits 1 when any row had errors.
+// /dev/shm when there is one), BENCH_BASELINE (a directory holding another build of the worker
+// with the test config, e.g. an earlier commit's: its gateway, vkey, limited and stream rows run
+// beside this build's in the same rounds, named `… (before)`; `make bench BASELINE=<commit>`
+// builds one). Writes build-test/bench.json. Exits 1 when any row had errors.
 
 import fs from 'node:fs';
 import os from 'node:os';
@@ -43,7 +46,8 @@ const CEILING_SCRIPT = path.join(ROOT, 'tests', 'support', 'ceiling-worker.js');
 const SECONDS = positiveNumber('BENCH_SECONDS', 4);
 const ROUNDS = Math.round(positiveNumber('BENCH_ROUNDS', 3));
 const WARMUP_SECONDS = positiveNumber('BENCH_WARMUP_SECONDS', 1);
-const CONNECTIONS = numberList('BENCH_CONNECTIONS', [1, 16]);
+const CONNECTIONS = numberList('BENCH_CONNECTIONS', [1, 8]);
+const BASELINE = process.env.BENCH_BASELINE ? path.resolve(process.env.BENCH_BASELINE) : null;
 const SEED = Math.round(positiveNumber('BENCH_SEED', 1));
 // Streams run at one connection by default: their point is the time to first chunk.
 const STREAM_CONNECTIONS = numberList('BENCH_STREAM_CONNECTIONS', [1]);
@@ -75,6 +79,10 @@ function numberList(name, fallback) {
 }
 
 // ------------------------------------------------------------------------------ scenarios
+
+// Limits and a budget far above what a run can use: nothing refused, every request admitted
+// before and settled after its upstream call.
+const LIMITED_KEY = { rpm_limit: 100_000_000, tpm_limit: 1_000_000_000_000, max_parallel_requests: 10_000, max_budget: 1_000_000 };
 
 /** A virtual key made through the gateway's own API. */
 async function virtualKey(gateway, fields) {
@@ -114,17 +122,12 @@ async function startCeiling(fakeUrl) {
  *   before and settlement after the upstream call;
  * - balanced: the master key on a group of two deployments (simple-shuffle, weights 3:1).
  */
-async function scenarios(gateway, ceiling) {
+async function scenarios(gateway, ceiling, baseline) {
   const chat = `${gateway.url}/v1/chat/completions`;
   const master = { authorization: `Bearer ${MASTER_KEY}` };
   const upstream = { authorization: `Bearer ${DATABRICKS_TOKEN}` };
   const vkey = await virtualKey(gateway, {});
-  const limited = await virtualKey(gateway, {
-    rpm_limit: 100_000_000,
-    tpm_limit: 1_000_000_000_000,
-    max_parallel_requests: 10_000,
-    max_budget: 1_000_000,
-  });
+  const limited = await virtualKey(gateway, LIMITED_KEY);
   const direct = { url: `${gateway.fake.url}/chat/completions`, headers: upstream, model: SERVED_MODEL, runtime: null };
   const viaCeiling = { url: `${ceiling.url}/chat/completions`, headers: upstream, model: SERVED_MODEL, runtime: 'ceiling' };
   const viaGateway = { url: chat, headers: master, model: MODEL, runtime: 'gateway' };
@@ -140,6 +143,20 @@ async function scenarios(gateway, ceiling) {
     streamRow('stream direct', direct),
     streamRow('stream ceiling', viaCeiling),
     streamRow('stream gateway', viaGateway),
+    ...(baseline ? await baselineRows(baseline, chatRow, streamRow) : []),
+  ];
+}
+
+/** The same master, vkey, limited and stream rows through the baseline build. */
+async function baselineRows(baseline, chatRow, streamRow) {
+  const via = { url: `${baseline.url}/v1/chat/completions`, headers: { authorization: `Bearer ${MASTER_KEY}` }, model: MODEL, runtime: 'baseline' };
+  const vkey = await virtualKey(baseline, {});
+  const limited = await virtualKey(baseline, LIMITED_KEY);
+  return [
+    chatRow('gateway (before)', via),
+    chatRow('vkey (before)', via, { headers: { authorization: `Bearer ${vkey}` } }),
+    chatRow('limited (before)', via, { headers: { authorization: `Bearer ${limited}` } }),
+    streamRow('stream gateway (before)', via),
   ];
 }
 
@@ -468,8 +485,9 @@ function withRatios(rows) {
     rows.find((r) => r.kind === kind && r.name === name && r.connections === connections);
   return rows.map((r) => {
     const prefix = r.kind === 'stream' ? 'stream ' : '';
+    const suffix = r.name.endsWith(' (before)') ? ' (before)' : '';
     const ceiling = ref(r.kind, `${prefix}ceiling`, r.connections);
-    const master = ref(r.kind, `${prefix}gateway`, r.connections);
+    const master = ref(r.kind, `${prefix}gateway${suffix}`, r.connections);
     return { ...r, vsCeiling: ratio(r, ceiling), vsMaster: ratio(r, master) };
   });
 }
@@ -584,6 +602,10 @@ function addedLatency(rows) {
   if (sGateway && sCeiling) {
     lines.push(`stream first chunk, gateway − ceiling: p50 ${signedMs(sGateway.firstP50 - sCeiling.firstP50)}`);
   }
+  const before = find('gateway (before)');
+  if (before && ceiling) {
+    lines.push(`gateway (before) − ceiling at 1 conn: p50 ${signedMs(before.p50 - ceiling.p50)}, p99 ${signedMs(before.p99 - ceiling.p99)}`);
+  }
   return lines;
 }
 
@@ -691,9 +713,14 @@ async function main() {
   const [gatewayPid] = workerdPids();
   const ceiling = await startCeiling(gateway.fake.url);
   const ceilingPid = workerdPids().find((pid) => pid !== gatewayPid);
-  const pids = { gateway: gatewayPid, ceiling: ceilingPid };
+  const baselineStorage = BASELINE ? fs.mkdtempSync(path.join(STORAGE_ROOT, 'gateway-bench-base-')) : null;
+  const baseline = BASELINE
+    ? await startGateway({ fake: { record: false }, persistDir: baselineStorage, scriptDir: path.relative(ROOT, BASELINE) })
+    : null;
+  const baselinePid = BASELINE ? workerdPids().find((pid) => pid !== gatewayPid && pid !== ceilingPid) : null;
+  const pids = { gateway: gatewayPid, ceiling: ceilingPid, baseline: baselinePid };
   try {
-    const rows = await scenarios(gateway, ceiling);
+    const rows = await scenarios(gateway, ceiling, baseline);
     await checkRows(rows);
     const allCells = cells(rows);
     watchdog(allCells.length, () => fs.rmSync(storage, { recursive: true, force: true }));
@@ -706,7 +733,9 @@ async function main() {
   } finally {
     await ceiling.close();
     await gateway.close();
+    await baseline?.close();
     fs.rmSync(storage, { recursive: true, force: true });
+    if (baselineStorage) fs.rmSync(baselineStorage, { recursive: true, force: true });
   }
 }
 

@@ -174,6 +174,7 @@ export async function startFakeDatabricks({
       state.maxInFlight = state.inFlight;
       state.abortedCount = 0;
       state.overrides.clear();
+      state.responsesCache?.clear();
       state.countsBy.clear();
       state.maxInFlightBy = new Map(state.inFlightBy);
       state.promptCache.clear();
@@ -295,6 +296,9 @@ async function respond(ex) {
   if (task === 'messages') return serveMessages(ex);
   const refusal = ex.state.strict ? refusalOf(ex.endpoint, task, body) : null;
   if (refusal) return sendError(ex, refusal);
+  const responsesOnly = ex.state.strict ? responsesOnlyRefusal(ex.endpoint, task) : null;
+  if (responsesOnly) return sendError(ex, responsesOnly);
+  if (task === 'responses') return serveResponses(ex);
   if (task === 'embeddings') return serveEmbeddings(ex);
   if (task === 'completions') return serveCompletions(ex);
   return serveChat(ex);
@@ -351,6 +355,7 @@ function routeOf(path) {
   if (parts.length === 1 && parts[0] === 'embeddings') return { task: 'embeddings', endpoint: null };
   if (parts.length === 1 && parts[0] === 'completions') return { task: 'completions', endpoint: null };
   if (parts.length === 3 && parts.join('/') === 'anthropic/v1/messages') return { task: 'messages', endpoint: null };
+  if (parts.length === 1 && parts[0] === 'responses') return { task: 'responses', endpoint: null };
   const native =
     (parts.length === 2 && parts[1] === 'invocations') ||
     (parts.length === 4 && parts[1] === 'served-models' && parts[2] !== '' && parts[3] === 'invocations');
@@ -561,6 +566,7 @@ const OTHER_ERROR_CODES = {
 };
 
 function sendError(ex, err) {
+  if (ex.openaiErrors) err = openaiShaped(err);
   const headers = { ...err.headers };
   if (ex.d['retry-after'] !== undefined) headers['retry-after'] = String(ex.d['retry-after']);
   if (ex.d['error-body'] === 'html') return send(ex, err.status, 'text/html', htmlPage(err.status), headers);
@@ -1523,6 +1529,385 @@ function embeddingOf(text) {
   const scale = 1 / Math.sqrt(norm);
   for (let i = 0; i < EMBEDDING_DIMS; i++) vector[i] = Math.round(vector[i] * scale * 1e6) / 1e6;
   return vector;
+}
+
+// ------------------------------------------------------------------------------ responses
+//
+// `POST /serving-endpoints/responses` (databricks.md, "OpenAI Responses"): only OpenAI endpoints
+// (GPT-5, Codex models) take it; the body's `model` is the endpoint. Stateless: no
+// `previous_response_id`, no item references. Answers are Response objects; streams are
+// `event:` + `data:` with a `sequence_number` on every event, usage in `response.completed`.
+// Errors on this route are OpenAI-shaped (`{"error": {...}}`). The same `[fake:...]` directives
+// steer it (in the last user text): tool, parallel-tools, reasoning, reply, chunks, spacing,
+// error, delay, reset, truncate, reset-mid, error-mid, malformed, usage, sse-crlf, sse-split.
+// Prompt caching: a request whose leading items (with `instructions`) an earlier request to the
+// same endpoint sent reports their tokens as `input_tokens_details.cached_tokens`.
+
+// The top-level fields OpenAI's Responses API takes; others get its "Unknown parameter" 400.
+const RESPONSES_FIELDS = new Set([
+  'model', 'input', 'instructions', 'tools', 'tool_choice', 'max_output_tokens', 'max_tool_calls', 'stream',
+  'stream_options', 'temperature', 'top_p', 'top_logprobs', 'reasoning', 'text', 'store', 'metadata', 'user',
+  'parallel_tool_calls', 'include', 'prompt_cache_key', 'truncation', 'service_tier', 'safety_identifier',
+  'background', 'previous_response_id', 'conversation', 'prompt', 'client_metadata',
+]);
+const RESPONSES_ROLES = new Set(['user', 'assistant', 'system', 'developer']);
+// What the fake's reasoning items carry as `encrypted_content`; anything else sent back is
+// refused, as OpenAI refuses reasoning it did not encrypt (message uncertain).
+const ENCRYPTED_PREFIX = 'fake-encrypted:';
+const RESPONSES_CACHE_LIMIT = 10_000;
+
+// OpenAI's own models: the endpoints that take `/responses` (the rest use chat completions or
+// open-responses). Codex models take nothing else.
+function isOpenAIEndpoint(endpoint) {
+  return endpoint.includes('codex') || (endpoint.includes('gpt') && !endpoint.includes('gpt-oss'));
+}
+
+// A chat (or completions) request to a Codex model (databricks.md: "Codex models accept only
+// this API"); null otherwise.
+function responsesOnlyRefusal(endpoint, task) {
+  if (task === 'responses' || task === 'embeddings' || !endpoint.includes('codex')) return null;
+  return badRequest(`Model ${endpoint} only supports the Responses API. Please use /serving-endpoints/responses`);
+}
+
+async function serveResponses(ex) {
+  ex.openaiErrors = true;
+  const refusal = responsesRefusal(ex.endpoint, ex.body, ex.state.strict);
+  if (refusal) return sendError(ex, refusal);
+  const { found, text } = parseDirectives(lastResponsesUserText(ex.body.input));
+  if (!(await preflight(ex, found))) return;
+  const answer = responsesAnswer(ex, text);
+  if (typeof answer === 'string') return sendError(ex, badRequest(answer));
+  if (ex.body.stream === true) return streamResponseEvents(ex, answer);
+  sendResult(ex, responseObject(ex, answer, answer.status, answer.items, answer.usage));
+}
+
+// The Databricks error a test asked for, in OpenAI's shape (the shape this route answers in).
+function openaiShaped(err) {
+  const { status, payload } = err;
+  if (!payload || payload.error) return err;
+  const type = status === 401 ? 'authentication_error' : status === 403 ? 'permission_error'
+    : status === 404 ? 'not_found_error' : status === 429 ? 'rate_limit_exceeded'
+    : status >= 500 ? 'server_error' : 'invalid_request_error';
+  const code = typeof payload.error_code === 'string' ? payload.error_code.toLowerCase() : String(payload.error_code);
+  return { ...err, payload: { error: { message: payload.message, type, param: payload.param ?? null, code } } };
+}
+
+function responsesBadRequest(message, param = null) {
+  return { ...badRequest(message), payload: { error: { message, type: 'invalid_request_error', param, code: null } } };
+}
+
+// What the Responses API refuses: always a missing model or input; in strict mode also what a
+// lenient server would let through (unknown fields, stateful features, a non-OpenAI endpoint,
+// an output without its call, reasoning it did not encrypt). null if none.
+function responsesRefusal(endpoint, body, strict) {
+  const { input } = body;
+  if (typeof input !== 'string' && !(Array.isArray(input) && input.length > 0)) {
+    return responsesBadRequest("Missing required parameter: 'input'.", 'input');
+  }
+  if (!strict) return null;
+  if (!isOpenAIEndpoint(endpoint)) {
+    return responsesBadRequest(
+      `Endpoint '${endpoint}' does not support the Responses API; use /serving-endpoints/chat/completions or /serving-endpoints/open-responses.`,
+    );
+  }
+  const unknown = Object.keys(body).find((k) => !RESPONSES_FIELDS.has(k));
+  if (unknown) return responsesBadRequest(`Unknown parameter: '${unknown}'.`, unknown);
+  for (const field of ['previous_response_id', 'conversation']) {
+    if (body[field] != null) return responsesBadRequest(`'${field}' is not supported: responses are not stored.`, field);
+  }
+  if (body.background === true) return responsesBadRequest("'background' is not supported: responses are not stored.", 'background');
+  if (endpoint.includes('gpt-5') && body.temperature !== undefined && body.temperature !== null && body.temperature !== 1) {
+    return responsesBadRequest(`Unsupported parameter: 'temperature' is not supported with this model.`, 'temperature');
+  }
+  if (body.max_output_tokens != null && !(Number.isInteger(body.max_output_tokens) && body.max_output_tokens >= 1)) {
+    return responsesBadRequest("Invalid 'max_output_tokens': expected a positive integer.", 'max_output_tokens');
+  }
+  for (const [i, tool] of (Array.isArray(body.tools) ? body.tools : []).entries()) {
+    if (tool?.type === 'function' && (typeof tool.name !== 'string' || tool.name === '')) {
+      return responsesBadRequest(`Missing required parameter: 'tools[${i}].name'.`, `tools[${i}].name`);
+    }
+  }
+  const format = body.text?.format;
+  if (format?.type === 'json_schema' && (typeof format.name !== 'string' || typeof format.schema !== 'object' || format.schema === null)) {
+    return responsesBadRequest("Missing required parameter: 'text.format.name' or 'text.format.schema'.", 'text.format');
+  }
+  return Array.isArray(input) ? itemsRefusal(input) : null;
+}
+
+function itemsRefusal(items) {
+  const calls = new Set();
+  for (const [i, item] of items.entries()) {
+    const param = `input[${i}]`;
+    if (item === null || typeof item !== 'object' || Array.isArray(item)) return responsesBadRequest(`Invalid '${param}': expected an object.`, param);
+    const type = item.type ?? (item.role !== undefined ? 'message' : undefined);
+    switch (type) {
+      case 'message':
+        if (!RESPONSES_ROLES.has(item.role)) return responsesBadRequest(`Invalid value for '${param}.role': '${item.role}'.`, `${param}.role`);
+        if (typeof item.content !== 'string' && !Array.isArray(item.content)) {
+          return responsesBadRequest(`Invalid '${param}.content': expected a string or a list of content parts.`, `${param}.content`);
+        }
+        break;
+      case 'function_call':
+      case 'custom_tool_call':
+        if (typeof item.call_id !== 'string' || typeof item.name !== 'string') {
+          return responsesBadRequest(`Missing required parameter: '${param}.call_id'.`, `${param}.call_id`);
+        }
+        calls.add(item.call_id);
+        break;
+      case 'function_call_output':
+      case 'custom_tool_call_output':
+        if (!calls.has(item.call_id)) {
+          return responsesBadRequest(`No tool call found for function call output with call_id ${item.call_id}.`, `${param}.call_id`);
+        }
+        break;
+      case 'reasoning':
+        if (typeof item.encrypted_content === 'string' && !item.encrypted_content.startsWith(ENCRYPTED_PREFIX)) {
+          return responsesBadRequest(`The encrypted content for item ${item.id ?? param} could not be verified.`, `${param}.encrypted_content`);
+        }
+        break;
+      case 'item_reference':
+        return responsesBadRequest(`Item references are not supported: responses are not stored.`, param);
+      case undefined:
+        return responsesBadRequest(`Missing required parameter: '${param}.type'.`, `${param}.type`);
+      default:
+        break;
+    }
+  }
+  return null;
+}
+
+// The text of the last user message (where directives are read).
+function lastResponsesUserText(input) {
+  if (typeof input === 'string') return input;
+  if (!Array.isArray(input)) return '';
+  for (let i = input.length - 1; i >= 0; i--) {
+    const item = input[i];
+    if (item?.role === 'user' && (item.type === undefined || item.type === 'message')) return responsesTextOf(item.content);
+  }
+  return '';
+}
+
+// The text of a Responses content: a string, or its text parts joined.
+function responsesTextOf(content) {
+  if (typeof content === 'string') return content;
+  if (!Array.isArray(content)) return '';
+  return content
+    .filter((p) => typeof p?.text === 'string' && ['input_text', 'output_text', 'text'].includes(p.type))
+    .map((p) => p.text)
+    .join(' ');
+}
+
+// Token counts per unit of the prompt (instructions, then each item): one a word, one an item.
+function responsesUnits(body) {
+  const units = [];
+  if (typeof body.instructions === 'string') units.push({ key: `i:${body.instructions}`, tokens: countWords(body.instructions) + 1 });
+  const items = typeof body.input === 'string' ? [{ role: 'user', content: body.input }] : body.input;
+  for (const item of items) {
+    const text = [responsesTextOf(item.content), item.arguments, item.input, typeof item.output === 'string' ? item.output : responsesTextOf(item.output)]
+      .filter((t) => typeof t === 'string')
+      .join(' ');
+    units.push({ key: JSON.stringify(item), tokens: countWords(text) + 1 });
+  }
+  return units;
+}
+
+// Input tokens, and how many of them a previous request to the endpoint already sent as the
+// same leading units (the prefix cache); this request's prefixes are remembered for the next.
+function promptCache(ex) {
+  const cache = (ex.state.responsesCache ??= new Map());
+  if (cache.size > RESPONSES_CACHE_LIMIT) cache.clear();
+  const hash = createHash('sha256').update(ex.endpoint);
+  let input = 0;
+  let cached = 0;
+  for (const unit of responsesUnits(ex.body)) {
+    hash.update(unit.key);
+    input += unit.tokens;
+    const key = hash.copy().digest('base64url');
+    if (cache.has(key)) cached = input;
+    else cache.set(key, true);
+  }
+  return { input, cached };
+}
+
+// Everything the JSON answer and the stream are built from; a string says why it is refused.
+function responsesAnswer(ex, userText) {
+  const { body, d } = ex;
+  const { input, cached } = promptCache(ex);
+  const common = { id: `resp_${randomBytes(24).toString('hex')}`, createdAt: nowSeconds(), model: servedName(ex) };
+  const items = [];
+  let reasoningTokens = 0;
+  const effort = body.reasoning?.effort;
+  if ((d.reasoning || endpointReasons(ex.endpoint)) && effort !== 'none') {
+    const { text } = reasoningFor(userText);
+    reasoningTokens = countWords(text);
+    const summary = body.reasoning?.summary ? [{ type: 'summary_text', text }] : [];
+    const item = { id: `rs_${randomBytes(16).toString('hex')}`, type: 'reasoning', summary };
+    if (Array.isArray(body.include) && body.include.includes('reasoning.encrypted_content')) {
+      item.encrypted_content = ENCRYPTED_PREFIX + Buffer.from(text).toString('base64');
+    }
+    items.push({ item, text: body.reasoning?.summary ? text : '' });
+  }
+
+  const last = Array.isArray(body.input) ? body.input.at(-1) : null;
+  const tool = d.tool && last?.type !== 'function_call_output' ? firstResponsesTool(body.tools) : null;
+  if (tool) {
+    const args = JSON.stringify(instanceOf(tool.parameters ?? { type: 'object', properties: {} }, TOOL_STRING));
+    const count = d['parallel-tools'] ? 2 : 1;
+    let words = 0;
+    for (let i = 0; i < count; i++) {
+      const item = { id: `fc_${randomBytes(16).toString('hex')}`, type: 'function_call', status: 'completed', arguments: args, call_id: `call_${randomUUID()}`, name: tool.name };
+      if (tool.namespace) item.namespace = tool.namespace;
+      items.push({ item, text: args });
+      words += countWords(args);
+    }
+    return { ...common, items, status: 'completed', usage: responsesUsage(input, cached, words + reasoningTokens, reasoningTokens) };
+  }
+
+  // After a tool ran, the fake answers with what it returned.
+  const echo = last?.type === 'function_call_output' && d.reply === undefined
+    ? `Tool output: ${typeof last.output === 'string' ? last.output : responsesTextOf(last.output)}`
+    : answerText(d, userText, ex.endpoint);
+  const format = body.text?.format;
+  const structured = structuredAnswer(
+    format?.type === 'json_schema' ? { type: 'json_schema', json_schema: { name: format.name, schema: format.schema } } : format,
+    echo,
+  );
+  if (structured?.error) return structured.error;
+  const { text, finish } = structured !== null ? { text: structured, finish: 'stop' } : limitWords(echo, body.max_output_tokens);
+  const status = finish === 'length' ? 'incomplete' : 'completed';
+  const content = [{ type: 'output_text', annotations: [], logprobs: [], text }];
+  const item = { id: `msg_${randomBytes(16).toString('hex')}`, type: 'message', status, content, role: 'assistant' };
+  items.push({ item, text });
+  return { ...common, items, status, usage: responsesUsage(input, cached, countWords(text) + reasoningTokens, reasoningTokens) };
+}
+
+// GPT-5 and the Codex models always reason (gpt-oss is not served here).
+function endpointReasons(endpoint) {
+  return endpoint.includes('gpt-5') || endpoint.includes('codex');
+}
+
+// The first function tool, also inside a namespace (Codex's MCP tools).
+function firstResponsesTool(tools) {
+  for (const tool of Array.isArray(tools) ? tools : []) {
+    if (tool?.type === 'function' && tool.name) return { name: tool.name, parameters: tool.parameters };
+    if (tool?.type === 'namespace') {
+      const inner = (tool.tools ?? []).find((t) => t?.type === 'function' && t.name);
+      if (inner) return { name: inner.name, parameters: inner.parameters, namespace: tool.name };
+    }
+  }
+  return null;
+}
+
+function responsesUsage(input, cached, output, reasoning) {
+  return {
+    input_tokens: input,
+    input_tokens_details: { cached_tokens: cached },
+    output_tokens: output,
+    output_tokens_details: { reasoning_tokens: reasoning },
+    total_tokens: input + output,
+  };
+}
+
+// The Response object, with the request's parameters as OpenAI echoes them.
+function responseObject(ex, a, status, items, usage) {
+  const b = ex.body;
+  const or = (v, fallback) => (v === undefined || v === null ? fallback : v);
+  return {
+    id: a.id, object: 'response', created_at: a.createdAt, status, background: false,
+    error: status === 'failed' ? { code: 'server_error', message: 'Model execution failed mid-stream.' } : null,
+    incomplete_details: status === 'incomplete' ? { reason: 'max_output_tokens' } : null,
+    instructions: or(b.instructions, null), max_output_tokens: or(b.max_output_tokens, null), model: a.model,
+    output: items.map((i) => i.item ?? i), parallel_tool_calls: or(b.parallel_tool_calls, true), previous_response_id: null,
+    reasoning: { effort: or(b.reasoning?.effort, endpointReasons(ex.endpoint) ? 'medium' : null), summary: or(b.reasoning?.summary, null) },
+    store: false, temperature: or(b.temperature, 1), text: or(b.text, { format: { type: 'text' } }),
+    tool_choice: or(b.tool_choice, 'auto'), tools: or(b.tools, []), top_p: or(b.top_p, 1), truncation: or(b.truncation, 'disabled'),
+    usage: ex.d.usage === 'none' ? null : usage, user: or(b.user, null), metadata: or(b.metadata, {}),
+  };
+}
+
+// The stream as a list of events (without sequence numbers); `content: true` marks the deltas
+// truncate/reset-mid/error-mid count.
+function responseEvents(ex, a) {
+  const events = [];
+  const push = (type, fields, content = false) => events.push({ content, data: { type, ...fields } });
+  const inProgress = responseObject(ex, a, 'in_progress', [], null);
+  push('response.created', { response: { ...inProgress, usage: null } });
+  push('response.in_progress', { response: { ...inProgress, usage: null } });
+  const chunks = ex.d.chunks ?? DEFAULT_CHUNKS;
+  a.items.forEach(({ item, text }, index) => {
+    const ids = { item_id: item.id, output_index: index };
+    if (item.type === 'reasoning') {
+      push('response.output_item.added', { output_index: index, item: { ...item, summary: [] } });
+      if (item.summary.length > 0) {
+        const part = { type: 'summary_text', text: '' };
+        push('response.reasoning_summary_part.added', { ...ids, summary_index: 0, part });
+        for (const piece of splitPieces(text, chunks)) push('response.reasoning_summary_text.delta', { ...ids, summary_index: 0, delta: piece });
+        push('response.reasoning_summary_text.done', { ...ids, summary_index: 0, text });
+        push('response.reasoning_summary_part.done', { ...ids, summary_index: 0, part: { ...part, text } });
+      }
+    } else if (item.type === 'message') {
+      push('response.output_item.added', { output_index: index, item: { ...item, status: 'in_progress', content: [] } });
+      const part = { type: 'output_text', annotations: [], logprobs: [], text: '' };
+      push('response.content_part.added', { ...ids, content_index: 0, part });
+      for (const piece of splitPieces(text, chunks)) push('response.output_text.delta', { ...ids, content_index: 0, delta: piece, logprobs: [] }, true);
+      push('response.output_text.done', { ...ids, content_index: 0, text, logprobs: [] });
+      push('response.content_part.done', { ...ids, content_index: 0, part: { ...part, text } });
+    } else {
+      push('response.output_item.added', { output_index: index, item: { ...item, status: 'in_progress', arguments: '' } });
+      for (const piece of splitPieces(item.arguments, chunks)) push('response.function_call_arguments.delta', { ...ids, delta: piece }, true);
+      push('response.function_call_arguments.done', { ...ids, name: item.name, arguments: item.arguments });
+    }
+    push('response.output_item.done', { output_index: index, item });
+  });
+  const final = a.status === 'incomplete' ? 'response.incomplete' : 'response.completed';
+  push(final, { response: responseObject(ex, a, a.status, a.items, a.usage) });
+  return events;
+}
+
+async function streamResponseEvents(ex, a) {
+  const { d, res } = ex;
+  if (ex.closed) return;
+  const events = responseEvents(ex, a);
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+  res.flushHeaders();
+  ex.eol = d['sse-crlf'] ? '\r\n' : '\n';
+  const stopAt = d.truncate || d['reset-mid'] || d['error-mid'] ? cutPoint(events) : -1;
+  let contentSent = 0;
+  let sequence = 0;
+  const write = (data) => writeNamedEvent(ex, data.type, JSON.stringify({ ...data, sequence_number: sequence++ }));
+  for (let i = 0; i < events.length; i++) {
+    const event = events[i];
+    if (event.content && contentSent === stopAt) {
+      if (d['reset-mid']) return hangUpAfterFlush(ex);
+      if (d['error-mid']) {
+        const failed = responseObject(ex, a, 'failed', [], null);
+        await write({ type: 'response.failed', response: failed });
+      }
+      return res.end(); // truncate: the stream ends with no response.completed
+    }
+    if (i > 0 && !(await pause(ex, d.spacing))) return;
+    if (!(await write(event.data))) return;
+    if (event.content) contentSent += 1;
+    if (i === 0 && d.malformed && !(await writeNamedEvent(ex, 'response.output_text.delta', MALFORMED_EVENT))) return;
+  }
+  if (ex.record) ex.record.usage = ex.d.usage === 'none' ? null : a.usage;
+  if (!ex.closed) res.end();
+}
+
+// One `event:` + `data:` event; resolves false when the client is gone.
+async function writeNamedEvent(ex, type, data) {
+  if (ex.closed) return false;
+  const event = `event: ${type}${ex.eol}data: ${data}${ex.eol}${ex.eol}`;
+  if (!ex.d['sse-split']) {
+    ex.res.write(event);
+    return true;
+  }
+  const bytes = Buffer.from(event);
+  const middle = bytes.length >> 1;
+  ex.res.write(bytes.subarray(0, middle));
+  if (!(await pause(ex, SPLIT_PAUSE_MS))) return false;
+  ex.res.write(bytes.subarray(middle));
+  return true;
 }
 
 // ------------------------------------------------------------------------------ answering

@@ -5,7 +5,7 @@
 //! `anthropic-version` and `anthropic-beta`), any other the chat translation; the answer and
 //! the stream come back as Messages, their usage (cache tokens included) read on the way.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 use serde_json::{Map, Value};
 
@@ -35,6 +35,8 @@ pub struct Messages {
     /// The prompt's estimated tokens, shown in a translated stream until Databricks reports its
     /// usage.
     prompt_estimate: Cell<u64>,
+    /// What the last attempt's translation to chat left out, for the log line.
+    left_out: RefCell<Vec<String>>,
 }
 
 impl Messages {
@@ -114,6 +116,8 @@ impl WireFormat for Messages {
         output_cap: Option<u64>,
     ) -> Result<UpstreamRequest, ApiError> {
         let upstream = prepare_upstream(&self.request(body)?, endpoint, output_cap)?;
+        *self.left_out.borrow_mut() =
+            upstream.dropped.iter().map(|field| format!("`{field}` has no chat equivalent")).collect();
         let payload = serde_json::to_vec(&upstream.body)
             .map_err(|e| ApiError::internal(format!("cannot encode the request: {e}")))?;
         let headers = if serves_natively(endpoint) { self.headers.clone() } else { Vec::new() };
@@ -127,6 +131,10 @@ impl WireFormat for Messages {
             translated_answer(bytes, shown, self.shape()?)?
         };
         Ok(Answer { bytes, usage: usage.map(|u| u.to_chat()), id })
+    }
+
+    fn left_out(&self) -> Vec<String> {
+        self.left_out.borrow().clone()
     }
 
     fn relay(&self, endpoint: &str, shown: &str, secrets: Vec<Secret>) -> Box<dyn StreamRelay> {
@@ -205,7 +213,7 @@ mod tests {
     #[test]
     fn claude_gets_the_body_natively_with_the_clients_headers() {
         let body = json!({"model": "sonnet", "max_tokens": 8000, "stream": true, "stop_sequences": ["END"],
-            "thinking": {"type": "enabled", "budget_tokens": 4000},
+            "thinking": {"type": "enabled", "budget_tokens": 4000}, "context_management": {"edits": []},
             "messages": [{"role": "user", "content": "hi"}]});
         let (wire, request) =
             parsed(body, &[("anthropic-version", "2023-06-01"), ("anthropic-beta", "interleaved-thinking-2025-05-14")]);
@@ -227,6 +235,7 @@ mod tests {
         assert_eq!(sent["model"], "databricks-claude-sonnet-4-5");
         assert_eq!((sent["max_tokens"].as_u64(), sent["thinking"]["budget_tokens"].as_u64()), (Some(3000), Some(2999)));
 
+        assert!(wire.left_out().is_empty());
         // A fallback to GPT: translated, no Anthropic headers, the cap kept.
         let chat = wire.upstream_request(&request.body, "databricks-gpt-5-1", true, Some(3000)).unwrap();
         assert_eq!((chat.route, chat.headers.len()), ("chat/completions", 0));
@@ -234,6 +243,7 @@ mod tests {
         assert_eq!((sent["model"].as_str(), sent["max_tokens"].as_u64()), (Some("databricks-gpt-5-1"), Some(3000)));
         assert_eq!(sent["stop"], json!(["END"]));
         assert_eq!(sent["stream_options"], json!({"include_usage": true}));
+        assert_eq!(wire.left_out(), ["`context_management` has no chat equivalent"]);
     }
 
     #[test]

@@ -11,7 +11,8 @@
 use serde_json::{Map, Value};
 
 use super::litellm::{self, FallbackRule, LitellmParams, ModelEntry};
-use crate::config::{Deployment, GatewayConfig, ModelInfo, OAuthClient, RouterSettings, ValueRef, PICO_PER_USD};
+use crate::config::{Deployment, GatewayConfig, ModelInfo, OAuthClient, RouterSettings, ValueRef};
+use crate::money::Money;
 
 /// LiteLLM's default request timeout, in seconds.
 const DEFAULT_TIMEOUT_S: f64 = 600.0;
@@ -199,7 +200,7 @@ fn deployment(
         Some(id) => id.clone(),
     };
     // Prices may sit in model_info or litellm_params; model_info wins, as in LiteLLM.
-    let pico = |price: Option<litellm::UsdPerToken>| price.map(|usd| (usd.0 * PICO_PER_USD).round() as u64);
+    let pico = |price: Option<litellm::UsdPerToken>| price.and_then(|usd| Money::from_usd(usd.0));
     let info = ModelInfo {
         input_cost_per_token: pico(info.and_then(|i| i.input_cost_per_token).or(params.input_cost_per_token)),
         output_cost_per_token: pico(info.and_then(|i| i.output_cost_per_token).or(params.output_cost_per_token)),
@@ -435,8 +436,8 @@ general_settings:
         )
         .unwrap();
         let info = &parsed.config.deployments[0].info;
-        assert_eq!(info.input_cost_per_token, Some(1_249_990));
-        assert_eq!(info.output_cost_per_token, Some(9_999_990));
+        assert_eq!(info.input_cost_per_token, Some(crate::money::Money::from_pico(1_249_990)));
+        assert_eq!(info.output_cost_per_token, Some(crate::money::Money::from_pico(9_999_990)));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Limits, Settlement};
+use crate::money::Money;
 
 pub fn key_ledger(key_id: &str) -> String {
     format!("key:{key_id}")
@@ -32,7 +33,7 @@ pub struct SpendLogRow {
     pub cache_read_tokens: u64,
     #[serde(default)]
     pub cache_creation_tokens: u64,
-    pub spend: u64,
+    pub spend: Money,
     pub start_time: u64,
     pub end_time: u64,
     pub status: u16,
@@ -66,7 +67,7 @@ pub struct InfoRequest {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerInfo {
-    pub spend: u64,
+    pub spend: Money,
     pub budget_reset_at: Option<u64>,
 }
 
@@ -94,7 +95,7 @@ impl SpendLogRow {
             "total_tokens": self.prompt_tokens.saturating_add(self.completion_tokens),
             "cache_read_input_tokens": self.cache_read_tokens,
             "cache_creation_input_tokens": self.cache_creation_tokens,
-            "spend": crate::pricing::usd(self.spend),
+            "spend": self.spend.usd(),
             "startTime": crate::time::format_rfc3339(self.start_time),
             "endTime": crate::time::format_rfc3339(self.end_time),
             "status": if (200..300).contains(&self.status) { "success" } else { "failure" },

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::keys::KeyRecord;
+use crate::money::Money;
 use crate::pricing::Prices;
 use crate::time::Duration;
 
@@ -41,10 +42,10 @@ pub struct Limits {
     #[serde(default)]
     pub model_tpm: BTreeMap<String, u64>,
     /// Pico-dollars.
-    pub max_budget: Option<u64>,
+    pub max_budget: Option<Money>,
     pub budget_duration: Option<String>,
     /// Pico-dollars.
-    pub soft_budget: Option<u64>,
+    pub soft_budget: Option<Money>,
 }
 
 impl Limits {
@@ -93,29 +94,30 @@ pub struct Entry {
     pub state: EntryState,
 }
 
+/// Read through [`EntryStateWire`]; written as derived: `{"state": "reserved", "cost": ..}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
+#[serde(tag = "state", rename_all = "snake_case", try_from = "EntryStateWire")]
 pub enum EntryState {
     /// Admitted and not yet settled: holds its worst-case cost (pico-dollars) against the
     /// budget, and a slot until `lease_until`.
     Reserved {
-        cost: u64,
+        cost: Money,
         lease_until: u64,
     },
     Settled,
     /// Its settlement never came: charged `charged` pico-dollars, as reserved.
     Estimated {
-        charged: u64,
+        charged: Money,
     },
     /// A late settlement replaced the estimate.
     Corrected,
 }
 
 impl Entry {
-    fn reserved_cost(&self) -> u64 {
+    fn reserved_cost(&self) -> Money {
         match self.state {
             EntryState::Reserved { cost, .. } => cost,
-            _ => 0,
+            _ => Money::ZERO,
         }
     }
 
@@ -133,7 +135,7 @@ impl Entry {
 pub struct LedgerState {
     pub entries: Vec<Entry>,
     /// Pico-dollars spent in the current budget period.
-    pub spend: u64,
+    pub spend: Money,
     pub period_start: Option<u64>,
     pub soft_alerted: bool,
     /// Blocked or deleted: refused here at once, whatever KV still says elsewhere.
@@ -190,14 +192,15 @@ pub struct RateInfo {
     pub reset_tokens_ms: Option<u64>,
 }
 
+/// Read through [`DecisionWire`]; written as derived: `{"decision": "admitted", ..}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "decision", rename_all = "snake_case")]
+#[serde(tag = "decision", rename_all = "snake_case", try_from = "DecisionWire")]
 pub enum Decision {
     /// Go ahead; `max_tokens` is set when the budget requires imposing one.
     Admitted {
         max_tokens: Option<u64>,
         rate: RateInfo,
-        spend: u64,
+        spend: Money,
     },
     RateLimited {
         message: String,
@@ -205,8 +208,8 @@ pub enum Decision {
         rate: RateInfo,
     },
     BudgetExceeded {
-        committed: u64,
-        max_budget: u64,
+        committed: Money,
+        max_budget: Money,
     },
     Revoked {
         reason: String,
@@ -217,19 +220,107 @@ pub enum Decision {
     },
 }
 
+// The two enums above are internally tagged. serde's derived reader for such an enum buffers
+// the whole object and reads each variant again from the buffer, which costs about 40 KB of
+// wasm for these two; each is read instead as one flat object (the tag and every variant's
+// fields, all optional) and checked. The same JSON is accepted; what is missing is an error.
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum EntryStateTag {
+    Reserved,
+    Settled,
+    Estimated,
+    Corrected,
+}
+
+#[derive(Deserialize)]
+struct EntryStateWire {
+    state: EntryStateTag,
+    cost: Option<Money>,
+    lease_until: Option<u64>,
+    charged: Option<Money>,
+}
+
+impl TryFrom<EntryStateWire> for EntryState {
+    type Error = &'static str;
+
+    fn try_from(w: EntryStateWire) -> Result<Self, Self::Error> {
+        Ok(match w.state {
+            EntryStateTag::Reserved => EntryState::Reserved {
+                cost: w.cost.ok_or("missing field `cost`")?,
+                lease_until: w.lease_until.ok_or("missing field `lease_until`")?,
+            },
+            EntryStateTag::Settled => EntryState::Settled,
+            EntryStateTag::Estimated => EntryState::Estimated { charged: w.charged.ok_or("missing field `charged`")? },
+            EntryStateTag::Corrected => EntryState::Corrected,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum DecisionTag {
+    Admitted,
+    RateLimited,
+    BudgetExceeded,
+    Revoked,
+    ModelNotAllowed,
+}
+
+#[derive(Deserialize)]
+struct DecisionWire {
+    decision: DecisionTag,
+    max_tokens: Option<u64>,
+    rate: Option<RateInfo>,
+    spend: Option<Money>,
+    message: Option<String>,
+    retry_after_ms: Option<u64>,
+    committed: Option<Money>,
+    max_budget: Option<Money>,
+    reason: Option<String>,
+    models: Option<Vec<String>>,
+}
+
+impl TryFrom<DecisionWire> for Decision {
+    type Error = &'static str;
+
+    fn try_from(w: DecisionWire) -> Result<Self, Self::Error> {
+        Ok(match w.decision {
+            DecisionTag::Admitted => Decision::Admitted {
+                max_tokens: w.max_tokens,
+                rate: w.rate.ok_or("missing field `rate`")?,
+                spend: w.spend.ok_or("missing field `spend`")?,
+            },
+            DecisionTag::RateLimited => Decision::RateLimited {
+                message: w.message.ok_or("missing field `message`")?,
+                retry_after_ms: w.retry_after_ms.ok_or("missing field `retry_after_ms`")?,
+                rate: w.rate.ok_or("missing field `rate`")?,
+            },
+            DecisionTag::BudgetExceeded => Decision::BudgetExceeded {
+                committed: w.committed.ok_or("missing field `committed`")?,
+                max_budget: w.max_budget.ok_or("missing field `max_budget`")?,
+            },
+            DecisionTag::Revoked => Decision::Revoked { reason: w.reason.ok_or("missing field `reason`")? },
+            DecisionTag::ModelNotAllowed => {
+                Decision::ModelNotAllowed { models: w.models.ok_or("missing field `models`")? }
+            }
+        })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settlement {
     pub id: String,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
-    /// Pico-dollars.
-    pub cost: u64,
+    pub cost: Money,
     pub limits: Limits,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settled {
-    pub spend: u64,
+    pub spend: Money,
     /// This settlement took spend past `soft_budget` (reported once per period).
     pub soft_budget_crossed: bool,
     /// The settlement was a repeat and changed nothing.
@@ -243,7 +334,7 @@ impl LedgerState {
     pub fn admit(&mut self, req: &AdmitRequest, now: u64) -> Decision {
         self.maintain(now, &req.limits);
         let previous =
-            self.entries.iter().position(|e| e.id == req.id && e.is_reserved()).map(|i| self.entries.remove(i));
+            self.entries.iter().position(|e| e.is_reserved() && e.id == req.id).map(|i| self.entries.remove(i));
         let decision = self.admit_new(req, now);
         if let (Some(previous), false) = (previous, matches!(decision, Decision::Admitted { .. })) {
             self.entries.push(previous);
@@ -264,14 +355,17 @@ impl LedgerState {
             return Decision::ModelNotAllowed { models: self.scope.clone().unwrap_or_default() };
         }
         let limits = &req.limits;
-        let rate = self.rate_info(now, limits, &req.model, 0);
+        // The figures a refusal reports (nothing changes before one is returned).
+        let rate = || self.rate_info(now, limits, &req.model, 0);
 
         if let Some(max) = limits.max_parallel {
-            let leases: Vec<u64> = self.leases(now).collect();
-            if leases.len() as u64 >= max {
-                let retry = leases.iter().min().map_or(1000, |l| l - now);
+            let (in_flight, first_end) = self
+                .leases(now)
+                .fold((0u64, None::<u64>), |(n, first), l| (n + 1, Some(first.map_or(l, |f| f.min(l)))));
+            if in_flight >= max {
+                let retry = first_end.map_or(1000, |l| l - now);
                 let message = format!("Max parallel request limit reached: {max} requests in flight.");
-                return Decision::RateLimited { message, retry_after_ms: retry, rate };
+                return Decision::RateLimited { message, retry_after_ms: retry, rate: rate() };
             }
         }
         let all_models = |_: &Entry| true;
@@ -279,13 +373,13 @@ impl LedgerState {
         if let Some(rpm) = limits.rpm {
             if let Some(retry) = self.requests_retry(now, rpm, all_models) {
                 let message = format!("Rate limit reached: {rpm} requests per minute.");
-                return Decision::RateLimited { message, retry_after_ms: retry, rate };
+                return Decision::RateLimited { message, retry_after_ms: retry, rate: rate() };
             }
         }
         if let Some(&rpm) = limits.model_rpm.get(&req.model) {
             if let Some(retry) = self.requests_retry(now, rpm, this_model) {
                 let message = format!("Rate limit reached for model {}: {rpm} requests per minute.", req.model);
-                return Decision::RateLimited { message, retry_after_ms: retry, rate };
+                return Decision::RateLimited { message, retry_after_ms: retry, rate: rate() };
             }
         }
         // Token limits admit on the estimate (settlement corrects it); every choice may use
@@ -307,21 +401,21 @@ impl LedgerState {
                 } else {
                     format!("Rate limit reached{scope}: {tpm} tokens per minute.")
                 };
-                return Decision::RateLimited { message, retry_after_ms: retry, rate };
+                return Decision::RateLimited { message, retry_after_ms: retry, rate: rate() };
             }
         }
 
         // The budget holds what is spent plus the most that admitted requests may still cost:
         // the prompt's bound, and every choice's whole `max_tokens`.
         let committed = self.committed();
-        let prompt_cost = req.prompt_tokens_bound.saturating_mul(req.prices.input);
+        let prompt_cost = req.prices.input.times(req.prompt_tokens_bound);
         let mut imposed = None;
         let per_choice = match (req.max_tokens, limits.max_budget) {
             (Some(m), _) => m,
-            (None, Some(budget)) if req.prices.output > 0 => {
+            (None, Some(budget)) if req.prices.output > Money::ZERO => {
                 // What is left, shared among the choices.
                 let left = budget.saturating_sub(committed).saturating_sub(prompt_cost);
-                let affordable = (left / req.prices.output / choices).min(req.output_cap);
+                let affordable = (left.tokens_at(req.prices.output) / choices).min(req.output_cap);
                 if affordable == 0 {
                     return Decision::BudgetExceeded { committed, max_budget: budget };
                 }
@@ -330,7 +424,7 @@ impl LedgerState {
             }
             (None, _) => DEFAULT_COMPLETION_ESTIMATE,
         };
-        let completion_cost = per_choice.saturating_mul(choices).saturating_mul(req.prices.output);
+        let completion_cost = req.prices.output.times(per_choice.saturating_mul(choices));
         let worst = prompt_cost.saturating_add(completion_cost);
         if let Some(budget) = limits.max_budget {
             if committed > budget || committed.saturating_add(worst) > budget {
@@ -402,7 +496,7 @@ impl LedgerState {
     }
 
     /// Spend plus what unsettled requests may still cost.
-    pub fn committed(&self) -> u64 {
+    pub fn committed(&self) -> Money {
         self.entries.iter().fold(self.spend, |sum, e| sum.saturating_add(e.reserved_cost()))
     }
 
@@ -431,7 +525,7 @@ impl LedgerState {
             }
             if next_start != start {
                 self.period_start = Some(next_start);
-                self.spend = 0;
+                self.spend = Money::ZERO;
                 self.soft_alerted = false;
                 // Estimates charged to the old period are not corrected in the new one.
                 for e in &mut self.entries {
@@ -478,27 +572,30 @@ impl LedgerState {
 
     /// `None` if one more request fits under `rpm`; else how long until it would.
     fn requests_retry(&self, now: u64, rpm: u64, filter: impl Fn(&Entry) -> bool) -> Option<u64> {
-        let mut times: Vec<u64> = self.window(now).filter(|e| filter(e)).map(|e| e.at).collect();
-        let count = times.len() as u64;
+        // Counted first: the times are gathered and sorted only when the limit is reached.
+        let count = self.window(now).filter(|e| filter(e)).count() as u64;
         if count < rpm {
             return None;
         }
+        // (time, 0) pairs: sorted by the same code as `tokens_retry`'s pairs (one sort in the wasm).
+        let mut times: Vec<(u64, u64)> = self.window(now).filter(|e| filter(e)).map(|e| (e.at, 0)).collect();
         times.sort_unstable();
         // The oldest (count - rpm + 1) admissions must leave the window first.
-        let last_to_leave = times.get((count - rpm) as usize).copied().unwrap_or(now);
+        let last_to_leave = times.get((count - rpm) as usize).map_or(now, |t| t.0);
         Some((last_to_leave + WINDOW_MS).saturating_sub(now).max(1))
     }
 
     /// `None` if `tokens` more fit under `tpm`; else how long until they would.
     fn tokens_retry(&self, now: u64, tpm: u64, tokens: u64, filter: impl Fn(&Entry) -> bool) -> Option<u64> {
-        let mut window: Vec<(u64, u64)> = self.window(now).filter(|e| filter(e)).map(|e| (e.at, e.tokens)).collect();
-        let mut used: u64 = window.iter().fold(0u64, |sum, (_, t)| sum.saturating_add(*t));
+        // Summed first: the window is gathered and sorted only when the tokens do not fit.
+        let mut used: u64 = self.window(now).filter(|e| filter(e)).fold(0u64, |sum, e| sum.saturating_add(e.tokens));
         if used.saturating_add(tokens) <= tpm {
             return None;
         }
         if tokens > tpm {
             return Some(WINDOW_MS);
         }
+        let mut window: Vec<(u64, u64)> = self.window(now).filter(|e| filter(e)).map(|e| (e.at, e.tokens)).collect();
         window.sort_unstable();
         for (at, t) in window {
             used = used.saturating_sub(t);
@@ -513,17 +610,23 @@ impl LedgerState {
     pub fn rate_info(&self, now: u64, limits: &Limits, model: &str, extra: u64) -> RateInfo {
         let rpm = limits.rpm.or_else(|| limits.model_rpm.get(model).copied());
         let tpm = limits.tpm.or_else(|| limits.model_tpm.get(model).copied());
-        let scoped = |e: &&Entry| limits.rpm.is_some() || e.model == model;
-        let window: Vec<&Entry> = self.window(now).filter(scoped).collect();
-        let oldest = window.iter().map(|e| e.at).min();
+        // One pass: the requests (and the oldest of them) and the tokens in the window, each
+        // counted across models when the key-wide limit is set, else for this model.
+        let (mut requests, mut oldest, mut used_tokens) = (0u64, None::<u64>, 0u64);
+        for e in self.window(now) {
+            let this_model = || e.model == model;
+            if limits.rpm.is_some() || this_model() {
+                requests += 1;
+                oldest = Some(oldest.map_or(e.at, |o| o.min(e.at)));
+            }
+            if limits.tpm.is_some() || this_model() {
+                used_tokens = used_tokens.saturating_add(e.tokens);
+            }
+        }
         let reset = oldest.map(|at| (at + WINDOW_MS).saturating_sub(now)).unwrap_or(0);
-        let used_tokens: u64 = self
-            .window(now)
-            .filter(|e| limits.tpm.is_some() || e.model == model)
-            .fold(0u64, |sum, e| sum.saturating_add(e.tokens));
         RateInfo {
             limit_requests: rpm,
-            remaining_requests: rpm.map(|r| r.saturating_sub(window.len() as u64 + extra)),
+            remaining_requests: rpm.map(|r| r.saturating_sub(requests + extra)),
             reset_requests_ms: rpm.map(|_| reset),
             limit_tokens: tpm,
             remaining_tokens: tpm.map(|t| t.saturating_sub(used_tokens)),
@@ -539,10 +642,10 @@ mod tests {
 
     const T0: u64 = 1_800_000_000_000;
     const PRICES: Prices = Prices {
-        input: 1_000_000,
-        output: 2_000_000,
-        cache_read: 1_000_000,
-        cache_creation: 1_000_000,
+        input: Money::from_pico(1_000_000),
+        output: Money::from_pico(2_000_000),
+        cache_read: Money::from_pico(1_000_000),
+        cache_creation: Money::from_pico(1_000_000),
         source: PriceSource::Config,
     }; // 1 and 2 µ$ per token
 
@@ -580,6 +683,105 @@ mod tests {
             limits: limits.clone(),
         };
         state.settle(&s, now)
+    }
+
+    /// A long random trace of admissions, fallbacks, settlements (repeated, late, unknown) and
+    /// rate queries under changing limits: every decision, answer and state along it, digested.
+    /// The digest pins the rules' exact behaviour, so that a change meant only to make them
+    /// faster cannot change a single outcome.
+    #[test]
+    fn a_random_trace_keeps_its_outcomes() {
+        struct Rng(u64);
+        impl Rng {
+            fn below(&mut self, n: u64) -> u64 {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 7;
+                self.0 ^= self.0 << 17;
+                self.0 % n
+            }
+        }
+        let presets = [
+            Limits { rpm: Some(5), ..limits() },
+            Limits { tpm: Some(400), max_parallel: Some(3), ..limits() },
+            Limits {
+                model_rpm: [("m".to_string(), 3)].into(),
+                model_tpm: [("n".to_string(), 300)].into(),
+                max_budget: Some(Money::from_pico(400_000_000)),
+                soft_budget: Some(Money::from_pico(100_000_000)),
+                budget_duration: Some("1m".into()),
+                ..limits()
+            },
+            Limits {
+                max_budget: Some(Money::from_pico(250_000_000)),
+                budget_duration: Some("30s".into()),
+                max_parallel: Some(2),
+                ..limits()
+            },
+            Limits { rpm: Some(8), tpm: Some(1_000), max_budget: Some(Money::from_pico(10_000_000_000)), ..limits() },
+            limits(),
+        ];
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let mut state = LedgerState::default();
+        let mut now = T0;
+        let mut digest: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut absorb = |text: String| {
+            for b in text.bytes() {
+                digest = (digest ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        let mut limits = presets[0].clone();
+        for step in 0..4_000u64 {
+            now += rng.below(4_000);
+            if rng.below(50) == 0 {
+                now += rng.below(4_000_000);
+            }
+            if step % 300 == 0 {
+                limits = presets[(step / 300) as usize % presets.len()].clone();
+            }
+            let id = format!("call-{}", rng.below(60));
+            let model = if rng.below(3) == 0 { "n" } else { "m" };
+            match rng.below(10) {
+                0..=4 => {
+                    let mut r = request(&id, &limits);
+                    r.model = model.into();
+                    r.max_tokens = [None, Some(5), Some(50), Some(400)][rng.below(4) as usize];
+                    r.choices = 1 + rng.below(3);
+                    r.prompt_tokens_estimate = rng.below(200);
+                    r.prompt_tokens_bound = r.prompt_tokens_estimate * 2;
+                    r.output_cap = 1 + rng.below(300);
+                    let decision = state.admit(&r, now);
+                    absorb(format!("{decision:?}"));
+                }
+                5..=8 => {
+                    let (prompt, completion) = (rng.below(200), rng.below(200));
+                    let s = Settlement {
+                        id,
+                        prompt_tokens: prompt,
+                        completion_tokens: completion,
+                        cost: PRICES.tokens_cost(prompt, completion),
+                        limits: limits.clone(),
+                    };
+                    let settled = state.settle(&s, now);
+                    absorb(format!("{settled:?}"));
+                }
+                _ => {
+                    absorb(format!("{:?}", state.rate_info(now, &limits, model, rng.below(3))));
+                    absorb(format!("{:?}", state.budget_reset_at(&limits)));
+                }
+            }
+            absorb(format!(
+                "{:?} {} {:?} {}",
+                state.entries,
+                state.spend.pico(),
+                state.period_start,
+                state.soft_alerted
+            ));
+            absorb(format!("{:?} {:?}", state.changed, state.removed));
+            state.changed.clear();
+            state.removed.clear();
+        }
+        // Admitted 449, rate limited 955, over budget 630; 810 settlements, 748 repeated.
+        assert_eq!(digest, 10_211_792_134_723_764_568);
     }
 
     #[test]
@@ -649,24 +851,24 @@ mod tests {
     #[test]
     fn budget_is_never_overshot_by_racing_requests() {
         // Worst case per request: 10 × 1 µ$ + 20 × 2 µ$ = 50 µ$; budget 1000 µ$ → 20 fit.
-        let l = Limits { max_budget: Some(1_000_000_000), ..limits() };
+        let l = Limits { max_budget: Some(Money::from_pico(1_000_000_000)), ..limits() };
         let mut s = LedgerState::default();
         let admitted_ids: Vec<String> =
             (0..100).map(|i| format!("r{i}")).filter(|id| admitted(&s.admit(&request(id, &l), T0))).collect();
         assert_eq!(admitted_ids.len(), 20);
         let Decision::BudgetExceeded { committed, max_budget } = s.admit(&request("x", &l), T0) else { panic!() };
-        assert_eq!((committed, max_budget), (1_000_000_000, 1_000_000_000));
+        assert_eq!((committed, max_budget), (Money::from_pico(1_000_000_000), Money::from_pico(1_000_000_000)));
         // Every admitted request settles at its worst case: spend lands exactly on the budget.
         for id in &admitted_ids {
             settle(&mut s, id, 10, 20, &l, T0 + 1);
         }
-        assert_eq!(s.spend, 1_000_000_000);
+        assert_eq!(s.spend, Money::from_pico(1_000_000_000));
         assert_eq!(s.committed(), s.spend);
     }
 
     #[test]
     fn without_max_tokens_the_budget_imposes_one() {
-        let l = Limits { max_budget: Some(100_000_000), ..limits() }; // 100 µ$
+        let l = Limits { max_budget: Some(Money::from_pico(100_000_000)), ..limits() }; // 100 µ$
         let mut s = LedgerState::default();
         let mut r = request("a", &l);
         r.max_tokens = None;
@@ -676,7 +878,7 @@ mod tests {
         r.id = "b".into();
         assert!(matches!(s.admit(&r, T0), Decision::BudgetExceeded { .. }));
         // The cap applies when the budget would allow more.
-        let roomy = Limits { max_budget: Some(u64::MAX / 4), ..limits() };
+        let roomy = Limits { max_budget: Some(Money::from_pico(u64::MAX / 4)), ..limits() };
         let mut r = request("c", &roomy);
         r.max_tokens = None;
         let Decision::Admitted { max_tokens, .. } = LedgerState::default().admit(&r, T0) else { panic!() };
@@ -688,7 +890,7 @@ mod tests {
         let l = Limits { rpm: Some(100), ..limits() };
         let mut s = LedgerState::default();
         let first = settle(&mut s, "a", 3, 4, &l, T0);
-        assert_eq!(first.spend, 3_000_000 + 8_000_000);
+        assert_eq!(first.spend, Money::from_pico(3_000_000 + 8_000_000));
         let again = settle(&mut s, "a", 3, 4, &l, T0 + 5);
         assert!(again.duplicate);
         assert_eq!(again.spend, first.spend);
@@ -696,7 +898,7 @@ mod tests {
 
     #[test]
     fn without_window_limits_settled_requests_are_not_kept() {
-        let l = Limits { max_budget: Some(u64::MAX / 4), ..limits() };
+        let l = Limits { max_budget: Some(Money::from_pico(u64::MAX / 4)), ..limits() };
         let mut s = LedgerState::default();
         for i in 0..50 {
             let id = format!("r{i}");
@@ -706,7 +908,7 @@ mod tests {
         settle(&mut s, "unadmitted", 1, 1, &limits(), T0 + 60);
         s.maintain(T0 + 61, &l);
         assert!(s.entries.is_empty(), "{} entries kept", s.entries.len());
-        assert_eq!(s.spend, 51 * 3_000_000);
+        assert_eq!(s.spend, Money::from_pico(51 * 3_000_000));
     }
 
     #[test]
@@ -727,20 +929,21 @@ mod tests {
 
     #[test]
     fn an_abandoned_reservation_is_charged_then_corrected_by_a_late_settlement() {
-        let l = Limits { max_budget: Some(1_000_000_000), ..limits() };
+        let l = Limits { max_budget: Some(Money::from_pico(1_000_000_000)), ..limits() };
         let mut s = LedgerState::default();
         assert!(admitted(&s.admit(&request("a", &l), T0)));
         s.maintain(T0 + RESERVATION_MAX_MS, &l);
-        assert_eq!(s.spend, 50_000_000);
+        assert_eq!(s.spend, Money::from_pico(50_000_000));
         let late = settle(&mut s, "a", 1, 1, &l, T0 + RESERVATION_MAX_MS + 1);
-        assert_eq!(late.spend, 3_000_000);
+        assert_eq!(late.spend, Money::from_pico(3_000_000));
         assert!(!late.duplicate);
         assert!(settle(&mut s, "a", 1, 1, &l, T0 + RESERVATION_MAX_MS + 2).duplicate);
     }
 
     #[test]
     fn budget_periods_reset_spend() {
-        let l = Limits { budget_duration: Some("30s".into()), soft_budget: Some(6_000_000), ..limits() };
+        let l =
+            Limits { budget_duration: Some("30s".into()), soft_budget: Some(Money::from_pico(6_000_000)), ..limits() };
         let mut s = LedgerState::default();
         let first = settle(&mut s, "a", 3, 1, &l, T0);
         assert!(!first.soft_budget_crossed);
@@ -748,9 +951,9 @@ mod tests {
         assert!(!settle(&mut s, "c", 3, 1, &l, T0 + 2).soft_budget_crossed, "once per period");
         assert_eq!(s.budget_reset_at(&l), Some(T0 + 30_000));
         s.maintain(T0 + 29_999, &l);
-        assert_eq!(s.spend, 15_000_000);
+        assert_eq!(s.spend, Money::from_pico(15_000_000));
         s.maintain(T0 + 95_000, &l);
-        assert_eq!(s.spend, 0);
+        assert_eq!(s.spend, Money::from_pico(0));
         assert_eq!(s.period_start, Some(T0 + 90_000));
         assert!(settle(&mut s, "d", 6, 0, &l, T0 + 95_001).soft_budget_crossed, "again in the new period");
     }
@@ -792,7 +995,7 @@ mod tests {
         r.id = "b".into();
         assert!(admitted(&s.admit(&r, T0 + 2)), "9 used + 13 asked fit in 30");
         // The budget holds the bound: 31 × 1 µ$ + 5 × 2 µ$ = 41 µ$.
-        let b = Limits { max_budget: Some(41_000_000), ..limits() };
+        let b = Limits { max_budget: Some(Money::from_pico(41_000_000)), ..limits() };
         let mut s = LedgerState::default();
         let mut r = request("c", &b);
         (r.prompt_tokens_estimate, r.prompt_tokens_bound, r.max_tokens) = (8, 31, Some(5));
@@ -803,7 +1006,7 @@ mod tests {
 
     #[test]
     fn n_multiplies_the_output_hold_and_shares_an_imposed_max_tokens() {
-        let l = Limits { max_budget: Some(100_000_000), ..limits() }; // 100 µ$
+        let l = Limits { max_budget: Some(Money::from_pico(100_000_000)), ..limits() }; // 100 µ$
         let mut r = request("a", &l);
         r.choices = 3;
         // 10 µ$ of prompt + 3 × 20 × 2 µ$ = 130 µ$: too much for 100.
@@ -827,7 +1030,7 @@ mod tests {
         huge.choices = u64::MAX;
         huge.prompt_tokens_estimate = u64::MAX;
         assert!(!admitted(&LedgerState::default().admit(&huge, T0)));
-        let budget = Limits { max_budget: Some(1_000_000_000_000), ..limits() };
+        let budget = Limits { max_budget: Some(Money::from_pico(1_000_000_000_000)), ..limits() };
         let mut huge = request("b", &budget);
         huge.max_tokens = Some(u64::MAX);
         assert!(matches!(LedgerState::default().admit(&huge, T0), Decision::BudgetExceeded { .. }));
@@ -841,7 +1044,7 @@ mod tests {
             id: "x".into(),
             prompt_tokens: u64::MAX,
             completion_tokens: 5,
-            cost: u64::MAX,
+            cost: Money::MAX,
             limits: w.clone(),
         };
         s.settle(&settlement, T0 + 1);
@@ -852,12 +1055,12 @@ mod tests {
     fn every_budget_is_spendable_to_within_one_request_bound() {
         // max_budget 0.1 USD at 0.001 / 0.002 USD a token; "Hello!" bound at 31 prompt tokens,
         // max_tokens 10, really using 4 + 5 tokens (0.014 USD).
-        let l = Limits { max_budget: Some(100_000_000_000), ..limits() };
+        let l = Limits { max_budget: Some(Money::from_pico(100_000_000_000)), ..limits() };
         let prices = Prices {
-            input: 1_000_000_000,
-            output: 2_000_000_000,
-            cache_read: 1_000_000_000,
-            cache_creation: 1_000_000_000,
+            input: Money::from_pico(1_000_000_000),
+            output: Money::from_pico(2_000_000_000),
+            cache_read: Money::from_pico(1_000_000_000),
+            cache_creation: Money::from_pico(1_000_000_000),
             source: PriceSource::Config,
         };
         let hello = |id: &str| AdmitRequest {
@@ -888,27 +1091,35 @@ mod tests {
             s.settle(&Settlement { id, prompt_tokens: 4, completion_tokens: 5, cost, limits: l.clone() }, T0 + 2);
             n += 1;
         }
-        assert!(s.spend <= 100_000_000_000);
-        assert!(s.spend + bound_cost >= 100_000_000_000, "{} left unspendable", 100_000_000_000 - s.spend);
+        assert!(s.spend <= Money::from_pico(100_000_000_000));
+        assert!(
+            s.spend.pico() + bound_cost >= 100_000_000_000,
+            "{} left unspendable",
+            100_000_000_000 - s.spend.pico()
+        );
     }
 
     #[test]
     fn a_fallback_moves_the_reservation_under_the_new_models_limits() {
-        let l = Limits { model_rpm: [("backup".to_string(), 1)].into(), max_budget: Some(1_000_000_000), ..limits() };
+        let l = Limits {
+            model_rpm: [("backup".to_string(), 1)].into(),
+            max_budget: Some(Money::from_pico(1_000_000_000)),
+            ..limits()
+        };
         let mut s = LedgerState::default();
         assert!(admitted(&s.admit(&request("a", &l), T0)));
         let mut moved = request("a", &l);
         moved.model = "backup".into();
         assert!(admitted(&s.admit(&moved, T0 + 1)));
         assert_eq!(s.entries.len(), 1, "moved, not added");
-        assert_eq!(s.committed(), 50_000_000, "held once");
+        assert_eq!(s.committed(), Money::from_pico(50_000_000), "held once");
         // Another request's fallback finds backup's limit used: refused, and keeps its hold.
         assert!(admitted(&s.admit(&request("b", &l), T0 + 2)));
         let mut moved = request("b", &l);
         moved.model = "backup".into();
         assert!(matches!(s.admit(&moved, T0 + 3), Decision::RateLimited { .. }));
         assert_eq!(s.entries.iter().find(|e| e.id == "b").map(|e| e.model.as_str()), Some("m"));
-        assert_eq!(s.committed(), 100_000_000);
+        assert_eq!(s.committed(), Money::from_pico(100_000_000));
     }
 
     #[test]
@@ -918,5 +1129,53 @@ mod tests {
         assert!(matches!(s.admit(&request("a", &l), T0), Decision::ModelNotAllowed { .. }));
         s.scope = Some(vec!["m".into()]);
         assert!(admitted(&s.admit(&request("a", &l), T0)));
+    }
+
+    #[test]
+    fn tagged_enums_keep_their_json() {
+        let rate = RateInfo { limit_requests: Some(10), remaining_tokens: Some(5), ..RateInfo::default() };
+        let decisions = [
+            Decision::Admitted { max_tokens: None, rate: rate.clone(), spend: Money::from_pico(7) },
+            Decision::Admitted { max_tokens: Some(100), rate: RateInfo::default(), spend: Money::ZERO },
+            Decision::RateLimited { message: "slow down".into(), retry_after_ms: 1500, rate },
+            Decision::BudgetExceeded { committed: Money::from_pico(3), max_budget: Money::MAX },
+            Decision::Revoked { reason: "blocked".into() },
+            Decision::ModelNotAllowed { models: vec!["a".into(), "b".into()] },
+        ];
+        for d in decisions {
+            let json = serde_json::to_string(&d).unwrap();
+            assert_eq!(serde_json::from_str::<Decision>(&json).unwrap(), d, "{json}");
+        }
+        let states = [
+            EntryState::Reserved { cost: Money::from_pico(12), lease_until: T0 },
+            EntryState::Settled,
+            EntryState::Estimated { charged: Money::from_pico(9) },
+            EntryState::Corrected,
+        ];
+        for state in states {
+            let entry = Entry { id: "r".into(), at: T0, model: "m".into(), tokens: 4, state };
+            let json = serde_json::to_string(&entry).unwrap();
+            assert_eq!(serde_json::from_str::<Entry>(&json).unwrap(), entry, "{json}");
+        }
+
+        // The JSON as written by earlier versions (stored entries, answers in flight).
+        let entry: Entry = serde_json::from_str(
+            r#"{"id":"r","at":1,"model":"m","tokens":2,"state":{"state":"reserved","cost":3,"lease_until":4}}"#,
+        )
+        .unwrap();
+        assert_eq!(entry.state, EntryState::Reserved { cost: Money::from_pico(3), lease_until: 4 });
+        let d: Decision = serde_json::from_str(r#"{"decision":"admitted","max_tokens":null,"rate":{"limit_requests":null,"remaining_requests":null,"reset_requests_ms":null,"limit_tokens":null,"remaining_tokens":null,"reset_tokens_ms":null},"spend":1}"#).unwrap();
+        assert_eq!(d, Decision::Admitted { max_tokens: None, rate: RateInfo::default(), spend: Money::from_pico(1) });
+        assert_eq!(
+            serde_json::to_string(&Decision::Revoked { reason: "x".into() }).unwrap(),
+            r#"{"decision":"revoked","reason":"x"}"#
+        );
+
+        // What a variant needs must be there; an unknown tag is refused.
+        assert!(serde_json::from_str::<Decision>(r#"{"decision":"admitted","spend":1}"#).is_err());
+        assert!(serde_json::from_str::<Decision>(r#"{"decision":"maybe"}"#).is_err());
+        assert!(serde_json::from_str::<Decision>(r#"{"reason":"x"}"#).is_err());
+        assert!(serde_json::from_str::<EntryState>(r#"{"state":"reserved","cost":1}"#).is_err());
+        assert_eq!(serde_json::from_str::<EntryState>(r#"{"state":"settled"}"#).unwrap(), EntryState::Settled);
     }
 }

@@ -15,6 +15,7 @@ use crate::config::Deployment;
 use crate::ledger::messages::{self, SettleRequest, SpendLogRow};
 use crate::ledger::{AdmitRequest, Decision, Limits, RateInfo, Settlement};
 use crate::log::RequestLog;
+use crate::money::Money;
 use crate::openai::{ApiError, Usage};
 use crate::pricing::{self, PriceSource, Prices};
 use crate::prompt::{PromptTally, Template};
@@ -55,8 +56,8 @@ pub struct Account {
 
 /// What a settlement did: the request's cost, and the key's spend when its ledger answered.
 pub struct Settled {
-    pub cost: u64,
-    pub key_spend: Option<u64>,
+    pub cost: Money,
+    pub key_spend: Option<Money>,
 }
 
 /// How a request ended, for its settlement.
@@ -280,7 +281,7 @@ impl Account {
     /// request still counts against the deployment's requests per minute).
     pub async fn deployment_failed(&mut self) {
         if let Some(party) = self.deployment.take() {
-            let mut settlement = self.settlement(&party.limits, Usage::default(), 0);
+            let mut settlement = self.settlement(&party.limits, Usage::default(), Money::ZERO);
             settlement.id = self.attempt_id();
             let request = SettleRequest { settlement, row: None };
             if let Err(e) = party.ledger.settle(&request).await {
@@ -293,7 +294,7 @@ impl Account {
         format!("{}#{}", self.row.call_id, self.attempts)
     }
 
-    fn settlement(&self, limits: &Limits, usage: Usage, cost: u64) -> Settlement {
+    fn settlement(&self, limits: &Limits, usage: Usage, cost: Money) -> Settlement {
         Settlement {
             id: self.row.call_id.clone(),
             prompt_tokens: usage.prompt_tokens,
@@ -304,8 +305,8 @@ impl Account {
     }
 
     /// What an outcome costs, in pico-dollars.
-    pub fn cost(&self, outcome: &Outcome) -> u64 {
-        outcome.usage.map_or(0, |u| self.prices.cost(&u))
+    pub fn cost(&self, outcome: &Outcome) -> Money {
+        outcome.usage.map_or(Money::ZERO, |u| self.prices.cost(&u))
     }
 
     /// The one settlement of a request, on every path: records the outcome in the key's
@@ -366,8 +367,8 @@ impl Account {
 }
 
 /// Adds the cost to a log line, saying when a model has no known price.
-pub fn log_cost(log: &mut RequestLog, prices: Prices, cost: u64) {
-    log.cost = Some(pricing::format_usd(cost));
+pub fn log_cost(log: &mut RequestLog, prices: Prices, cost: Money) {
+    log.cost = Some(cost.to_string());
     if prices.source == PriceSource::Unknown {
         log.price = Some("unknown: charged 0");
     }

@@ -14,6 +14,7 @@ use crate::ids;
 use crate::keys::{self, KeyRecord};
 use crate::ledger::messages::{self, InfoRequest};
 use crate::ledger::Limits;
+use crate::money::Money;
 use crate::openai::{parse_object, ApiError};
 
 const MAX_PAGE_SIZE: usize = 100;
@@ -66,7 +67,7 @@ async fn generate(body: &Map<String, Value>, store: &KeyStore, call: &Call<'_>) 
         store.put(&record, None).await
     };
     unclaim_on_error(call, &record, None, written.await).await?;
-    Ok(with_secret(record.to_api(0, None), &key))
+    Ok(with_secret(record.to_api(Money::ZERO, None), &key))
 }
 
 /// `POST /key/update`: changes the fields given; the secret stays.

@@ -14,13 +14,14 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use std::time::Duration as StdDuration;
 use worker::wasm_bindgen::JsValue;
-use worker::{Delay, Env, Fetch, Headers, Method, Request, RequestInit};
+use worker::{Delay, Env, Fetch, Headers};
 
 use super::upstream::{self, within};
 use super::{now_ms, vars};
 use crate::base64;
 use crate::config::{Deployment, OAuthClient, ValueRef};
 use crate::databricks;
+use crate::json;
 use crate::keys;
 use crate::openai::ApiError;
 use crate::secret::Secret;
@@ -162,11 +163,7 @@ async fn fetch_token(parts: OAuthParts) -> Result<(String, u64), ApiError> {
         let basic = base64::standard(format!("{}:{}", parts.client_id, parts.client_secret).as_bytes());
         headers.set("authorization", &format!("Basic {basic}"))?;
         headers.set("user-agent", upstream::USER_AGENT)?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post)
-            .with_headers(headers)
-            .with_body(Some(JsValue::from_str("grant_type=client_credentials&scope=all-apis")));
-        Request::new_with_init(&url, &init)
+        upstream::post_request(&url, Some(&headers), &JsValue::from_str("grant_type=client_credentials&scope=all-apis"))
     })()
     .map_err(|e| failed(e.to_string()))?;
     let mut response = match within(TOKEN_TIMEOUT_MS, Fetch::Request(request).send()).await {
@@ -180,8 +177,7 @@ async fn fetch_token(parts: OAuthParts) -> Result<(String, u64), ApiError> {
         let detail: String = text.chars().take(300).collect();
         return Err(failed(format!("HTTP {status}: {detail}")));
     }
-    let answer: TokenAnswer =
-        serde_json::from_str(&text).map_err(|_| failed("the token answer is malformed".into()))?;
+    let answer: TokenAnswer = json::from_str(&text).map_err(|_| failed("the token answer is malformed".into()))?;
     let lifetime_s = answer.expires_in.unwrap_or(3600);
     let usable_s = databricks::oauth_usable_s(lifetime_s);
     Ok((answer.access_token, now_ms().saturating_add(usable_s.saturating_mul(1000))))

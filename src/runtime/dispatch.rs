@@ -1,15 +1,15 @@
 //! Performs the attempts of one request: spreading it over a model group's deployments,
-//! retrying, cooling failing deployments down and falling back to other groups. The rules are
-//! `routing`'s; cooldowns are shared through `objects::group_health`. In-flight counts,
-//! latencies and usage per deployment (least-busy, latency-based and usage-based routing) are
-//! each isolate's own view of its own traffic.
+//! retrying, cooling failing deployments down and falling back to other groups, each step as
+//! `routing::plan` decides; cooldowns are shared through `objects::group_health`. In-flight
+//! counts, latencies and usage per deployment (least-busy, latency-based and usage-based
+//! routing) are each isolate's own view of its own traffic.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::Duration as StdDuration;
 
 use serde_json::{Map, Value};
-use worker::{AbortController, ByteStream, Delay};
+use worker::{AbortController, ByteStream, Context, Delay, Env};
 
 use super::accounting::{Account, Reservation};
 use super::credentials::{self, Credential};
@@ -20,8 +20,8 @@ use crate::config::{Deployment, GatewayConfig};
 use crate::databricks::{self, Answer};
 use crate::headers::{Attempts, Timing};
 use crate::openai::ApiError;
-use crate::refusals;
-use crate::routing::{self, DeploymentStats, Failure, Unavailable};
+use crate::routing::plan::{Outcome, RoutePlan, Step, Strike, View};
+use crate::routing::{DeploymentStats, Health};
 use crate::secret::Secret;
 use crate::wire::{UpstreamRequest, WireFormat};
 
@@ -43,6 +43,20 @@ pub struct Routed<'c> {
     pub bearer: Secret,
 }
 
+/// What routing did, whether or not a deployment answered: for the answer's headers and the
+/// log line. The pipeline owns it and reads it once routing is over.
+#[derive(Debug, Default)]
+pub struct Trail {
+    pub attempts: Attempts,
+    /// The deployment of the last attempt, and its `api_base`.
+    pub deployment: Option<String>,
+    pub api_base: Option<String>,
+    pub upstream_status: Option<u16>,
+    pub upstream_ms: Option<u64>,
+    /// Time to the answer (or the stream's first bytes), and the upstream's share of it.
+    pub timing: Option<Timing>,
+}
+
 /// What is asked of Databricks: the client's body in its wire format (translated for each
 /// attempt's deployment).
 pub struct Ask<'a> {
@@ -56,7 +70,8 @@ pub struct Ask<'a> {
 /// Tries the group's deployments (and then its fallbacks) until one answers, within
 /// `num_retries` retries per group and the router's overall timeout. `display` is the model
 /// name answers carry when the group asked for answers. Fallbacks go only to groups the
-/// caller `may_use`, and the key's ledger admits the request again in each.
+/// caller `may_use`, and the key's ledger admits the request again in each. The policy is
+/// `routing::plan`'s: this loop performs its steps.
 #[allow(clippy::too_many_arguments)]
 pub async fn route<'c>(
     call: &mut Call<'_>,
@@ -67,145 +82,86 @@ pub async fn route<'c>(
     may_use: &dyn Fn(&str) -> bool,
     account: &mut Account,
     reservation: &Reservation,
+    trail: &mut Trail,
 ) -> Result<Routed<'c>, ApiError> {
-    let settings = &config.router;
-    let deadline = settings.timeout_ms.map(|t| call.started_ms + t);
-    // Pre-call checks use the typical estimate, not the budget's bound.
-    let prompt_tokens_estimate = reservation.prompt_tokens_estimate;
-    let mut queue: VecDeque<String> = VecDeque::from([group.to_string()]);
-    let mut visited: Vec<String> = Vec::new();
-    let (mut retries, mut fallbacks) = (0u32, 0u32);
-    let mut last_error: Option<ApiError> = None;
-
-    'groups: while let Some(current) = queue.pop_front() {
-        if visited.contains(&current) {
-            continue;
-        }
-        visited.push(current.clone());
-        if current != group {
-            if !may_use(&current) {
-                continue;
+    let mut plan = RoutePlan::new(config, group, call.started_ms, reservation.prompt_tokens_estimate, may_use);
+    loop {
+        match plan.next(&mut Isolate { env: call.env, ctx: call.ctx }) {
+            Step::Enter { group } => {
+                let entered = account.enter_group(&group, reservation).await;
+                plan.report(Outcome::Entered(entered));
             }
-            fallbacks += 1;
-            if let Err(error) = account.enter_group(&current, reservation).await {
-                last_error = Some(error);
-                continue;
-            }
-        }
-        let all_members = config.group(&current);
-        let shown = if current == group { display.to_string() } else { current.clone() };
-        let mut tried: Vec<String> = Vec::new();
-        // Deployments that answered 401 or 404: not tried again by this request.
-        let mut broken: Vec<String> = Vec::new();
-        for attempt in 0..=settings.num_retries {
-            if deadline.is_some_and(|d| now_ms() >= d) {
-                last_error = Some(upstream::timed_out(settings.timeout_ms.unwrap_or_default()));
-                break 'groups;
-            }
-            let members: Vec<&Deployment> = all_members.iter().copied().filter(|d| !broken.contains(&d.id)).collect();
-            if members.is_empty() {
-                break;
-            }
-            let health = health_view(call.env, call.ctx, &current);
-            let now = now_ms();
-            let candidates = match routing::eligible(&members, &health, now, &tried, prompt_tokens_estimate, settings) {
-                Ok(candidates) => candidates,
-                Err(Unavailable::CoolingDown { retry_after_ms }) => {
-                    last_error = Some(refusals::no_deployments(&current, retry_after_ms));
-                    break;
+            Step::Attempt { group: current, deployment, .. } => {
+                let admitted =
+                    account.use_deployment(call.env, deployment, config.enforce_model_rate_limits, reservation).await;
+                if let Err(error) = admitted {
+                    plan.report(Outcome::Refused(error));
+                    continue;
                 }
-                Err(Unavailable::ContextWindow) => {
-                    last_error = Some(context_window(&current));
-                    push_front(&mut queue, settings.context_window_fallbacks_for(&current));
-                    continue 'groups;
-                }
-            };
-            let stats = |id: &str| STATS.with(|s| s.borrow().get(id).cloned().unwrap_or_default());
-            let Some(deployment) = routing::choose(&candidates, settings.strategy, &stats, now, random()) else {
-                break;
-            };
-            if attempt > 0 {
-                retries += 1;
-            }
-            tried.push(deployment.id.clone());
-            if let Err(error) =
-                account.use_deployment(call.env, deployment, config.enforce_model_rate_limits, reservation).await
-            {
-                last_error = Some(error);
-                continue;
-            }
-            let result = attempt_once(call, deployment, ask, &shown, deadline).await;
-            match result {
-                Ok((forwarded, bearer)) => {
-                    account.answered_by(&current);
-                    set_attempt_headers(call, retries, fallbacks);
-                    return Ok(Routed { deployment, forwarded, bearer });
-                }
-                Err(error) => {
-                    account.deployment_failed().await;
-                    match routing::classify(error.status, &error.message) {
-                        Failure::Final => {
-                            set_attempt_headers(call, retries, fallbacks);
-                            return Err(error);
-                        }
-                        Failure::ContextWindow => {
-                            push_front(&mut queue, settings.context_window_fallbacks_for(&current));
-                            last_error = Some(error);
-                            continue 'groups;
-                        }
-                        Failure::Retry { cool_now, transient } => {
+                let shown = if current == group { display } else { &current };
+                let attempted = attempt_once(call, trail, deployment, ask, shown, plan.deadline()).await;
+                trail.attempts = Attempts { retries: plan.retries(), fallbacks: plan.fallbacks() };
+                match attempted {
+                    Ok((forwarded, bearer)) => {
+                        account.answered_by(&current);
+                        return Ok(Routed { deployment, forwarded, bearer });
+                    }
+                    Err(error) => {
+                        account.deployment_failed().await;
+                        if let Some(strike) = plan.report(Outcome::Failed(error)) {
+                            let Strike { group, deployment, immediate, group_size } = strike;
                             group_health::record_failure(
                                 call.env,
                                 call.ctx,
-                                &current,
+                                &group,
                                 deployment,
-                                cool_now,
-                                all_members.len(),
-                                settings,
+                                immediate,
+                                group_size,
+                                &config.router,
                             );
-                            if !transient {
-                                broken.push(deployment.id.clone());
-                            }
-                            let wait = routing::backoff_ms(error.status, attempt + 1, error.retry_after_s);
-                            last_error = Some(error);
-                            if attempt < settings.num_retries && wait > 0 {
-                                let left = deadline.map_or(wait, |d| d.saturating_sub(now_ms()));
-                                Delay::from(StdDuration::from_millis(wait.min(left))).await;
-                            }
                         }
                     }
                 }
             }
+            Step::Wait { ms } => Delay::from(StdDuration::from_millis(ms)).await,
+            Step::GiveUp(error) => {
+                trail.attempts = Attempts { retries: plan.retries(), fallbacks: plan.fallbacks() };
+                return Err(error);
+            }
         }
-        if current == group {
-            queue.extend(settings.fallbacks_for(&current).iter().cloned());
-        }
-    }
-    set_attempt_headers(call, retries, fallbacks);
-    Err(last_error.unwrap_or_else(|| refusals::no_deployments(group, 1000)))
-}
-
-fn push_front(queue: &mut VecDeque<String>, groups: &[String]) {
-    for g in groups.iter().rev() {
-        queue.push_front(g.clone());
     }
 }
 
-fn set_attempt_headers(call: &mut Call<'_>, retries: u32, fallbacks: u32) {
-    call.headers.attempts = Some(Attempts { retries, fallbacks });
+/// What the plan reads: the clock, this isolate's copy of the groups' health, its stats, and
+/// the platform's random source.
+struct Isolate<'a> {
+    env: &'a Env,
+    ctx: &'a Context,
 }
 
-fn context_window(group: &str) -> ApiError {
-    ApiError::invalid_request(
-        format!("The request is too long for the context window of every deployment of `{group}`."),
-        "messages",
-    )
+impl View for Isolate<'_> {
+    fn now(&self) -> u64 {
+        now_ms()
+    }
+
+    fn health(&self, group: &str) -> Health {
+        health_view(self.env, self.ctx, group)
+    }
+
+    fn stats(&self, deployment_id: &str) -> DeploymentStats {
+        STATS.with(|s| s.borrow().get(deployment_id).cloned().unwrap_or_default())
+    }
+
+    fn random(&mut self) -> f64 {
+        random()
+    }
 }
 
 /// One attempt on one deployment: the answer, or the first bytes of the stream, within the
 /// deployment's timeout (and what is left of the router's).
 async fn attempt_once(
-    call: &mut Call<'_>,
+    call: &Call<'_>,
+    trail: &mut Trail,
     deployment: &Deployment,
     ask: &Ask<'_>,
     shown: &str,
@@ -213,21 +169,22 @@ async fn attempt_once(
 ) -> Result<(Forwarded, Secret), ApiError> {
     let api_base = vars::resolve(call.env, &deployment.api_base)?;
     let mut credential = credentials::for_deployment(call.env, deployment, &api_base).await?;
-    call.log.deployment = Some(deployment.id.clone());
-    call.headers.model_id = Some(deployment.id.clone());
-    call.headers.api_base = Some(api_base.expose().to_string());
+    trail.deployment = Some(deployment.id.clone());
+    trail.api_base = Some(api_base.expose().to_string());
     let upstream = ask.wire.upstream_request(ask.body, &deployment.endpoint, ask.stream, ask.output_cap)?;
     let url = databricks::url(api_base.expose(), upstream.route);
     let timeout_ms = deadline.map_or(deployment.timeout_ms, |d| deployment.timeout_ms.min(d.saturating_sub(now_ms())));
 
     with_stats(&deployment.id, |s| s.in_flight += 1);
     let started = now_ms();
-    let mut result = forward(call, &url, &credential, &upstream, ask, deployment, timeout_ms, shown).await;
+    let mut result =
+        forward(trail, call.started_ms, &url, &credential, &upstream, ask, deployment, timeout_ms, shown).await;
     // An OAuth token Databricks refuses (expired early, rotated) is replaced once.
     if credential.is_oauth() && matches!(&result, Err(e) if e.status == 401 || e.status == 403) {
         if let Some(fresh) = credentials::refresh(&credential).await? {
             credential = fresh;
-            result = forward(call, &url, &credential, &upstream, ask, deployment, timeout_ms, shown).await;
+            result =
+                forward(trail, call.started_ms, &url, &credential, &upstream, ask, deployment, timeout_ms, shown).await;
         }
     }
     with_stats(&deployment.id, |s| {
@@ -259,7 +216,8 @@ pub fn stream_ended(deployment_id: &str, tokens: u64) {
 /// Sends the request and reads the answer (or the start of the stream) within `timeout_ms`.
 #[allow(clippy::too_many_arguments)]
 async fn forward(
-    call: &mut Call<'_>,
+    trail: &mut Trail,
+    started_ms: u64,
     url: &str,
     credential: &Credential,
     request: &UpstreamRequest,
@@ -272,10 +230,10 @@ async fn forward(
     let upstream_started = now_ms();
     let Upstream { mut response, controller } =
         upstream::post_json(url, token, &request.body, &request.headers, timeout_ms).await.inspect_err(|_| {
-            call.log.upstream_ms = Some(now_ms().saturating_sub(upstream_started));
+            trail.upstream_ms = Some(now_ms().saturating_sub(upstream_started));
         })?;
     let status = response.status_code();
-    call.log.upstream_status = Some(status);
+    trail.upstream_status = Some(status);
     let remaining_ms = timeout_ms.saturating_sub(now_ms().saturating_sub(upstream_started));
 
     if !(200..300).contains(&status) {
@@ -283,7 +241,7 @@ async fn forward(
         let body = upstream::body_within(remaining_ms, &mut response, controller).await;
         let mut error = databricks::upstream_error(status, &body, &[token.expose()]);
         error.retry_after_s = response.headers().get("retry-after").ok().flatten().and_then(|v| v.trim().parse().ok());
-        set_durations(call, upstream_started);
+        set_durations(trail, started_ms, upstream_started);
         return Err(error);
     }
 
@@ -298,10 +256,10 @@ async fn forward(
             Some(None) => return Err(ApiError::bad_gateway("Databricks ended the stream before sending anything")),
             None => {
                 controller.abort();
-                return Err(upstream::timed_out(first_timeout));
+                return Err(databricks::timed_out(first_timeout));
             }
         };
-        set_durations(call, upstream_started);
+        set_durations(trail, started_ms, upstream_started);
         return Ok(Forwarded::Stream { body, controller, first });
     }
 
@@ -314,20 +272,20 @@ async fn forward(
         }
         None => {
             controller.abort();
-            return Err(upstream::timed_out(timeout_ms));
+            return Err(databricks::timed_out(timeout_ms));
         }
     };
-    set_durations(call, upstream_started);
+    set_durations(trail, started_ms, upstream_started);
     ask.wire.answer(&deployment.endpoint, &body, shown).map(Forwarded::Answer)
 }
 
 /// Records the upstream time and adds LiteLLM's duration headers.
-fn set_durations(call: &mut Call<'_>, upstream_started: u64) {
+fn set_durations(trail: &mut Trail, started_ms: u64, upstream_started: u64) {
     let now = now_ms();
     let upstream_ms = now.saturating_sub(upstream_started);
-    let total_ms = now.saturating_sub(call.started_ms);
-    call.log.upstream_ms = Some(upstream_ms);
-    call.headers.timing = Some(Timing { total_ms, upstream_ms });
+    let total_ms = now.saturating_sub(started_ms);
+    trail.upstream_ms = Some(upstream_ms);
+    trail.timing = Some(Timing { total_ms, upstream_ms });
 }
 
 fn with_stats(id: &str, f: impl FnOnce(&mut DeploymentStats)) {

@@ -11,6 +11,7 @@ use super::{now_ms, vars, Call, Caller};
 use crate::config::Deployment;
 use crate::databricks;
 use crate::embedded;
+use crate::money::Money;
 use crate::openai::ApiError;
 use crate::pricing::{self, PriceSource};
 use crate::time;
@@ -100,7 +101,7 @@ pub async fn model_info(call: &Call<'_>, caller: &Caller) -> Result<Value, ApiEr
         let health = health.unwrap_or_default();
         for d in config.group(group) {
             let prices = pricing::prices_for(d);
-            let known = |p: u64| (prices.source != PriceSource::Unknown).then(|| pricing::usd(p));
+            let known = |p: Money| (prices.source != PriceSource::Unknown).then(|| p.usd());
             data.push(json!({
                 "model_name": d.model_name,
                 "litellm_params": {

@@ -21,6 +21,7 @@ use worker::{console_error, Env};
 
 use super::now_ms;
 use crate::cache::ExpiringMap;
+use crate::json;
 use crate::keys::{alias_kv_key, record_kv_key, revoked_kv_key, KeyRecord, ListMeta};
 use crate::openai::ApiError;
 
@@ -67,13 +68,18 @@ fn kv_error(e: worker::kv::KvError) -> ApiError {
 /// A JSON value from KV, parsed by serde_json: the binding's own JSON reader goes through
 /// JavaScript numbers and refuses integers above 2^53 (budgets in pico-dollars).
 async fn get_json<T: DeserializeOwned>(kv: &KvStore, key: &str) -> Result<Option<T>, ApiError> {
-    match kv.get(key).text().await.map_err(kv_error)? {
+    match get_text(kv, key).await? {
         None => Ok(None),
-        Some(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
+        Some(text) => json::from_str(&text).map(Some).map_err(|e| {
             console_error!("Workers KV `{BINDING}` holds an unreadable value under {key}: {e}");
             ApiError::internal(format!("The key store (Workers KV `{BINDING}`) holds an unreadable value."))
         }),
     }
+}
+
+/// The read itself, not generic: one copy of it in the module whatever `get_json` parses.
+async fn get_text(kv: &KvStore, key: &str) -> Result<Option<String>, ApiError> {
+    kv.get(key).text().await.map_err(kv_error)
 }
 
 impl KeyStore {

@@ -29,6 +29,7 @@ use crate::keys::{self, KeyRecord};
 use crate::log::RequestLog;
 use crate::openai::{self, ApiError, ErrorKind, Kind, MAX_BODY_BYTES};
 use crate::refusals;
+use crate::responses::Responses;
 use crate::wire::OpenAi;
 use keystore::{KeyStore, Lookup};
 
@@ -175,6 +176,10 @@ async fn route(mut req: Request, call: &mut Call<'_>) -> std::result::Result<Res
         Endpoint::Messages | Endpoint::MessagesCountTokens => {
             let caller = authenticate_or_drain(&mut req, call).await?;
             messages::serve(&route, req, call, caller).await
+        }
+        Endpoint::Responses => {
+            let caller = authenticate_or_drain(&mut req, call).await?;
+            proxy::proxy(&mut Responses::new(now_ms() / 1000), req, call, caller).await
         }
         Endpoint::Models => {
             let caller = authenticate_or_drain(&mut req, call).await?;

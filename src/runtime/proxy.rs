@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use worker::{AbortController, ByteStream, Headers, Response};
 
 use super::accounting::{self, Account, Outcome, Reservation};
-use super::dispatch::{self, Ask, Forwarded, Routed};
+use super::dispatch::{self, Ask, Forwarded, Routed, Trail};
 use super::upstream::within;
 use super::{bytes_response, read_body, runtime_error, tokens, unknown_model, write_log, Call, Caller};
 use crate::config::{Deployment, GatewayConfig};
@@ -72,9 +72,19 @@ pub async fn proxy(
     // 4. Route and forward.
     let ask = Ask { wire: &*wire, body: &body, stream, output_cap };
     let may_use = |g: &str| caller.may_use_group(g);
+    let mut trail = Trail::default();
     let routed =
-        dispatch::route(call, config, &resolved.group, &model, &ask, &may_use, &mut account, &reservation).await;
+        dispatch::route(call, config, &resolved.group, &model, &ask, &may_use, &mut account, &reservation, &mut trail)
+            .await;
     drop(body);
+    call.headers.attempts = Some(trail.attempts);
+    call.headers.model_id = trail.deployment.clone();
+    call.headers.api_base = trail.api_base;
+    call.headers.timing = trail.timing;
+    call.log.deployment = trail.deployment;
+    call.log.upstream_status = trail.upstream_status;
+    call.log.upstream_ms = trail.upstream_ms;
+    call.log.left_out = wire.left_out();
     match routed {
         Err(error) => {
             // 6. Settle: nothing billable, but the hold is released.

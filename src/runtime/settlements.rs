@@ -24,7 +24,6 @@ use super::now_ms;
 use super::objects::ledger::LedgerStub;
 use crate::ledger::messages::SettleRequest;
 use crate::ledger::Settled;
-use crate::pricing;
 
 /// Waits before each retry of a failed call.
 const RETRY_MS: [u64; 3] = [50, 250, 1_000];
@@ -126,8 +125,8 @@ pub fn report_soft_budget(request: &SettleRequest, settled: &Settled) {
         "event": "soft_budget_crossed",
         "key_hash": row.and_then(|r| r.api_key.get(..16)),
         "key_alias": row.and_then(|r| r.key_alias.as_deref()),
-        "spend": pricing::format_usd(settled.spend),
-        "soft_budget": request.settlement.limits.soft_budget.map(pricing::format_usd),
+        "spend": settled.spend.to_string(),
+        "soft_budget": request.settlement.limits.soft_budget.map(|m| m.to_string()),
     });
     console_log!("{line}");
 }

@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use serde_json::{Map, Value};
-use worker::Env;
+use worker::{Env, Method, Request};
 
 use super::runtime_error;
 use crate::openai::ApiError;
@@ -38,8 +38,11 @@ async fn table(env: &Env) -> Result<Rc<TokenTable>, ApiError> {
         ))
     };
     let assets = env.assets(ASSETS_BINDING).map_err(|e| missing(format!("no {ASSETS_BINDING} binding: {e}")))?;
-    // The host is ignored: an assets binding serves its files by path.
-    let mut response = assets.fetch(format!("https://assets.local/{TABLE_FILE}"), None).await.map_err(runtime_error)?;
+    // The host is ignored: an assets binding serves its files by path. A `Request` rather than
+    // `fetch(url, None)`, whose optional worker `RequestInit` carries the code for its `cf`
+    // options (about 12 KB of wasm).
+    let request = Request::new(&format!("https://assets.local/{TABLE_FILE}"), Method::Get).map_err(runtime_error)?;
+    let mut response = assets.fetch_request(request).await.map_err(runtime_error)?;
     if response.status_code() != 200 {
         return Err(missing(format!("{TABLE_FILE} answered {}", response.status_code())));
     }

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use futures_util::future::{select, Either};
 use worker::js_sys::Uint8Array;
-use worker::{AbortController, Delay, Fetch, Headers, Method, Request, RequestInit, Response};
+use worker::wasm_bindgen::JsValue;
+use worker::{web_sys, AbortController, Delay, Fetch, Headers, Request, Response};
 
+use crate::databricks::timed_out;
 use crate::openai::ApiError;
 use crate::secret::Secret;
 
@@ -49,9 +51,22 @@ fn build_request(url: &str, token: &Secret, body: &[u8], extra_headers: &[(&str,
     headers.set("content-type", "application/json")?;
     headers.set("authorization", &format!("Bearer {}", token.expose()))?;
     headers.set("user-agent", USER_AGENT)?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post).with_headers(headers).with_body(Some(Uint8Array::from(body).into()));
-    Request::new_with_init(url, &init)
+    post_request(url, Some(&headers), &Uint8Array::from(body).into())
+}
+
+/// A POST request, as `Request::new_with_init` builds it, on web_sys's `RequestInit` rather
+/// than worker's: converting worker's carries the code for its `cf` options (image resizing and
+/// more, about 12 KB of wasm), which the gateway never sets.
+pub fn post_request(url: &str, headers: Option<&Headers>, body: &JsValue) -> worker::Result<Request> {
+    let init = web_sys::RequestInit::new();
+    init.set_method("POST");
+    if let Some(headers) = headers {
+        init.set_headers(headers.as_ref());
+    }
+    init.set_body(body);
+    web_sys::Request::new_with_str_and_init(url, &init).map(Request::from).map_err(|e| {
+        worker::Error::JsError(e.as_string().unwrap_or_else(|| "invalid URL or options for Request".to_string()))
+    })
 }
 
 /// The body of an answer, read within `ms`; an unreadable one is empty, and one that takes too
@@ -64,13 +79,6 @@ pub async fn body_within(ms: u64, response: &mut Response, controller: AbortCont
             Vec::new()
         }
     }
-}
-
-pub fn timed_out(timeout_ms: u64) -> ApiError {
-    ApiError::gateway_timeout(format!(
-        "Databricks did not answer within the configured timeout of {} s; the request was aborted.",
-        timeout_ms as f64 / 1000.0
-    ))
 }
 
 /// `fut`'s output, or `None` when `ms` milliseconds pass first.

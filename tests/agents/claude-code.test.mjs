@@ -1,7 +1,7 @@
-// Claude Code (the pinned npm package in tests/agents/claude-code, installed by `make
-// test-agents`) run non-interactively against the built gateway under workerd, in front of the
-// fake Databricks: `claude -p "say hello"` prints the fake's answer, through a virtual key, on
-// a Claude model (native) and on GPT (translated). Offline: nothing leaves the machine.
+// Claude Code (pinned in tests/agents/package.json, installed by `make test-agents`) run
+// non-interactively against the built gateway under workerd, in front of the fake Databricks:
+// `claude -p "say hello"` prints the fake's answer, through a virtual key, on a Claude model
+// (native) and on GPT (translated). Offline: nothing leaves the machine.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { startGateway, raw, eventually } from '../support/gateway.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const CLAUDE = path.join(HERE, 'claude-code', 'node_modules', '.bin', 'claude');
+const CLAUDE = path.join(HERE, 'node_modules', '.bin', 'claude');
 const skip = existsSync(CLAUDE) ? false : `Claude Code is not installed: run \`make test-agents\``;
 
 let gw;

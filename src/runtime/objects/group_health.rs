@@ -130,7 +130,7 @@ fn load_health(sql: &SqlStorage) -> worker::Result<Health> {
         json: String,
     }
     let rows: Vec<Row> = sql.exec("SELECT json FROM health WHERE id = 1", None)?.to_array()?;
-    Ok(rows.first().and_then(|r| serde_json::from_str(&r.json).ok()).unwrap_or_default())
+    Ok(rows.first().and_then(|r| crate::json::from_str(&r.json).ok()).unwrap_or_default())
 }
 
 struct HealthStub {

@@ -13,8 +13,10 @@ use serde_json::Value;
 use worker::{durable_object, DurableObject, Env, Request, Response, SqlStorage, State};
 
 use super::ObjectStub;
+use crate::json;
 use crate::ledger::messages::{InfoRequest, LedgerInfo, LogsQuery, RevokeRequest, SettleRequest, SpendLogRow};
 use crate::ledger::{AdmitRequest, Decision, Entry, LedgerState, Settled};
+use crate::money::Money;
 use crate::openai::ApiError;
 use crate::runtime::now_ms;
 
@@ -56,7 +58,7 @@ struct JsonRow {
 /// The ledger's scalars, saved as one row; its entries are rows of their own.
 #[derive(Default, Serialize, Deserialize)]
 struct Totals {
-    spend: u64,
+    spend: Money,
     period_start: Option<u64>,
     soft_alerted: bool,
     revoked: Option<String>,
@@ -161,13 +163,13 @@ impl Ledger {
             .and_then(|c| c.to_array())
             .map_err(sql_error)?;
         let totals: Totals = match rows.first() {
-            Some(row) => serde_json::from_str(&row.json).map_err(unreadable)?,
+            Some(row) => json::from_str(&row.json).map_err(unreadable)?,
             None => Totals::default(),
         };
         let rows: Vec<JsonRow> =
             sql.exec("SELECT json FROM ledger_entries", None).and_then(|c| c.to_array()).map_err(sql_error)?;
         let mut entries: Vec<Entry> =
-            rows.iter().map(|r| serde_json::from_str(&r.json)).collect::<Result<_, _>>().map_err(unreadable)?;
+            rows.iter().map(|r| json::from_str(&r.json)).collect::<Result<_, _>>().map_err(unreadable)?;
         entries.sort_by_key(|e| e.at);
         Ok(LedgerState {
             entries,
@@ -256,7 +258,7 @@ impl Ledger {
             ),
         };
         let rows: Vec<LogRow> = cursor.and_then(|c| c.to_array()).map_err(sql_error)?;
-        let rows: Vec<SpendLogRow> = rows.iter().filter_map(|r| serde_json::from_str(&r.row).ok()).collect();
+        let rows: Vec<SpendLogRow> = rows.iter().filter_map(|r| json::from_str(&r.row).ok()).collect();
         to_value(&rows)
     }
 }

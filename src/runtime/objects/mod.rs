@@ -8,8 +8,9 @@ pub mod ledger;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use worker::wasm_bindgen::JsValue;
-use worker::{console_error, Env, Method, Request, RequestInit, Stub};
+use worker::{console_error, Env, Stub};
 
+use super::upstream::post_request;
 use crate::openai::ApiError;
 
 /// A handle on one named object of a binding.
@@ -33,22 +34,26 @@ impl ObjectStub {
     /// POSTs `body` as JSON to `path`; the answer is JSON. The detail of a failure goes to the
     /// log; the caller learns only which object failed.
     pub async fn call<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T, ApiError> {
-        let binding = self.binding;
         let json = serde_json::to_string(body).map_err(|e| ApiError::internal(e.to_string()))?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post).with_body(Some(JsValue::from_str(&json)));
-        let request =
-            Request::new_with_init(&format!("https://object{path}"), &init).map_err(|e| failed(binding, e))?;
+        let bytes = self.post(path, json).await?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            console_error!("the {} object answered {path} badly: {e}", self.binding);
+            ApiError::internal(format!("The {} Durable Object answered badly.", self.binding))
+        })
+    }
+
+    /// The exchange itself, not generic: one copy of it in the module whatever the types.
+    async fn post(&self, path: &str, json: String) -> Result<Vec<u8>, ApiError> {
+        let binding = self.binding;
+        let request = post_request(&format!("https://object{path}"), None, &JsValue::from_str(&json))
+            .map_err(|e| failed(binding, e))?;
         let mut response = self.stub.fetch_with_request(request).await.map_err(|e| failed(binding, e))?;
         let bytes = response.bytes().await.map_err(|e| failed(binding, e))?;
         if response.status_code() != 200 {
             console_error!("the {binding} object refused {path}: {}", String::from_utf8_lossy(&bytes));
             return Err(ApiError::internal(format!("The {binding} Durable Object refused a call.")));
         }
-        serde_json::from_slice(&bytes).map_err(|e| {
-            console_error!("the {binding} object answered {path} badly: {e}");
-            ApiError::internal(format!("The {binding} Durable Object answered badly."))
-        })
+        Ok(bytes)
     }
 }
 
