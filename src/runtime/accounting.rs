@@ -32,7 +32,9 @@ const DEFAULT_OUTPUT_CAP: u64 = 16_384;
 struct Party {
     /// The ledger object's name.
     name: String,
-    ledger: LedgerStub,
+    /// A handle on the object, when this request calls it itself: a key without limits or a
+    /// budget never does (its settlement goes in a batch), so it pays for no handle.
+    ledger: Option<LedgerStub>,
     limits: Limits,
     admitted: bool,
 }
@@ -157,8 +159,9 @@ impl Account {
             Caller::Master => (None, None, None),
             Caller::Key(r) => {
                 let name = messages::key_ledger(&r.key_id);
-                let ledger = LedgerStub::open(call.env, &name)?;
-                let party = Party { name, ledger, limits: Limits::from_key(r), admitted: false };
+                let limits = Limits::from_key(r);
+                let ledger = if limits.needs_admission() { Some(LedgerStub::open(call.env, &name)?) } else { None };
+                let party = Party { name, ledger, limits, admitted: false };
                 (Some(party), Some(r.key_hash.clone()), r.key_alias.clone())
             }
         };
@@ -211,7 +214,7 @@ impl Account {
             reservation.prices,
             key.limits.clone(),
         );
-        let decision = key.ledger.admit(&request).await?;
+        let decision = stub(&key.ledger)?.admit(&request).await?;
         let admitted = key_decision(decision, &mut self.rate)?;
         key.admitted = true;
         Ok(admitted)
@@ -228,7 +231,7 @@ impl Account {
                 reservation.prices,
                 key.limits.clone(),
             );
-            let decision = key.ledger.admit(&request).await?;
+            let decision = stub(&key.ledger)?.admit(&request).await?;
             key_decision(decision, &mut self.rate)?;
         }
         self.row.model_group = group.to_string();
@@ -252,7 +255,7 @@ impl Account {
         }
         let name = messages::deployment_ledger(&deployment.id);
         let party = Party {
-            ledger: LedgerStub::open(env, &name)?,
+            ledger: Some(LedgerStub::open(env, &name)?),
             name,
             limits: Limits { rpm: deployment.rpm, tpm: deployment.tpm, ..Limits::default() },
             admitted: false,
@@ -264,7 +267,7 @@ impl Account {
             self.prices,
             party.limits.clone(),
         );
-        match party.ledger.admit(&request).await? {
+        match stub(&party.ledger)?.admit(&request).await? {
             Decision::Admitted { .. } => {
                 self.deployment = Some(Party { admitted: true, ..party });
                 Ok(())
@@ -284,7 +287,7 @@ impl Account {
             let mut settlement = self.settlement(&party.limits, Usage::default(), Money::ZERO);
             settlement.id = self.attempt_id();
             let request = SettleRequest { settlement, row: None };
-            if let Err(e) = party.ledger.settle(&request).await {
+            if let Err(e) = settle_on(&party.ledger, &request).await {
                 console_error!("settling attempt {} failed: {}", self.attempt_id(), e.message);
             }
         }
@@ -336,7 +339,7 @@ impl Account {
             };
             let request = SettleRequest { settlement: self.settlement(&key.limits, usage, cost), row: Some(row) };
             if key.admitted {
-                match key.ledger.settle(&request).await {
+                match settle_on(&key.ledger, &request).await {
                     Ok(result) => {
                         settlements::report_soft_budget(&request, &result);
                         settled.key_spend = Some(result.spend);
@@ -353,7 +356,7 @@ impl Account {
         if let Some(deployment) = self.deployment.as_ref().filter(|d| d.admitted) {
             let mut settlement = self.settlement(&deployment.limits, usage, cost);
             settlement.id = self.attempt_id();
-            if let Err(e) = deployment.ledger.settle(&SettleRequest { settlement, row: None }).await {
+            if let Err(e) = settle_on(&deployment.ledger, &SettleRequest { settlement, row: None }).await {
                 console_error!("settling call {} with {} failed: {}", self.row.call_id, deployment.name, e.message);
             }
         }
@@ -364,6 +367,15 @@ impl Account {
     pub fn answered_by(&mut self, group: &str) {
         self.row.model_group = group.to_string();
     }
+}
+
+/// The handle of a ledger this request calls itself (always opened for those).
+fn stub(ledger: &Option<LedgerStub>) -> Result<&LedgerStub, ApiError> {
+    ledger.as_ref().ok_or_else(|| ApiError::internal("a ledger was called without a handle"))
+}
+
+async fn settle_on(ledger: &Option<LedgerStub>, request: &SettleRequest) -> Result<crate::ledger::Settled, ApiError> {
+    stub(ledger)?.settle(request).await
 }
 
 /// Adds the cost to a log line, saying when a model has no known price.
