@@ -28,15 +28,19 @@ WASM_OPT_FLAGS := -O --one-caller-inline-max-function-size=10 \
 	--enable-mutable-globals --enable-sign-ext --enable-nontrapping-float-to-int --enable-bulk-memory \
 	--enable-multivalue --enable-reference-types --enable-exception-handling \
 	$(if $(WASM_NAMES),--debuginfo)
-# $(call worker-build,OUT_DIR): the release worker into OUT_DIR (config from GATEWAY_CONFIG).
+# $(call worker-build,ENV,OUT_DIR,CARGO_ARGS): the release worker into OUT_DIR, built with the
+# environment ENV (GATEWAY_CONFIG=...). Its index.js is dated to the build's start, so that a
+# source saved during the build is newer and rebuilds next time.
 define worker-build
-worker-build --release --out-dir $(1)
-$(WASM_OPT_BIN) $(1)/index_bg.wasm -o $(1)/index_bg.opt.wasm $(WASM_OPT_FLAGS)
-mv $(1)/index_bg.opt.wasm $(1)/index_bg.wasm
+start=$$(date +%s.%N) && $(1) worker-build --release --out-dir $(2) $(3) \
+	&& $(WASM_OPT_BIN) $(2)/index_bg.wasm -o $(2)/index_bg.opt.wasm $(WASM_OPT_FLAGS) \
+	&& mv $(2)/index_bg.opt.wasm $(2)/index_bg.wasm && touch -d @$$start $(2)/index.js
+@ls -l $(2)/index_bg.wasm | awk '{printf "$(2)/index_bg.wasm: %d bytes", $$5}'; \
+	gzip -9c $(2)/index_bg.wasm | wc -c | awk '{printf ", %d gzipped\n", $$1}'
 endef
 export PATH := $(CARGO_BIN):$(PATH)
 
-.PHONY: help tools assets build build-test build-test-strategies build-baseline dev test test-rust test-e2e test-clients test-agents check-deploy bench soak profile lint clean
+.PHONY: help tools assets build build-test FORCE build-baseline dev test test-rust test-e2e test-clients test-agents check-deploy bench soak profile lint clean
 
 help:
 	@echo "make dev     start the gateway on :4000 (fake Databricks unless DATABRICKS_API_BASE is set)"
@@ -64,23 +68,45 @@ assets: $(ASSETS_DIR)/cl100k_base.tokens
 $(ASSETS_DIR)/cl100k_base.tokens: tools/cl100k_table.mjs node_modules/.package-lock.json
 	node tools/cl100k_table.mjs $(ASSETS_DIR)
 
+# A worker build reads these besides its config. `build/` and `build-test/` are remade when one
+# of them, the config or the build's settings changed, and only then: worker-build and wasm-opt
+# take a minute or more even when cargo has nothing to do, so a warm `make test` would otherwise
+# spend minutes rebuilding what it has.
+WORKER_INPUTS := $(shell find src -name '*.rs') build.rs Cargo.toml Cargo.lock node_modules/.package-lock.json
+
+# What a build is made with besides its input files: the config's path, the worker-build pin and
+# the wasm-opt flags (WASM_NAMES). $(call record,TEXT) writes TEXT to the target only when it
+# differs from what the file holds, so the file is newer than the build exactly when one changed.
+record = @mkdir -p $(@D); [ "$$(cat $@ 2>/dev/null)" = '$(1)' ] || echo '$(1)' > $@
+BUILD_SETTINGS = worker-build $(WORKER_BUILD_VERSION); wasm-opt $(strip $(WASM_OPT_FLAGS))
+
 # The worker with the shipped config (what `wrangler dev` and `wrangler deploy` run).
-build: tools assets
-	$(call worker-build,build)
+SHIPPED_CONFIG := $(or $(GATEWAY_CONFIG),config/litellm_config.yaml)
+build: build/index.js assets
 
-# The worker with the test config, for the end-to-end tests and the benchmark.
-build-test: tools assets
-	GATEWAY_CONFIG=$(TEST_CONFIG) $(call worker-build,build-test)
-	@ls -l build-test/index_bg.wasm | awk '{printf "wasm: %d bytes", $$5}'; gzip -9c build-test/index_bg.wasm | wc -c | awk '{printf ", %d gzipped\n", $$1}'
+build/index.js: $(WORKER_INPUTS) $(SHIPPED_CONFIG) build/.settings | tools
+	$(call worker-build,GATEWAY_CONFIG=$(SHIPPED_CONFIG),build)
 
-# A routing strategy is built in with the config: one build per strategy that learns from traffic,
-# one for router settings that would change every other test (default fallbacks, timeout), and
-# one without a master key.
-build-test-strategies: tools assets
-	GATEWAY_CONFIG=tests/fixtures/least_busy.yaml $(call worker-build,build-test-least-busy)
-	GATEWAY_CONFIG=tests/fixtures/latency.yaml $(call worker-build,build-test-latency)
-	GATEWAY_CONFIG=tests/fixtures/router.yaml $(call worker-build,build-test-router)
-	GATEWAY_CONFIG=tests/fixtures/no_master.yaml $(call worker-build,build-test-no-master)
+build/.settings: FORCE
+	$(call record,config $(SHIPPED_CONFIG); $(BUILD_SETTINGS))
+
+# The worker with the test config, for the end-to-end tests, the client and agent tests and the
+# benchmark. It also embeds these configs (feature test-configs; never in `build`), each of which
+# a test selects by its file stem with the worker var GATEWAY_TEST_CONFIG
+# (tests/support/gateway.mjs): one per routing strategy that learns from traffic, one for router
+# settings that would change every other test, one without a master key. One release build
+# serves every end-to-end test, where each config had its own.
+TEST_EXTRA_CONFIGS := tests/fixtures/least_busy.yaml tests/fixtures/latency.yaml tests/fixtures/router.yaml \
+	tests/fixtures/no_master.yaml
+build-test: build-test/index.js assets
+
+build-test/index.js: $(WORKER_INPUTS) $(TEST_CONFIG) $(TEST_EXTRA_CONFIGS) build-test/.settings | tools
+	$(call worker-build,GATEWAY_CONFIG=$(TEST_CONFIG) GATEWAY_TEST_CONFIGS='$(TEST_EXTRA_CONFIGS)',build-test,--features test-configs)
+
+build-test/.settings: FORCE
+	$(call record,config $(TEST_CONFIG) $(TEST_EXTRA_CONFIGS); $(BUILD_SETTINGS))
+
+FORCE:
 
 dev: tools
 	node tests/dev.mjs
@@ -90,13 +116,19 @@ test: test-rust lint check-deploy test-e2e test-clients test-agents
 test-rust:
 	cargo test --locked
 
+# The wasm pass lints the test build's code too (--all-features): the shipped build's code is the
+# same but for what feature test-configs adds.
 lint: tools
 	cargo clippy --locked --all-targets -- -D warnings
-	cargo clippy --locked --target wasm32-unknown-unknown -- -D warnings
+	cargo clippy --locked --target wasm32-unknown-unknown --all-features -- -D warnings
 	cargo fmt --check
 
-test-e2e: build-test build-test-strategies
-	node --test --test-concurrency=1 tests/e2e/
+# Two test files at a time: each starts its own workerd and fake Databricks on free ports, with
+# in-memory or temporary storage, so files share nothing; and most of the suite's time is spent
+# waiting (a rate-limit window, retry-afters, cooldowns), not computing, so two at a time halve
+# it on two cores without making the timing-sensitive tests fragile.
+test-e2e: build-test
+	node --test --test-concurrency=2 tests/e2e/
 
 # The client libraries users run (OpenAI Python with its helpers, LangChain, the LiteLLM SDK,
 # the Vercel AI SDK), installed pinned from the registries into build-clients/ and
@@ -152,5 +184,5 @@ soak: build-test
 	node tests/soak.mjs
 
 clean:
-	rm -rf build build-baseline build-test build-test-least-busy build-test-latency build-test-router build-test-no-master build-assets build-clients dist \
+	rm -rf build build-baseline build-test build-assets build-clients dist \
 		target node_modules tests/clients/node_modules tests/agents/node_modules

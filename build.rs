@@ -3,7 +3,8 @@
 //! The config is `config/litellm_config.yaml`, or the file named by `GATEWAY_CONFIG`, read
 //! through its typed shape (`litellm`) into the gateway's config (`normalise`). An invalid config
 //! fails the build with the field's path; settings the gateway does not act on are printed as
-//! cargo warnings.
+//! cargo warnings. A test build (feature `test-configs`) also embeds the files named by
+//! `GATEWAY_TEST_CONFIGS`, for the end-to-end tests to choose from at run time.
 
 #[path = "src/config.rs"]
 #[allow(dead_code)]
@@ -23,20 +24,46 @@ use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=GATEWAY_CONFIG");
+    println!("cargo:rerun-if-env-changed=GATEWAY_TEST_CONFIGS");
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into()));
     let path = match std::env::var("GATEWAY_CONFIG") {
         Ok(p) if !p.is_empty() => manifest_dir.join(p),
         _ => manifest_dir.join("config/litellm_config.yaml"),
     };
-    println!("cargo:rerun-if-changed={}", path.display());
+    let mut outputs = vec![("gateway_config.json", embed(&path))];
+    // Test builds only (feature `test-configs`): the files GATEWAY_TEST_CONFIGS names are embedded
+    // too, each under its file stem, for the runtime to choose from (see src/embedded.rs).
+    if std::env::var_os("CARGO_FEATURE_TEST_CONFIGS").is_some() {
+        let mut table = String::from("&[\n");
+        for p in std::env::var("GATEWAY_TEST_CONFIGS").unwrap_or_default().split_whitespace() {
+            let path = manifest_dir.join(p);
+            let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+            table.push_str(&format!("    ({name:?}, {:?}),\n", embed(&path)));
+        }
+        table.push_str("]\n");
+        outputs.push(("test_configs.rs", table));
+    }
 
-    if let Err(message) = build(&path) {
-        eprintln!("\nerror: invalid gateway config {}:\n  {message}\n", path.display());
-        std::process::exit(1);
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default());
+    for (name, text) in outputs {
+        let out = out_dir.join(name);
+        if let Err(e) = std::fs::write(&out, text) {
+            eprintln!("\nerror: cannot write {}: {e}\n", out.display());
+            std::process::exit(1);
+        }
     }
 }
 
-fn build(path: &PathBuf) -> Result<(), String> {
+/// The config at `path` as the JSON the worker embeds; an invalid config ends the build.
+fn embed(path: &PathBuf) -> String {
+    println!("cargo:rerun-if-changed={}", path.display());
+    build(path).unwrap_or_else(|message| {
+        eprintln!("\nerror: invalid gateway config {}:\n  {message}\n", path.display());
+        std::process::exit(1);
+    })
+}
+
+fn build(path: &PathBuf) -> Result<String, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))?;
     let doc: serde_json::Value = serde_yaml::from_str(&text).map_err(|e| format!("not valid YAML: {e}"))?;
     let parsed = normalise::parse(&doc).map_err(|e| e.to_string())?;
@@ -56,7 +83,5 @@ fn build(path: &PathBuf) -> Result<(), String> {
             );
         }
     }
-    let json = serde_json::to_string(&parsed.config).map_err(|e| e.to_string())?;
-    let out = PathBuf::from(std::env::var("OUT_DIR").map_err(|e| e.to_string())?).join("gateway_config.json");
-    std::fs::write(&out, json).map_err(|e| format!("cannot write {}: {e}", out.display()))
+    serde_json::to_string(&parsed.config).map_err(|e| e.to_string())
 }

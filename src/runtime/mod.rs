@@ -92,6 +92,9 @@ pub fn now_ms() -> u64 {
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
+    // A test build holds several configs: the instance's var says which one it runs.
+    #[cfg(feature = "test-configs")]
+    embedded::select(env.var("GATEWAY_TEST_CONFIG").ok().map(|v| v.to_string()));
     let started_ms = now_ms();
     let call_id = ids::uuid_v4().unwrap_or_else(|_| "00000000-0000-0000-0000-000000000000".into());
     let log = RequestLog {

@@ -1,17 +1,17 @@
-// Router settings that would change every other test, in their own build
-// (tests/fixtures/router.yaml → build-test-router): default fallbacks, the overall timeout
-// across attempts, usage-based-routing-v2, and cooldowns shared by two isolates.
+// Router settings that would change every other test, in their own config
+// (tests/fixtures/router.yaml, which build-test embeds too): default fallbacks, the overall
+// timeout across attempts, usage-based-routing-v2, and cooldowns shared by two isolates.
 
 import { test, before, after, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { startGateway, raw, userMessage } from '../support/gateway.mjs';
 import { startTwoIsolates } from '../support/isolates.mjs';
 
-const SCRIPT_DIR = 'build-test-router';
+const CONFIG = 'router';
 
 let gw;
 before(async () => {
-  gw = await startGateway({ scriptDir: SCRIPT_DIR });
+  gw = await startGateway({ config: CONFIG });
 });
 after(async () => {
   await gw?.close();
@@ -49,7 +49,7 @@ test('usage-based-routing-v2 sends nothing to a deployment past its rpm', async 
 });
 
 test('a cooldown caused through one isolate steers the other isolate too', async () => {
-  const two = await startTwoIsolates({ scriptDir: SCRIPT_DIR });
+  const two = await startTwoIsolates({ config: CONFIG });
   try {
     const ask = (which, content) =>
       two.send(which, '/v1/chat/completions', { body: { model: 'shared-cool', messages: userMessage(content) } });
@@ -73,7 +73,7 @@ test('a cooldown caused through one isolate steers the other isolate too', async
 });
 
 test('without a master key in the config, every request is refused', async () => {
-  const open = await startGateway({ scriptDir: 'build-test-no-master' });
+  const open = await startGateway({ config: 'no_master' });
   try {
     const ask = (key) =>
       raw(open, '/v1/chat/completions', { key, body: { model: 'databricks-gpt-5-1', messages: userMessage('hi') } });

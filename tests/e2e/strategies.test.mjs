@@ -1,5 +1,5 @@
-// The routing strategies that learn from traffic, each in its own build of the worker (a
-// strategy is a router setting, built in with the config).
+// The routing strategies that learn from traffic, each in its own config (a strategy is a
+// router setting, built in with the config; build-test embeds these too).
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -27,7 +27,7 @@ function assertMostlyFast({ slow, fast }) {
 }
 
 test('least-busy keeps traffic away from a deployment that holds requests', async () => {
-  const gw = await startGateway({ scriptDir: 'build-test-least-busy' });
+  const gw = await startGateway({ config: 'least_busy' });
   try {
     gw.fake.override('busy-slow', '[fake:delay=1000]');
     const { slow, fast } = await busyLoad(gw, async (content) => {
@@ -40,7 +40,7 @@ test('least-busy keeps traffic away from a deployment that holds requests', asyn
 });
 
 test('least-busy counts a stream in flight until it ends, not until its first chunk', async () => {
-  const gw = await startGateway({ scriptDir: 'build-test-least-busy' });
+  const gw = await startGateway({ config: 'least_busy' });
   try {
     // The slow deployment answers its first chunk at once but takes 1.2 s to finish a stream.
     gw.fake.override('busy-slow', '[fake:chunks=4] [fake:spacing=400]');
@@ -56,7 +56,7 @@ test('least-busy counts a stream in flight until it ends, not until its first ch
 });
 
 test('latency-based routing converges to the fast deployment', async () => {
-  const gw = await startGateway({ scriptDir: 'build-test-latency' });
+  const gw = await startGateway({ config: 'latency' });
   try {
     gw.fake.override('lat-slow', '[fake:delay=250]');
     const served = [];

@@ -16,10 +16,18 @@ export const WRONG_TOKEN = 'dapiffffffffffffffffffffffffffffffff';
 export const COMPATIBILITY_DATE = '2026-04-20';
 
 /**
- * @param {{ bindings?: Record<string,string>, fake?: object, scriptDir?: string, persistDir?: string }} options
- *   `bindings` are added to (or, when undefined, removed from) the worker's vars.
+ * The worker var that picks one of the configs `make build-test` embeds besides
+ * tests/fixtures/litellm_config.yaml (feature test-configs): `{ config: 'router' }` runs
+ * tests/fixtures/router.yaml.
  */
-export async function startGateway({ bindings = {}, fake: fakeOptions = {}, scriptDir = 'build-test', persistDir } = {}) {
+export const testConfigVar = (config) => (config ? { GATEWAY_TEST_CONFIG: config } : {});
+
+/**
+ * @param {{ bindings?: Record<string,string>, fake?: object, config?: string, scriptDir?: string, persistDir?: string }} options
+ *   `bindings` are added to (or, when undefined, removed from) the worker's vars; `config` names
+ *   another test config by its file stem (see testConfigVar).
+ */
+export async function startGateway({ bindings = {}, fake: fakeOptions = {}, config, scriptDir = 'build-test', persistDir } = {}) {
   const fake = await startFakeDatabricks({ token: DATABRICKS_TOKEN, ...fakeOptions });
   const logs = [];
   const vars = {
@@ -27,6 +35,7 @@ export async function startGateway({ bindings = {}, fake: fakeOptions = {}, scri
     DATABRICKS_TOKEN,
     WRONG_DATABRICKS_TOKEN: WRONG_TOKEN,
     LITELLM_MASTER_KEY: MASTER_KEY,
+    ...testConfigVar(config),
     ...bindings,
   };
   for (const [name, value] of Object.entries(vars)) if (value === undefined) delete vars[name];

@@ -8,19 +8,21 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Miniflare } from 'miniflare';
 import { startFakeDatabricks } from '../fake-databricks.mjs';
-import { MASTER_KEY, DATABRICKS_TOKEN, WRONG_TOKEN, COMPATIBILITY_DATE, rawWith } from './gateway.mjs';
+import { MASTER_KEY, DATABRICKS_TOKEN, WRONG_TOKEN, COMPATIBILITY_DATE, rawWith, testConfigVar } from './gateway.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 // Durable Object classes the worker exports, and the bindings that name them.
 const OBJECTS = { LEDGER: 'Ledger', HEALTH: 'GroupHealth', KEY_ALIASES: 'KeyAlias' };
 
-export async function startTwoIsolates({ scriptDir = 'build-test', fake: fakeOptions = {} } = {}) {
+/** `config` names another test config, as for startGateway. */
+export async function startTwoIsolates({ config, scriptDir = 'build-test', fake: fakeOptions = {} } = {}) {
   const fake = await startFakeDatabricks({ token: DATABRICKS_TOKEN, ...fakeOptions });
   const bindings = {
     DATABRICKS_API_BASE: fake.url,
     DATABRICKS_TOKEN,
     WRONG_DATABRICKS_TOKEN: WRONG_TOKEN,
     LITELLM_MASTER_KEY: MASTER_KEY,
+    ...testConfigVar(config),
   };
   const worker = (name, objects) => ({
     name,
