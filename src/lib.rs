@@ -11,6 +11,7 @@
 
 pub mod aliases;
 pub mod anthropic;
+pub mod attribution;
 pub mod auth;
 pub mod base64;
 pub mod body;

@@ -40,6 +40,16 @@ pub struct SpendLogRow {
     pub streamed: bool,
     /// The usage was estimated (a stream cut before Databricks reported any).
     pub estimated: bool,
+    /// Who else the request is attributed to: the key's team and internal user, the end user
+    /// (the request's `user`), and the request's `metadata.tags`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_user: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +112,10 @@ impl SpendLogRow {
             "status_code": self.status,
             "stream": self.streamed,
             "estimated": self.estimated,
+            "team_id": self.team_id,
+            "user": self.user_id,
+            "end_user": self.end_user,
+            "request_tags": self.tags,
         })
     }
 }

@@ -11,6 +11,7 @@ use worker::{console_error, Context, Env};
 use super::objects::ledger::LedgerStub;
 use super::settlements;
 use super::{now_ms, Call, Caller};
+use crate::attribution::Attribution;
 use crate::config::Deployment;
 use crate::ledger::messages::{self, SettleRequest, SpendLogRow};
 use crate::ledger::{AdmitRequest, Decision, Limits, RateInfo, Settlement};
@@ -154,7 +155,17 @@ impl Reservation {
 }
 
 impl Account {
-    pub fn open(call: &Call<'_>, caller: &Caller, group: &str, stream: bool) -> Result<Self, ApiError> {
+    pub fn open(
+        call: &Call<'_>,
+        caller: &Caller,
+        group: &str,
+        stream: bool,
+        attribution: Attribution,
+    ) -> Result<Self, ApiError> {
+        let (team_id, user_id) = match caller {
+            Caller::Master => (None, None),
+            Caller::Key(r) => (r.team_id.clone(), r.user_id.clone()),
+        };
         let (key, key_hash, alias) = match caller {
             Caller::Master => (None, None, None),
             Caller::Key(r) => {
@@ -173,6 +184,10 @@ impl Account {
             model_group: group.to_string(),
             start_time: call.started_ms,
             streamed: stream,
+            team_id,
+            user_id,
+            end_user: attribution.end_user,
+            tags: attribution.tags,
             ..Default::default()
         };
         Ok(Account {

@@ -20,6 +20,7 @@ use super::accounting::{self, Account, Outcome, Reservation};
 use super::dispatch::{self, Ask, Forwarded, Routed, Trail};
 use super::upstream::within;
 use super::{bytes_response, read_body, runtime_error, tokens, unknown_model, write_log, Call, Caller};
+use crate::attribution::Attribution;
 use crate::config::{Deployment, GatewayConfig};
 use crate::databricks::Answer;
 use crate::embedded;
@@ -40,6 +41,7 @@ pub async fn proxy(
     let bytes = read_body(&mut req).await?;
     let ProxyRequest { model, stream, mut body, .. } = wire.parse(&bytes)?;
     drop(bytes);
+    let attribution = Attribution::of(&body)?;
     if wire.takes_token_ids() {
         // Token ids (LangChain's default for embeddings) become their text, which the prompt
         // tally then counts.
@@ -61,7 +63,7 @@ pub async fn proxy(
     let reservation = Reservation::new(&resolved.servable, &wire.tally(&body), max_tokens, wire.choices(&body));
 
     // 3. Admit.
-    let mut account = Account::open(call, &caller, &resolved.group, stream)?;
+    let mut account = Account::open(call, &caller, &resolved.group, stream, attribution)?;
     let admitted = account.admit(&reservation).await;
     call.headers.rate = account.rate();
     let output_cap = admitted?;
