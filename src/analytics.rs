@@ -18,18 +18,17 @@ pub struct DataPoint {
 impl DataPoint {
     pub fn of(event: &ReportEvent) -> Self {
         let key = if event.api_key.is_empty() { "master".to_string() } else { event.api_key.clone() };
-        let text = |v: &Option<String>| v.clone().unwrap_or_default();
         DataPoint {
             index: key.clone(),
             blobs: vec![
                 key,
-                text(&event.team_id),
+                event.team_id.clone(),
                 event.model_group.clone(),
                 event.deployment.clone(),
                 if event.failed() { "failure" } else { "success" }.to_string(),
-                text(&event.end_user),
-                text(&event.key_alias),
-                text(&event.user_id),
+                event.end_user.clone(),
+                event.key_alias.clone(),
+                event.user_id.clone(),
             ],
             doubles: vec![
                 event.prompt_tokens as f64,
@@ -51,7 +50,7 @@ mod tests {
     fn a_request_is_one_point_in_the_documented_layout() {
         let event = ReportEvent {
             api_key: "ab12".into(),
-            team_id: Some("team-a".into()),
+            team_id: "team-a".into(),
             model_group: "gpt".into(),
             deployment: "gpt-a".into(),
             prompt_tokens: 12,

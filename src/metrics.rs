@@ -4,10 +4,12 @@
 //!
 //! The numbers are the whole gateway's (the `Reports` object's totals), never one isolate's.
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::reports::{Counts, DailyRow, LATENCY_BUCKETS_MS};
+use serde_json::{json, Value};
+
+use crate::money::Money;
+use crate::reports::LATENCY_BUCKETS_MS;
 use crate::routing::Health;
 
 /// LiteLLM's `api_provider` label for every deployment here.
@@ -37,8 +39,69 @@ pub fn deployment_state(health: &Health, id: &str, now_ms: u64) -> u8 {
     }
 }
 
-/// Latency bucket counts (not cumulative) of one model group.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// All-time totals of one (key, team, user, end user, model group, deployment). Spend in
+/// pico-dollars.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TotalsRow {
+    pub api_key: String,
+    pub key_alias: String,
+    pub team_id: String,
+    pub user_id: String,
+    pub end_user: String,
+    pub model_group: String,
+    pub deployment: String,
+    pub requests: u64,
+    pub failures: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub spend: u64,
+    pub latency_ms: u64,
+}
+
+impl TotalsRow {
+    /// The row as the reports object sends it: a JSON array (spend as text).
+    pub fn encode(&self) -> Value {
+        json!([
+            self.api_key,
+            self.key_alias,
+            self.team_id,
+            self.user_id,
+            self.end_user,
+            self.model_group,
+            self.deployment,
+            self.requests,
+            self.failures,
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.spend.to_string(),
+            self.latency_ms,
+        ])
+    }
+
+    pub fn decode(value: &Value) -> Option<Self> {
+        let a = value.as_array()?;
+        let s = |i: usize| a.get(i).and_then(Value::as_str).map(str::to_string);
+        let n = |i: usize| a.get(i).and_then(Value::as_u64);
+        Some(TotalsRow {
+            api_key: s(0)?,
+            key_alias: s(1)?,
+            team_id: s(2)?,
+            user_id: s(3)?,
+            end_user: s(4)?,
+            model_group: s(5)?,
+            deployment: s(6)?,
+            requests: n(7)?,
+            failures: n(8)?,
+            prompt_tokens: n(9)?,
+            completion_tokens: n(10)?,
+            spend: s(11)?.parse().ok()?,
+            latency_ms: n(12)?,
+        })
+    }
+}
+
+/// Latency bucket counts (not cumulative) of one model group, ordered by group then bucket.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LatencyRow {
     pub model_group: String,
     pub bucket: usize,
@@ -47,13 +110,15 @@ pub struct LatencyRow {
 
 /// Everything `/metrics` shows.
 pub struct Snapshot<'a> {
-    /// All-time totals per key, team, user, end user, model group and deployment (`day` empty).
-    pub totals: &'a [DailyRow],
+    pub totals: &'a [TotalsRow],
     pub latency: &'a [LatencyRow],
     pub deployments: &'a [DeploymentState],
     /// Deployment id → `litellm_params.model`, for the `model` label.
-    pub models: &'a BTreeMap<String, String>,
+    pub models: &'a [(String, String)],
 }
+
+/// A counter of the per-request metrics: its name, help text and value.
+type Counter = (&'static str, &'static str, fn(&TotalsRow) -> String);
 
 /// Escapes a label value (backslash, double quote, newline).
 fn escape(value: &str) -> String {
@@ -83,73 +148,73 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 pub fn render(snapshot: &Snapshot<'_>) -> String {
     let mut out = String::new();
     // The labels of LiteLLM's per-request counters that the gateway knows.
-    let request_labels = |row: &DailyRow| {
-        let model = snapshot.models.get(&row.dims.deployment).map_or(row.dims.model_group.as_str(), String::as_str);
+    let request_labels = |row: &TotalsRow| {
+        let model = snapshot.models.iter().find(|(id, _)| *id == row.deployment).map_or(&row.model_group, |(_, m)| m);
         labels(&[
-            ("end_user", &row.dims.end_user),
-            ("hashed_api_key", &row.dims.api_key),
+            ("end_user", &row.end_user),
+            ("hashed_api_key", &row.api_key),
             ("api_key_alias", &row.key_alias),
             ("model", model),
-            ("team", &row.dims.team_id),
-            ("user", &row.dims.user_id),
-            ("requested_model", &row.dims.model_group),
-            ("model_id", &row.dims.deployment),
+            ("team", &row.team_id),
+            ("user", &row.user_id),
+            ("requested_model", &row.model_group),
+            ("model_id", &row.deployment),
             ("api_provider", PROVIDER),
         ])
     };
-    let counters: [(&str, &str, fn(&Counts) -> String); 6] = [
-        ("litellm_requests_metric", "Total number of LLM calls to litellm - track total per API Key, team, user", |c| {
-            c.requests.to_string()
+    let counters: [Counter; 6] = [
+        (
+            "litellm_requests_metric",
+            "Total number of LLM calls to litellm - track total per API Key, team, user",
+            |r| r.requests.to_string(),
+        ),
+        ("litellm_proxy_failed_requests_metric", "Total number of failed responses from proxy", |r| {
+            r.failures.to_string()
         }),
-        ("litellm_proxy_failed_requests_metric", "Total number of failed responses from proxy", |c| {
-            c.failures.to_string()
+        ("litellm_spend_metric", "Total spend on LLM requests", |r| format!("{:?}", Money::from_pico(r.spend).usd())),
+        ("litellm_total_tokens_metric", "Total number of input + output tokens from LLM requests", |r| {
+            (r.prompt_tokens + r.completion_tokens).to_string()
         }),
-        ("litellm_spend_metric", "Total spend on LLM requests", |c| format!("{:?}", c.usd())),
-        ("litellm_total_tokens_metric", "Total number of input + output tokens from LLM requests", |c| {
-            c.total_tokens().to_string()
+        ("litellm_input_tokens_metric", "Total number of input tokens from LLM requests", |r| {
+            r.prompt_tokens.to_string()
         }),
-        ("litellm_input_tokens_metric", "Total number of input tokens from LLM requests", |c| {
-            c.prompt_tokens.to_string()
-        }),
-        ("litellm_output_tokens_metric", "Total number of output tokens from LLM requests", |c| {
-            c.completion_tokens.to_string()
+        ("litellm_output_tokens_metric", "Total number of output tokens from LLM requests", |r| {
+            r.completion_tokens.to_string()
         }),
     ];
     for (name, help, value) in counters {
         header(&mut out, name, "counter", help);
         for row in snapshot.totals {
-            let _ = writeln!(out, "{name}_total{} {}", request_labels(row), value(&row.counts));
+            let _ = writeln!(out, "{name}_total{} {}", request_labels(row), value(row));
         }
     }
 
     let name = "litellm_request_total_latency_metric";
     header(&mut out, name, "histogram", "Total latency (seconds) for a request to LiteLLM");
-    let mut groups: BTreeMap<&str, (Vec<u64>, Counts)> = BTreeMap::new();
-    for row in snapshot.latency {
-        let entry = groups.entry(&row.model_group).or_insert_with(|| (vec![0; LATENCY_BUCKETS_MS.len() + 1], Counts::default()));
-        if let Some(slot) = entry.0.get_mut(row.bucket) {
-            *slot += row.count;
+    let mut rows = snapshot.latency.iter().peekable();
+    while let Some(first) = rows.peek() {
+        let group = first.model_group.clone();
+        let mut buckets = [0u64; LATENCY_BUCKETS_MS.len() + 1];
+        while let Some(row) = rows.next_if(|r| r.model_group == group) {
+            if let Some(slot) = buckets.get_mut(row.bucket) {
+                *slot += row.count;
+            }
         }
-    }
-    for row in snapshot.totals {
-        if let Some(entry) = groups.get_mut(row.dims.model_group.as_str()) {
-            entry.1.add(&row.counts);
-        }
-    }
-    for (group, (buckets, counts)) in &groups {
         let mut cumulative = 0;
         for (i, count) in buckets.iter().enumerate() {
             cumulative += count;
             let le = LATENCY_BUCKETS_MS.get(i).map_or("+Inf".to_string(), |ms| format!("{:?}", *ms as f64 / 1000.0));
-            let _ = writeln!(out, "{name}_bucket{} {cumulative}", labels(&[("model_group", group), ("le", &le)]));
+            let _ = writeln!(out, "{name}_bucket{} {cumulative}", labels(&[("model_group", &group), ("le", &le)]));
         }
-        let group_labels = labels(&[("model_group", group)]);
-        let _ = writeln!(out, "{name}_sum{group_labels} {:?}", counts.latency_ms as f64 / 1000.0);
+        let latency_ms: u64 = snapshot.totals.iter().filter(|r| r.model_group == group).map(|r| r.latency_ms).sum();
+        let group_labels = labels(&[("model_group", &group)]);
+        let _ = writeln!(out, "{name}_sum{group_labels} {:?}", latency_ms as f64 / 1000.0);
         let _ = writeln!(out, "{name}_count{group_labels} {cumulative}");
     }
 
     let name = "litellm_deployment_state";
-    let help = "LLM Deployment Analytics - The state of the deployment: 0 = healthy, 1 = partial outage, 2 = complete outage";
+    let help =
+        "LLM Deployment Analytics - The state of the deployment: 0 = healthy, 1 = partial outage, 2 = complete outage";
     header(&mut out, name, "gauge", help);
     for d in snapshot.deployments {
         let set = labels(&[
@@ -166,20 +231,21 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reports::Dimensions;
 
-    fn row(key: &str, group: &str, requests: u64, spend: u64, latency_ms: u64) -> DailyRow {
-        DailyRow {
-            day: String::new(),
-            dims: Dimensions {
-                api_key: key.into(),
-                model_group: group.into(),
-                deployment: format!("{group}-a"),
-                end_user: "al\"ice".into(),
-                ..Dimensions::default()
-            },
+    fn row(key: &str, group: &str, requests: u64, spend: u64, latency_ms: u64) -> TotalsRow {
+        TotalsRow {
+            api_key: key.into(),
+            model_group: group.into(),
+            deployment: format!("{group}-a"),
+            end_user: "al\"ice".into(),
             key_alias: "svc".into(),
-            counts: Counts { requests, failures: 1, prompt_tokens: 10, completion_tokens: 4, spend, latency_ms },
+            requests,
+            failures: 1,
+            prompt_tokens: 10,
+            completion_tokens: 4,
+            spend,
+            latency_ms,
+            ..TotalsRow::default()
         }
     }
 
@@ -196,7 +262,8 @@ mod tests {
             api_base: "https://x".into(),
             state: 2,
         }];
-        let models = BTreeMap::from([("gpt-a".to_string(), "databricks/gpt".to_string())]);
+        let models = [("gpt-a".to_string(), "databricks/gpt".to_string())];
+        assert_eq!(TotalsRow::decode(&totals[0].encode()).as_ref(), Some(&totals[0]));
         let text = render(&Snapshot { totals: &totals, latency: &latency, deployments: &deployments, models: &models });
         assert!(text.contains("# TYPE litellm_requests_metric counter\n"));
         assert!(text.contains(

@@ -3,13 +3,12 @@
 //! `/global/spend/models`, `/spend/tags`).
 //!
 //! Every settled request becomes one [`ReportEvent`]. Events travel in batches to the `Reports`
-//! Durable Object, which folds them ([`fold`]) into per-day rows keyed by who and what the
-//! request was for, per-day tag counts, and all-time totals and latency buckets for `/metrics`.
-//! Money stays in pico-dollars until an answer is shaped; sums are exact.
+//! Durable Object, which adds each to a per-day row keyed by who and what the request was for,
+//! to per-day tag counts, and to all-time totals and latency buckets (for `/metrics`). SQLite
+//! groups and orders the rows; the functions here shape them in one pass (no maps, no sorting:
+//! every generic collection costs the wasm bytes). Money stays in pico-dollars until an answer
+//! is shaped; sums are exact.
 
-use std::collections::BTreeMap;
-
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::ledger::messages::SpendLogRow;
@@ -22,8 +21,8 @@ pub const DAY_MS: u64 = 86_400_000;
 pub const LATENCY_BUCKETS_MS: [u64; 17] =
     [5, 10, 25, 50, 100, 250, 500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000, 120_000, 300_000, 420_000, 600_000];
 
-/// One settled request, as the reports count it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// One settled request, as the reports count it. Empty strings stand for "none".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReportEvent {
     /// The gateway's call id: a batch sent twice counts each call once.
     pub call_id: String,
@@ -31,14 +30,10 @@ pub struct ReportEvent {
     pub at: u64,
     /// SHA-256 of the key; empty for the master key.
     pub api_key: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key_alias: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub team_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub end_user: Option<String>,
+    pub key_alias: String,
+    pub team_id: String,
+    pub user_id: String,
+    pub end_user: String,
     pub model_group: String,
     /// The deployment that served it (empty when none was reached).
     pub deployment: String,
@@ -48,22 +43,21 @@ pub struct ReportEvent {
     pub status: u16,
     /// From the request's start to its settlement (a stream's end).
     pub latency_ms: u64,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
 }
 
 impl ReportEvent {
-    /// The event of a settled request: its spend log row (whose usage, spend and status are
-    /// final) and the time it was settled.
+    /// The event of a settled request, from its spend log row (usage, spend and status final).
     pub fn of(row: &SpendLogRow) -> Self {
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
         ReportEvent {
             call_id: row.call_id.clone(),
             at: row.start_time,
             api_key: row.api_key.clone(),
-            key_alias: row.key_alias.clone(),
-            team_id: row.team_id.clone(),
-            user_id: row.user_id.clone(),
-            end_user: row.end_user.clone(),
+            key_alias: text(&row.key_alias),
+            team_id: text(&row.team_id),
+            user_id: text(&row.user_id),
+            end_user: text(&row.end_user),
             model_group: row.model_group.clone(),
             deployment: row.deployment.clone(),
             prompt_tokens: row.prompt_tokens,
@@ -78,6 +72,68 @@ impl ReportEvent {
     pub fn failed(&self) -> bool {
         !(200..300).contains(&self.status)
     }
+
+    /// The UTC day it counts on.
+    pub fn day(&self) -> String {
+        day_of(self.at)
+    }
+
+    /// Its tags, each once (a tag repeated in one request counts once).
+    pub fn distinct_tags(&self) -> Vec<&str> {
+        let mut tags: Vec<&str> = Vec::with_capacity(self.tags.len());
+        for tag in &self.tags {
+            if !tags.contains(&tag.as_str()) {
+                tags.push(tag);
+            }
+        }
+        tags
+    }
+
+    /// The event on the wire to the reports object: a JSON array, read back by [`Self::decode`]
+    /// (no derived serde code: each derived type costs the wasm kilobytes). Spend as text.
+    pub fn encode(&self) -> Value {
+        json!([
+            self.call_id,
+            self.at,
+            self.api_key,
+            self.key_alias,
+            self.team_id,
+            self.user_id,
+            self.end_user,
+            self.model_group,
+            self.deployment,
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.spend.pico().to_string(),
+            self.status,
+            self.latency_ms,
+            self.tags,
+        ])
+    }
+
+    pub fn decode(value: &Value) -> Option<Self> {
+        let a = value.as_array()?;
+        let s = |i: usize| a.get(i).and_then(Value::as_str).map(str::to_string);
+        let n = |i: usize| a.get(i).and_then(Value::as_u64);
+        let tags = a.get(14)?.as_array()?.iter().map(|t| t.as_str().map(str::to_string)).collect::<Option<_>>()?;
+        Some(ReportEvent {
+            call_id: s(0)?,
+            at: n(1)?,
+            api_key: s(2)?,
+            key_alias: s(3)?,
+            team_id: s(4)?,
+            user_id: s(5)?,
+            end_user: s(6)?,
+            model_group: s(7)?,
+            deployment: s(8)?,
+            prompt_tokens: n(9)?,
+            completion_tokens: n(10)?,
+            spend: Money::from_pico(s(11)?.parse().ok()?),
+            status: u16::try_from(n(12)?).ok()?,
+            latency_ms: n(13)?,
+            tags,
+        })
+    }
 }
 
 /// A UTC day, `YYYY-MM-DD`, of Unix milliseconds.
@@ -90,122 +146,15 @@ pub fn parse_day(text: &str) -> Option<u64> {
     (text.len() == 10).then(|| crate::time::parse_rfc3339(text)).flatten()
 }
 
+/// The first and last day (both included) of the 30 days up to `now_ms` (LiteLLM's
+/// `Last30dKeysBySpend` and `Last30dModelsBySpend`).
+pub fn last_30_days(now_ms: u64) -> (String, String) {
+    (day_of(now_ms.saturating_sub(29 * DAY_MS)), day_of(now_ms))
+}
+
 /// The bucket a latency falls in (the first whose bound it does not exceed).
 pub fn latency_bucket(latency_ms: u64) -> usize {
     LATENCY_BUCKETS_MS.iter().position(|&bound| latency_ms <= bound).unwrap_or(LATENCY_BUCKETS_MS.len())
-}
-
-/// Who and what a request was for: the dimensions of a per-day row (empty strings for none).
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Dimensions {
-    pub api_key: String,
-    pub team_id: String,
-    pub user_id: String,
-    pub end_user: String,
-    pub model_group: String,
-    pub deployment: String,
-}
-
-/// What a group of requests added up to. Spend in pico-dollars.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counts {
-    pub requests: u64,
-    pub failures: u64,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub spend: u64,
-    pub latency_ms: u64,
-}
-
-impl Counts {
-    pub fn add(&mut self, other: &Counts) {
-        self.requests += other.requests;
-        self.failures += other.failures;
-        self.prompt_tokens += other.prompt_tokens;
-        self.completion_tokens += other.completion_tokens;
-        self.spend = self.spend.saturating_add(other.spend);
-        self.latency_ms += other.latency_ms;
-    }
-
-    fn of(event: &ReportEvent) -> Self {
-        Counts {
-            requests: 1,
-            failures: u64::from(event.failed()),
-            prompt_tokens: event.prompt_tokens,
-            completion_tokens: event.completion_tokens,
-            spend: event.spend.pico(),
-            latency_ms: event.latency_ms,
-        }
-    }
-
-    pub fn total_tokens(&self) -> u64 {
-        self.prompt_tokens + self.completion_tokens
-    }
-
-    pub fn usd(&self) -> f64 {
-        Money::from_pico(self.spend).usd()
-    }
-}
-
-/// One per-day row as the object keeps it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DailyRow {
-    pub day: String,
-    #[serde(flatten)]
-    pub dims: Dimensions,
-    /// The key's alias when it was last seen.
-    pub key_alias: String,
-    #[serde(flatten)]
-    pub counts: Counts,
-}
-
-/// Requests and spend under one tag on one day, for one key.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TagRow {
-    pub day: String,
-    pub api_key: String,
-    pub tag: String,
-    pub requests: u64,
-    pub spend: u64,
-}
-
-/// What a batch of new events adds: per-day rows, tag rows and latency buckets per model group.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Folded {
-    pub daily: BTreeMap<(String, Dimensions), (String, Counts)>,
-    pub tags: BTreeMap<(String, String, String), (u64, u64)>,
-    pub latency: BTreeMap<(String, usize), u64>,
-}
-
-/// Folds a batch of events (each counted once: the object drops those it has applied).
-pub fn fold<'a>(events: impl IntoIterator<Item = &'a ReportEvent>) -> Folded {
-    let mut folded = Folded::default();
-    for event in events {
-        let day = day_of(event.at);
-        let dims = Dimensions {
-            api_key: event.api_key.clone(),
-            team_id: event.team_id.clone().unwrap_or_default(),
-            user_id: event.user_id.clone().unwrap_or_default(),
-            end_user: event.end_user.clone().unwrap_or_default(),
-            model_group: event.model_group.clone(),
-            deployment: event.deployment.clone(),
-        };
-        let entry = folded.daily.entry((day.clone(), dims)).or_default();
-        if let Some(alias) = &event.key_alias {
-            entry.0 = alias.clone();
-        }
-        entry.1.add(&Counts::of(event));
-        let mut tags: Vec<&String> = event.tags.iter().collect();
-        tags.sort_unstable();
-        tags.dedup();
-        for tag in tags {
-            let entry = folded.tags.entry((day.clone(), event.api_key.clone(), tag.clone())).or_default();
-            entry.0 += 1;
-            entry.1 = entry.1.saturating_add(event.spend.pico());
-        }
-        *folded.latency.entry((event.model_group.clone(), latency_bucket(event.latency_ms))).or_default() += 1;
-    }
-    folded
 }
 
 /// What `/global/spend/report` groups by.
@@ -225,6 +174,28 @@ impl GroupBy {
             _ => None,
         }
     }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupBy::Team => "team",
+            GroupBy::Customer => "customer",
+            GroupBy::ApiKey => "api_key",
+        }
+    }
+}
+
+/// Spend and tokens of one (day, group, model group, key), as SQL sums them; ordered by day,
+/// group, model, key (for `api_key` reports: dearest key first, then model; `day` and `group`
+/// empty).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GroupRow {
+    pub day: String,
+    pub group: String,
+    pub model: String,
+    pub api_key: String,
+    pub spend: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
 }
 
 fn opt(s: &str) -> Value {
@@ -239,162 +210,112 @@ fn usd(pico: u64) -> f64 {
     Money::from_pico(pico).usd()
 }
 
-/// `/global/spend/report` in LiteLLM's shapes, from the per-day rows of the date range.
+/// The indices where `same` stops holding between neighbours: `rows[start..end]` runs.
+fn runs<T>(rows: &[T], same: impl Fn(&T, &T) -> bool) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=rows.len() {
+        if i == rows.len() || !same(&rows[start], &rows[i]) {
+            out.push((start, i));
+            start = i;
+        }
+    }
+    out
+}
+
+/// `/global/spend/report` in LiteLLM's shapes, from the rows of the date range.
 ///
 /// - `team`: per day, `teams` with `team_name` (the team id; `Unassigned Team` without one),
 ///   `total_spend` and `metadata`: spend and tokens per model and key.
 /// - `customer`: the same per end user (`customer`, null without one).
 /// - `api_key`: per key over the whole range, `total_cost`, input and output tokens and
 ///   `model_details` per model; dearest first.
-pub fn spend_report(rows: &[DailyRow], group_by: GroupBy) -> Value {
+pub fn spend_report(rows: &[GroupRow], group_by: GroupBy) -> Value {
     if group_by == GroupBy::ApiKey {
-        return by_api_key(rows);
+        let keys = runs(rows, |a, b| a.api_key == b.api_key).into_iter().map(|(start, end)| {
+            let key = &rows[start..end];
+            let sum = |f: fn(&GroupRow) -> u64| key.iter().map(f).fold(0u64, u64::saturating_add);
+            let details: Vec<Value> = key
+                .iter()
+                .map(|r| {
+                    json!({
+                        "model": r.model,
+                        "total_cost": usd(r.spend),
+                        "total_input_tokens": r.prompt_tokens,
+                        "total_output_tokens": r.completion_tokens,
+                    })
+                })
+                .collect();
+            json!({
+                "api_key": key[0].api_key,
+                "total_cost": usd(sum(|r| r.spend)),
+                "total_input_tokens": sum(|r| r.prompt_tokens),
+                "total_output_tokens": sum(|r| r.completion_tokens),
+                "model_details": details,
+            })
+        });
+        return Value::Array(keys.collect());
     }
-    // day → group → (model, key) → counts
-    let mut days: BTreeMap<&str, BTreeMap<&str, BTreeMap<(&str, &str), Counts>>> = BTreeMap::new();
-    for row in rows {
-        let group = match group_by {
-            GroupBy::Team => row.dims.team_id.as_str(),
-            _ => row.dims.end_user.as_str(),
-        };
-        days.entry(&row.day)
-            .or_default()
-            .entry(group)
-            .or_default()
-            .entry((&row.dims.model_group, &row.dims.api_key))
-            .or_default()
-            .add(&row.counts);
-    }
-    let answer = days.into_iter().map(|(day, groups)| {
-        let groups: Vec<Value> = groups
+    let days = runs(rows, |a, b| a.day == b.day).into_iter().map(|(start, end)| {
+        let day = &rows[start..end];
+        let groups: Vec<Value> = runs(day, |a, b| a.group == b.group)
             .into_iter()
-            .map(|(group, usage)| {
-                let total: u64 = usage.values().map(|c| c.spend).fold(0, u64::saturating_add);
-                let metadata: Vec<Value> = usage
+            .map(|(start, end)| {
+                let group = &day[start..end];
+                let total = group.iter().map(|r| r.spend).fold(0u64, u64::saturating_add);
+                let metadata: Vec<Value> = group
                     .iter()
-                    .map(|((model, key), c)| {
-                        json!({"model": model, "api_key": key, "spend": c.usd(), "total_tokens": c.total_tokens()})
+                    .map(|r| {
+                        let tokens = r.prompt_tokens + r.completion_tokens;
+                        json!({"model": r.model, "api_key": r.api_key, "spend": usd(r.spend), "total_tokens": tokens})
                     })
                     .collect();
+                let name = group[0].group.as_str();
                 match group_by {
                     GroupBy::Team => json!({
-                        "team_name": if group.is_empty() { "Unassigned Team" } else { group },
-                        "team_id": opt(group),
+                        "team_name": if name.is_empty() { "Unassigned Team" } else { name },
+                        "team_id": opt(name),
                         "total_spend": usd(total),
                         "metadata": metadata,
                     }),
-                    _ => json!({"customer": opt(group), "total_spend": usd(total), "metadata": metadata}),
+                    _ => json!({"customer": opt(name), "total_spend": usd(total), "metadata": metadata}),
                 }
             })
             .collect();
         let field = if group_by == GroupBy::Team { "teams" } else { "customers" };
-        json!({"group_by_day": format!("{day}T00:00:00+00:00"), field: groups})
+        json!({"group_by_day": format!("{}T00:00:00+00:00", day[0].day), field: groups})
     });
-    Value::Array(answer.collect())
+    Value::Array(days.collect())
 }
 
-fn by_api_key(rows: &[DailyRow]) -> Value {
-    let mut keys: BTreeMap<&str, BTreeMap<&str, Counts>> = BTreeMap::new();
-    for row in rows {
-        keys.entry(&row.dims.api_key).or_default().entry(&row.dims.model_group).or_default().add(&row.counts);
-    }
-    let mut answer: Vec<(u64, Value)> = keys
-        .into_iter()
-        .map(|(key, models)| {
-            let mut total = Counts::default();
-            let details: Vec<Value> = models
-                .iter()
-                .map(|(model, c)| {
-                    total.add(c);
-                    json!({
-                        "model": model,
-                        "total_cost": c.usd(),
-                        "total_input_tokens": c.prompt_tokens,
-                        "total_output_tokens": c.completion_tokens,
-                    })
-                })
-                .collect();
-            let value = json!({
-                "api_key": key,
-                "total_cost": total.usd(),
-                "total_input_tokens": total.prompt_tokens,
-                "total_output_tokens": total.completion_tokens,
-                "model_details": details,
-            });
-            (total.spend, value)
-        })
-        .collect();
-    answer.sort_by(|a, b| b.0.cmp(&a.0));
-    Value::Array(answer.into_iter().map(|(_, v)| v).collect())
+/// A ranked (name, spend) row: a key (with its alias), a model group or a tag (with its count).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ranked {
+    pub name: String,
+    /// The key's alias, or the tag's request count.
+    pub detail: String,
+    pub count: u64,
+    pub spend: u64,
 }
 
-/// `/global/spend/keys`: each key's spend over the rows (LiteLLM: the last 30 days), dearest
-/// first, at most `limit`.
-pub fn top_keys(rows: &[DailyRow], limit: Option<usize>) -> Value {
-    let mut keys: BTreeMap<&str, (u64, &str)> = BTreeMap::new();
-    for row in rows {
-        let entry = keys.entry(&row.dims.api_key).or_insert((0, ""));
-        entry.0 = entry.0.saturating_add(row.counts.spend);
-        if !row.key_alias.is_empty() {
-            entry.1 = &row.key_alias;
-        }
-    }
-    let mut keys: Vec<_> = keys.into_iter().collect();
-    keys.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then_with(|| a.0.cmp(b.0)));
-    let answer = keys
-        .into_iter()
-        .take(limit.unwrap_or(usize::MAX))
-        .map(|(key, (spend, alias))| json!({"api_key": key, "key_alias": opt(alias), "total_spend": usd(spend)}));
-    Value::Array(answer.collect())
+/// `/global/spend/keys`: keys by spend (dearest first, as SQL ordered them).
+pub fn top_keys(rows: &[Ranked]) -> Value {
+    let keys =
+        rows.iter().map(|r| json!({"api_key": r.name, "key_alias": opt(&r.detail), "total_spend": usd(r.spend)}));
+    Value::Array(keys.collect())
 }
 
-/// `/global/spend/models`: each model group's spend over the rows, dearest first.
-pub fn top_models(rows: &[DailyRow], limit: usize) -> Value {
-    let mut models: BTreeMap<&str, u64> = BTreeMap::new();
-    for row in rows.iter().filter(|r| !r.dims.model_group.is_empty()) {
-        let spend = models.entry(&row.dims.model_group).or_default();
-        *spend = spend.saturating_add(row.counts.spend);
-    }
-    let mut models: Vec<_> = models.into_iter().collect();
-    models.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
-    let answer = models.into_iter().take(limit).map(|(model, spend)| json!({"model": model, "total_spend": usd(spend)}));
-    Value::Array(answer.collect())
+/// `/global/spend/models`: model groups by spend.
+pub fn top_models(rows: &[Ranked]) -> Value {
+    Value::Array(rows.iter().map(|r| json!({"model": r.name, "total_spend": usd(r.spend)})).collect())
 }
 
 /// `/spend/tags`: per tag, the requests that carried it and their spend.
-pub fn spend_tags(rows: &[TagRow]) -> Value {
-    let mut tags: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-    for row in rows {
-        let entry = tags.entry(&row.tag).or_default();
-        entry.0 += row.requests;
-        entry.1 = entry.1.saturating_add(row.spend);
-    }
-    let mut tags: Vec<_> = tags.into_iter().collect();
-    tags.sort_by(|a, b| b.1 .1.cmp(&a.1 .1).then_with(|| a.0.cmp(b.0)));
-    let answer = tags.into_iter().map(|(tag, (count, spend))| {
-        json!({"individual_request_tag": tag, "log_count": count, "total_spend": usd(spend)})
-    });
-    Value::Array(answer.collect())
-}
-
-/// What a report reads from the object: the rows of a day range, optionally of one key or one
-/// end user.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RowsQuery {
-    /// First and last day, `YYYY-MM-DD`, both included; `None` for no bound.
-    pub start_day: Option<String>,
-    pub end_day: Option<String>,
-    pub api_key: Option<String>,
-    pub end_user: Option<String>,
-}
-
-/// The day range of the 30 days up to `now_ms` (LiteLLM's `Last30d...` views).
-pub fn last_30_days(now_ms: u64) -> RowsQuery {
-    RowsQuery {
-        start_day: Some(day_of(now_ms.saturating_sub(29 * DAY_MS))),
-        end_day: Some(day_of(now_ms)),
-        ..RowsQuery::default()
-    }
+pub fn spend_tags(rows: &[Ranked]) -> Value {
+    let tags = rows
+        .iter()
+        .map(|r| json!({"individual_request_tag": r.name, "log_count": r.count, "total_spend": usd(r.spend)}));
+    Value::Array(tags.collect())
 }
 
 #[cfg(test)]
@@ -403,33 +324,16 @@ mod tests {
 
     const DAY1: u64 = 1_779_840_000_000; // 2026-05-27T00:00:00Z
 
-    fn event(call: &str, at: u64, key: &str, spend: u64) -> ReportEvent {
-        ReportEvent {
-            call_id: call.into(),
-            at,
+    fn row(day: &str, group: &str, model: &str, key: &str, spend: u64) -> GroupRow {
+        GroupRow {
+            day: day.into(),
+            group: group.into(),
+            model: model.into(),
             api_key: key.into(),
-            model_group: "gpt".into(),
-            deployment: "gpt-a".into(),
+            spend,
             prompt_tokens: 10,
             completion_tokens: 5,
-            spend: Money::from_pico(spend),
-            status: 200,
-            latency_ms: 120,
-            ..ReportEvent::default()
         }
-    }
-
-    fn rows(folded: &Folded) -> Vec<DailyRow> {
-        folded
-            .daily
-            .iter()
-            .map(|((day, dims), (alias, counts))| DailyRow {
-                day: day.clone(),
-                dims: dims.clone(),
-                key_alias: alias.clone(),
-                counts: *counts,
-            })
-            .collect()
     }
 
     #[test]
@@ -442,6 +346,7 @@ mod tests {
         assert_eq!(parse_day("2026-02-30"), None);
         assert_eq!(parse_day("2026-05-27T00:00:00Z"), None);
         assert_eq!(parse_day("yesterday"), None);
+        assert_eq!(last_30_days(DAY1 + 29 * DAY_MS + 5), ("2026-05-27".into(), "2026-06-25".into()));
     }
 
     #[test]
@@ -455,44 +360,42 @@ mod tests {
     }
 
     #[test]
-    fn events_fold_per_day_and_dimensions_exactly() {
-        let mut a = event("1", DAY1 + 5, "k1", 1_249_990);
-        a.tags = vec!["prod".into(), "prod".into(), "batch".into()];
-        a.end_user = Some("alice".into());
-        let mut b = event("2", DAY1 + 10, "k1", 3);
-        b.end_user = Some("alice".into());
-        b.status = 502;
-        b.key_alias = Some("svc".into());
-        let c = event("3", DAY1 + DAY_MS, "k1", 7);
-        let folded = fold([&a, &b, &c]);
-        assert_eq!(folded.daily.len(), 2);
-        let (alias, day1) = &folded.daily.values().next().unwrap();
-        assert_eq!(alias, "svc");
-        assert_eq!(
-            *day1,
-            Counts {
-                requests: 2,
-                failures: 1,
-                prompt_tokens: 20,
-                completion_tokens: 10,
-                spend: 1_249_993,
-                latency_ms: 240
-            }
-        );
-        // A tag repeated in one request counts once.
-        let prod = folded.tags[&("2026-05-27".into(), "k1".into(), "prod".into())];
-        assert_eq!(prod, (1, 1_249_990));
-        assert_eq!(folded.latency[&("gpt".into(), latency_bucket(120))], 3);
+    fn an_event_is_its_spend_log_row_and_survives_the_wire() {
+        let row = SpendLogRow {
+            call_id: "c".into(),
+            api_key: "h".into(),
+            model_group: "g".into(),
+            deployment: "d".into(),
+            prompt_tokens: 3,
+            completion_tokens: 4,
+            spend: Money::from_pico(u64::MAX - 1),
+            start_time: DAY1 + 1_000,
+            end_time: DAY1 + 1_250,
+            status: 429,
+            team_id: Some("t".into()),
+            end_user: Some("u\"".into()),
+            tags: vec!["x".into(), "y".into(), "x".into()],
+            ..SpendLogRow::default()
+        };
+        let e = ReportEvent::of(&row);
+        assert_eq!((e.latency_ms, e.day().as_str(), e.failed()), (250, "2026-05-27", true));
+        assert_eq!((e.team_id.as_str(), e.key_alias.as_str(), e.distinct_tags()), ("t", "", vec!["x", "y"]));
+        let wire = serde_json::to_string(&e.encode()).unwrap();
+        assert_eq!(ReportEvent::decode(&serde_json::from_str(&wire).unwrap()), Some(e));
+        assert_eq!(ReportEvent::decode(&json!(["c", 1])), None);
+        assert_eq!(ReportEvent::decode(&json!({"call_id": "c"})), None);
     }
 
     #[test]
     fn the_team_report_groups_days_teams_models_and_keys() {
-        let mut a = event("1", DAY1, "k1", 1_000_000_000_000);
-        a.team_id = Some("team-a".into());
-        let mut b = event("2", DAY1 + 1, "k2", 500_000_000_000);
-        b.team_id = Some("team-a".into());
-        let c = event("3", DAY1 + 2, "", 250_000_000_000);
-        let report = spend_report(&rows(&fold([&a, &b, &c])), GroupBy::Team);
+        let rows = [
+            row("2026-05-27", "", "gpt", "k3", 250_000_000_000),
+            row("2026-05-27", "team-a", "gpt", "k1", 1_000_000_000_000),
+            row("2026-05-27", "team-a", "gpt", "k2", 500_000_000_000),
+            row("2026-05-28", "team-a", "claude", "k1", 1),
+        ];
+        let report = spend_report(&rows, GroupBy::Team);
+        assert_eq!(report.as_array().unwrap().len(), 2);
         let day = &report[0];
         assert_eq!(day["group_by_day"], "2026-05-27T00:00:00+00:00");
         let teams = day["teams"].as_array().unwrap();
@@ -501,22 +404,16 @@ mod tests {
         assert_eq!(teams[0]["total_spend"], 0.25);
         assert_eq!(teams[1]["team_name"], "team-a");
         assert_eq!(teams[1]["total_spend"], 1.5);
-        assert_eq!(teams[1]["metadata"].as_array().unwrap().len(), 2);
         assert_eq!(teams[1]["metadata"][0], json!({"model": "gpt", "api_key": "k1", "spend": 1.0, "total_tokens": 15}));
+        assert_eq!(report[1]["teams"][0]["total_spend"], 1e-12);
+        let customers = spend_report(&rows[..1], GroupBy::Customer);
+        assert_eq!(customers[0]["customers"][0]["customer"], Value::Null);
+        assert!(spend_report(&[], GroupBy::Team).as_array().unwrap().is_empty());
     }
 
     #[test]
-    fn the_customer_and_key_reports() {
-        let mut a = event("1", DAY1, "k1", 300);
-        a.end_user = Some("alice".into());
-        let mut b = event("2", DAY1, "k2", 700);
-        b.model_group = "claude".into();
-        let c = event("3", DAY1 + DAY_MS, "k2", 100);
-        let rows = rows(&fold([&a, &b, &c]));
-        let customers = spend_report(&rows, GroupBy::Customer);
-        assert_eq!(customers.as_array().unwrap().len(), 2);
-        assert_eq!(customers[0]["customers"][0]["customer"], Value::Null);
-        assert_eq!(customers[0]["customers"][1]["customer"], "alice");
+    fn the_key_report_totals_each_key_over_its_models() {
+        let rows = [row("", "", "claude", "k2", 700), row("", "", "gpt", "k2", 100), row("", "", "gpt", "k1", 300)];
         let keys = spend_report(&rows, GroupBy::ApiKey);
         assert_eq!(keys[0]["api_key"], "k2");
         assert_eq!(keys[0]["total_cost"], Money::from_pico(800).usd());
@@ -526,57 +423,14 @@ mod tests {
     }
 
     #[test]
-    fn top_keys_models_and_tags() {
-        let mut a = event("1", DAY1, "k1", 300);
-        a.key_alias = Some("one".into());
-        a.tags = vec!["t1".into()];
-        let mut b = event("2", DAY1, "k2", 700);
-        b.tags = vec!["t1".into(), "t2".into()];
-        b.model_group = "claude".into();
-        let folded = fold([&a, &b]);
-        let rows = rows(&folded);
-        let keys = top_keys(&rows, Some(1));
-        assert_eq!(keys, json!([{"api_key": "k2", "key_alias": null, "total_spend": Money::from_pico(700).usd()}]));
-        assert_eq!(top_keys(&rows, None)[1]["key_alias"], "one");
-        assert_eq!(top_models(&rows, 10)[0]["model"], "claude");
-        let tags: Vec<TagRow> = folded
-            .tags
-            .iter()
-            .map(|((day, key, tag), (requests, spend))| TagRow {
-                day: day.clone(),
-                api_key: key.clone(),
-                tag: tag.clone(),
-                requests: *requests,
-                spend: *spend,
-            })
-            .collect();
-        let tags = spend_tags(&tags);
-        assert_eq!(tags[0], json!({"individual_request_tag": "t1", "log_count": 2, "total_spend": Money::from_pico(1000).usd()}));
-        assert_eq!(tags[1]["individual_request_tag"], "t2");
-    }
-
-    #[test]
-    fn an_event_is_its_spend_log_row() {
-        let row = SpendLogRow {
-            call_id: "c".into(),
-            api_key: "h".into(),
-            model_group: "g".into(),
-            deployment: "d".into(),
-            prompt_tokens: 3,
-            completion_tokens: 4,
-            spend: Money::from_pico(9),
-            start_time: 1_000,
-            end_time: 1_250,
-            status: 429,
-            team_id: Some("t".into()),
-            end_user: Some("u".into()),
-            tags: vec!["x".into()],
-            ..SpendLogRow::default()
-        };
-        let e = ReportEvent::of(&row);
-        assert_eq!((e.latency_ms, e.at, e.failed()), (250, 1_000, true));
-        assert_eq!((e.team_id.as_deref(), e.end_user.as_deref(), e.tags.len()), (Some("t"), Some("u"), 1));
-        let last = last_30_days(DAY1 + 29 * DAY_MS + 5);
-        assert_eq!((last.start_day.as_deref(), last.end_day.as_deref()), (Some("2026-05-27"), Some("2026-06-25")));
+    fn ranked_rows() {
+        let key = Ranked { name: "k".into(), detail: String::new(), count: 0, spend: 700 };
+        assert_eq!(
+            top_keys(std::slice::from_ref(&key)),
+            json!([{"api_key": "k", "key_alias": null, "total_spend": 7e-10}])
+        );
+        assert_eq!(top_models(&[key])[0]["model"], "k");
+        let tag = Ranked { name: "t1".into(), detail: String::new(), count: 2, spend: 1000 };
+        assert_eq!(spend_tags(&[tag]), json!([{"individual_request_tag": "t1", "log_count": 2, "total_spend": 1e-9}]));
     }
 }
