@@ -1,6 +1,7 @@
 //! `/metrics`: the gateway's all-time aggregates as Prometheus text (exposition format 0.0.4),
 //! with LiteLLM's metric names and labels (`litellm/integrations/prometheus.py`). Counters are
-//! written as `prometheus_client` writes them: `# TYPE <name> counter`, samples `<name>_total`.
+//! written as LiteLLM's `prometheus_client` writes them in that format: family and samples
+//! `<name>_total`.
 //!
 //! The numbers are the whole gateway's (the `Reports` object's totals), never one isolate's.
 
@@ -183,9 +184,10 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
         }),
     ];
     for (name, help, value) in counters {
-        header(&mut out, name, "counter", help);
+        let name = format!("{name}_total");
+        header(&mut out, &name, "counter", help);
         for row in snapshot.totals {
-            let _ = writeln!(out, "{name}_total{} {}", request_labels(row), value(row));
+            let _ = writeln!(out, "{name}{} {}", request_labels(row), value(row));
         }
     }
 
@@ -265,7 +267,7 @@ mod tests {
         let models = [("gpt-a".to_string(), "databricks/gpt".to_string())];
         assert_eq!(TotalsRow::decode(&totals[0].encode()).as_ref(), Some(&totals[0]));
         let text = render(&Snapshot { totals: &totals, latency: &latency, deployments: &deployments, models: &models });
-        assert!(text.contains("# TYPE litellm_requests_metric counter\n"));
+        assert!(text.contains("# TYPE litellm_requests_metric_total counter\n"));
         assert!(text.contains(
             "litellm_requests_metric_total{end_user=\"al\\\"ice\",hashed_api_key=\"k1\",api_key_alias=\"svc\",model=\"databricks/gpt\",team=\"\",user=\"\",requested_model=\"gpt\",model_id=\"gpt-a\",api_provider=\"databricks\"} 3\n"
         ));
