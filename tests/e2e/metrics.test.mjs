@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import { startGateway, raw, userMessage, eventually, MASTER_KEY } from '../support/gateway.mjs';
+import { startTwoIsolates } from '../support/isolates.mjs';
 
 const GPT = 'databricks-gpt-5-1';
 const TOKEN = 'scrape-token-7f3a91c2';
@@ -138,5 +139,32 @@ test('without a scrape token configured, only the master key', async () => {
     );
   } finally {
     await other.close();
+  }
+});
+
+test('the whole gateway: requests served by two isolates are counted by either', async () => {
+  const two = await startTwoIsolates();
+  try {
+    const results = await Promise.all(
+      Array.from({ length: 10 }, (_, i) =>
+        two.send(i % 2 ? 'a' : 'b', '/v1/chat/completions', { body: { model: GPT, user: 'iris', messages: userMessage(`both ${i}`) } }),
+      ),
+    );
+    for (const res of results) assert.equal(res.status, 200, res.text);
+    const spend = results.reduce((a, res) => a + pico(res.headers.get('x-litellm-response-cost')), 0n);
+    const series = async (which, name) => {
+      const res = await two.send(which, '/metrics', { method: 'GET' });
+      assert.equal(res.status, 200, res.text);
+      return samples(parsePrometheusTextFormat(res.text), name, { end_user: 'iris' });
+    };
+    await eventually(
+      async () => (await series('a', 'litellm_requests_metric_total'))[0]?.value === '10',
+      5000,
+      'ten requests seen through isolate a',
+    );
+    assert.equal((await series('b', 'litellm_requests_metric_total'))[0].value, '10');
+    assert.equal(Number((await series('b', 'litellm_spend_metric_total'))[0].value), Number(spend) / 1e12);
+  } finally {
+    await two.close();
   }
 });
