@@ -9,6 +9,7 @@
 //! forward (`routing::plan`, `databricks`) → relay (`stream`, `sse`) → settle (`ledger`) → log.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod access;
 pub mod aliases;
 pub mod anthropic;
 pub mod attribution;

@@ -2,6 +2,8 @@
 //! `fetch`), and the spend log row a ledger keeps per request. One ledger per virtual key
 //! (`key:<key_id>`) and one per rate-limited deployment (`deployment:<id>`).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::{Limits, Settlement};
@@ -79,6 +81,36 @@ pub struct InfoRequest {
 pub struct LedgerInfo {
     pub spend: Money,
     pub budget_reset_at: Option<u64>,
+    /// Each budgeted model's spend in its period, and when that period ends.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub model_spend: BTreeMap<String, ModelSpendInfo>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelSpendInfo {
+    pub spend: Money,
+    pub budget_reset_at: Option<u64>,
+}
+
+impl LedgerInfo {
+    /// LiteLLM's `model_max_budget_usage` of `/key/info`: per budgeted model, its spend in the
+    /// current period (USD), its budget and period, and when the period ends.
+    pub fn model_budget_usage(&self, limits: &Limits) -> serde_json::Value {
+        let mut usage = serde_json::Map::new();
+        for (model, budget) in &limits.model_budgets {
+            let spent = self.model_spend.get(model);
+            usage.insert(
+                model.clone(),
+                serde_json::json!({
+                    "current_spend": spent.map_or(0.0, |m| m.spend.usd()),
+                    "budget_limit": budget.budget_limit.usd(),
+                    "time_period": budget.time_period,
+                    "budget_reset_at": spent.and_then(|m| m.budget_reset_at).map(crate::time::format_rfc3339),
+                }),
+            );
+        }
+        serde_json::Value::Object(usage)
+    }
 }
 
 /// Filters of `/spend/logs`, applied by each ledger to its own rows.

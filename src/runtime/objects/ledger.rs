@@ -6,6 +6,7 @@
 //! many requests race. It holds no rule of its own.
 
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -14,8 +15,10 @@ use worker::{durable_object, DurableObject, Env, Request, Response, SqlStorage, 
 
 use super::ObjectStub;
 use crate::json;
-use crate::ledger::messages::{InfoRequest, LedgerInfo, LogsQuery, RevokeRequest, SettleRequest, SpendLogRow};
-use crate::ledger::{AdmitRequest, Decision, Entry, LedgerState, Settled};
+use crate::ledger::messages::{
+    InfoRequest, LedgerInfo, LogsQuery, ModelSpendInfo, RevokeRequest, SettleRequest, SpendLogRow,
+};
+use crate::ledger::{AdmitRequest, Decision, Entry, LedgerState, ModelSpend, Settled};
 use crate::money::Money;
 use crate::openai::ApiError;
 use crate::runtime::now_ms;
@@ -65,6 +68,8 @@ struct Totals {
     key_hash: Option<String>,
     #[serde(default)]
     scope: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    model_spend: BTreeMap<String, ModelSpend>,
 }
 
 #[derive(Deserialize)]
@@ -112,7 +117,16 @@ impl Ledger {
             "/info" => {
                 let request: InfoRequest = parse(body)?;
                 ledger.maintain(now, &request.limits);
-                to_value(&LedgerInfo { spend: ledger.spend, budget_reset_at: ledger.budget_reset_at(&request.limits) })?
+                let model_spend = ledger
+                    .model_budget_usage(&request.limits)
+                    .into_iter()
+                    .map(|(model, (spend, budget_reset_at))| (model, ModelSpendInfo { spend, budget_reset_at }))
+                    .collect();
+                to_value(&LedgerInfo {
+                    spend: ledger.spend,
+                    budget_reset_at: ledger.budget_reset_at(&request.limits),
+                    model_spend,
+                })?
             }
             "/logs" => return self.logs(&sql, &parse(body)?),
             _ => return Err(format!("unknown ledger call {path}")),
@@ -179,6 +193,7 @@ impl Ledger {
             revoked: totals.revoked,
             key_hash: totals.key_hash,
             scope: totals.scope,
+            model_spend: totals.model_spend,
             ..LedgerState::default()
         })
     }
@@ -209,6 +224,7 @@ impl Ledger {
             revoked: state.revoked.clone(),
             key_hash: state.key_hash.clone(),
             scope: state.scope.clone(),
+            model_spend: state.model_spend.clone(),
         };
         let json = serde_json::to_string(&totals).map_err(|e| e.to_string())?;
         sql.exec("INSERT OR REPLACE INTO ledger_state (id, json) VALUES (1, ?)", vec![json.into()])
