@@ -492,15 +492,17 @@ pub fn parse_changes(body: &Map<String, Value>, now_ms: u64) -> Result<KeyChange
 /// One model's entry of `model_max_budget`: `budget_limit` (USD, 0 or more) and an optional
 /// `time_period`; LiteLLM's other names for them, `max_budget` and `budget_duration`, too.
 fn model_budget(value: &Value, field: &str) -> Result<ModelBudget, ApiError> {
-    let entry = value
-        .as_object()
-        .ok_or_else(|| bad(field, "each model's entry must be an object such as {\"budget_limit\": 0.05, \"time_period\": \"1d\"}"))?;
+    let entry = value.as_object().ok_or_else(|| {
+        bad(field, "each model's entry must be an object such as {\"budget_limit\": 0.05, \"time_period\": \"1d\"}")
+    })?;
     let (mut limit, mut period) = (None, None);
     for (name, v) in entry {
         match name.as_str() {
             // LiteLLM takes the limit as a number or a numeric string.
             "budget_limit" | "max_budget" => {
-                let number = v.as_str().and_then(|s| s.trim().parse::<f64>().ok()).map(Value::from);
+                // Read by serde_json, whose number parser is in the module already (core's
+                // `str::parse::<f64>` would add about 20 KB of tables and code).
+                let number = v.as_str().and_then(|s| serde_json::from_str::<Value>(s.trim()).ok());
                 limit = Some(usd(number.as_ref().unwrap_or(v), field)?);
             }
             "time_period" | "budget_duration" => {
@@ -710,7 +712,9 @@ mod tests {
 
     #[test]
     fn models_and_aliases_must_exist_in_the_config() {
-        assert!(record_with(json!({"models": ["databricks-gpt-5-1", "all-proxy-models"]})).validate(&MODELS, &[]).is_ok());
+        assert!(record_with(json!({"models": ["databricks-gpt-5-1", "all-proxy-models"]}))
+            .validate(&MODELS, &[])
+            .is_ok());
         let e = record_with(json!({"models": ["gpt-4"]})).validate(&MODELS, &[]).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("models"));
         let e = record_with(json!({"aliases": {"gpt-4": "nope"}})).validate(&MODELS, &[]).unwrap_err();
@@ -848,9 +852,17 @@ mod tests {
         let g = access_groups();
         let r = record_with(json!({"models": ["claude-only"], "aliases": {"smart": "databricks-claude-sonnet-4-5"}}));
         assert!(r.validate(&MODELS, &g).is_ok());
-        assert_eq!(r.validate(&MODELS, &[]).unwrap_err().param.as_deref(), Some("models"), "unknown without the config's");
+        assert_eq!(
+            r.validate(&MODELS, &[]).unwrap_err().param.as_deref(),
+            Some("models"),
+            "unknown without the config's"
+        );
         assert_eq!(r.resolve_model("databricks-claude-sonnet-4-5", &g).unwrap(), "databricks-claude-sonnet-4-5");
-        assert_eq!(r.resolve_model("smart", &g).unwrap(), "databricks-claude-sonnet-4-5", "an alias to a group's model");
+        assert_eq!(
+            r.resolve_model("smart", &g).unwrap(),
+            "databricks-claude-sonnet-4-5",
+            "an alias to a group's model"
+        );
         let e = r.resolve_model("databricks-gpt-5-1", &g).unwrap_err();
         assert_eq!((e.status, e.kind.as_str()), (401, "key_model_access_denied"));
         assert!(r.may_use_group("databricks-claude-sonnet-4-5", &g));
@@ -906,7 +918,9 @@ mod tests {
             let e = changes(body.clone()).unwrap_err();
             assert_eq!((e.status, e.param.as_deref()), (400, Some("model_max_budget")), "{body}");
         }
-        let e = record_with(json!({"model_max_budget": {"gpt-4": {"budget_limit": 1}}})).validate(&MODELS, &[]).unwrap_err();
+        let e = record_with(json!({"model_max_budget": {"gpt-4": {"budget_limit": 1}}}))
+            .validate(&MODELS, &[])
+            .unwrap_err();
         assert_eq!(e.param.as_deref(), Some("model_max_budget"));
     }
 }

@@ -28,6 +28,7 @@ pub mod json;
 pub mod keys;
 pub mod ledger;
 pub mod log;
+pub mod model_groups;
 pub mod money;
 pub mod openai;
 pub mod price_table;

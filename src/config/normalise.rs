@@ -11,7 +11,9 @@
 use serde_json::{Map, Value};
 
 use super::litellm::{self, FallbackRule, LitellmParams, ModelEntry};
-use crate::config::{AccessGroup, Deployment, GatewayConfig, ModelInfo, OAuthClient, RouterSettings, ValueRef, ALL_MODELS};
+use crate::config::{
+    AccessGroup, Deployment, GatewayConfig, ModelInfo, OAuthClient, RouterSettings, ValueRef, ALL_MODELS,
+};
 use crate::money::Money;
 
 /// LiteLLM's default request timeout, in seconds.
@@ -876,7 +878,10 @@ general_settings:
         )
         .unwrap();
         let w = &parsed.warnings;
-        assert!(w.iter().any(|w| w.starts_with("model_list[0].model_info.access_groups[1]: `g` is listed twice")), "{w:?}");
+        assert!(
+            w.iter().any(|w| w.starts_with("model_list[0].model_info.access_groups[1]: `g` is listed twice")),
+            "{w:?}"
+        );
         assert!(w.iter().any(|w| w.starts_with("model_list[1].model_info.access_groups: an empty list")), "{w:?}");
         assert!(w.iter().any(|w| w.contains("`g` is also a model_name")), "{w:?}");
         assert!(w.iter().any(|w| w.starts_with("model_list[2].model_info.access_groups: does not name `g`")), "{w:?}");

@@ -386,9 +386,11 @@ impl LedgerState {
                 return Decision::Revoked { reason: "regenerated".into() };
             }
         }
-        if self.scope.as_ref().is_some_and(|scope| {
-            !scope.contains(&req.model) && !req.access_groups.iter().any(|g| scope.contains(g))
-        }) {
+        if self
+            .scope
+            .as_ref()
+            .is_some_and(|scope| !scope.contains(&req.model) && !req.access_groups.iter().any(|g| scope.contains(g)))
+        {
             return Decision::ModelNotAllowed { models: self.scope.clone().unwrap_or_default() };
         }
         let limits = &req.limits;
@@ -743,7 +745,11 @@ fn current_period_start(period: Duration, start: u64, now: u64) -> u64 {
 }
 
 /// The spend record of `model` when `limits` give it a budget of its own.
-fn budgeted<'a>(spend: &'a mut BTreeMap<String, ModelSpend>, limits: &Limits, model: &str) -> Option<&'a mut ModelSpend> {
+fn budgeted<'a>(
+    spend: &'a mut BTreeMap<String, ModelSpend>,
+    limits: &Limits,
+    model: &str,
+) -> Option<&'a mut ModelSpend> {
     if limits.model_budgets.contains_key(model) {
         Some(spend.entry(model.to_string()).or_default())
     } else {
@@ -1382,7 +1388,10 @@ mod tests {
         };
         let mut r = request("a", &both(1_000, 40));
         assert_eq!(over_model_budget(&LedgerState::default().admit(&r, T0)), Some(("m", 0, 40)));
-        assert!(matches!(LedgerState::default().admit(&request("a", &both(40, 1_000)), T0), Decision::BudgetExceeded { .. }));
+        assert!(matches!(
+            LedgerState::default().admit(&request("a", &both(40, 1_000)), T0),
+            Decision::BudgetExceeded { .. }
+        ));
         // Without max_tokens: as many tokens as the tighter budget pays for, (40 - 10) / 2 = 15.
         r.max_tokens = None;
         let Decision::Admitted { max_tokens, .. } = LedgerState::default().admit(&r, T0) else { panic!() };
@@ -1441,7 +1450,10 @@ mod tests {
         )
         .unwrap();
         assert!(state.model_spend.is_empty());
-        let limits: Limits = serde_json::from_str(r#"{"rpm":1,"tpm":null,"max_parallel":null,"max_budget":null,"budget_duration":null,"soft_budget":null}"#).unwrap();
+        let limits: Limits = serde_json::from_str(
+            r#"{"rpm":1,"tpm":null,"max_parallel":null,"max_budget":null,"budget_duration":null,"soft_budget":null}"#,
+        )
+        .unwrap();
         assert!(limits.model_budgets.is_empty());
         // Nothing new on the wire for a key without them.
         let json = serde_json::to_string(&request("a", &limits)).unwrap();
