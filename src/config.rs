@@ -54,7 +54,10 @@ pub struct GatewayConfig {
 }
 
 /// A model access group: a name a key's `models` may list instead of each model in it.
+/// Embedded as a `[name, models]` pair: the worker reads such pairs already (fallbacks), so
+/// it gets no reader of its own in the wasm.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "(String, Vec<String>)", into = "(String, Vec<String>)")]
 pub struct AccessGroup {
     pub name: String,
     /// The model groups (`model_name`s) in it, in file order.
@@ -106,6 +109,18 @@ pub enum Strategy {
     LeastBusy,
     LatencyBasedRouting,
     UsageBasedRoutingV2,
+}
+
+impl From<(String, Vec<String>)> for AccessGroup {
+    fn from((name, models): (String, Vec<String>)) -> Self {
+        AccessGroup { name, models }
+    }
+}
+
+impl From<AccessGroup> for (String, Vec<String>) {
+    fn from(g: AccessGroup) -> Self {
+        (g.name, g.models)
+    }
 }
 
 impl RouterSettings {

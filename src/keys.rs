@@ -306,10 +306,20 @@ impl KeyRecord {
             "blocked": self.blocked,
             "user_id": self.user_id,
             "team_id": self.team_id,
-            "model_max_budget": self.model_max_budget.iter().map(|(model, b)| {
-                (model.clone(), json!({"budget_limit": b.budget_limit.usd(), "time_period": b.time_period}))
-            }).collect::<Map<String, Value>>(),
+            "model_max_budget": self.model_max_budget_api(),
         })
+    }
+}
+
+impl KeyRecord {
+    /// `model_max_budget` in dollars, as it was given.
+    fn model_max_budget_api(&self) -> Value {
+        // Inserted one by one: `collect` into a map sorts first (more code in the wasm).
+        let mut budgets = Map::new();
+        for (model, b) in &self.model_max_budget {
+            budgets.insert(model.clone(), json!({"budget_limit": b.budget_limit.usd(), "time_period": b.time_period}));
+        }
+        Value::Object(budgets)
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Limits, Settlement};
+use super::{Limits, ModelSpend, Settlement};
 use crate::money::Money;
 
 pub fn key_ledger(key_id: &str) -> String {
@@ -81,15 +81,9 @@ pub struct InfoRequest {
 pub struct LedgerInfo {
     pub spend: Money,
     pub budget_reset_at: Option<u64>,
-    /// Each budgeted model's spend in its period, and when that period ends.
+    /// Each budgeted model's spend in its period, and when that period began.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub model_spend: BTreeMap<String, ModelSpendInfo>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ModelSpendInfo {
-    pub spend: Money,
-    pub budget_reset_at: Option<u64>,
+    pub model_spend: BTreeMap<String, ModelSpend>,
 }
 
 impl LedgerInfo {
@@ -99,13 +93,14 @@ impl LedgerInfo {
         let mut usage = serde_json::Map::new();
         for (model, budget) in &limits.model_budgets {
             let spent = self.model_spend.get(model);
+            let reset_at = spent.and_then(|m| m.period_end(budget));
             usage.insert(
                 model.clone(),
                 serde_json::json!({
                     "current_spend": spent.map_or(0.0, |m| m.spend.usd()),
                     "budget_limit": budget.budget_limit.usd(),
                     "time_period": budget.time_period,
-                    "budget_reset_at": spent.and_then(|m| m.budget_reset_at).map(crate::time::format_rfc3339),
+                    "budget_reset_at": reset_at.map(crate::time::format_rfc3339),
                 }),
             );
         }
@@ -149,5 +144,41 @@ impl SpendLogRow {
             "end_user": self.end_user,
             "request_tags": self.tags,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::ModelBudget;
+
+    #[test]
+    fn model_budget_usage_is_litellms_shape_in_dollars() {
+        let daily = ModelBudget { budget_limit: Money::from_pico(50_000_000_000), time_period: Some("1d".into()) };
+        let forever = ModelBudget { budget_limit: Money::from_pico(1_000_000_000_000), time_period: None };
+        let limits = Limits {
+            model_budgets: [("a".to_string(), daily), ("b".to_string(), forever)].into(),
+            ..Limits::default()
+        };
+        let info = LedgerInfo {
+            spend: Money::ZERO,
+            budget_reset_at: None,
+            model_spend: [(
+                "a".to_string(),
+                ModelSpend { spend: Money::from_pico(20_000_000_000), period_start: Some(1_800_000_000_000) },
+            )]
+            .into(),
+        };
+        assert_eq!(
+            info.model_budget_usage(&limits),
+            serde_json::json!({
+                "a": {"current_spend": 0.02, "budget_limit": 0.05, "time_period": "1d",
+                      "budget_reset_at": crate::time::format_rfc3339(1_800_000_000_000 + 86_400_000)},
+                "b": {"current_spend": 0.0, "budget_limit": 1.0, "time_period": null, "budget_reset_at": null},
+            })
+        );
+        // An answer from a ledger without model budgets reads as such.
+        let old: LedgerInfo = serde_json::from_str(r#"{"spend":5,"budget_reset_at":null}"#).unwrap();
+        assert!(old.model_spend.is_empty());
     }
 }

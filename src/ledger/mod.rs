@@ -146,6 +146,14 @@ pub struct ModelSpend {
     pub period_start: Option<u64>,
 }
 
+impl ModelSpend {
+    /// When the model's budget period ends (`None`: it never resets, or none began yet).
+    pub fn period_end(&self, budget: &ModelBudget) -> Option<u64> {
+        let period = budget.time_period.as_deref().and_then(Duration::parse)?;
+        Some(period.after(self.period_start?))
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerState {
     pub entries: Vec<Entry>,
@@ -575,18 +583,6 @@ impl LedgerState {
     pub fn model_committed(&self, model: &str) -> Money {
         let spend = self.model_spend.get(model).map_or(Money::ZERO, |m| m.spend);
         self.entries.iter().filter(|e| e.model == model).fold(spend, |sum, e| sum.saturating_add(e.reserved_cost()))
-    }
-
-    /// The spend on each model with a budget in `limits`, and when its period ends.
-    pub fn model_budget_usage(&self, limits: &Limits) -> BTreeMap<String, (Money, Option<u64>)> {
-        let mut usage = BTreeMap::new();
-        for (model, budget) in &limits.model_budgets {
-            let spent = self.model_spend.get(model);
-            let period = budget.time_period.as_deref().and_then(Duration::parse);
-            let reset_at = period.zip(spent.and_then(|m| m.period_start)).map(|(p, start)| p.after(start));
-            usage.insert(model.clone(), (spent.map_or(Money::ZERO, |m| m.spend), reset_at));
-        }
-        usage
     }
 
     /// Periodic work done lazily on each call: budget periods roll over, expired reservations
@@ -1359,12 +1355,14 @@ mod tests {
         assert!(admitted(&s.admit(&request("a", &l), T0)));
         settle(&mut s, "a", 10, 20, &l, T0 + 10); // 50 µ$
         assert_eq!(over_model_budget(&s.admit(&request("b", &l), T0 + 1_999)), Some(("m", 50, 60)));
-        assert_eq!(s.model_budget_usage(&l)["m"], (Money::from_pico(50_000_000), Some(T0 + 2_000)));
+        let budget = &l.model_budgets["m"];
+        assert_eq!(s.model_spend["m"].spend, Money::from_pico(50_000_000));
+        assert_eq!(s.model_spend["m"].period_end(budget), Some(T0 + 2_000));
         // The model's period ends; the key's 30-day spend goes on.
         assert!(admitted(&s.admit(&request("b", &l), T0 + 2_000)));
         assert_eq!(s.model_spend["m"].spend, Money::ZERO);
         assert_eq!(s.spend, Money::from_pico(50_000_000));
-        assert_eq!(s.model_budget_usage(&l)["m"].1, Some(T0 + 2_000 + 2_000));
+        assert_eq!(s.model_spend["m"].period_end(budget), Some(T0 + 2_000 + 2_000));
         // Whole idle periods are skipped.
         settle(&mut s, "b", 10, 20, &l, T0 + 2_001);
         s.maintain(T0 + 9_500, &l);
@@ -1376,7 +1374,8 @@ mod tests {
         settle(&mut s, "a", 10, 20, &forever, T0);
         s.maintain(T0 + 400 * 86_400_000, &forever);
         assert_eq!(over_model_budget(&s.admit(&request("b", &forever), T0 + 400 * 86_400_000)), Some(("m", 50, 60)));
-        assert_eq!(s.model_budget_usage(&forever)["m"], (Money::from_pico(50_000_000), None));
+        assert_eq!(s.model_spend["m"].spend, Money::from_pico(50_000_000));
+        assert_eq!(s.model_spend["m"].period_end(&forever.model_budgets["m"]), None);
     }
 
     #[test]

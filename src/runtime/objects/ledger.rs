@@ -15,9 +15,7 @@ use worker::{durable_object, DurableObject, Env, Request, Response, SqlStorage, 
 
 use super::ObjectStub;
 use crate::json;
-use crate::ledger::messages::{
-    InfoRequest, LedgerInfo, LogsQuery, ModelSpendInfo, RevokeRequest, SettleRequest, SpendLogRow,
-};
+use crate::ledger::messages::{InfoRequest, LedgerInfo, LogsQuery, RevokeRequest, SettleRequest, SpendLogRow};
 use crate::ledger::{AdmitRequest, Decision, Entry, LedgerState, ModelSpend, Settled};
 use crate::money::Money;
 use crate::openai::ApiError;
@@ -117,15 +115,10 @@ impl Ledger {
             "/info" => {
                 let request: InfoRequest = parse(body)?;
                 ledger.maintain(now, &request.limits);
-                let model_spend = ledger
-                    .model_budget_usage(&request.limits)
-                    .into_iter()
-                    .map(|(model, (spend, budget_reset_at))| (model, ModelSpendInfo { spend, budget_reset_at }))
-                    .collect();
                 to_value(&LedgerInfo {
                     spend: ledger.spend,
                     budget_reset_at: ledger.budget_reset_at(&request.limits),
-                    model_spend,
+                    model_spend: ledger.model_spend.clone(),
                 })?
             }
             "/logs" => return self.logs(&sql, &parse(body)?),
