@@ -87,19 +87,14 @@ pub struct KeyRecord {
     pub blocked: bool,
     pub user_id: Option<String>,
     pub team_id: Option<String>,
-    /// Budgets per model group (`model_max_budget`), each with its own period.
+    /// `model_max_budget`: each model group's own budget, in pico-dollars, ...
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub model_max_budget: BTreeMap<String, ModelBudget>,
-}
-
-/// A key's budget for one model (LiteLLM's `{"budget_limit": 0.05, "time_period": "1d"}`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ModelBudget {
-    /// Pico-dollars.
-    pub budget_limit: Money,
-    /// When spend on the model resets (`None`: never).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub time_period: Option<String>,
+    pub model_max_budget: BTreeMap<String, u64>,
+    /// ... and the period of those that reset (`time_period`). Two maps of types the record
+    /// has already (`model_rpm_limit`, `aliases`), so that the wasm gets no reader of its own
+    /// for them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub model_budget_period: BTreeMap<String, String>,
 }
 
 impl KeyRecord {
@@ -128,6 +123,7 @@ impl KeyRecord {
             user_id: None,
             team_id: None,
             model_max_budget: BTreeMap::new(),
+            model_budget_period: BTreeMap::new(),
         }
     }
 
@@ -174,7 +170,10 @@ impl KeyRecord {
         set(&mut self.blocked, blocked);
         set(&mut self.user_id, user_id);
         set(&mut self.team_id, team_id);
-        set(&mut self.model_max_budget, model_max_budget);
+        if let Some((limits, periods)) = model_max_budget {
+            self.model_max_budget = limits;
+            self.model_budget_period = periods;
+        }
         self.updated_at = now_ms;
     }
 
@@ -316,8 +315,10 @@ impl KeyRecord {
     fn model_max_budget_api(&self) -> Value {
         // Inserted one by one: `collect` into a map sorts first (more code in the wasm).
         let mut budgets = Map::new();
-        for (model, b) in &self.model_max_budget {
-            budgets.insert(model.clone(), json!({"budget_limit": b.budget_limit.usd(), "time_period": b.time_period}));
+        for (model, limit) in &self.model_max_budget {
+            let period = self.model_budget_period.get(model);
+            budgets
+                .insert(model.clone(), json!({"budget_limit": Money::from_pico(*limit).usd(), "time_period": period}));
         }
         Value::Object(budgets)
     }
@@ -433,8 +434,12 @@ pub struct KeyChanges {
     pub blocked: Option<bool>,
     pub user_id: Option<Option<String>>,
     pub team_id: Option<Option<String>>,
-    pub model_max_budget: Option<BTreeMap<String, ModelBudget>>,
+    pub model_max_budget: Option<ModelBudgets>,
 }
+
+/// `model_max_budget` as a key keeps it: the budgets (pico-dollars), and the periods of those
+/// that reset.
+pub type ModelBudgets = (BTreeMap<String, u64>, BTreeMap<String, String>);
 
 /// Fields that identify or name the key rather than change it; the handler reads them.
 const IDENTITY_FIELDS: [&str; 2] = ["key", "new_key"];
@@ -486,7 +491,7 @@ pub fn parse_changes(body: &Map<String, Value>, now_ms: u64) -> Result<KeyChange
             "blocked" => c.blocked = Some(value.as_bool().ok_or_else(|| bad(f, "must be true or false"))?),
             "user_id" => c.user_id = Some(optional(value, |v| text(v, f, MAX_ID))?),
             "team_id" => c.team_id = Some(optional(value, |v| text(v, f, MAX_ID))?),
-            "model_max_budget" => c.model_max_budget = Some(string_map(value, f, model_budget)?),
+            "model_max_budget" => c.model_max_budget = Some(model_budgets(value, f)?),
             _ if IDENTITY_FIELDS.contains(&f) => {}
             _ => return Err(bad(f, format!("unknown field `{f}`"))),
         }
@@ -499,9 +504,28 @@ pub fn parse_changes(body: &Map<String, Value>, now_ms: u64) -> Result<KeyChange
     Ok(c)
 }
 
-/// One model's entry of `model_max_budget`: `budget_limit` (USD, 0 or more) and an optional
-/// `time_period`; LiteLLM's other names for them, `max_budget` and `budget_duration`, too.
-fn model_budget(value: &Value, field: &str) -> Result<ModelBudget, ApiError> {
+/// `model_max_budget`: `{"<model>": {"budget_limit": 0.05, "time_period": "1d"}}`, each entry
+/// a `budget_limit` (USD, 0 or more) and an optional `time_period` (LiteLLM's other names for
+/// them, `max_budget` and `budget_duration`, too); `null` is none.
+fn model_budgets(value: &Value, field: &str) -> Result<ModelBudgets, ApiError> {
+    let (mut limits, mut periods) = (BTreeMap::new(), BTreeMap::new());
+    let entries = match value {
+        Value::Null => return Ok((limits, periods)),
+        Value::Object(entries) => entries,
+        _ => return Err(bad(field, "must be an object")),
+    };
+    for (model, entry) in entries {
+        let (limit, period) = model_budget(entry, field)?;
+        limits.insert(model.clone(), limit.pico());
+        if let Some(period) = period {
+            periods.insert(model.clone(), period);
+        }
+    }
+    Ok((limits, periods))
+}
+
+/// One model's entry of `model_max_budget`.
+fn model_budget(value: &Value, field: &str) -> Result<(Money, Option<String>), ApiError> {
     let entry = value.as_object().ok_or_else(|| {
         bad(field, "each model's entry must be an object such as {\"budget_limit\": 0.05, \"time_period\": \"1d\"}")
     })?;
@@ -525,7 +549,7 @@ fn model_budget(value: &Value, field: &str) -> Result<ModelBudget, ApiError> {
         }
     }
     let budget_limit = limit.ok_or_else(|| bad(field, "each model's entry needs `budget_limit` (USD)"))?;
-    Ok(ModelBudget { budget_limit, time_period: period })
+    Ok((budget_limit, period))
 }
 
 /// A caller-chosen key (`key` or `new_key`): `sk-` and printable ASCII, no spaces.
@@ -894,27 +918,30 @@ mod tests {
             "databricks-claude-sonnet-4-5": {"max_budget": "2", "budget_duration": null},
         }}))
         .unwrap();
-        let budgets = c.model_max_budget.clone().unwrap();
-        assert_eq!(
-            budgets["databricks-gpt-5-1"],
-            ModelBudget { budget_limit: Money::from_pico(50_000_000_000), time_period: Some("1d".into()) }
-        );
-        assert_eq!(budgets["databricks-claude-sonnet-4-5"].budget_limit, Money::from_pico(2_000_000_000_000));
-        assert_eq!(budgets["databricks-claude-sonnet-4-5"].time_period, None);
+        let (limits, periods) = c.model_max_budget.clone().unwrap();
+        assert_eq!(limits["databricks-gpt-5-1"], 50_000_000_000);
+        assert_eq!(periods["databricks-gpt-5-1"], "1d");
+        assert_eq!(limits["databricks-claude-sonnet-4-5"], 2_000_000_000_000);
+        assert!(!periods.contains_key("databricks-claude-sonnet-4-5"));
         let mut r = KeyRecord::new("sk-test-key-1234", "id-1".into(), NOW);
         r.apply(c, NOW);
         assert!(r.validate(&MODELS, &[]).is_ok());
         let v = r.to_api(Money::ZERO, None);
         assert_eq!(v["model_max_budget"]["databricks-gpt-5-1"], json!({"budget_limit": 0.05, "time_period": "1d"}));
+        assert_eq!(
+            v["model_max_budget"]["databricks-claude-sonnet-4-5"],
+            json!({"budget_limit": 2.0, "time_period": null})
+        );
         // Stored and read back; a record stored before the field existed reads as without budgets.
         let stored = serde_json::to_value(&r).unwrap();
         assert_eq!(serde_json::from_value::<KeyRecord>(stored.clone()).unwrap(), r);
         let mut old = stored;
         old.as_object_mut().unwrap().remove("model_max_budget");
+        old.as_object_mut().unwrap().remove("model_budget_period");
         assert!(serde_json::from_value::<KeyRecord>(old).unwrap().model_max_budget.is_empty());
         // null clears.
         r.apply(changes(json!({"model_max_budget": null})).unwrap(), NOW);
-        assert!(r.model_max_budget.is_empty());
+        assert!(r.model_max_budget.is_empty() && r.model_budget_period.is_empty());
 
         for body in [
             json!({"model_max_budget": {"databricks-gpt-5-1": {"budget_limit": -1}}}),

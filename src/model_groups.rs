@@ -5,38 +5,53 @@
 use serde_json::{json, Value};
 
 use crate::config::GatewayConfig;
+use crate::money::Money;
 use crate::pricing::{self, PriceSource};
 
 /// The entry of `group`, `None` when the config has no such group.
 pub fn info(config: &GatewayConfig, group: &str) -> Option<Value> {
     let deployments = config.group(group);
     let first = deployments.first()?;
-    let max = |f: &dyn Fn(&crate::config::Deployment) -> Option<u64>| deployments.iter().filter_map(|d| f(d)).max();
-    let sum = |f: &dyn Fn(&crate::config::Deployment) -> Option<u64>| {
-        deployments.iter().filter_map(|d| f(d)).reduce(|a, b| a.saturating_add(b))
-    };
-    let prices: Vec<_> =
-        deployments.iter().map(|d| pricing::prices_for(d)).filter(|p| p.source != PriceSource::Unknown).collect();
-    let dearest = |f: &dyn Fn(&pricing::Prices) -> crate::money::Money| prices.iter().map(f).max().map(|m| m.usd());
+    // One pass: the largest sizes, the summed limits, the dearest known prices.
+    let (mut max_input, mut max_output, mut rpm, mut tpm) = (None, None, None, None);
+    let (mut input, mut output) = (None, None);
+    for d in &deployments {
+        max_input = max_input.max(d.info.max_input_tokens);
+        max_output = max_output.max(d.info.max_output_tokens);
+        rpm = add(rpm, d.rpm);
+        tpm = add(tpm, d.tpm);
+        let prices = pricing::prices_for(d);
+        if prices.source != PriceSource::Unknown {
+            input = input.max(Some(prices.input));
+            output = output.max(Some(prices.output));
+        }
+    }
     Some(json!({
         "model_group": group,
         "providers": ["databricks"],
-        "max_input_tokens": max(&|d| d.info.max_input_tokens),
-        "max_output_tokens": max(&|d| d.info.max_output_tokens),
-        "input_cost_per_token": dearest(&|p| p.input),
-        "output_cost_per_token": dearest(&|p| p.output),
+        "max_input_tokens": max_input,
+        "max_output_tokens": max_output,
+        "input_cost_per_token": input.map(Money::usd),
+        "output_cost_per_token": output.map(Money::usd),
         "mode": first.info.mode.as_deref().unwrap_or("chat"),
-        "tpm": sum(&|d| d.tpm),
-        "rpm": sum(&|d| d.rpm),
+        "tpm": tpm,
+        "rpm": rpm,
         "access_groups": config.access_groups_of(group),
     }))
+}
+
+/// A sum of the limits that are set (`None` when none is).
+fn add(sum: Option<u64>, limit: Option<u64>) -> Option<u64> {
+    match (sum, limit) {
+        (Some(a), Some(b)) => Some(a.saturating_add(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{AccessGroup, Deployment, RouterSettings};
-    use crate::money::Money;
 
     fn deployment(group: &str, endpoint: &str) -> Deployment {
         Deployment { model_name: group.into(), ..Deployment::for_tests(endpoint) }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Limits, ModelSpend, Settlement};
+use super::{Limits, Settlement};
 use crate::money::Money;
 
 pub fn key_ledger(key_id: &str) -> String {
@@ -81,9 +81,11 @@ pub struct InfoRequest {
 pub struct LedgerInfo {
     pub spend: Money,
     pub budget_reset_at: Option<u64>,
-    /// Each budgeted model's spend in its period, and when that period began.
+    /// Each budgeted model's spend in its period (pico-dollars), and when the periods began.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub model_spend: BTreeMap<String, ModelSpend>,
+    pub model_spend: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub model_period_start: BTreeMap<String, u64>,
 }
 
 impl LedgerInfo {
@@ -92,14 +94,14 @@ impl LedgerInfo {
     pub fn model_budget_usage(&self, limits: &Limits) -> serde_json::Value {
         let mut usage = serde_json::Map::new();
         for (model, budget) in &limits.model_budgets {
-            let spent = self.model_spend.get(model);
-            let reset_at = spent.and_then(|m| m.period_end(budget));
+            let spent = Money::from_pico(self.model_spend.get(model).copied().unwrap_or(0));
+            let reset_at = super::model_period_end(limits, &self.model_period_start, model);
             usage.insert(
                 model.clone(),
                 serde_json::json!({
-                    "current_spend": spent.map_or(0.0, |m| m.spend.usd()),
-                    "budget_limit": budget.budget_limit.usd(),
-                    "time_period": budget.time_period,
+                    "current_spend": spent.usd(),
+                    "budget_limit": Money::from_pico(*budget).usd(),
+                    "time_period": limits.model_budget_periods.get(model),
                     "budget_reset_at": reset_at.map(crate::time::format_rfc3339),
                 }),
             );
@@ -150,24 +152,19 @@ impl SpendLogRow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::ModelBudget;
 
     #[test]
     fn model_budget_usage_is_litellms_shape_in_dollars() {
-        let daily = ModelBudget { budget_limit: Money::from_pico(50_000_000_000), time_period: Some("1d".into()) };
-        let forever = ModelBudget { budget_limit: Money::from_pico(1_000_000_000_000), time_period: None };
         let limits = Limits {
-            model_budgets: [("a".to_string(), daily), ("b".to_string(), forever)].into(),
+            model_budgets: [("a".to_string(), 50_000_000_000), ("b".to_string(), 1_000_000_000_000)].into(),
+            model_budget_periods: [("a".to_string(), "1d".to_string())].into(),
             ..Limits::default()
         };
         let info = LedgerInfo {
             spend: Money::ZERO,
             budget_reset_at: None,
-            model_spend: [(
-                "a".to_string(),
-                ModelSpend { spend: Money::from_pico(20_000_000_000), period_start: Some(1_800_000_000_000) },
-            )]
-            .into(),
+            model_spend: [("a".to_string(), 20_000_000_000)].into(),
+            model_period_start: [("a".to_string(), 1_800_000_000_000)].into(),
         };
         assert_eq!(
             info.model_budget_usage(&limits),

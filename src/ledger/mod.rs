@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::keys::{KeyRecord, ModelBudget};
+use crate::keys::KeyRecord;
 use crate::money::Money;
 use crate::pricing::Prices;
 use crate::time::Duration;
@@ -48,9 +48,12 @@ pub struct Limits {
     pub budget_duration: Option<String>,
     /// Pico-dollars.
     pub soft_budget: Option<Money>,
-    /// Budgets per model group, each with its own period (a key's `model_max_budget`).
+    /// A key's budgets per model group (`model_max_budget`), in pico-dollars, and the period
+    /// of those that reset.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub model_budgets: BTreeMap<String, ModelBudget>,
+    pub model_budgets: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub model_budget_periods: BTreeMap<String, String>,
 }
 
 impl Limits {
@@ -65,6 +68,7 @@ impl Limits {
             budget_duration: r.budget_duration.clone(),
             soft_budget: r.soft_budget,
             model_budgets: r.model_max_budget.clone(),
+            model_budget_periods: r.model_budget_period.clone(),
         }
     }
 
@@ -87,6 +91,15 @@ impl Limits {
 
     fn period(&self) -> Option<Duration> {
         self.budget_duration.as_deref().and_then(Duration::parse)
+    }
+
+    /// The budget of `model` (pico-dollars), if it has one of its own.
+    pub fn model_budget(&self, model: &str) -> Option<Money> {
+        self.model_budgets.get(model).map(|b| Money::from_pico(*b))
+    }
+
+    fn model_period(&self, model: &str) -> Option<Duration> {
+        self.model_budget_periods.get(model).and_then(|p| Duration::parse(p))
     }
 }
 
@@ -138,22 +151,6 @@ impl Entry {
     }
 }
 
-/// The spend on one model with a budget of its own, in that budget's current period.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ModelSpend {
-    pub spend: Money,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub period_start: Option<u64>,
-}
-
-impl ModelSpend {
-    /// When the model's budget period ends (`None`: it never resets, or none began yet).
-    pub fn period_end(&self, budget: &ModelBudget) -> Option<u64> {
-        let period = budget.time_period.as_deref().and_then(Duration::parse)?;
-        Some(period.after(self.period_start?))
-    }
-}
-
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerState {
     pub entries: Vec<Entry>,
@@ -170,9 +167,12 @@ pub struct LedgerState {
     /// enforced here at once, whatever KV still says elsewhere.
     #[serde(default)]
     pub scope: Option<Vec<String>>,
-    /// Spend per model that has a budget of its own (`Limits::model_budgets`).
+    /// Pico-dollars spent on each model with a budget of its own (`Limits::model_budgets`) in
+    /// its current period, and when the periods began (of those that reset).
     #[serde(default)]
-    pub model_spend: BTreeMap<String, ModelSpend>,
+    pub model_spend: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub model_period_start: BTreeMap<String, u64>,
     /// Ids of entries added or changed, and of entries dropped, since the ledger last saved:
     /// the object writes only those rows, whatever the size of the window.
     #[serde(skip)]
@@ -457,8 +457,7 @@ impl LedgerState {
         let committed = self.committed();
         let prompt_cost = req.prices.input.times(req.prompt_tokens_bound);
         // The model's own budget holds the same worst case against what its model committed.
-        let model_budget =
-            limits.model_budgets.get(&req.model).map(|b| (b.budget_limit, self.model_committed(&req.model)));
+        let model_budget = limits.model_budget(&req.model).map(|b| (b, self.model_committed(&req.model)));
         let key_room = limits.max_budget.map(|budget| budget.saturating_sub(committed));
         let model_room = model_budget.map(|(budget, used)| budget.saturating_sub(used));
         let over_model_budget = |committed: Money, max_budget: Money| Decision::ModelBudgetExceeded {
@@ -524,8 +523,8 @@ impl LedgerState {
                     e.state = EntryState::Settled;
                     self.spend = self.spend.saturating_add(s.cost);
                     self.changed.push(s.id.clone());
-                    if let Some(m) = budgeted(&mut self.model_spend, &s.limits, &e.model) {
-                        m.spend = m.spend.saturating_add(s.cost);
+                    if let Some(spent) = budgeted(&mut self.model_spend, &s.limits, &e.model) {
+                        *spent = spent.saturating_add(s.cost.pico());
                     }
                 }
                 EntryState::Estimated { charged } => {
@@ -535,9 +534,9 @@ impl LedgerState {
                     self.changed.push(s.id.clone());
                     // Corrected only in the model's period the request began in (its charge may
                     // fall in the next one: then it stands, never undercounting).
-                    if let Some(m) = budgeted(&mut self.model_spend, &s.limits, &e.model) {
-                        if m.period_start.is_none_or(|start| start <= e.at) {
-                            m.spend = m.spend.saturating_sub(charged).saturating_add(s.cost);
+                    if self.model_period_start.get(&e.model).is_none_or(|start| *start <= e.at) {
+                        if let Some(spent) = budgeted(&mut self.model_spend, &s.limits, &e.model) {
+                            *spent = spent.saturating_sub(charged.pico()).saturating_add(s.cost.pico());
                         }
                     }
                 }
@@ -581,7 +580,7 @@ impl LedgerState {
 
     /// The spend on `model` in its budget's period plus what its unsettled requests may cost.
     pub fn model_committed(&self, model: &str) -> Money {
-        let spend = self.model_spend.get(model).map_or(Money::ZERO, |m| m.spend);
+        let spend = Money::from_pico(self.model_spend.get(model).copied().unwrap_or(0));
         self.entries.iter().filter(|e| e.model == model).fold(spend, |sum, e| sum.saturating_add(e.reserved_cost()))
     }
 
@@ -604,15 +603,19 @@ impl LedgerState {
                 }
             }
         }
-        for (model, budget) in &limits.model_budgets {
-            let m = self.model_spend.entry(model.clone()).or_default();
-            if let Some(period) = budget.time_period.as_deref().and_then(Duration::parse) {
-                let start = *m.period_start.get_or_insert(now);
-                let next_start = current_period_start(period, start, now);
-                if next_start != start {
-                    m.period_start = Some(next_start);
-                    m.spend = Money::ZERO;
+        for model in limits.model_budgets.keys() {
+            let Some(period) = limits.model_period(model) else { continue };
+            let start = match self.model_period_start.get(model) {
+                Some(start) => *start,
+                None => {
+                    self.model_period_start.insert(model.clone(), now);
+                    now
                 }
+            };
+            let next_start = current_period_start(period, start, now);
+            if next_start != start {
+                self.model_period_start.insert(model.clone(), next_start);
+                self.model_spend.remove(model);
             }
         }
         for e in &mut self.entries {
@@ -621,8 +624,8 @@ impl LedgerState {
                     e.state = EntryState::Estimated { charged: cost };
                     self.spend = self.spend.saturating_add(cost);
                     self.changed.push(e.id.clone());
-                    if let Some(m) = budgeted(&mut self.model_spend, limits, &e.model) {
-                        m.spend = m.spend.saturating_add(cost);
+                    if let Some(spent) = budgeted(&mut self.model_spend, limits, &e.model) {
+                        *spent = spent.saturating_add(cost.pico());
                     }
                 }
             }
@@ -740,17 +743,18 @@ fn current_period_start(period: Duration, start: u64, now: u64) -> u64 {
     next_start
 }
 
-/// The spend record of `model` when `limits` give it a budget of its own.
-fn budgeted<'a>(
-    spend: &'a mut BTreeMap<String, ModelSpend>,
-    limits: &Limits,
-    model: &str,
-) -> Option<&'a mut ModelSpend> {
+/// The spend (pico-dollars) on `model` when `limits` give it a budget of its own.
+fn budgeted<'a>(spend: &'a mut BTreeMap<String, u64>, limits: &Limits, model: &str) -> Option<&'a mut u64> {
     if limits.model_budgets.contains_key(model) {
         Some(spend.entry(model.to_string()).or_default())
     } else {
         None
     }
+}
+
+/// When the period of `model`'s budget ends: `None` when it never resets, or none began yet.
+pub fn model_period_end(limits: &Limits, period_starts: &BTreeMap<String, u64>, model: &str) -> Option<u64> {
+    Some(limits.model_period(model)?.after(*period_starts.get(model)?))
 }
 
 #[cfg(test)]
@@ -1299,8 +1303,20 @@ mod tests {
         assert_eq!(serde_json::from_str::<EntryState>(r#"{"state":"settled"}"#).unwrap(), EntryState::Settled);
     }
 
-    fn model_budget(usd_micro: u64, period: Option<&str>) -> ModelBudget {
-        ModelBudget { budget_limit: Money::from_pico(usd_micro * 1_000_000), time_period: period.map(str::to_string) }
+    /// Limits with budgets of `(model, µ$, period)`.
+    fn model_budgets(budgets: &[(&str, u64, Option<&str>)]) -> Limits {
+        let mut l = limits();
+        for (model, micro, period) in budgets {
+            l.model_budgets.insert(model.to_string(), micro * 1_000_000);
+            if let Some(p) = period {
+                l.model_budget_periods.insert(model.to_string(), p.to_string());
+            }
+        }
+        l
+    }
+
+    fn model_spend(s: &LedgerState, model: &str) -> Money {
+        Money::from_pico(s.model_spend.get(model).copied().unwrap_or(0))
     }
 
     fn over_model_budget(d: &Decision) -> Option<(&str, u64, u64)> {
@@ -1315,7 +1331,7 @@ mod tests {
     #[test]
     fn a_model_budget_admits_exactly_what_it_holds_and_leaves_other_models_alone() {
         // Each request holds 10 × 1 µ$ + 20 × 2 µ$ = 50 µ$; "m" has 150 µ$ a day.
-        let l = Limits { model_budgets: [("m".to_string(), model_budget(150, Some("1d")))].into(), ..limits() };
+        let l = model_budgets(&[("m", 150, Some("1d"))]);
         assert!(l.needs_admission());
         let mut s = LedgerState::default();
         let decisions: Vec<Decision> = (0..6).map(|i| s.admit(&request(&format!("r{i}"), &l), T0)).collect();
@@ -1331,7 +1347,7 @@ mod tests {
         }
         settle(&mut s, "o", 3, 4, &l, T0 + 1);
         assert_eq!(s.spend, Money::from_pico(44_000_000));
-        assert_eq!(s.model_spend["m"].spend, Money::from_pico(33_000_000));
+        assert_eq!(model_spend(&s, "m"), Money::from_pico(33_000_000));
         assert!(!s.model_spend.contains_key("n"), "only budgeted models are tracked");
         // 33 µ$ spent: two more holds of 50 fit in 150, a third does not.
         assert!(admitted(&s.admit(&request("a", &l), T0 + 2)));
@@ -1340,7 +1356,7 @@ mod tests {
         // A repeated settlement charges neither twice.
         settle(&mut s, "a", 3, 4, &l, T0 + 3);
         settle(&mut s, "a", 3, 4, &l, T0 + 3);
-        assert_eq!(s.model_spend["m"].spend, Money::from_pico(44_000_000));
+        assert_eq!(model_spend(&s, "m"), Money::from_pico(44_000_000));
     }
 
     #[test]
@@ -1348,42 +1364,39 @@ mod tests {
         let l = Limits {
             max_budget: Some(Money::from_pico(10_000_000_000)),
             budget_duration: Some("30d".into()),
-            model_budgets: [("m".to_string(), model_budget(60, Some("2s")))].into(),
-            ..limits()
+            ..model_budgets(&[("m", 60, Some("2s"))])
         };
         let mut s = LedgerState::default();
         assert!(admitted(&s.admit(&request("a", &l), T0)));
         settle(&mut s, "a", 10, 20, &l, T0 + 10); // 50 µ$
         assert_eq!(over_model_budget(&s.admit(&request("b", &l), T0 + 1_999)), Some(("m", 50, 60)));
-        let budget = &l.model_budgets["m"];
-        assert_eq!(s.model_spend["m"].spend, Money::from_pico(50_000_000));
-        assert_eq!(s.model_spend["m"].period_end(budget), Some(T0 + 2_000));
+        assert_eq!(model_spend(&s, "m"), Money::from_pico(50_000_000));
+        assert_eq!(model_period_end(&l, &s.model_period_start, "m"), Some(T0 + 2_000));
         // The model's period ends; the key's 30-day spend goes on.
         assert!(admitted(&s.admit(&request("b", &l), T0 + 2_000)));
-        assert_eq!(s.model_spend["m"].spend, Money::ZERO);
+        assert_eq!(model_spend(&s, "m"), Money::ZERO);
         assert_eq!(s.spend, Money::from_pico(50_000_000));
-        assert_eq!(s.model_spend["m"].period_end(budget), Some(T0 + 2_000 + 2_000));
+        assert_eq!(model_period_end(&l, &s.model_period_start, "m"), Some(T0 + 2_000 + 2_000));
         // Whole idle periods are skipped.
         settle(&mut s, "b", 10, 20, &l, T0 + 2_001);
         s.maintain(T0 + 9_500, &l);
-        assert_eq!(s.model_spend["m"], ModelSpend { spend: Money::ZERO, period_start: Some(T0 + 8_000) });
+        assert_eq!((model_spend(&s, "m"), s.model_period_start["m"]), (Money::ZERO, T0 + 8_000));
         // Without a period it never resets.
-        let forever = Limits { model_budgets: [("m".to_string(), model_budget(60, None))].into(), ..limits() };
+        let forever = model_budgets(&[("m", 60, None)]);
         let mut s = LedgerState::default();
         assert!(admitted(&s.admit(&request("a", &forever), T0)));
         settle(&mut s, "a", 10, 20, &forever, T0);
         s.maintain(T0 + 400 * 86_400_000, &forever);
         assert_eq!(over_model_budget(&s.admit(&request("b", &forever), T0 + 400 * 86_400_000)), Some(("m", 50, 60)));
-        assert_eq!(s.model_spend["m"].spend, Money::from_pico(50_000_000));
-        assert_eq!(s.model_spend["m"].period_end(&forever.model_budgets["m"]), None);
+        assert_eq!(model_spend(&s, "m"), Money::from_pico(50_000_000));
+        assert_eq!(model_period_end(&forever, &s.model_period_start, "m"), None);
     }
 
     #[test]
     fn the_tighter_of_the_key_and_model_budgets_refuses_and_imposes_max_tokens() {
         let both = |key: u64, model: u64| Limits {
             max_budget: Some(Money::from_pico(key * 1_000_000)),
-            model_budgets: [("m".to_string(), model_budget(model, None))].into(),
-            ..limits()
+            ..model_budgets(&[("m", model, None)])
         };
         let mut r = request("a", &both(1_000, 40));
         assert_eq!(over_model_budget(&LedgerState::default().admit(&r, T0)), Some(("m", 0, 40)));
@@ -1395,7 +1408,7 @@ mod tests {
         r.max_tokens = None;
         let Decision::Admitted { max_tokens, .. } = LedgerState::default().admit(&r, T0) else { panic!() };
         assert_eq!(max_tokens, Some(15));
-        r.limits = Limits { model_budgets: [("m".to_string(), model_budget(40, None))].into(), ..limits() };
+        r.limits = model_budgets(&[("m", 40, None)]);
         let Decision::Admitted { max_tokens, .. } = LedgerState::default().admit(&r, T0) else { panic!() };
         assert_eq!(max_tokens, Some(15), "a model budget alone imposes one too");
         // Nothing left for even one token: the model's budget refuses.
@@ -1407,11 +1420,7 @@ mod tests {
 
     #[test]
     fn a_model_budget_follows_fallbacks_and_abandoned_reservations() {
-        let l = Limits {
-            model_budgets: [("m".to_string(), model_budget(100, None)), ("n".to_string(), model_budget(100, None))]
-                .into(),
-            ..limits()
-        };
+        let l = model_budgets(&[("m", 100, None), ("n", 100, None)]);
         let mut s = LedgerState::default();
         assert!(admitted(&s.admit(&request("a", &l), T0)));
         let mut moved = request("a", &l);
@@ -1419,14 +1428,14 @@ mod tests {
         assert!(admitted(&s.admit(&moved, T0 + 1)));
         assert_eq!((s.model_committed("m"), s.model_committed("n")), (Money::ZERO, Money::from_pico(50_000_000)));
         settle(&mut s, "a", 1, 1, &l, T0 + 2);
-        assert_eq!(s.model_spend["n"].spend, Money::from_pico(3_000_000));
-        assert_eq!(s.model_spend["m"].spend, Money::ZERO);
+        assert_eq!(model_spend(&s, "n"), Money::from_pico(3_000_000));
+        assert_eq!(model_spend(&s, "m"), Money::ZERO);
         // An abandoned reservation is charged to its model as held, then corrected.
         assert!(admitted(&s.admit(&request("b", &l), T0 + 3)));
         s.maintain(T0 + 3 + RESERVATION_MAX_MS, &l);
-        assert_eq!(s.model_spend["m"].spend, Money::from_pico(50_000_000));
+        assert_eq!(model_spend(&s, "m"), Money::from_pico(50_000_000));
         settle(&mut s, "b", 1, 1, &l, T0 + 4 + RESERVATION_MAX_MS);
-        assert_eq!(s.model_spend["m"].spend, Money::from_pico(3_000_000));
+        assert_eq!(model_spend(&s, "m"), Money::from_pico(3_000_000));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use worker::{durable_object, DurableObject, Env, Request, Response, SqlStorage, 
 use super::ObjectStub;
 use crate::json;
 use crate::ledger::messages::{InfoRequest, LedgerInfo, LogsQuery, RevokeRequest, SettleRequest, SpendLogRow};
-use crate::ledger::{AdmitRequest, Decision, Entry, LedgerState, ModelSpend, Settled};
+use crate::ledger::{AdmitRequest, Decision, Entry, LedgerState, Settled};
 use crate::money::Money;
 use crate::openai::ApiError;
 use crate::runtime::now_ms;
@@ -67,7 +67,9 @@ struct Totals {
     #[serde(default)]
     scope: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    model_spend: BTreeMap<String, ModelSpend>,
+    model_spend: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    model_period_start: BTreeMap<String, u64>,
 }
 
 #[derive(Deserialize)]
@@ -119,6 +121,7 @@ impl Ledger {
                     spend: ledger.spend,
                     budget_reset_at: ledger.budget_reset_at(&request.limits),
                     model_spend: ledger.model_spend.clone(),
+                    model_period_start: ledger.model_period_start.clone(),
                 })?
             }
             "/logs" => return self.logs(&sql, &parse(body)?),
@@ -187,6 +190,7 @@ impl Ledger {
             key_hash: totals.key_hash,
             scope: totals.scope,
             model_spend: totals.model_spend,
+            model_period_start: totals.model_period_start,
             ..LedgerState::default()
         })
     }
@@ -218,6 +222,7 @@ impl Ledger {
             key_hash: state.key_hash.clone(),
             scope: state.scope.clone(),
             model_spend: state.model_spend.clone(),
+            model_period_start: state.model_period_start.clone(),
         };
         let json = serde_json::to_string(&totals).map_err(|e| e.to_string())?;
         sql.exec("INSERT OR REPLACE INTO ledger_state (id, json) VALUES (1, ?)", vec![json.into()])
