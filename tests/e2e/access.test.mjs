@@ -244,3 +244,12 @@ test('/key/update adds a model budget that holds at once, and removes it with nu
   assert.deepEqual(cleared.json.model_max_budget, {});
   assert.equal((await chat(key, 'priced-claude', 'Hello!', { max_tokens: 10 })).status, 200);
 });
+
+test('a model budget on a model the gateway cannot price refuses it (400 naming what to set); others go on', async () => {
+  const key = await generate({ model_max_budget: { ordered: { budget_limit: 1, time_period: '1d' } } });
+  const refused = await chat(key, 'ordered', 'Hello!', { max_tokens: 5 });
+  assert.equal(refused.status, 400, refused.text);
+  assert.equal(refused.json.error.param, 'model');
+  assert.match(refused.json.error.message, /input_cost_per_token/);
+  assert.equal((await chat(key, 'balanced', 'Hello!', { max_tokens: 5 })).status, 200, 'no budget of its own, no price needed');
+});
