@@ -308,9 +308,7 @@ impl KeyRecord {
             "model_max_budget": self.model_max_budget_api(),
         })
     }
-}
 
-impl KeyRecord {
     /// `model_max_budget` in dollars, as it was given.
     fn model_max_budget_api(&self) -> Value {
         // Inserted one by one: `collect` into a map sorts first (more code in the wasm).

@@ -345,11 +345,11 @@ fn with_secret(mut view: Value, key: &str) -> Value {
 /// The key as the API shows it, with the spend its ledger holds.
 async fn view(record: &KeyRecord, call: &Call<'_>) -> Result<Value, ApiError> {
     let ledger = LedgerStub::open(call.env, &messages::key_ledger(&record.key_id))?;
-    let limits = Limits::from_key(record);
-    let info = ledger.info(&InfoRequest { limits: limits.clone() }).await?;
+    let request = InfoRequest { limits: Limits::from_key(record) };
+    let info = ledger.info(&request).await?;
     let mut view = record.to_api(info.spend, info.budget_reset_at);
-    if !limits.model_budgets.is_empty() {
-        view["model_max_budget_usage"] = info.model_budget_usage(&limits);
+    if !request.limits.model_budgets.is_empty() {
+        view["model_max_budget_usage"] = info.model_budget_usage(&request.limits);
     }
     Ok(view)
 }

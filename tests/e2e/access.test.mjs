@@ -145,9 +145,9 @@ test('model_max_budget is validated: configured models, budgets of 0 or more, re
 });
 
 test('a model budget that fits exactly 3 requests admits exactly 3 of 8 racing, names the model, and leaves other models alone', async () => {
-  // Each request holds its worst case; the fake holds every answer for a second, so all eight
+  // Each request holds its worst case; the fake holds every answer for two seconds, so all eight
   // are admitted or refused before any settles.
-  const prompt = 'Hello! [fake:delay=1000]';
+  const prompt = 'Hello! [fake:delay=2000]';
   const hold = holdUsd(prompt, 10);
   const limit = Number((3.5 * hold).toFixed(6));
   const key = await generate({
