@@ -30,6 +30,8 @@ pub enum Endpoint {
     Metrics,
     Health,
     ModelInfo,
+    /// `/model_group/info`: each model group the caller may use (LiteLLM's shape).
+    ModelGroupInfo,
     /// Anthropic's Messages API, at `/v1/messages` and `/anthropic/v1/messages` (LiteLLM's two).
     Messages,
     MessagesCountTokens,
@@ -61,6 +63,7 @@ impl Endpoint {
             "/metrics" => Endpoint::Metrics,
             "/health" => Endpoint::Health,
             "/model/info" | "/v1/model/info" => Endpoint::ModelInfo,
+            "/model_group/info" | "/v1/model_group/info" => Endpoint::ModelGroupInfo,
             "/v1/messages" | "/anthropic/v1/messages" => Endpoint::Messages,
             "/v1/messages/count_tokens" | "/anthropic/v1/messages/count_tokens" => Endpoint::MessagesCountTokens,
             _ => {
@@ -97,7 +100,8 @@ impl Endpoint {
             | Endpoint::SpendTags
             | Endpoint::Metrics
             | Endpoint::Health
-            | Endpoint::ModelInfo => "GET",
+            | Endpoint::ModelInfo
+            | Endpoint::ModelGroupInfo => "GET",
             _ => "POST",
         }
     }

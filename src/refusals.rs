@@ -26,6 +26,23 @@ pub fn budget_exceeded(committed: Money, max_budget: Money) -> ApiError {
     ApiError::new(400, ErrorKind::BudgetExceeded, message)
 }
 
+/// A key's budget for one model (`model_max_budget`) cannot hold the request (LiteLLM's type
+/// and words: "... exceeded budget for model=...").
+pub fn model_budget_exceeded(
+    key_hash: &str,
+    key_alias: Option<&str>,
+    model: &str,
+    committed: Money,
+    max_budget: Money,
+) -> ApiError {
+    let alias = key_alias.unwrap_or("None");
+    let message = format!(
+        "Budget has been exceeded! Virtual key: {key_hash}, key_alias: {alias}, exceeded budget for model={model}. \
+         Current cost: {committed}, Max budget: {max_budget}"
+    );
+    ApiError::new(400, ErrorKind::BudgetExceeded, message).with_param("model")
+}
+
 /// A key that is blocked, deleted or regenerated; `at` is when, if known.
 pub fn key_revoked(reason: &str, at: Option<u64>) -> ApiError {
     let when = at.map(|at| format!(" at {}", time::format_rfc3339(at))).unwrap_or_default();
@@ -72,6 +89,18 @@ mod tests {
         assert!(key_revoked("regenerated", Some(0)).message.contains("regenerated at 1970-01-01T00:00:00"));
         assert_eq!(key_revoked("regenerated", None).message, "This API key was regenerated; use the new key.");
         assert_eq!(key_revoked("deleted", None).status, 401);
+        let e = model_budget_exceeded(
+            "ab12",
+            Some("team-a"),
+            "gpt",
+            Money::from_pico(50_000_000_000),
+            Money::from_pico(50_000_000_000),
+        );
+        assert_eq!((e.status, e.kind.as_str(), e.param.as_deref()), (400, "budget_exceeded", Some("model")));
+        assert_eq!(
+            e.message,
+            "Budget has been exceeded! Virtual key: ab12, key_alias: team-a, exceeded budget for model=gpt. Current cost: 0.05, Max budget: 0.05"
+        );
         let e = model_not_allowed(&["a".into()]);
         assert_eq!((e.status, e.kind.as_str(), e.param.as_deref()), (401, "key_model_access_denied", Some("model")));
     }

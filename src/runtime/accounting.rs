@@ -14,6 +14,7 @@ use super::{now_ms, Call, Caller};
 use super::{reports, settlements};
 use crate::attribution::Attribution;
 use crate::config::Deployment;
+use crate::embedded;
 use crate::ledger::messages::{self, SettleRequest, SpendLogRow};
 use crate::ledger::{AdmitRequest, Decision, Limits, RateInfo, Settlement};
 use crate::log::RequestLog;
@@ -155,6 +156,7 @@ impl Reservation {
             prices,
             lease_ms: self.lease_ms,
             limits,
+            access_groups: Vec::new(),
         }
     }
 }
@@ -222,20 +224,21 @@ impl Account {
     pub async fn admit(&mut self, reservation: &Reservation) -> Result<Option<u64>, ApiError> {
         self.lease_ms = reservation.lease_ms;
         let Some(key) = self.key.as_mut().filter(|k| k.limits.needs_admission()) else { return Ok(None) };
-        if key.limits.max_budget.is_some() {
-            if let Some(model) = reservation.unpriced.first() {
-                return Err(refusals::unpriced(model));
-            }
+        // A budget cannot hold what has no price: the key's own budget, or a model's.
+        let budgeted = |model: &String| key.limits.max_budget.is_some() || key.limits.model_budgets.contains_key(model);
+        if let Some(model) = reservation.unpriced.iter().find(|m| budgeted(m)) {
+            return Err(refusals::unpriced(model));
         }
-        let request = reservation.admit_request(
+        let mut request = reservation.admit_request(
             self.row.call_id.clone(),
             self.row.model_group.clone(),
             self.key_hash.clone(),
             reservation.prices,
             key.limits.clone(),
         );
+        request.access_groups = access_groups_of(&request.model);
         let decision = stub(&key.ledger)?.admit(&request).await?;
-        let admitted = key_decision(decision, &mut self.rate)?;
+        let admitted = key_decision(decision, &mut self.rate, &self.row)?;
         key.admitted = true;
         Ok(admitted)
     }
@@ -244,15 +247,16 @@ impl Account {
     /// per-model limits and current scope apply); its budget hold moves with it.
     pub async fn enter_group(&mut self, group: &str, reservation: &Reservation) -> Result<(), ApiError> {
         if let Some(key) = self.key.as_mut().filter(|k| k.admitted) {
-            let request = reservation.admit_request(
+            let mut request = reservation.admit_request(
                 self.row.call_id.clone(),
                 group.to_string(),
                 self.key_hash.clone(),
                 reservation.prices,
                 key.limits.clone(),
             );
+            request.access_groups = access_groups_of(group);
             let decision = stub(&key.ledger)?.admit(&request).await?;
-            key_decision(decision, &mut self.rate)?;
+            key_decision(decision, &mut self.rate, &self.row)?;
         }
         self.row.model_group = group.to_string();
         Ok(())
@@ -409,9 +413,19 @@ pub fn log_cost(log: &mut RequestLog, prices: Prices, cost: Money) {
     }
 }
 
+/// The access groups the config puts `model` in: the key's ledger admits it when its scope
+/// names one of them.
+fn access_groups_of(model: &str) -> Vec<String> {
+    embedded::config().map(|c| c.access_groups_of(model).into_iter().map(str::to_string).collect()).unwrap_or_default()
+}
+
 /// What the key's ledger decided: the `max_tokens` to impose, or the caller's error. The
 /// rate figures are kept for the answer's headers either way.
-fn key_decision(decision: Decision, rate_seen: &mut Option<RateInfo>) -> Result<Option<u64>, ApiError> {
+fn key_decision(
+    decision: Decision,
+    rate_seen: &mut Option<RateInfo>,
+    row: &SpendLogRow,
+) -> Result<Option<u64>, ApiError> {
     match decision {
         Decision::Admitted { max_tokens, rate, .. } => {
             *rate_seen = Some(rate);
@@ -424,6 +438,9 @@ fn key_decision(decision: Decision, rate_seen: &mut Option<RateInfo>) -> Result<
         Decision::BudgetExceeded { committed, max_budget } => Err(refusals::budget_exceeded(committed, max_budget)),
         Decision::Revoked { reason } => Err(refusals::key_revoked(&reason, None)),
         Decision::ModelNotAllowed { models } => Err(refusals::model_not_allowed(&models)),
+        Decision::ModelBudgetExceeded { model, committed, max_budget } => {
+            Err(refusals::model_budget_exceeded(&row.api_key, row.key_alias.as_deref(), &model, committed, max_budget))
+        }
     }
 }
 

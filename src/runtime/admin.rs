@@ -258,7 +258,7 @@ async fn list(req: &Request, store: &KeyStore, call: &Call<'_>) -> Result<Value,
 /// (the alias index also knows aliases set before they were claimed in Durable Objects).
 async fn validate(record: &KeyRecord, store: &KeyStore, previous_alias: Option<&str>) -> Result<(), ApiError> {
     let config = embedded::config().map_err(ApiError::internal)?;
-    record.validate(&config.model_names())?;
+    record.validate(&config.model_names(), &config.access_groups)?;
     record.check_kv_limits()?;
     if let Some(alias) = new_alias(record, previous_alias) {
         if store.hash_for_alias(alias).await?.is_some() {
@@ -345,8 +345,13 @@ fn with_secret(mut view: Value, key: &str) -> Value {
 /// The key as the API shows it, with the spend its ledger holds.
 async fn view(record: &KeyRecord, call: &Call<'_>) -> Result<Value, ApiError> {
     let ledger = LedgerStub::open(call.env, &messages::key_ledger(&record.key_id))?;
-    let info = ledger.info(&InfoRequest { limits: Limits::from_key(record) }).await?;
-    Ok(record.to_api(info.spend, info.budget_reset_at))
+    let request = InfoRequest { limits: Limits::from_key(record) };
+    let info = ledger.info(&request).await?;
+    let mut view = record.to_api(info.spend, info.budget_reset_at);
+    if !request.limits.model_budgets.is_empty() {
+        view["model_max_budget_usage"] = info.model_budget_usage(&request.limits);
+    }
+    Ok(view)
 }
 
 /// Tells the key's ledger at once what KV will tell other locations within a minute: the key
@@ -354,7 +359,7 @@ async fn view(record: &KeyRecord, call: &Call<'_>) -> Result<Value, ApiError> {
 async fn sync_ledger(call: &Call<'_>, record: &KeyRecord, deleted: Option<&str>) -> Result<(), ApiError> {
     let reason = deleted.or(record.blocked.then_some("blocked"));
     let config = embedded::config().map_err(ApiError::internal)?;
-    let scope = record.scope(&config.model_names());
+    let scope = record.scope(&config.model_names(), &config.access_groups);
     accounting::notify_revocation(call.env, &record.key_id, reason, &record.key_hash, scope).await
 }
 

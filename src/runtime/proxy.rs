@@ -73,7 +73,7 @@ pub async fn proxy(
 
     // 4. Route and forward.
     let ask = Ask { wire: &*wire, body: &body, stream, output_cap };
-    let may_use = |g: &str| caller.may_use_group(g);
+    let may_use = |g: &str| caller.may_use_group(g, &config.access_groups);
     let mut trail = Trail::default();
     let routed =
         dispatch::route(call, config, &resolved.group, &model, &ask, &may_use, &mut account, &reservation, &mut trail)
@@ -128,12 +128,12 @@ pub(super) struct Resolved<'c> {
 pub(super) fn resolve<'c>(config: &'c GatewayConfig, caller: &Caller, model: &str) -> Result<Resolved<'c>, ApiError> {
     let group = match caller {
         Caller::Master => model.to_string(),
-        Caller::Key(record) => record.resolve_model(model)?,
+        Caller::Key(record) => record.resolve_model(model, &config.access_groups)?,
     };
     if config.group(&group).is_empty() {
         return Err(unknown_model(model));
     }
-    let servable = servable(config, &group, &|g: &str| caller.may_use_group(g));
+    let servable = servable(config, &group, &|g: &str| caller.may_use_group(g, &config.access_groups));
     Ok(Resolved { group, servable })
 }
 

@@ -6,6 +6,7 @@
 //! many requests race. It holds no rule of its own.
 
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -65,6 +66,10 @@ struct Totals {
     key_hash: Option<String>,
     #[serde(default)]
     scope: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    model_spend: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    model_period_start: BTreeMap<String, u64>,
 }
 
 #[derive(Deserialize)]
@@ -112,7 +117,12 @@ impl Ledger {
             "/info" => {
                 let request: InfoRequest = parse(body)?;
                 ledger.maintain(now, &request.limits);
-                to_value(&LedgerInfo { spend: ledger.spend, budget_reset_at: ledger.budget_reset_at(&request.limits) })?
+                to_value(&LedgerInfo {
+                    spend: ledger.spend,
+                    budget_reset_at: ledger.budget_reset_at(&request.limits),
+                    model_spend: ledger.model_spend.clone(),
+                    model_period_start: ledger.model_period_start.clone(),
+                })?
             }
             "/logs" => return self.logs(&sql, &parse(body)?),
             _ => return Err(format!("unknown ledger call {path}")),
@@ -179,6 +189,8 @@ impl Ledger {
             revoked: totals.revoked,
             key_hash: totals.key_hash,
             scope: totals.scope,
+            model_spend: totals.model_spend,
+            model_period_start: totals.model_period_start,
             ..LedgerState::default()
         })
     }
@@ -209,6 +221,8 @@ impl Ledger {
             revoked: state.revoked.clone(),
             key_hash: state.key_hash.clone(),
             scope: state.scope.clone(),
+            model_spend: state.model_spend.clone(),
+            model_period_start: state.model_period_start.clone(),
         };
         let json = serde_json::to_string(&totals).map_err(|e| e.to_string())?;
         sql.exec("INSERT OR REPLACE INTO ledger_state (id, json) VALUES (1, ?)", vec![json.into()])
