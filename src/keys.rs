@@ -15,8 +15,8 @@ use crate::time::{self, Duration};
 pub const KEY_PREFIX: &str = "sk-";
 /// LiteLLM's special entry in `models` meaning every configured model.
 pub const ALL_MODELS: &str = "all-proxy-models";
-const MAX_TEXT: usize = 256;
-const MAX_ID: usize = 128;
+pub(crate) const MAX_TEXT: usize = 256;
+pub(crate) const MAX_ID: usize = 128;
 /// Budgets above ten million dollars are typos (and would not fit a u64 of pico-dollars).
 const MAX_BUDGET_USD: f64 = 1e7;
 /// Workers KV's own limits: a key (name) of at most 512 bytes, list metadata of at most 1024
@@ -217,7 +217,7 @@ impl KeyRecord {
     }
 
     fn may_use(&self, model: &str) -> bool {
-        self.models.is_empty() || self.models.iter().any(|m| m == ALL_MODELS || m == model)
+        models_allow(&self.models, model)
     }
 
     /// Whether a request of this key may be served by the configured group `group`, directly
@@ -275,6 +275,11 @@ impl KeyRecord {
             "team_id": self.team_id,
         })
     }
+}
+
+/// Whether a `models` list (a key's, a team's, a user's) allows `model`: empty means all.
+pub fn models_allow(models: &[String], model: &str) -> bool {
+    models.is_empty() || models.iter().any(|m| m == ALL_MODELS || m == model)
 }
 
 /// What `/key/list` needs of a key without reading its record, kept as the KV entry's list
@@ -464,19 +469,22 @@ pub fn chosen_key(value: &Value, field: &str) -> Result<String, ApiError> {
     Ok(key.to_string())
 }
 
-fn bad(field: &str, message: impl Into<String>) -> ApiError {
+pub(crate) fn bad(field: &str, message: impl Into<String>) -> ApiError {
     ApiError::invalid_request(format!("Invalid `{field}`: {}", message.into()), field)
 }
 
 /// `null` clears a field; anything else must parse.
-fn optional<T>(value: &Value, parse: impl FnOnce(&Value) -> Result<T, ApiError>) -> Result<Option<T>, ApiError> {
+pub(crate) fn optional<T>(
+    value: &Value,
+    parse: impl FnOnce(&Value) -> Result<T, ApiError>,
+) -> Result<Option<T>, ApiError> {
     match value {
         Value::Null => Ok(None),
         v => parse(v).map(Some),
     }
 }
 
-fn text(value: &Value, field: &str, max: usize) -> Result<String, ApiError> {
+pub(crate) fn text(value: &Value, field: &str, max: usize) -> Result<String, ApiError> {
     match value.as_str().map(str::trim) {
         Some(s) if !s.is_empty() && s.chars().count() <= max => Ok(s.to_string()),
         Some(_) => Err(bad(field, format!("must be 1 to {max} characters"))),
@@ -484,25 +492,25 @@ fn text(value: &Value, field: &str, max: usize) -> Result<String, ApiError> {
     }
 }
 
-fn duration(value: &Value, field: &str) -> Result<Duration, ApiError> {
+pub(crate) fn duration(value: &Value, field: &str) -> Result<Duration, ApiError> {
     value
         .as_str()
         .and_then(Duration::parse)
         .ok_or_else(|| bad(field, "must be a duration such as 30s, 5m, 1h, 30d, 2w or 1mo"))
 }
 
-fn usd(value: &Value, field: &str) -> Result<Money, ApiError> {
+pub(crate) fn usd(value: &Value, field: &str) -> Result<Money, ApiError> {
     match value.as_f64().filter(|x| *x <= MAX_BUDGET_USD).and_then(Money::from_usd) {
         Some(money) => Ok(money),
         _ => Err(bad(field, "must be a number of US dollars, 0 or more")),
     }
 }
 
-fn count(value: &Value, field: &str) -> Result<u64, ApiError> {
+pub(crate) fn count(value: &Value, field: &str) -> Result<u64, ApiError> {
     value.as_u64().ok_or_else(|| bad(field, "must be a whole number, 0 or more"))
 }
 
-fn string_list(value: &Value, field: &str) -> Result<Vec<String>, ApiError> {
+pub(crate) fn string_list(value: &Value, field: &str) -> Result<Vec<String>, ApiError> {
     match value {
         Value::Null => Ok(Vec::new()),
         Value::Array(items) => items.iter().map(|v| text(v, field, MAX_TEXT)).collect(),

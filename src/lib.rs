@@ -29,6 +29,7 @@ pub mod ledger;
 pub mod log;
 pub mod money;
 pub mod openai;
+pub mod parties;
 pub mod price_table;
 pub mod pricing;
 pub mod prompt;
