@@ -23,6 +23,20 @@ const DEFAULT_USER_ROLE: &str = "internal_user";
 /// Roles of a team member.
 const MEMBER_ROLES: [&str; 2] = ["admin", "user"];
 
+/// What a `/team/*`, `/user/*` or `/customer/*` call does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartyOp {
+    New,
+    Update,
+    Delete,
+    Info,
+    List,
+    Block,
+    Unblock,
+    MemberAdd,
+    MemberDelete,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PartyKind {
     Team,
