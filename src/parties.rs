@@ -289,6 +289,111 @@ pub fn parse_changes(kind: PartyKind, body: &Map<String, Value>) -> Result<Party
     Ok(c)
 }
 
+/// The ids a call names: `team_id` / `user_id` (one, made up for a new team or user without
+/// one), or a list (`team_ids`, `user_ids`) for deletes and customer blocks.
+pub fn target_ids(kind: PartyKind, op: PartyOp, body: &Map<String, Value>) -> Result<Vec<String>, ApiError> {
+    let field = kind.id_field();
+    match op {
+        PartyOp::Delete => id_list(kind, body, if kind == PartyKind::Team { "team_ids" } else { "user_ids" }),
+        PartyOp::Block | PartyOp::Unblock if kind == PartyKind::Customer => id_list(kind, body, "user_ids"),
+        PartyOp::New => match body_id(kind, body)? {
+            Some(id) => Ok(vec![id]),
+            None if kind == PartyKind::Customer => Err(bad(field, "the end user's id is required")),
+            None => Ok(vec![crate::ids::uuid_v4().map_err(|e| ApiError::internal(format!("no randomness: {e}")))?]),
+        },
+        _ => {
+            let allowed: &[&str] = match op {
+                PartyOp::Block | PartyOp::Unblock => &[],
+                PartyOp::MemberAdd => &["member"],
+                PartyOp::MemberDelete => &["user_id", "user_email"],
+                _ => kind.fields(),
+            };
+            if let Some(other) = body.keys().find(|k| *k != field && !allowed.contains(&k.as_str())) {
+                return Err(bad(other, format!("unknown field `{other}`")));
+            }
+            match body_id(kind, body)? {
+                Some(id) => Ok(vec![id]),
+                None => Err(ApiError::invalid_request(format!("`{field}` is required"), field)),
+            }
+        }
+    }
+}
+
+/// A non-empty list of ids under `field`, and nothing else.
+fn id_list(kind: PartyKind, body: &Map<String, Value>, field: &str) -> Result<Vec<String>, ApiError> {
+    if let Some(other) = body.keys().find(|k| k.as_str() != field) {
+        return Err(bad(other, format!("unknown field `{other}`")));
+    }
+    match body.get(field) {
+        Some(Value::Array(items)) if !items.is_empty() => {
+            items.iter().map(|v| text(v, field, MAX_ID).and_then(|id| check_id(kind, &id))).collect()
+        }
+        _ => Err(ApiError::invalid_request(format!("`{field}` (a list of ids) is required"), field)),
+    }
+}
+
+/// What a write call (new, update, block, unblock, member add or delete) makes of the record
+/// it names, given the record as KV has it: the record to store.
+pub fn edit(
+    kind: PartyKind,
+    op: PartyOp,
+    existing: Option<PartyRecord>,
+    id: &str,
+    body: &Map<String, Value>,
+    now_ms: u64,
+) -> Result<PartyRecord, ApiError> {
+    let field = kind.id_field();
+    let mut record = match (op, existing) {
+        (PartyOp::New, Some(_)) => {
+            let message = format!("{}={id} already exists.", kind.label());
+            // LiteLLM answers a duplicate user with 409, a duplicate team or customer with 400.
+            return Err(match kind {
+                PartyKind::User => {
+                    ApiError::new(409, crate::openai::ErrorKind::InvalidRequest, message).with_param(field)
+                }
+                _ => ApiError::invalid_request(message, field),
+            });
+        }
+        (PartyOp::New, None) => PartyRecord::new(kind, id.to_string(), now_ms),
+        (_, Some(record)) => record,
+        (_, None) => {
+            return Err(ApiError::not_found(format!("{}={id} does not exist.", kind.label())).with_param(field))
+        }
+    };
+    match op {
+        PartyOp::New | PartyOp::Update => record.apply(parse_changes(kind, body)?, now_ms),
+        PartyOp::Block | PartyOp::Unblock => {
+            record.blocked = op == PartyOp::Block;
+            record.updated_at = now_ms;
+        }
+        PartyOp::MemberAdd => {
+            let members = match body.get("member") {
+                Some(Value::Array(items)) if !items.is_empty() => {
+                    items.iter().map(|m| Member::parse(m, "member")).collect::<Result<Vec<_>, _>>()?
+                }
+                Some(m @ Value::Object(_)) => vec![Member::parse(m, "member")?],
+                _ => {
+                    return Err(ApiError::invalid_request(
+                        "`member` (a member or a list of them) is required",
+                        "member",
+                    ))
+                }
+            };
+            record.add_members(members, now_ms);
+        }
+        PartyOp::MemberDelete => {
+            let mut who = body.clone();
+            who.remove(field);
+            let gone = Member::parse(&Value::Object(who), "user_id")?;
+            if !record.remove_member(&gone, now_ms) {
+                return Err(ApiError::not_found(format!("Team={id} has no such member.")).with_param("user_id"));
+            }
+        }
+        PartyOp::Delete | PartyOp::Info | PartyOp::List => {}
+    }
+    Ok(record)
+}
+
 fn set<T>(field: &mut T, change: Option<T>) {
     if let Some(value) = change {
         *field = value;
@@ -387,74 +492,59 @@ impl PartyRecord {
 
     /// The record as LiteLLM's API shows one of `kind`, with its ledger's spend.
     pub fn to_api(&self, kind: PartyKind, spend: Money, budget_reset_at: Option<u64>) -> Value {
-        let usd = |m: Option<Money>| m.map(Money::usd);
-        let reset = budget_reset_at.map(time::format_rfc3339);
-        let (created, updated) = (time::format_rfc3339(self.created_at), time::format_rfc3339(self.updated_at));
+        // The budget and limits: a team's and a user's own fields, a customer's
+        // `litellm_budget_table` (null without any).
+        let limits = json!({
+            "max_budget": self.max_budget.map(Money::usd),
+            "budget_duration": self.budget_duration,
+            "budget_reset_at": budget_reset_at.map(time::format_rfc3339),
+            "rpm_limit": self.rpm_limit,
+            "tpm_limit": self.tpm_limit,
+            "max_parallel_requests": self.max_parallel_requests,
+        });
+        let Value::Object(mut view) = json!({
+            kind.id_field(): self.id,
+            "spend": spend.usd(),
+            "metadata": self.metadata,
+            "created_at": time::format_rfc3339(self.created_at),
+            "updated_at": time::format_rfc3339(self.updated_at),
+        }) else {
+            unreachable!("an object")
+        };
+        let mut put = |name: &str, value: Value| {
+            view.insert(name.to_string(), value);
+        };
+        let Value::Object(limits) = limits else { unreachable!("an object") };
         match kind {
-            PartyKind::Team => json!({
-                "team_id": self.id,
-                "team_alias": self.alias,
-                "models": self.models,
-                "spend": spend.usd(),
-                "max_budget": usd(self.max_budget),
-                "budget_duration": self.budget_duration,
-                "budget_reset_at": reset,
-                "rpm_limit": self.rpm_limit,
-                "tpm_limit": self.tpm_limit,
-                "max_parallel_requests": self.max_parallel_requests,
-                "metadata": self.metadata,
-                "blocked": self.blocked,
-                "members_with_roles": self.members,
-                "admins": self.members.iter().filter(|m| m.role == "admin").filter_map(|m| m.user_id.clone()).collect::<Vec<_>>(),
-                "members": self.members.iter().filter(|m| m.role == "user").filter_map(|m| m.user_id.clone()).collect::<Vec<_>>(),
-                "created_at": created,
-                "updated_at": updated,
-            }),
-            PartyKind::User => json!({
-                "user_id": self.id,
-                "user_email": self.email,
-                "user_role": self.role,
-                "models": self.models,
-                "spend": spend.usd(),
-                "max_budget": usd(self.max_budget),
-                "budget_duration": self.budget_duration,
-                "budget_reset_at": reset,
-                "rpm_limit": self.rpm_limit,
-                "tpm_limit": self.tpm_limit,
-                "max_parallel_requests": self.max_parallel_requests,
-                "metadata": self.metadata,
-                "created_at": created,
-                "updated_at": updated,
-            }),
             PartyKind::Customer => {
-                let limits = self.limits();
-                let budget = (limits.max_budget.is_some()
-                    || limits.budget_duration.is_some()
-                    || limits.needs_admission())
-                .then(|| {
-                    json!({
-                        "max_budget": usd(self.max_budget),
-                        "budget_duration": self.budget_duration,
-                        "budget_reset_at": reset,
-                        "rpm_limit": self.rpm_limit,
-                        "tpm_limit": self.tpm_limit,
-                        "max_parallel_requests": self.max_parallel_requests,
-                    })
-                });
-                json!({
-                    "user_id": self.id,
-                    "alias": self.alias,
-                    "blocked": self.blocked,
-                    "spend": spend.usd(),
-                    "allowed_model_region": null,
-                    "default_model": null,
-                    "metadata": self.metadata,
-                    "litellm_budget_table": budget,
-                    "created_at": created,
-                    "updated_at": updated,
-                })
+                let any = self.limits().needs_admission() || self.budget_duration.is_some();
+                put("alias", json!(self.alias));
+                put("blocked", Value::Bool(self.blocked));
+                put("allowed_model_region", Value::Null);
+                put("default_model", Value::Null);
+                put("litellm_budget_table", if any { Value::Object(limits) } else { Value::Null });
+            }
+            PartyKind::Team | PartyKind::User => {
+                put("models", json!(self.models));
+                for (name, value) in limits {
+                    put(&name, value);
+                }
+                if kind == PartyKind::User {
+                    put("user_email", json!(self.email));
+                    put("user_role", json!(self.role));
+                } else {
+                    let ids = |role: &str| -> Value {
+                        self.members.iter().filter(|m| m.role == role).filter_map(|m| m.user_id.clone()).collect()
+                    };
+                    put("team_alias", json!(self.alias));
+                    put("blocked", Value::Bool(self.blocked));
+                    put("members_with_roles", json!(self.members));
+                    put("admins", ids("admin"));
+                    put("members", ids("user"));
+                }
             }
         }
+        Value::Object(view)
     }
 }
 
@@ -562,6 +652,55 @@ mod tests {
         assert_eq!(PartyKind::Customer.kv_key("end-1").as_deref(), Some("customer:end-1"));
         assert_eq!(PartyKind::Customer.ledger("end-1"), "customer:end-1");
         assert!(PartyKind::Customer.kv_key(&"x".repeat(600)).is_none());
+    }
+
+    #[test]
+    fn write_calls_name_their_targets_and_edit_the_record() {
+        let body = |v: Value| v.as_object().unwrap().clone();
+        let ids = |kind, op, v| target_ids(kind, op, &body(v));
+        assert_eq!(ids(PartyKind::Team, PartyOp::New, json!({"team_id": "t"})).unwrap(), ["t"]);
+        assert_eq!(ids(PartyKind::Team, PartyOp::New, json!({})).unwrap()[0].len(), 36, "made up");
+        assert_eq!(ids(PartyKind::Customer, PartyOp::New, json!({})).unwrap_err().param.as_deref(), Some("user_id"));
+        assert_eq!(ids(PartyKind::Customer, PartyOp::Block, json!({"user_ids": ["a", "b"]})).unwrap(), ["a", "b"]);
+        assert_eq!(ids(PartyKind::Customer, PartyOp::Block, json!({"user_ids": []})).unwrap_err().status, 400);
+        assert_eq!(
+            ids(PartyKind::Team, PartyOp::Delete, json!({"team_ids": ["a"], "x": 1})).unwrap_err().param.as_deref(),
+            Some("x")
+        );
+        assert_eq!(
+            ids(PartyKind::Team, PartyOp::Block, json!({"team_id": "t", "blocked": true}))
+                .unwrap_err()
+                .param
+                .as_deref(),
+            Some("blocked")
+        );
+        assert_eq!(
+            ids(PartyKind::Team, PartyOp::Update, json!({"rpm_limit": 1})).unwrap_err().param.as_deref(),
+            Some("team_id")
+        );
+
+        let b = body(json!({"team_id": "t", "rpm_limit": 3}));
+        let t = edit(PartyKind::Team, PartyOp::New, None, "t", &b, NOW).unwrap();
+        assert_eq!(t.rpm_limit, Some(3));
+        let dup = edit(PartyKind::Team, PartyOp::New, Some(t.clone()), "t", &b, NOW).unwrap_err();
+        assert_eq!((dup.status, dup.param.as_deref()), (400, Some("team_id")));
+        let u = PartyRecord::new(PartyKind::User, "u".into(), NOW);
+        assert_eq!(edit(PartyKind::User, PartyOp::New, Some(u), "u", &body(json!({})), NOW).unwrap_err().status, 409);
+        assert_eq!(edit(PartyKind::Team, PartyOp::Update, None, "t", &b, NOW).unwrap_err().status, 404);
+        let blocked = edit(PartyKind::Team, PartyOp::Block, Some(t.clone()), "t", &body(json!({})), NOW + 5).unwrap();
+        assert!(blocked.blocked);
+        assert_eq!(blocked.updated_at, NOW + 5);
+        let added =
+            edit(PartyKind::Team, PartyOp::MemberAdd, Some(t), "t", &body(json!({"member": {"user_id": "a"}})), NOW)
+                .unwrap();
+        assert_eq!(added.members.len(), 1);
+        let gone = body(json!({"team_id": "t", "user_id": "zz"}));
+        assert_eq!(
+            edit(PartyKind::Team, PartyOp::MemberDelete, Some(added.clone()), "t", &gone, NOW).unwrap_err().status,
+            404
+        );
+        let gone = body(json!({"team_id": "t", "user_id": "a"}));
+        assert!(edit(PartyKind::Team, PartyOp::MemberDelete, Some(added), "t", &gone, NOW).unwrap().members.is_empty());
     }
 
     #[test]

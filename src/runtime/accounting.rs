@@ -12,7 +12,10 @@
 //! that a refused request costs nobody anything. Each is settled like the key: directly when
 //! it holds a reservation, else in the isolate's batch for its ledger.
 
-use futures_util::future::join_all;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::task::Poll;
+
 use worker::{console_error, Context, Env};
 
 use super::objects::ledger::LedgerStub;
@@ -264,7 +267,7 @@ impl Account {
             })
             .collect();
         let decisions =
-            join_all(parties.iter().zip(&requests).map(|(p, r)| async move { stub(&p.ledger)?.admit(r).await })).await;
+            join_each(parties.iter().zip(&requests).map(|(p, r)| async move { stub(&p.ledger)?.admit(r).await })).await;
         let mut imposed: Option<u64> = None;
         let mut refusal: Option<ApiError> = None;
         let mut parties = parties;
@@ -297,7 +300,7 @@ impl Account {
                 Ok::<(), ApiError>(())
             }
         });
-        join_all(releases).await;
+        join_each(releases).await;
         Err(refusal)
     }
 
@@ -320,7 +323,7 @@ impl Account {
             })
             .collect();
         let decisions =
-            join_all(parties.iter().zip(&requests).map(|(p, r)| async move { stub(&p.ledger)?.admit(r).await })).await;
+            join_each(parties.iter().zip(&requests).map(|(p, r)| async move { stub(&p.ledger)?.admit(r).await })).await;
         let mut refusal = None;
         for (party, decision) in parties.iter().zip(decisions) {
             if let Err(e) = decision.and_then(|d| party_decision(d, party.of.as_ref(), &mut self.rate)) {
@@ -455,7 +458,7 @@ impl Account {
             }
         }
         let call_id = &self.row.call_id;
-        let results = join_all(direct.iter().map(|(party, request)| async move {
+        let results = join_each(direct.iter().map(|(party, request)| async move {
             let result = settle_on(&party.ledger, request).await;
             if let Err(e) = &result {
                 console_error!("settling call {call_id} in {} failed: {}", party.name, e.message);
@@ -472,7 +475,7 @@ impl Account {
         match ctx {
             Some(ctx) => senders.into_iter().for_each(|sender| ctx.wait_until(sender)),
             None => {
-                join_all(senders).await;
+                join_each(senders).await;
             }
         }
         if let Some(deployment) = self.deployment.as_ref().filter(|d| d.admitted) {
@@ -489,6 +492,31 @@ impl Account {
     pub fn answered_by(&mut self, group: &str) {
         self.row.model_group = group.to_string();
     }
+}
+
+/// Runs `futures` at once; their outputs in order. (futures_util's `join_all` also carries
+/// `FuturesOrdered` for long lists, several KB of wasm per use; a request joins a few.)
+async fn join_each<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut running: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = running.iter().map(|_| None).collect();
+    poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in running.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }
 
 /// The handle of a ledger this request calls itself (always opened for those).

@@ -8,7 +8,6 @@
 
 use std::cell::RefCell;
 
-use futures_util::future::join3;
 use worker::kv::KvStore;
 use worker::Env;
 
@@ -105,7 +104,7 @@ impl PartyStore {
                 records.push(record);
             }
         }
-        records.sort_by(|a, b| a.id.cmp(&b.id));
+        // KV lists keys in order: the records come sorted by id.
         Ok(records)
     }
 }
@@ -121,20 +120,17 @@ pub async fn drawn_by(env: &Env, caller: &Caller, end_user: Option<&str>) -> Res
     if team.is_none() && user.is_none() && end_user.is_none() {
         return Ok(Vec::new());
     }
+    // One after another: mostly the isolate's cache answers, without I/O.
     let store = PartyStore::open(env)?;
-    let find = |kind: PartyKind, id: Option<&str>| {
-        let store = &store;
-        let id = id.map(str::to_string);
-        async move {
-            match id {
-                Some(id) => store.lookup(kind, &id).await.map(|r| r.map(|record| Drawn { kind, record })),
-                None => Ok(None),
-            }
+    let mut found = [None, None, None];
+    for (slot, (kind, id)) in
+        found.iter_mut().zip([(PartyKind::Team, team), (PartyKind::User, user), (PartyKind::Customer, end_user)])
+    {
+        if let Some(id) = id {
+            *slot = store.lookup(kind, id).await?.map(|record| Drawn { kind, record });
         }
-    };
-    let (t, u, c) =
-        join3(find(PartyKind::Team, team), find(PartyKind::User, user), find(PartyKind::Customer, end_user)).await;
-    let (t, u, c) = (t?, u?, c?);
+    }
+    let [t, u, c] = found;
     if let (Some(id), None) = (team, &t) {
         return Err(refusals::party_blocked(&format!("Team={id}"), "deleted", ""));
     }
