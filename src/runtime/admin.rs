@@ -216,17 +216,7 @@ async fn info(req: &Request, store: &KeyStore, caller: &Caller, call: &Call<'_>)
 /// `GET /key/list?page=&size=&key_alias=&user_id=&team_id=&return_full_object=`: hashes (never
 /// secrets), newest first.
 async fn list(req: &Request, store: &KeyStore, call: &Call<'_>) -> Result<Value, ApiError> {
-    let number = |name: &str, default: usize, max: usize| -> Result<usize, ApiError> {
-        match query(req, name)? {
-            None => Ok(default),
-            Some(v) => v
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=max).contains(n))
-                .ok_or_else(|| ApiError::invalid_request(format!("Invalid `{name}`: must be 1 to {max}"), name)),
-        }
-    };
-    let (page, size) = (number("page", 1, usize::MAX)?, number("size", 10, MAX_PAGE_SIZE)?);
+    let (page, size) = (page_param(req, "page", 1, usize::MAX)?, page_param(req, "size", 10, MAX_PAGE_SIZE)?);
     let (alias, user, team) = (query(req, "key_alias")?, query(req, "user_id")?, query(req, "team_id")?);
     let full = query(req, "return_full_object")?.is_some_and(|v| v == "true");
 
@@ -391,6 +381,18 @@ fn refuse_master_key(key: &str, field: &str, call: &Call<'_>) -> Result<(), ApiE
         }
     }
     Ok(())
+}
+
+/// A paging parameter: `default` when absent, else 1 to `max`.
+pub(super) fn page_param(req: &Request, name: &str, default: usize, max: usize) -> Result<usize, ApiError> {
+    match query(req, name)? {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| ApiError::invalid_request(format!("Invalid `{name}`: must be 1 to {max}"), name)),
+    }
 }
 
 pub(super) fn query(req: &Request, name: &str) -> Result<Option<String>, ApiError> {

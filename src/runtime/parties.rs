@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use worker::Request;
 
 use super::accounting::{notify_party, party_spend};
-use super::admin::{query, view as key_view};
+use super::admin::{page_param, query, view as key_view};
 use super::keystore::KeyStore;
 use super::partystore::PartyStore;
 use super::{now_ms, read_body, Call, Caller};
@@ -135,17 +135,7 @@ async fn list(kind: PartyKind, req: &Request, store: &PartyStore, call: &Call<'_
     if kind != PartyKind::User {
         return views(kind, &records, call).await.map(Value::Array);
     }
-    let number = |name: &str, default: usize, max: usize| -> Result<usize, ApiError> {
-        match query(req, name)? {
-            None => Ok(default),
-            Some(v) => v
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=max).contains(n))
-                .ok_or_else(|| ApiError::invalid_request(format!("Invalid `{name}`: must be 1 to {max}"), name)),
-        }
-    };
-    let (page, size) = (number("page", 1, usize::MAX)?, number("page_size", 25, MAX_PAGE_SIZE)?);
+    let (page, size) = (page_param(req, "page", 1, usize::MAX)?, page_param(req, "page_size", 25, MAX_PAGE_SIZE)?);
     let total = records.len();
     records.drain(..(page - 1).saturating_mul(size).min(total));
     records.truncate(size);
