@@ -492,25 +492,25 @@ pub(crate) fn text(value: &Value, field: &str, max: usize) -> Result<String, Api
     }
 }
 
-pub(crate) fn duration(value: &Value, field: &str) -> Result<Duration, ApiError> {
+fn duration(value: &Value, field: &str) -> Result<Duration, ApiError> {
     value
         .as_str()
         .and_then(Duration::parse)
         .ok_or_else(|| bad(field, "must be a duration such as 30s, 5m, 1h, 30d, 2w or 1mo"))
 }
 
-pub(crate) fn usd(value: &Value, field: &str) -> Result<Money, ApiError> {
+fn usd(value: &Value, field: &str) -> Result<Money, ApiError> {
     match value.as_f64().filter(|x| *x <= MAX_BUDGET_USD).and_then(Money::from_usd) {
         Some(money) => Ok(money),
         _ => Err(bad(field, "must be a number of US dollars, 0 or more")),
     }
 }
 
-pub(crate) fn count(value: &Value, field: &str) -> Result<u64, ApiError> {
+fn count(value: &Value, field: &str) -> Result<u64, ApiError> {
     value.as_u64().ok_or_else(|| bad(field, "must be a whole number, 0 or more"))
 }
 
-pub(crate) fn string_list(value: &Value, field: &str) -> Result<Vec<String>, ApiError> {
+fn string_list(value: &Value, field: &str) -> Result<Vec<String>, ApiError> {
     match value {
         Value::Null => Ok(Vec::new()),
         Value::Array(items) => items.iter().map(|v| text(v, field, MAX_TEXT)).collect(),

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::keys::{self, bad, count, optional, string_list, text, usd, KV_KEY_MAX_BYTES, MAX_ID, MAX_TEXT};
+use crate::keys::{self, bad, optional, text, KV_KEY_MAX_BYTES, MAX_ID, MAX_TEXT};
 use crate::ledger::messages;
 use crate::ledger::Limits;
 use crate::money::Money;
@@ -238,6 +238,9 @@ pub fn check_id(kind: PartyKind, id: &str) -> Result<String, ApiError> {
 /// Validates a body's fields for `kind`; the id field is left to the handler.
 pub fn parse_changes(kind: PartyKind, body: &Map<String, Value>) -> Result<PartyChanges, ApiError> {
     let mut c = PartyChanges::default();
+    // The fields a key has too (budget, limits, models, metadata, blocked) go through the
+    // keys' own parser: the same checks and the same errors.
+    let mut shared = Map::new();
     for (field, value) in body {
         let f = field.as_str();
         if f == kind.id_field() {
@@ -256,25 +259,6 @@ pub fn parse_changes(kind: PartyKind, body: &Map<String, Value>) -> Result<Party
                 }
                 c.role = Some(role);
             }
-            "models" => c.models = Some(string_list(value, f)?),
-            "max_budget" => c.max_budget = Some(optional(value, |v| usd(v, f))?),
-            "budget_duration" => {
-                c.budget_duration = Some(optional(value, |v| {
-                    keys::duration(v, f)?;
-                    text(v, f, 16)
-                })?)
-            }
-            "rpm_limit" => c.rpm_limit = Some(optional(value, |v| count(v, f))?),
-            "tpm_limit" => c.tpm_limit = Some(optional(value, |v| count(v, f))?),
-            "max_parallel_requests" => c.max_parallel_requests = Some(optional(value, |v| count(v, f))?),
-            "metadata" => {
-                c.metadata = Some(match value {
-                    Value::Null => Map::new(),
-                    Value::Object(m) => m.clone(),
-                    _ => return Err(bad(f, "must be an object")),
-                })
-            }
-            "blocked" => c.blocked = Some(value.as_bool().ok_or_else(|| bad(f, "must be true or false"))?),
             "members_with_roles" => {
                 let members = match value {
                     Value::Null => Vec::new(),
@@ -283,9 +267,20 @@ pub fn parse_changes(kind: PartyKind, body: &Map<String, Value>) -> Result<Party
                 };
                 c.members = Some(members);
             }
-            _ => return Err(bad(f, format!("unknown field `{f}`"))),
+            _ => {
+                shared.insert(field.clone(), value.clone());
+            }
         }
     }
+    let k = keys::parse_changes(&shared, 0)?;
+    c.models = k.models;
+    c.max_budget = k.max_budget;
+    c.budget_duration = k.budget_duration;
+    c.rpm_limit = k.rpm_limit;
+    c.tpm_limit = k.tpm_limit;
+    c.max_parallel_requests = k.max_parallel_requests;
+    c.metadata = k.metadata;
+    c.blocked = k.blocked;
     Ok(c)
 }
 
