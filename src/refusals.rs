@@ -75,7 +75,8 @@ pub fn model_not_allowed(models: &[String]) -> ApiError {
 pub fn unpriced(model: &str) -> ApiError {
     ApiError::invalid_request(
         format!(
-            "The gateway has no price for model `{model}`, and this key has a budget. Set \
+            "The gateway has no price for model `{model}`, and a budget applies to this request (its key's, \
+             team's, user's or customer's). Set \
              `model_info.input_cost_per_token` and `model_info.output_cost_per_token` for it in the config."
         ),
         "model",
