@@ -31,6 +31,7 @@ pub mod log;
 pub mod model_groups;
 pub mod money;
 pub mod openai;
+pub mod parties;
 pub mod price_table;
 pub mod pricing;
 pub mod prompt;

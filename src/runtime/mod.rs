@@ -9,6 +9,8 @@ mod health;
 mod keystore;
 mod messages;
 mod objects;
+mod parties;
+mod partystore;
 mod proxy;
 mod settlements;
 mod spend;
@@ -216,6 +218,11 @@ async fn route(mut req: Request, call: &mut Call<'_>) -> std::result::Result<Res
         Endpoint::SpendLogs => {
             let caller = authenticate_or_drain(&mut req, call).await?;
             json_response(200, &spend::logs(&req, call, &caller).await?)
+        }
+        Endpoint::Party(kind, op) => {
+            let caller = authenticate_or_drain(&mut req, call).await?;
+            let answer = parties::handle(kind, op, req, call, caller).await?;
+            json_response(200, &answer)
         }
         key_route => {
             let caller = authenticate_or_drain(&mut req, call).await?;
