@@ -16,8 +16,8 @@ use crate::time::{self, Duration};
 
 pub const KEY_PREFIX: &str = "sk-";
 pub use crate::access::ALL_MODELS;
-const MAX_TEXT: usize = 256;
-const MAX_ID: usize = 128;
+pub(crate) const MAX_TEXT: usize = 256;
+pub(crate) const MAX_ID: usize = 128;
 /// Budgets above ten million dollars are typos (and would not fit a u64 of pico-dollars).
 const MAX_BUDGET_USD: f64 = 1e7;
 /// Workers KV's own limits: a key (name) of at most 512 bytes, list metadata of at most 1024
@@ -563,19 +563,22 @@ pub fn chosen_key(value: &Value, field: &str) -> Result<String, ApiError> {
     Ok(key.to_string())
 }
 
-fn bad(field: &str, message: impl Into<String>) -> ApiError {
+pub(crate) fn bad(field: &str, message: impl Into<String>) -> ApiError {
     ApiError::invalid_request(format!("Invalid `{field}`: {}", message.into()), field)
 }
 
 /// `null` clears a field; anything else must parse.
-fn optional<T>(value: &Value, parse: impl FnOnce(&Value) -> Result<T, ApiError>) -> Result<Option<T>, ApiError> {
+pub(crate) fn optional<T>(
+    value: &Value,
+    parse: impl FnOnce(&Value) -> Result<T, ApiError>,
+) -> Result<Option<T>, ApiError> {
     match value {
         Value::Null => Ok(None),
         v => parse(v).map(Some),
     }
 }
 
-fn text(value: &Value, field: &str, max: usize) -> Result<String, ApiError> {
+pub(crate) fn text(value: &Value, field: &str, max: usize) -> Result<String, ApiError> {
     match value.as_str().map(str::trim) {
         Some(s) if !s.is_empty() && s.chars().count() <= max => Ok(s.to_string()),
         Some(_) => Err(bad(field, format!("must be 1 to {max} characters"))),

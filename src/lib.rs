@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod model_groups;
 pub mod money;
 pub mod openai;
+pub mod parties;
 pub mod price_table;
 pub mod pricing;
 pub mod prompt;

@@ -1,6 +1,7 @@
 //! What the worker and a ledger Durable Object say to each other (JSON over the object's
 //! `fetch`), and the spend log row a ledger keeps per request. One ledger per virtual key
-//! (`key:<key_id>`) and one per rate-limited deployment (`deployment:<id>`).
+//! (`key:<key_id>`), one per rate-limited deployment (`deployment:<id>`), and one per team,
+//! internal user and customer (`team:<id>`, `user:<id>`, `customer:<id>`).
 
 use std::collections::BTreeMap;
 
@@ -11,6 +12,18 @@ use crate::money::Money;
 
 pub fn key_ledger(key_id: &str) -> String {
     format!("key:{key_id}")
+}
+
+/// A team's, internal user's or customer's ledger (`prefix`: `team`, `user`, `customer`).
+pub fn party_ledger(prefix: &str, id: &str) -> String {
+    format!("{prefix}:{id}")
+}
+
+/// Gives back a reservation another party refused: as if the request had never been admitted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseRequest {
+    pub id: String,
+    pub limits: Limits,
 }
 
 pub fn deployment_ledger(deployment_id: &str) -> String {

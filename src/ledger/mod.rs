@@ -568,6 +568,17 @@ impl LedgerState {
         Settled { spend: self.spend, soft_budget_crossed: crossed, duplicate }
     }
 
+    /// Removes a reservation as if it had never been admitted (another party refused the
+    /// request): its slot, its tokens in the window and its budget hold go. Only a reservation
+    /// is released; a settled request stays counted. True if there was one.
+    pub fn release(&mut self, id: &str, now: u64, limits: &Limits) -> bool {
+        self.maintain(now, limits);
+        let Some(i) = self.entries.iter().position(|e| e.is_reserved() && e.id == id) else { return false };
+        self.entries.remove(i);
+        self.removed.push(id.to_string());
+        true
+    }
+
     /// When the current budget period ends, if the key has a `budget_duration`.
     pub fn budget_reset_at(&self, limits: &Limits) -> Option<u64> {
         Some(limits.period()?.after(self.period_start?))
@@ -1243,6 +1254,39 @@ mod tests {
         assert!(matches!(s.admit(&moved, T0 + 3), Decision::RateLimited { .. }));
         assert_eq!(s.entries.iter().find(|e| e.id == "b").map(|e| e.model.as_str()), Some("m"));
         assert_eq!(s.committed(), Money::from_pico(100_000_000));
+    }
+
+    #[test]
+    fn a_released_reservation_leaves_no_trace() {
+        let l = Limits {
+            rpm: Some(2),
+            tpm: Some(100),
+            max_parallel: Some(1),
+            max_budget: Some(Money::from_pico(120_000_000)),
+            ..limits()
+        };
+        let mut s = LedgerState::default();
+        assert!(admitted(&s.admit(&request("a", &l), T0)));
+        assert!(!admitted(&s.admit(&request("b", &l), T0)), "the slot is held");
+        s.changed.clear();
+        assert!(s.release("a", T0 + 1, &l));
+        assert_eq!(s.removed, ["a"]);
+        assert!(s.entries.is_empty());
+        assert_eq!((s.committed(), s.spend), (Money::ZERO, Money::ZERO));
+        // rpm 2: two more fit in the same minute, as if "a" had never come.
+        assert!(admitted(&s.admit(&request("b", &l), T0 + 2)));
+        settle(&mut s, "b", 10, 20, &l, T0 + 3);
+        assert!(admitted(&s.admit(&request("c", &l), T0 + 4)));
+        assert_eq!(s.rate_info(T0 + 5, &l, "m", 0).remaining_requests, Some(0));
+        // A settled request is not released, nor is one never seen; a repeat does nothing.
+        assert!(!s.release("b", T0 + 6, &l));
+        assert!(!s.release("zz", T0 + 6, &l));
+        assert!(s.release("c", T0 + 6, &l));
+        assert!(!s.release("c", T0 + 7, &l));
+        assert_eq!(s.spend, Money::from_pico(50_000_000));
+        // A settlement after a release records the usage once (no hold to replace).
+        let late = settle(&mut s, "c", 1, 1, &l, T0 + 8);
+        assert_eq!(late.spend, Money::from_pico(53_000_000));
     }
 
     #[test]

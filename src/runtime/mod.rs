@@ -10,6 +10,8 @@ mod keystore;
 mod messages;
 mod metrics;
 mod objects;
+mod parties;
+mod partystore;
 mod proxy;
 mod reports;
 mod settlements;
@@ -224,6 +226,11 @@ async fn route(mut req: Request, call: &mut Call<'_>) -> std::result::Result<Res
             json_response(200, &reports::serve(&route, &req, call, &caller).await?)
         }
         Endpoint::Metrics => metrics::serve(&req, call).await,
+        Endpoint::Party(kind, op) => {
+            let caller = authenticate_or_drain(&mut req, call).await?;
+            let answer = parties::handle(kind, op, req, call, caller).await?;
+            json_response(200, &answer)
+        }
         key_route => {
             let caller = authenticate_or_drain(&mut req, call).await?;
             let answer = admin::handle(key_route, req, call, caller).await?;

@@ -78,6 +78,7 @@ let gamma; // no team
 before(async () => {
   gw = await startGateway();
   const generate = async (body) => (await raw(gw, '/key/generate', { body })).json.key;
+  assert.equal((await raw(gw, '/team/new', { body: { team_id: 'team-a', team_alias: 'Team A' } })).status, 200);
   alpha = await generate({ team_id: 'team-a', key_alias: 'alpha' });
   beta = await generate({ team_id: 'team-a' });
   gamma = await generate({});

@@ -15,7 +15,9 @@ use worker::{durable_object, DurableObject, Env, Request, Response, SqlStorage, 
 
 use super::ObjectStub;
 use crate::json;
-use crate::ledger::messages::{InfoRequest, LedgerInfo, LogsQuery, RevokeRequest, SettleRequest, SpendLogRow};
+use crate::ledger::messages::{
+    InfoRequest, LedgerInfo, LogsQuery, ReleaseRequest, RevokeRequest, SettleRequest, SpendLogRow,
+};
 use crate::ledger::{AdmitRequest, Decision, Entry, LedgerState, Settled};
 use crate::money::Money;
 use crate::openai::ApiError;
@@ -104,6 +106,10 @@ impl Ledger {
                 let results =
                     batch.iter().map(|r| self.settle(&sql, &mut ledger, r, now)).collect::<Result<Vec<_>, _>>()?;
                 to_value(&results)?
+            }
+            "/release" => {
+                let request: ReleaseRequest = parse(body)?;
+                Value::Bool(ledger.release(&request.id, now, &request.limits))
             }
             "/revoke" => {
                 let request: RevokeRequest = parse(body)?;
@@ -298,6 +304,11 @@ impl LedgerStub {
     /// Settles several requests in one call (see `settlements`).
     pub async fn settle_batch(&self, batch: &[SettleRequest]) -> Result<Vec<Settled>, ApiError> {
         self.object.call("/settle-batch", &batch).await
+    }
+
+    /// Gives back a reservation another party refused (see `LedgerState::release`).
+    pub async fn release(&self, request: &ReleaseRequest) -> Result<(), ApiError> {
+        self.object.call::<Value>("/release", request).await.map(|_| ())
     }
 
     pub async fn revoke(&self, request: &RevokeRequest) -> Result<(), ApiError> {
