@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::access;
 use crate::config::AccessGroup;
+use crate::fields::{Fields, FromJson};
 use crate::money::Money;
 use crate::openai::{ApiError, ErrorKind};
 use crate::time::{self, Duration};
@@ -58,8 +59,9 @@ pub fn abbreviate(key: &str) -> String {
     format!("{KEY_PREFIX}...{tail}")
 }
 
-/// A virtual key as stored. Money is in pico-dollars, times in Unix milliseconds.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A virtual key as stored. Money is in pico-dollars, times in Unix milliseconds. Written by
+/// serde, read by hand ([`FromJson`]: a smaller wasm).
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct KeyRecord {
     /// SHA-256 of the current secret; changes when the key is regenerated. Stored and shown
     /// as LiteLLM's `token`.
@@ -95,6 +97,40 @@ pub struct KeyRecord {
     /// for them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub model_budget_period: BTreeMap<String, String>,
+}
+
+impl FromJson for KeyRecord {
+    fn from_json(value: &Value) -> Result<Self, String> {
+        use crate::fields::{bool, money, object, string, string_map, strings, u64, u64_map};
+        let f = Fields::of(value)?;
+        let record = KeyRecord {
+            key_hash: f.req("token", string),
+            key_id: f.req("key_id", string),
+            key_name: f.req("key_name", string),
+            key_alias: f.opt("key_alias", string),
+            created_at: f.req("created_at", u64),
+            updated_at: f.req("updated_at", u64),
+            expires_at: f.opt("expires_at", u64),
+            models: f.req("models", strings),
+            aliases: f.req("aliases", string_map),
+            max_budget: f.opt("max_budget", money),
+            budget_duration: f.opt("budget_duration", string),
+            soft_budget: f.opt("soft_budget", money),
+            rpm_limit: f.opt("rpm_limit", u64),
+            tpm_limit: f.opt("tpm_limit", u64),
+            max_parallel_requests: f.opt("max_parallel_requests", u64),
+            model_rpm_limit: f.req("model_rpm_limit", u64_map),
+            model_tpm_limit: f.req("model_tpm_limit", u64_map),
+            metadata: f.req("metadata", object),
+            tags: f.req("tags", strings),
+            blocked: f.req("blocked", bool),
+            user_id: f.opt("user_id", string),
+            team_id: f.opt("team_id", string),
+            model_max_budget: f.or_default("model_max_budget", u64_map),
+            model_budget_period: f.or_default("model_budget_period", string_map),
+        };
+        f.finish(record)
+    }
 }
 
 impl KeyRecord {
@@ -935,11 +971,11 @@ mod tests {
         );
         // Stored and read back; a record stored before the field existed reads as without budgets.
         let stored = serde_json::to_value(&r).unwrap();
-        assert_eq!(serde_json::from_value::<KeyRecord>(stored.clone()).unwrap(), r);
+        assert_eq!(KeyRecord::from_json(&stored).unwrap(), r);
         let mut old = stored;
         old.as_object_mut().unwrap().remove("model_max_budget");
         old.as_object_mut().unwrap().remove("model_budget_period");
-        assert!(serde_json::from_value::<KeyRecord>(old).unwrap().model_max_budget.is_empty());
+        assert!(KeyRecord::from_json(&old).unwrap().model_max_budget.is_empty());
         // null clears.
         r.apply(changes(json!({"model_max_budget": null})).unwrap(), NOW);
         assert!(r.model_max_budget.is_empty() && r.model_budget_period.is_empty());

@@ -23,6 +23,7 @@ pub mod databricks;
 pub mod embedded;
 pub mod endpoints;
 pub mod family;
+pub mod fields;
 pub mod headers;
 pub mod ids;
 pub mod json;

@@ -14,14 +14,14 @@
 
 use std::cell::RefCell;
 
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use serde_json::Value;
 use worker::kv::KvStore;
 use worker::{console_error, Env};
 
 use super::now_ms;
 use crate::cache::ExpiringMap;
-use crate::json;
+use crate::fields::{self, Fields, FromJson};
 use crate::keys::{alias_kv_key, record_kv_key, revoked_kv_key, KeyRecord, ListMeta};
 use crate::openai::ApiError;
 
@@ -42,10 +42,18 @@ thread_local! {
 }
 
 /// Why a secret no longer works.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Revocation {
     pub reason: String,
     pub at: u64,
+}
+
+impl FromJson for Revocation {
+    fn from_json(value: &Value) -> Result<Self, String> {
+        let f = Fields::of(value)?;
+        let revocation = Revocation { reason: f.req("reason", fields::string), at: f.req("at", fields::u64) };
+        f.finish(revocation)
+    }
 }
 
 /// What a secret presented on a request is.
@@ -67,13 +75,17 @@ pub(super) fn kv_error(e: worker::kv::KvError) -> ApiError {
 
 /// A JSON value from KV, parsed by serde_json: the binding's own JSON reader goes through
 /// JavaScript numbers and refuses integers above 2^53 (budgets in pico-dollars).
-pub(super) async fn get_json<T: DeserializeOwned>(kv: &KvStore, key: &str) -> Result<Option<T>, ApiError> {
+pub(super) async fn get_json<T: FromJson>(kv: &KvStore, key: &str) -> Result<Option<T>, ApiError> {
     match get_text(kv, key).await? {
         None => Ok(None),
-        Some(text) => json::from_str(&text).map(Some).map_err(|e| {
-            console_error!("Workers KV `{BINDING}` holds an unreadable value under {key}: {e}");
-            ApiError::internal(format!("The key store (Workers KV `{BINDING}`) holds an unreadable value."))
-        }),
+        Some(text) => crate::json::from_str::<Value>(&text)
+            .map_err(|e| e.to_string())
+            .and_then(|v| T::from_json(&v))
+            .map(Some)
+            .map_err(|e| {
+                console_error!("Workers KV `{BINDING}` holds an unreadable value under {key}: {e}");
+                ApiError::internal(format!("The key store (Workers KV `{BINDING}`) holds an unreadable value."))
+            }),
     }
 }
 
