@@ -3,6 +3,7 @@
 use std::sync::OnceLock;
 
 use crate::config::GatewayConfig;
+use crate::fields::FromJson;
 
 const CONFIG_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/gateway_config.json"));
 
@@ -12,7 +13,10 @@ pub fn config() -> Result<&'static GatewayConfig, String> {
     static CONFIG: OnceLock<Result<GatewayConfig, String>> = OnceLock::new();
     CONFIG
         .get_or_init(|| {
-            crate::json::from_str(config_json()?).map_err(|e| format!("embedded config is unreadable: {e}"))
+            crate::json::from_str(config_json()?)
+                .map_err(|e| e.to_string())
+                .and_then(|v| GatewayConfig::from_json(&v))
+                .map_err(|e| format!("embedded config is unreadable: {e}"))
         })
         .as_ref()
         .map_err(Clone::clone)

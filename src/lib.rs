@@ -19,6 +19,7 @@ pub mod base64;
 pub mod body;
 pub mod cache;
 pub mod config;
+pub mod config_json;
 pub mod databricks;
 pub mod embedded;
 pub mod endpoints;
