@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -360,7 +360,7 @@ impl KeyRecord {
 
 /// What `/key/list` needs of a key without reading its record, kept as the KV entry's list
 /// metadata (short names: KV allows 1024 bytes).
-#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Default, PartialEq, Serialize)]
 pub struct ListMeta {
     #[serde(default, rename = "a", skip_serializing_if = "Option::is_none")]
     pub alias: Option<String>,
@@ -373,6 +373,22 @@ pub struct ListMeta {
     /// The key's stable id (names its ledger).
     #[serde(default, rename = "i")]
     pub key_id: String,
+}
+
+/// Read by hand ([`FromJson`]: a smaller wasm); every field may be missing.
+impl FromJson for ListMeta {
+    fn from_json(value: &Value) -> Result<Self, String> {
+        use crate::fields::{string, u64};
+        let f = Fields::of(value)?;
+        let meta = ListMeta {
+            alias: f.opt("a", string),
+            user_id: f.opt("u", string),
+            team_id: f.opt("t", string),
+            created_at: f.or_default("c", u64),
+            key_id: f.or_default("i", string),
+        };
+        f.finish(meta)
+    }
 }
 
 impl KeyRecord {
@@ -896,7 +912,8 @@ mod tests {
         let r = record_with(json!({"key_alias": "a", "user_id": "u"}));
         let meta = serde_json::to_value(r.list_meta()).unwrap();
         assert_eq!(meta, json!({"a": "a", "u": "u", "c": NOW, "i": "id-1"}));
-        assert_eq!(serde_json::from_value::<ListMeta>(meta).unwrap(), r.list_meta());
+        assert_eq!(ListMeta::from_json(&meta).unwrap(), r.list_meta());
+        assert_eq!(ListMeta::from_json(&json!({})).unwrap(), ListMeta::default(), "every field may be missing");
         assert_eq!(record_kv_key("h"), "key:h");
         assert_eq!(revoked_kv_key("h"), "revoked:h");
     }

@@ -205,7 +205,7 @@ impl KeyStore {
             let page = request.execute().await.map_err(kv_error)?;
             for key in page.keys {
                 let hash = key.name.trim_start_matches("key:").to_string();
-                let meta = key.metadata.and_then(|m| serde_json::from_value(m).ok()).unwrap_or_default();
+                let meta = key.metadata.and_then(|m| ListMeta::from_json(&m).ok()).unwrap_or_default();
                 entries.push((hash, meta));
             }
             match page.cursor.filter(|c| !page.list_complete && !c.is_empty()) {
