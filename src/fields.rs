@@ -17,6 +17,13 @@ pub trait FromJson: Sized {
     fn from_json(value: &Value) -> Result<Self, String>;
 }
 
+/// A list of records.
+impl<T: FromJson> FromJson for Vec<T> {
+    fn from_json(value: &Value) -> Result<Self, String> {
+        value.as_array().ok_or_else(|| "expected a list".to_string())?.iter().map(T::from_json).collect()
+    }
+}
+
 /// The fields of one JSON object. A field that is missing or of the wrong type reads as its
 /// type's default and the first such error is kept for [`Fields::finish`]: no early return from
 /// the middle of a record, each of which would compile its own drops of the fields read so far.

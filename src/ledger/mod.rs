@@ -14,6 +14,7 @@
 //!   against the spend on its model in its own period, beside the key's own budget.
 
 pub mod messages;
+mod read;
 
 use std::collections::BTreeMap;
 

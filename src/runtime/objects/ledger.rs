@@ -8,12 +8,12 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use worker::{durable_object, DurableObject, Env, Request, Response, SqlStorage, State};
 
 use super::ObjectStub;
+use crate::fields::FromJson;
 use crate::json;
 use crate::ledger::messages::{
     InfoRequest, LedgerInfo, LogsQuery, ReleaseRequest, RevokeRequest, SettleRequest, SpendLogRow,
@@ -79,8 +79,10 @@ struct LogRow {
     row: String,
 }
 
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
-    serde_json::from_slice(body).map_err(|e| format!("bad ledger request: {e}"))
+/// Requests are read by hand (`FromJson`, see `crate::ledger::read`): a smaller wasm.
+fn parse<T: FromJson>(body: &[u8]) -> Result<T, String> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| format!("bad ledger request: {e}"))?;
+    T::from_json(&value).map_err(|e| format!("bad ledger request: {e}"))
 }
 
 fn to_value<T: Serialize>(v: &T) -> Result<Value, String> {
@@ -278,7 +280,10 @@ impl Ledger {
             ),
         };
         let rows: Vec<LogRow> = cursor.and_then(|c| c.to_array()).map_err(sql_error)?;
-        let rows: Vec<SpendLogRow> = rows.iter().filter_map(|r| json::from_str(&r.row).ok()).collect();
+        let rows: Vec<SpendLogRow> = rows
+            .iter()
+            .filter_map(|r| json::from_str(&r.row).ok().and_then(|v| SpendLogRow::from_json(&v).ok()))
+            .collect();
         to_value(&rows)
     }
 }
