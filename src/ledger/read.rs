@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use super::messages::{InfoRequest, LogsQuery, ReleaseRequest, RevokeRequest, SettleRequest, SpendLogRow};
-use super::{AdmitRequest, Limits, Settlement};
+use super::{AdmitRequest, Entry, EntryState, Limits, Settlement};
 use crate::fields::{bool, money, string, string_map, strings, u64, u64_map, Fields, FromJson};
 use crate::pricing::{PriceSource, Prices};
 
@@ -183,6 +183,35 @@ impl FromJson for LogsQuery {
     }
 }
 
+impl FromJson for Entry {
+    fn from_json(value: &Value) -> Result<Self, String> {
+        let f = Fields::of(value)?;
+        // Read as `Some` (`req` needs a default): a state that cannot be read failed `f`.
+        let state = f.req("state", |v| entry_state(v).map(Some));
+        let entry = Entry {
+            id: f.req("id", string),
+            at: f.req("at", u64),
+            model: f.req("model", string),
+            tokens: f.req("tokens", u64),
+            state: state.unwrap_or(EntryState::Settled),
+        };
+        f.finish(entry)
+    }
+}
+
+/// `{"state": "reserved", "cost": .., "lease_until": ..}` and the like (see `EntryStateWire`).
+fn entry_state(v: &Value) -> Option<EntryState> {
+    let f = Fields::of(v).ok()?;
+    let state = match f.req("state", string).as_str() {
+        "reserved" => EntryState::Reserved { cost: f.req("cost", money), lease_until: f.req("lease_until", u64) },
+        "settled" => EntryState::Settled,
+        "estimated" => EntryState::Estimated { charged: f.req("charged", money) },
+        "corrected" => EntryState::Corrected,
+        _ => return None,
+    };
+    f.finish(state).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use serde::de::DeserializeOwned;
@@ -239,5 +268,18 @@ mod tests {
         same::<InfoRequest>(json!({"limits": {}}));
         same::<LogsQuery>(json!({"request_id": null, "start_ms": 1, "limit": 10}));
         same::<LogsQuery>(json!({"limit": "ten"}));
+        for state in [
+            json!({"state": "reserved", "cost": 5, "lease_until": 9}),
+            json!({"state": "reserved", "cost": 5}),
+            json!({"state": "settled"}),
+            json!({"state": "estimated", "charged": 3}),
+            json!({"state": "estimated"}),
+            json!({"state": "corrected", "extra": 1}),
+            json!({"state": "lost"}),
+            json!("settled"),
+        ] {
+            same::<Entry>(json!({"id": "i", "at": 1, "model": "m", "tokens": 7, "state": state}));
+        }
+        same::<Entry>(json!({"id": "i", "at": 1, "model": "m", "tokens": 7}));
     }
 }

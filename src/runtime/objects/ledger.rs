@@ -58,8 +58,9 @@ struct JsonRow {
     json: String,
 }
 
-/// The ledger's scalars, saved as one row; its entries are rows of their own.
-#[derive(Default, Serialize, Deserialize)]
+/// The ledger's scalars, saved as one row; its entries are rows of their own. Written by
+/// serde, read by hand (below).
+#[derive(Default, Serialize)]
 struct Totals {
     spend: Money,
     period_start: Option<u64>,
@@ -72,6 +73,26 @@ struct Totals {
     model_spend: BTreeMap<String, u64>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     model_period_start: BTreeMap<String, u64>,
+}
+
+/// Read by hand (`FromJson`): a smaller wasm. `scope` and the maps may be missing (rows
+/// written before they existed).
+impl FromJson for Totals {
+    fn from_json(value: &Value) -> Result<Self, String> {
+        use crate::fields::{bool, money, string, strings, u64, u64_map, Fields};
+        let f = Fields::of(value)?;
+        let totals = Totals {
+            spend: f.req("spend", money),
+            period_start: f.opt("period_start", u64),
+            soft_alerted: f.req("soft_alerted", bool),
+            revoked: f.opt("revoked", string),
+            key_hash: f.opt("key_hash", string),
+            scope: f.opt("scope", strings),
+            model_spend: f.or_default("model_spend", u64_map),
+            model_period_start: f.or_default("model_period_start", u64_map),
+        };
+        f.finish(totals)
+    }
 }
 
 #[derive(Deserialize)]
@@ -175,19 +196,23 @@ impl Ledger {
         if let Some(state) = self.cached.borrow_mut().take() {
             return Ok(state);
         }
-        let unreadable = |e: serde_json::Error| format!("ledger state unreadable: {e}");
+        let unreadable = |e: String| format!("ledger state unreadable: {e}");
+        let read = |text: &str| json::from_str::<Value>(text).map_err(|e| e.to_string());
         let rows: Vec<JsonRow> = sql
             .exec("SELECT json FROM ledger_state WHERE id = 1", None)
             .and_then(|c| c.to_array())
             .map_err(sql_error)?;
         let totals: Totals = match rows.first() {
-            Some(row) => json::from_str(&row.json).map_err(unreadable)?,
+            Some(row) => read(&row.json).and_then(|v| Totals::from_json(&v)).map_err(unreadable)?,
             None => Totals::default(),
         };
         let rows: Vec<JsonRow> =
             sql.exec("SELECT json FROM ledger_entries", None).and_then(|c| c.to_array()).map_err(sql_error)?;
-        let mut entries: Vec<Entry> =
-            rows.iter().map(|r| json::from_str(&r.json)).collect::<Result<_, _>>().map_err(unreadable)?;
+        let mut entries: Vec<Entry> = rows
+            .iter()
+            .map(|r| read(&r.json).and_then(|v| Entry::from_json(&v)))
+            .collect::<Result<_, _>>()
+            .map_err(unreadable)?;
         entries.sort_by_key(|e| e.at);
         Ok(LedgerState {
             entries,
