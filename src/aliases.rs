@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::fields::{Fields, FromJson};
+
 use crate::keys::hash_key;
 
 /// The Durable Object that holds `alias`. Hashed: any alias gives a short, fixed-size name.
@@ -23,6 +25,15 @@ pub struct AliasRequest {
 pub struct AliasAnswer {
     /// `/claim`: the key holds the alias now. `/release`: the key held it and no longer does.
     pub ok: bool,
+}
+
+/// Read by hand ([`FromJson`]: a smaller wasm).
+impl FromJson for AliasAnswer {
+    fn from_json(value: &serde_json::Value) -> Result<Self, String> {
+        let f = Fields::of(value)?;
+        let answer = AliasAnswer { ok: f.req("ok", crate::fields::bool) };
+        f.finish(answer)
+    }
 }
 
 /// The state of one alias's object.

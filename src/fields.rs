@@ -17,6 +17,13 @@ pub trait FromJson: Sized {
     fn from_json(value: &Value) -> Result<Self, String>;
 }
 
+/// Any JSON, as it is.
+impl FromJson for Value {
+    fn from_json(value: &Value) -> Result<Self, String> {
+        Ok(value.clone())
+    }
+}
+
 /// A list of records.
 impl<T: FromJson> FromJson for Vec<T> {
     fn from_json(value: &Value) -> Result<Self, String> {
@@ -104,6 +111,10 @@ pub fn object(v: &Value) -> Option<Map<String, Value>> {
 
 pub fn strings(v: &Value) -> Option<Vec<String>> {
     v.as_array()?.iter().map(string).collect()
+}
+
+pub fn u64s(v: &Value) -> Option<Vec<u64>> {
+    v.as_array()?.iter().map(Value::as_u64).collect()
 }
 
 pub fn string_map(v: &Value) -> Option<BTreeMap<String, String>> {

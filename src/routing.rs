@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Deployment, RouterSettings, Strategy};
+use crate::fields::{Fields, FromJson};
 
 const MINUTE_MS: u64 = 60_000;
 /// The longest wait between two attempts, whatever `retry-after` asks.
@@ -65,6 +66,20 @@ pub struct Health {
     pub failures: BTreeMap<String, Vec<u64>>,
     /// Deployment id → cooling down until.
     pub cooldown_until: BTreeMap<String, u64>,
+}
+
+/// Read by hand ([`FromJson`]: a smaller wasm).
+impl FromJson for Health {
+    fn from_json(value: &serde_json::Value) -> Result<Self, String> {
+        let f = Fields::of(value)?;
+        let health = Health {
+            failures: f.req("failures", |v| {
+                v.as_object()?.iter().map(|(id, times)| Some((id.clone(), crate::fields::u64s(times)?))).collect()
+            }),
+            cooldown_until: f.req("cooldown_until", crate::fields::u64_map),
+        };
+        f.finish(health)
+    }
 }
 
 impl Health {
@@ -265,6 +280,19 @@ pub fn backoff_ms(status: u16, attempt: u32, retry_after_s: Option<u64>) -> u64 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn health_reads_by_hand_as_serde_reads_it() {
+        for v in [
+            serde_json::json!({"failures": {"a": [1, 2]}, "cooldown_until": {"a": 5}}),
+            serde_json::json!({"failures": {}, "cooldown_until": {}}),
+            serde_json::json!({"failures": {"a": [-1]}, "cooldown_until": {}}),
+            serde_json::json!({"cooldown_until": {}}),
+        ] {
+            let derived = serde_json::from_value::<Health>(v.clone()).ok();
+            assert_eq!(Health::from_json(&v).ok(), derived, "{v}");
+        }
+    }
     use crate::config::ModelInfo;
 
     fn deployment(id: &str) -> Deployment {

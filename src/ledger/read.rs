@@ -4,8 +4,8 @@
 
 use serde_json::Value;
 
-use super::messages::{InfoRequest, LogsQuery, ReleaseRequest, RevokeRequest, SettleRequest, SpendLogRow};
-use super::{AdmitRequest, Entry, EntryState, Limits, Settlement};
+use super::messages::{InfoRequest, LedgerInfo, LogsQuery, ReleaseRequest, RevokeRequest, SettleRequest, SpendLogRow};
+use super::{AdmitRequest, Decision, Entry, EntryState, Limits, RateInfo, Settled, Settlement};
 use crate::fields::{bool, money, string, string_map, strings, u64, u64_map, Fields, FromJson};
 use crate::pricing::{PriceSource, Prices};
 
@@ -212,6 +212,76 @@ fn entry_state(v: &Value) -> Option<EntryState> {
     f.finish(state).ok()
 }
 
+/// The object's answer to `/admit` (see `DecisionWire`: the tag and the variant's fields).
+impl FromJson for Decision {
+    fn from_json(value: &Value) -> Result<Self, String> {
+        let f = Fields::of(value)?;
+        let decision = match f.req("decision", string).as_str() {
+            "admitted" => Decision::Admitted {
+                max_tokens: f.opt("max_tokens", u64),
+                rate: f.req("rate", rate),
+                spend: f.req("spend", money),
+            },
+            "rate_limited" => Decision::RateLimited {
+                message: f.req("message", string),
+                retry_after_ms: f.req("retry_after_ms", u64),
+                rate: f.req("rate", rate),
+            },
+            "budget_exceeded" => Decision::BudgetExceeded {
+                committed: f.req("committed", money),
+                max_budget: f.req("max_budget", money),
+            },
+            "revoked" => Decision::Revoked { reason: f.req("reason", string) },
+            "model_not_allowed" => Decision::ModelNotAllowed { models: f.req("models", strings) },
+            "model_budget_exceeded" => Decision::ModelBudgetExceeded {
+                model: f.req("model", string),
+                committed: f.req("committed", money),
+                max_budget: f.req("max_budget", money),
+            },
+            other => return Err(format!("unknown decision `{other}`")),
+        };
+        f.finish(decision)
+    }
+}
+
+fn rate(v: &Value) -> Option<RateInfo> {
+    let f = Fields::of(v).ok()?;
+    let rate = RateInfo {
+        limit_requests: f.opt("limit_requests", u64),
+        remaining_requests: f.opt("remaining_requests", u64),
+        reset_requests_ms: f.opt("reset_requests_ms", u64),
+        limit_tokens: f.opt("limit_tokens", u64),
+        remaining_tokens: f.opt("remaining_tokens", u64),
+        reset_tokens_ms: f.opt("reset_tokens_ms", u64),
+    };
+    f.finish(rate).ok()
+}
+
+impl FromJson for Settled {
+    fn from_json(value: &Value) -> Result<Self, String> {
+        let f = Fields::of(value)?;
+        let settled = Settled {
+            spend: f.req("spend", money),
+            soft_budget_crossed: f.req("soft_budget_crossed", bool),
+            duplicate: f.req("duplicate", bool),
+        };
+        f.finish(settled)
+    }
+}
+
+impl FromJson for LedgerInfo {
+    fn from_json(value: &Value) -> Result<Self, String> {
+        let f = Fields::of(value)?;
+        let info = LedgerInfo {
+            spend: f.req("spend", money),
+            budget_reset_at: f.opt("budget_reset_at", u64),
+            model_spend: f.or_default("model_spend", u64_map),
+            model_period_start: f.or_default("model_period_start", u64_map),
+        };
+        f.finish(info)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde::de::DeserializeOwned;
@@ -281,5 +351,28 @@ mod tests {
             same::<Entry>(json!({"id": "i", "at": 1, "model": "m", "tokens": 7, "state": state}));
         }
         same::<Entry>(json!({"id": "i", "at": 1, "model": "m", "tokens": 7}));
+        let rate = json!({"limit_requests": 5, "remaining_requests": 4, "reset_requests_ms": 100});
+        for decision in [
+            json!({"decision": "admitted", "max_tokens": null, "rate": rate, "spend": 1}),
+            json!({"decision": "admitted", "max_tokens": 9, "rate": {}, "spend": 1}),
+            json!({"decision": "admitted", "spend": 1}),
+            json!({"decision": "rate_limited", "message": "m", "retry_after_ms": 5, "rate": rate}),
+            json!({"decision": "rate_limited", "message": "m", "rate": rate}),
+            json!({"decision": "budget_exceeded", "committed": 5, "max_budget": 4}),
+            json!({"decision": "revoked", "reason": "blocked"}),
+            json!({"decision": "revoked"}),
+            json!({"decision": "model_not_allowed", "models": ["a"]}),
+            json!({"decision": "model_budget_exceeded", "model": "a", "committed": 5, "max_budget": 4}),
+            json!({"decision": "maybe"}),
+            json!({}),
+        ] {
+            same::<Decision>(decision);
+        }
+        same::<Settled>(json!({"spend": 5, "soft_budget_crossed": false, "duplicate": true}));
+        same::<Settled>(json!({"spend": 5}));
+        same::<LedgerInfo>(json!({"spend": 5, "budget_reset_at": null}));
+        same::<LedgerInfo>(
+            json!({"spend": 5, "budget_reset_at": 9, "model_spend": {"a": 1}, "model_period_start": {"a": 2}}),
+        );
     }
 }

@@ -12,6 +12,7 @@ use worker::{durable_object, Context, DurableObject, Env, Request, Response, Sql
 
 use super::ObjectStub;
 use crate::config::{Deployment, RouterSettings};
+use crate::fields::{self, Fields, FromJson};
 use crate::openai::ApiError;
 use crate::routing::Health;
 use crate::runtime::now_ms;
@@ -86,12 +87,27 @@ pub async fn shared_health(env: &Env, group: &str) -> Result<Health, ApiError> {
     HealthStub::open(env, group)?.call("/state", &Value::Null).await
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 struct FailureReport {
     id: String,
     immediate: bool,
     group_size: usize,
     settings: RouterSettings,
+}
+
+/// Read by hand (`FromJson`: a smaller wasm).
+impl FromJson for FailureReport {
+    fn from_json(value: &Value) -> Result<Self, String> {
+        let f = Fields::of(value)?;
+        let settings = f.req("settings", |v| RouterSettings::from_json(v).ok().map(Some));
+        let report = FailureReport {
+            id: f.req("id", fields::string),
+            immediate: f.req("immediate", fields::bool),
+            group_size: f.req("group_size", |v| v.as_u64()?.try_into().ok()),
+            settings: settings.unwrap_or_default(),
+        };
+        f.finish(report)
+    }
 }
 
 /// The cooldowns of one model group, shared by every isolate. Holds no rule of its own.
@@ -113,8 +129,10 @@ impl DurableObject for GroupHealth {
         let mut health = load_health(&sql)?;
         let now = now_ms();
         if path == "/fail" {
-            let report: FailureReport =
-                serde_json::from_slice(&body).map_err(|e| worker::Error::RustError(e.to_string()))?;
+            let report = serde_json::from_slice::<Value>(&body)
+                .map_err(|e| e.to_string())
+                .and_then(|v| FailureReport::from_json(&v))
+                .map_err(worker::Error::RustError)?;
             health.record_failure(&report.id, now, report.immediate, report.group_size, &report.settings);
             let json = serde_json::to_string(&health).map_err(|e| worker::Error::RustError(e.to_string()))?;
             sql.exec("INSERT OR REPLACE INTO health (id, json) VALUES (1, ?)", vec![json.into()])?;
@@ -130,7 +148,8 @@ fn load_health(sql: &SqlStorage) -> worker::Result<Health> {
         json: String,
     }
     let rows: Vec<Row> = sql.exec("SELECT json FROM health WHERE id = 1", None)?.to_array()?;
-    Ok(rows.first().and_then(|r| crate::json::from_str(&r.json).ok()).unwrap_or_default())
+    let read = |text: &str| crate::json::from_str::<Value>(text).ok().and_then(|v| Health::from_json(&v).ok());
+    Ok(rows.first().and_then(|r| read(&r.json)).unwrap_or_default())
 }
 
 struct HealthStub {
