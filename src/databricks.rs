@@ -524,7 +524,7 @@ pub enum Field<'a> {
 impl Field<'_> {
     pub fn to_value(&self) -> Value {
         match self {
-            Field::Text(text) => serde_json::from_str(text).unwrap_or(Value::Null),
+            Field::Text(text) => json::from_str(text).unwrap_or(Value::Null),
             Field::Value(value) => value.clone(),
         }
     }
@@ -568,7 +568,8 @@ impl ChunkFields<'_> {
 /// The fast way to [`normalize_chunk`]'s result, for chunks with `choices`; `None` for any
 /// other (errors, malformed data, odd shapes), which take the slow way.
 pub fn normalize_chunk_fields<'a>(data: &'a str, model_group: &str) -> Option<ChunkFields<'a>> {
-    let TopLevel(raw) = serde_json::from_str(data).ok()?;
+    // Through `from_slice`'s reader, as every JSON text the gateway reads (see `json`).
+    let TopLevel(raw) = serde_json::from_slice(data.as_bytes()).ok()?;
     if !raw.iter().any(|(name, _)| name == "choices") {
         return None;
     }
@@ -576,10 +577,10 @@ pub fn normalize_chunk_fields<'a>(data: &'a str, model_group: &str) -> Option<Ch
     for (name, value) in raw {
         let text = value.get();
         let field = match &*name {
-            "choices" => Field::Value(serde_json::from_str(text).ok()?),
+            "choices" => Field::Value(json::from_str(text).ok()?),
             "usage" | "model" => Field::Text(text),
             _ if writes_back_unchanged(text) => Field::Text(text),
-            _ => Field::Value(serde_json::from_str(text).ok()?),
+            _ => Field::Value(json::from_str(text).ok()?),
         };
         fields.push((name, field));
     }

@@ -586,7 +586,7 @@ fn model_budget(value: &Value, field: &str) -> Result<(Money, Option<String>), A
             "budget_limit" | "max_budget" => {
                 // Read by serde_json, whose number parser is in the module already (core's
                 // `str::parse::<f64>` would add about 20 KB of tables and code).
-                let number = v.as_str().and_then(|s| serde_json::from_str::<Value>(s.trim()).ok());
+                let number = v.as_str().and_then(|s| crate::json::from_str::<Value>(s.trim()).ok());
                 limit = Some(usd(number.as_ref().unwrap_or(v), field)?);
             }
             "time_period" | "budget_duration" => {
