@@ -28,6 +28,15 @@ pub struct AliasAnswer {
 }
 
 /// Read by hand ([`FromJson`]: a smaller wasm).
+impl FromJson for AliasRequest {
+    fn from_json(value: &serde_json::Value) -> Result<Self, String> {
+        let f = Fields::of(value)?;
+        let request = AliasRequest { key_id: f.req("key_id", crate::fields::string) };
+        f.finish(request)
+    }
+}
+
+/// Read by hand ([`FromJson`]: a smaller wasm).
 impl FromJson for AliasAnswer {
     fn from_json(value: &serde_json::Value) -> Result<Self, String> {
         let f = Fields::of(value)?;

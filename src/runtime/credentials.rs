@@ -11,7 +11,6 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use serde::Deserialize;
 use std::time::Duration as StdDuration;
 use worker::wasm_bindgen::JsValue;
 use worker::{Delay, Env, Fetch, Headers};
@@ -21,6 +20,7 @@ use super::{now_ms, vars};
 use crate::base64;
 use crate::config::{Deployment, OAuthClient, ValueRef};
 use crate::databricks;
+use crate::fields::{self, Fields, FromJson};
 use crate::json;
 use crate::keys;
 use crate::openai::ApiError;
@@ -141,10 +141,21 @@ async fn oauth_token(key: &str, parts: &OAuthParts) -> Result<String, ApiError> 
     result.map(|(token, _)| token)
 }
 
-#[derive(Deserialize)]
 struct TokenAnswer {
     access_token: String,
     expires_in: Option<u64>,
+}
+
+/// Read by hand (`FromJson`: a smaller wasm).
+impl FromJson for TokenAnswer {
+    fn from_json(value: &serde_json::Value) -> Result<Self, String> {
+        let f = Fields::of(value)?;
+        let answer = TokenAnswer {
+            access_token: f.req("access_token", fields::string),
+            expires_in: f.opt("expires_in", fields::u64),
+        };
+        f.finish(answer)
+    }
 }
 
 /// `POST {workspace}/oidc/v1/token` with the client's credentials. Errors name the client id
@@ -177,7 +188,10 @@ async fn fetch_token(parts: OAuthParts) -> Result<(String, u64), ApiError> {
         let detail: String = text.chars().take(300).collect();
         return Err(failed(format!("HTTP {status}: {detail}")));
     }
-    let answer: TokenAnswer = json::from_str(&text).map_err(|_| failed("the token answer is malformed".into()))?;
+    let answer = json::from_str(&text)
+        .ok()
+        .and_then(|v| TokenAnswer::from_json(&v).ok())
+        .ok_or_else(|| failed("the token answer is malformed".into()))?;
     let lifetime_s = answer.expires_in.unwrap_or(3600);
     let usable_s = databricks::oauth_usable_s(lifetime_s);
     Ok((answer.access_token, now_ms().saturating_add(usable_s.saturating_mul(1000))))

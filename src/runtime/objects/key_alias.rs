@@ -7,6 +7,7 @@ use worker::{durable_object, DurableObject, Env, Request, Response, SqlStorage, 
 
 use super::ObjectStub;
 use crate::aliases::{self, AliasAnswer, AliasHolder, AliasRequest};
+use crate::fields::FromJson;
 use crate::openai::ApiError;
 
 const BINDING: &str = "KEY_ALIASES";
@@ -24,7 +25,9 @@ impl DurableObject for KeyAlias {
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
         let path = req.path();
         let body = req.bytes().await?;
-        let Ok(request) = serde_json::from_slice::<AliasRequest>(&body) else {
+        let request =
+            serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| AliasRequest::from_json(&v).ok());
+        let Some(request) = request else {
             return Response::error("bad alias request", 400);
         };
         let sql = self.state.storage().sql();
