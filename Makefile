@@ -40,11 +40,11 @@ start=$$(date +%s.%N) && $(1) worker-build --release --out-dir $(2) $(3) \
 endef
 export PATH := $(CARGO_BIN):$(PATH)
 
-.PHONY: help tools assets build build-test FORCE build-baseline dev test test-rust test-e2e test-clients test-agents check-deploy bench soak profile lint clean
+.PHONY: help tools assets build build-test FORCE build-baseline dev test test-rust test-e2e test-ui chromium test-clients test-agents check-deploy bench soak profile lint clean
 
 help:
 	@echo "make dev     start the gateway on :4000 (fake Databricks unless DATABRICKS_API_BASE is set)"
-	@echo "make test    unit tests, lint, end-to-end tests under workerd, deploy dry run"
+	@echo "make test    unit tests, lint, end-to-end tests under workerd, the admin page in chromium, deploy dry run"
 	@echo "make bench   load the fake directly, through a trivial worker and through the gateway; print a table, write build-test/bench.json"
 	@echo "make soak    minutes of mixed load with faults and a restart; check every key's ledger (SOAK_SECONDS=180)"
 	@echo "make profile instructions per request of each pure step (valgrind's callgrind; native timings without it)"
@@ -63,7 +63,12 @@ node_modules/.package-lock.json: package.json package-lock.json
 # The worker's static assets (wrangler.toml [assets]): the cl100k decode table for embeddings
 # sent as token ids, generated from the pinned npm js-tiktoken, never built into the wasm.
 ASSETS_DIR := build-assets
-assets: $(ASSETS_DIR)/cl100k_base.tokens
+# The admin page (/ui): plain files from ui/, copied as they are (no bundler, nothing from npm).
+UI_ASSETS := $(patsubst ui/%,$(ASSETS_DIR)/ui/%,$(wildcard ui/*))
+assets: $(ASSETS_DIR)/cl100k_base.tokens $(UI_ASSETS)
+
+$(ASSETS_DIR)/ui/%: ui/%
+	@mkdir -p $(@D) && cp $< $@
 
 $(ASSETS_DIR)/cl100k_base.tokens: tools/cl100k_table.mjs node_modules/.package-lock.json
 	node tools/cl100k_table.mjs $(ASSETS_DIR)
@@ -111,7 +116,7 @@ FORCE:
 dev: tools
 	node tests/dev.mjs
 
-test: test-rust lint check-deploy test-e2e test-clients test-agents
+test: test-rust lint check-deploy test-e2e test-ui test-clients test-agents
 
 test-rust:
 	cargo test --locked
@@ -129,6 +134,18 @@ lint: tools
 # it on two cores without making the timing-sensitive tests fragile.
 test-e2e: build-test
 	node --test --test-concurrency=2 tests/e2e/
+
+# The admin page (/ui) in Debian's chromium, driven by playwright-core (pinned in package.json;
+# it downloads no browser), against the built worker under workerd. Screenshots of every page go
+# to build-test/screenshots/.
+test-ui: build-test chromium
+	node --test tests/ui/
+
+# Debian's chromium, installed with apt when missing (as root, else through sudo).
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; fi; }
 
 # The client libraries users run (OpenAI Python with its helpers, LangChain, the LiteLLM SDK,
 # the Vercel AI SDK), installed pinned from the registries into build-clients/ and

@@ -13,6 +13,7 @@ mod proxy;
 mod settlements;
 mod spend;
 mod tokens;
+mod ui;
 mod upstream;
 mod vars;
 
@@ -211,6 +212,7 @@ async fn route(mut req: Request, call: &mut Call<'_>) -> std::result::Result<Res
             let caller = authenticate_or_drain(&mut req, call).await?;
             json_response(200, &spend::logs(&req, call, &caller).await?)
         }
+        Endpoint::Ui(path) => ui::serve(call.env, &path).await,
         key_route => {
             let caller = authenticate_or_drain(&mut req, call).await?;
             let answer = admin::handle(key_route, req, call, caller).await?;
