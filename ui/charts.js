@@ -2,7 +2,7 @@
 // spend log rows), rolled up by one dimension, drawn as stacked bars in hand-written SVG.
 // Every bar and day carries its numbers in data attributes and a <title> (hover, tests).
 
-import { h, s, usd, num, day } from './dom.js';
+import { h, s, usd, num, day, shortHash } from './dom.js';
 
 export const DAYS = 30;
 const TOP = 5;
@@ -17,7 +17,7 @@ export function lastDays(n = DAYS, now = Date.now()) {
 export function factsFromLogs(rows) {
   return rows.map((r) => ({
     day: (r.startTime || '').slice(0, 10),
-    key: r.key_alias || r.api_key || 'master key',
+    key: r.key_alias || (r.api_key ? shortHash(r.api_key) : 'master key'),
     model: r.model_group || '—',
     team: r.team_id || 'no team',
     spend: Number(r.spend) || 0,
@@ -40,7 +40,7 @@ export function factsFromReport(report, keyLabels = new Map()) {
         const requests = m.api_requests ?? m.requests ?? m.log_count;
         facts.push({
           day: d,
-          key: keyLabels.get(m.api_key) || m.api_key || 'master key',
+          key: keyLabels.get(m.api_key) || (m.api_key ? shortHash(m.api_key) : 'master key'),
           model: m.model || '—',
           team: team.team_name || team.team_id || 'no team',
           spend: Number(m.spend) || 0,
@@ -107,9 +107,14 @@ export function barChart(rolled, metric, { title, testid }) {
   const perDay = days.map((_, i) => shown.reduce((n, g) => n + g[metric][i], 0));
   const max = Math.max(...perDay, metric === 'spend' ? 0.000001 : 1);
   const fmt = metric === 'spend' ? usd : num;
-  const W = 600, H = 180, left = 48, bottom = 22, top = 8;
+  // Axis labels short enough for the margin: two significant digits.
+  const axis = (v) => (metric === 'spend' ? (v === 0 ? '$0' : `$${Number(v.toPrecision(2))}`) : num(Math.round(v * 10) / 10));
+  // The margin fits the longest axis label at the largest font the stylesheet uses (14 px on
+  // a phone, where the chart is drawn at about half its size).
+  const left = 12 + Math.max(...[0, 0.5, 1].map((f) => axis(max * f).length)) * 8.5;
+  const W = 600, H = 180, right = 8, bottom = 22, top = 8;
   const plotH = H - bottom - top;
-  const slot = (W - left) / days.length;
+  const slot = (W - left - right) / days.length;
   const barW = Math.max(2, slot * 0.7);
   const total = perDay.reduce((a, b) => a + b, 0);
 
@@ -133,10 +138,10 @@ export function barChart(rolled, metric, { title, testid }) {
   });
   const ticks = [0, 0.5, 1].map((f) => {
     const y = top + plotH - f * plotH;
-    return s('g', { class: 'tick' }, s('line', { x1: left, x2: W, y1: y, y2: y }), s('text', { x: left - 4, y: y + 3, 'text-anchor': 'end' }, fmt(max * f)));
+    return s('g', { class: 'tick' }, s('line', { x1: left, x2: W - right, y1: y, y2: y }), s('text', { x: left - 4, y: y + 3, 'text-anchor': 'end' }, axis(max * f)));
   });
-  const labels = [0, Math.floor(days.length / 2), days.length - 1].map((i) =>
-    s('text', { x: left + i * slot + slot / 2, y: H - 6, 'text-anchor': 'middle', class: 'axis' }, days[i].slice(5)),
+  const labels = [[0, 'start'], [Math.floor(days.length / 2), 'middle'], [days.length - 1, 'end']].map(([i, anchor]) =>
+    s('text', { x: left + i * slot + (anchor === 'start' ? 0 : anchor === 'end' ? slot : slot / 2), y: H - 6, 'text-anchor': anchor, class: 'axis' }, days[i].slice(5)),
   );
   return h(
     'figure',

@@ -90,7 +90,7 @@ export function dialog(title, body, buttons = [{ label: 'OK', value: true, prima
       body,
       h(
         'div',
-        { class: 'actions' },
+        { class: 'dialog-actions' },
         buttons.map((b) =>
           h(
             'button',

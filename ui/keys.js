@@ -151,13 +151,12 @@ function keyTable(keys, act) {
       { label: 'Created', value: (k) => when(k.created_at) },
       {
         label: 'Actions',
-        className: 'actions',
-        value: (k) => [
+        className: 'row-actions',
+        value: (k) => h('div', { class: 'row-buttons' },
           button('Edit', 'edit', k),
           k.blocked ? button('Unblock', 'unblock', k) : button('Block', 'block', k),
           button('Regenerate', 'regenerate', k),
-          button('Delete', 'delete', k, 'danger'),
-        ],
+          button('Delete', 'delete', k, 'danger')),
       },
     ],
     keys,
@@ -251,7 +250,7 @@ function keyForm(title, key, send) {
       } },
         h('div', { class: 'grid' }, rows),
         error,
-        h('div', { class: 'actions' },
+        h('div', { class: 'dialog-actions' },
           h('button', { type: 'button', onclick: () => { resolve(null); d.close(); } }, 'Cancel'),
           h('button', { type: 'submit', class: 'primary' }, editing ? 'Save' : 'Create'))));
     d.addEventListener('close', () => { resolve(null); d.remove(); });

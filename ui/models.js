@@ -19,7 +19,7 @@ export async function modelsPage(section, ctx) {
       const ok = health.healthy_endpoints.find((e) => e.model_id === id);
       const bad = health.unhealthy_endpoints.find((e) => e.model_id === id);
       if (ok) return h('span', { class: 'badge ok', title: `${ok.latency_ms} ms` }, `healthy · ${ok.latency_ms} ms`);
-      if (bad) return h('span', { class: 'badge bad', title: bad.error || '' }, `unhealthy: ${bad.error || 'no answer'}`);
+      if (bad) return h('span', { class: 'health-error' }, `unhealthy: ${bad.error || 'no answer'}`);
       return '—';
     };
     clear(box, table(
