@@ -98,8 +98,8 @@ export async function logsPage(section, ctx) {
   const since = day(Date.now() - (DAYS - 1) * 86_400_000);
   const apiKey = master ? h('input', { type: 'search', name: 'api_key', placeholder: 'Key or its hash', 'aria-label': 'Key' }) : null;
   const requestId = h('input', { type: 'search', name: 'request_id', placeholder: 'Request or call id', 'aria-label': 'Request id' });
-  const start = h('input', { type: 'date', name: 'start_date', value: since, 'aria-label': 'From' });
-  const end = h('input', { type: 'date', name: 'end_date', 'aria-label': 'To' });
+  const start = h('input', { type: 'date', name: 'start_date', value: since });
+  const end = h('input', { type: 'date', name: 'end_date' });
   const model = h('select', { name: 'model', 'aria-label': 'Model' });
   const status = h('select', { name: 'status', 'aria-label': 'Status' }, h('option', { value: '' }, 'Any status'), h('option', { value: 'success' }, 'Success'), h('option', { value: 'failure' }, 'Failure'));
   const text = h('input', { type: 'search', name: 'text', placeholder: 'Filter rows…', 'aria-label': 'Filter rows' });
@@ -131,7 +131,9 @@ export async function logsPage(section, ctx) {
   for (const el of [model, status]) el.addEventListener('change', render);
   text.addEventListener('input', render);
   section.append(
-    h('form', { class: 'filters', onsubmit: load, role: 'search' }, apiKey, requestId, start, end, h('button', { type: 'submit' }, 'Load'), model, status, text),
+    h('form', { class: 'filters', onsubmit: load, role: 'search' }, apiKey, requestId,
+      h('label', { class: 'inline' }, 'From ', start), h('label', { class: 'inline' }, 'to ', end),
+      h('button', { type: 'submit' }, 'Load'), model, status, text),
     box,
   );
   await load();
