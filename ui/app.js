@@ -48,7 +48,13 @@ async function show() {
   try {
     await page.render(section, { role: s.role, stale: () => ticket !== rendering });
   } catch (e) {
-    if (ticket === rendering) section.append(notice('error', e.message));
+    if (ticket !== rendering) return;
+    // The key stopped working (deleted, blocked, regenerated, expired): sign in again.
+    if (e.status === 401) {
+      clearSession();
+      return signIn(`Signed out: ${e.message}`);
+    }
+    section.append(notice('error', e.message));
   }
 }
 
@@ -58,13 +64,13 @@ function signOut() {
   show();
 }
 
-function signIn() {
+function signIn(reason) {
   clear(nav);
   clear(who);
   const key = h('input', { type: 'password', id: 'signin-key', name: 'key', autocomplete: 'off', required: true, placeholder: 'sk-…', spellcheck: 'false' });
   const master = h('input', { type: 'radio', name: 'role', value: 'master', checked: true });
   const virtual = h('input', { type: 'radio', name: 'role', value: 'key' });
-  const status = h('div', { class: 'status' });
+  const status = h('div', { class: 'status' }, reason ? notice('error', reason) : null);
   const submit = async (event) => {
     event.preventDefault();
     const value = key.value.trim();

@@ -108,7 +108,9 @@ async function signIn(key, role) {
 }
 
 const today = () => new Date().toISOString().slice(0, 10);
-const chartDay = async (testid) => Number(await $(`svg[data-testid="${testid}"] g.day[data-day="${today()}"]`).getAttribute('data-value'));
+/** The UTC day the test's calls were made on (set when they are). */
+let callDay;
+const chartDay = async (testid) => Number(await $(`svg[data-testid="${testid}"] g.day[data-day="${callDay}"]`).getAttribute('data-value'));
 
 test('the admin page, as the master key and as a virtual key', async () => {
   // /ui redirects to /ui/, which serves the page with a strict CSP.
@@ -172,6 +174,7 @@ test('the admin page, as the master key and as a virtual key', async () => {
   assert.ok(cost > 0);
   const bobCall = await gw.client({ apiKey: bob }).chat.completions.create({ model: MODEL, messages: userMessage('bob') }).withResponse();
   const bobAnswer = bobCall.data;
+  callDay = today();
   const bobCost = Number(bobCall.response.headers.get('x-litellm-response-cost'));
 
   // The logs table has each call, with its key and model.
@@ -189,7 +192,14 @@ test('the admin page, as the master key and as a virtual key', async () => {
   // gateway without /global/spend/report yet: the page reads the spend logs instead, and says so.
   const reportMissing = (await raw(gw, `/global/spend/report?start_date=${today()}&end_date=${today()}`, { method: 'GET' })).status === 404;
   if (reportMissing) allow('GET', '/global/spend/report');
-  await open('spend');
+  // The report is fed in batches after settlement: the page is reloaded until it has both calls.
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    await open('spend');
+    if (Math.abs((await chartDay('spend-chart')) - (cost + bobCost)) < 1e-12 || Date.now() > deadline) break;
+    await open('keys');
+    await page.waitForTimeout(500);
+  }
   assert.match(await text('section[data-page="spend"] .hint'), reportMissing ? /from the spend logs/ : /from \/global\/spend\/report/);
   assert.equal(await chartDay('requests-chart'), 2);
   const spendToday = await chartDay('spend-chart');
@@ -271,6 +281,15 @@ test('the admin page, as the master key and as a virtual key', async () => {
   await open('logs');
   assert.equal(await $('table[data-testid="logs"] tbody tr').count(), 1);
   assert.equal(await $('input[name="api_key"]').count(), 0);
+
+  // A key deleted meanwhile: the next page says why and asks to sign in again.
+  assert.equal((await raw(gw, '/key/delete', { body: { keys: [regenerated] } })).status, 200);
+  allow('GET', '/key/info');
+  allow('GET', '/spend/logs');
+  await page.evaluate(() => (location.hash = '#/usage'));
+  await $('section[data-page="signin"] [role="alert"]').waitFor();
+  assert.match(await text('section[data-page="signin"] [role="alert"]'), /^Signed out: .+/);
+  assert.equal(await page.evaluate(() => sessionStorage.length), 0);
 
   assert.deepEqual(problems, []);
 });
