@@ -3,7 +3,7 @@
 //! path (so the cl100k table stays private); this route hands `/ui/...` to the assets binding.
 //! The page holds no secret: it asks for a key and calls the API like any client.
 
-use worker::{Env, Headers, Method, Request, Response};
+use worker::{Env, Headers, Method, Request, Response, ResponseBody};
 
 use super::runtime_error;
 use crate::openai::ApiError;
@@ -35,7 +35,7 @@ pub async fn serve(env: &Env, path: &str) -> Result<Response, ApiError> {
     let assets = env.assets(ASSETS_BINDING).map_err(runtime_error)?;
     // The host is ignored: an assets binding serves its files by path.
     let request = Request::new(&format!("https://assets.local{path}"), Method::Get).map_err(runtime_error)?;
-    let mut asset = assets.fetch_request(request).await.map_err(runtime_error)?;
+    let asset = assets.fetch_request(request).await.map_err(runtime_error)?;
     let status = asset.status_code();
     if status == 404 {
         return Err(ApiError::not_found(format!("No such file in the admin page: {path}")));
@@ -48,12 +48,15 @@ pub async fn serve(env: &Env, path: &str) -> Result<Response, ApiError> {
         return Ok(Response::empty().map_err(runtime_error)?.with_status(status).with_headers(headers));
     }
     // A fetched response's headers are immutable, and the gateway adds its own to every
-    // answer: the few small files are copied into a new response.
+    // answer: its body goes out in a new response.
     let content_type = asset.headers().get("content-type").map_err(runtime_error)?;
     set("content-type", content_type.as_deref().unwrap_or("application/octet-stream"))?;
     for (name, value) in SECURITY_HEADERS {
         set(name, value)?;
     }
-    let body = asset.bytes().await.map_err(runtime_error)?;
-    Ok(Response::from_bytes(body).map_err(runtime_error)?.with_status(status).with_headers(headers))
+    let body = match asset.body() {
+        ResponseBody::Stream(stream) => ResponseBody::Stream(stream.clone()),
+        _ => ResponseBody::Empty,
+    };
+    Ok(Response::from_body(body).map_err(runtime_error)?.with_status(status).with_headers(headers))
 }
