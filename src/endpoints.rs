@@ -22,6 +22,12 @@ pub enum Endpoint {
     KeyBlock,
     KeyUnblock,
     SpendLogs,
+    /// The spend reports (`runtime::reports`) and Prometheus metrics.
+    GlobalSpendReport,
+    GlobalSpendKeys,
+    GlobalSpendModels,
+    SpendTags,
+    Metrics,
     Health,
     ModelInfo,
     /// Anthropic's Messages API, at `/v1/messages` and `/anthropic/v1/messages` (LiteLLM's two).
@@ -51,6 +57,11 @@ impl Endpoint {
             "/key/block" => Endpoint::KeyBlock,
             "/key/unblock" => Endpoint::KeyUnblock,
             "/spend/logs" => Endpoint::SpendLogs,
+            "/global/spend/report" => Endpoint::GlobalSpendReport,
+            "/global/spend/keys" => Endpoint::GlobalSpendKeys,
+            "/global/spend/models" => Endpoint::GlobalSpendModels,
+            "/spend/tags" => Endpoint::SpendTags,
+            "/metrics" => Endpoint::Metrics,
             "/health" => Endpoint::Health,
             "/model/info" | "/v1/model/info" => Endpoint::ModelInfo,
             "/v1/messages" | "/anthropic/v1/messages" => Endpoint::Messages,
@@ -87,6 +98,11 @@ impl Endpoint {
             | Endpoint::KeyInfo
             | Endpoint::KeyList
             | Endpoint::SpendLogs
+            | Endpoint::GlobalSpendReport
+            | Endpoint::GlobalSpendKeys
+            | Endpoint::GlobalSpendModels
+            | Endpoint::SpendTags
+            | Endpoint::Metrics
             | Endpoint::Health
             | Endpoint::ModelInfo
             | Endpoint::Ui(_) => "GET",
@@ -186,6 +202,9 @@ mod tests {
         assert_eq!(Endpoint::parse("/key/info").map(|r| r.method()), Some("GET"));
         assert_eq!(Endpoint::parse("/key/list").map(|r| r.method()), Some("GET"));
         assert_eq!(Endpoint::parse("/spend/logs").map(|r| r.method()), Some("GET"));
+        for path in ["/global/spend/report", "/global/spend/keys", "/global/spend/models", "/spend/tags", "/metrics"] {
+            assert_eq!(Endpoint::parse(path).map(|r| r.method()), Some("GET"), "{path}");
+        }
         assert_eq!(Endpoint::parse("/key/sk-abc/regenerate"), Some(Endpoint::KeyRegenerate(Some("sk-abc".into()))));
         assert_eq!(Endpoint::parse("/key/regenerate"), Some(Endpoint::KeyRegenerate(None)));
         assert_eq!(Endpoint::parse("/key/a/b/regenerate"), None);

@@ -10,6 +10,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod aliases;
+pub mod analytics;
 pub mod anthropic;
 pub mod attribution;
 pub mod auth;
@@ -27,12 +28,14 @@ pub mod json;
 pub mod keys;
 pub mod ledger;
 pub mod log;
+pub mod metrics;
 pub mod money;
 pub mod openai;
 pub mod price_table;
 pub mod pricing;
 pub mod prompt;
 pub mod refusals;
+pub mod reports;
 pub mod responses;
 pub mod routing;
 pub mod secret;

@@ -6,11 +6,12 @@
 //! A key without limits or a budget holds nothing: its settlements share Durable Object calls
 //! with the isolate's other requests for the same key (`settlements`).
 
+use futures_util::future::{FutureExt, LocalBoxFuture};
 use worker::{console_error, Context, Env};
 
 use super::objects::ledger::LedgerStub;
-use super::settlements;
 use super::{now_ms, Call, Caller};
+use super::{reports, settlements};
 use crate::attribution::Attribution;
 use crate::config::Deployment;
 use crate::ledger::messages::{self, SettleRequest, SpendLogRow};
@@ -21,6 +22,7 @@ use crate::openai::{ApiError, Usage};
 use crate::pricing::{self, PriceSource, Prices};
 use crate::prompt::{PromptTally, Template};
 use crate::refusals;
+use crate::reports::ReportEvent;
 
 /// A request may run this long before its slot frees itself without a settlement:
 /// Databricks stops any model execution after 297 s.
@@ -61,6 +63,9 @@ pub struct Account {
 pub struct Settled {
     pub cost: Money,
     pub key_spend: Option<Money>,
+    /// The reports batch's sender, when this request must run it and had no `waitUntil` of
+    /// its own (a stream's pump): awaited once the answer's last bytes are out.
+    pub report: Option<LocalBoxFuture<'static, ()>>,
 }
 
 /// How a request ended, for its settlement.
@@ -333,25 +338,28 @@ impl Account {
     /// that the caller's next request finds its slot and budget freed. A key that holds
     /// nothing joins the isolate's batch for its ledger (`settlements`); a sender this request
     /// must start runs in `ctx`'s `waitUntil` when there is one (an answer's handler),
-    /// otherwise here (a stream's pump, already in one). A failed settlement is logged, never
-    /// turned into an error for a request already answered.
+    /// otherwise here (a stream's pump, already in one). Every request's event joins the
+    /// reports batch (`reports`). A failed settlement is logged, never turned into an error
+    /// for a request already answered.
     pub async fn settle(self, outcome: Outcome, ctx: Option<&Context>) -> Settled {
         let usage = outcome.usage.unwrap_or_default();
         let cost = self.cost(&outcome);
-        let mut settled = Settled { cost, key_spend: None };
+        let row = SpendLogRow {
+            request_id: outcome.response_id.clone().unwrap_or_else(|| self.row.call_id.clone()),
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            cache_read_tokens: usage.cache_read_tokens,
+            cache_creation_tokens: usage.cache_creation_tokens,
+            spend: cost,
+            end_time: now_ms(),
+            status: outcome.status,
+            estimated: outcome.estimated,
+            ..self.row.clone()
+        };
+        // Every request, the master key's included, counts in the gateway's reports.
+        let report = reports::record(&self.env, ctx, ReportEvent::of(&row)).map(|f| f.boxed_local());
+        let mut settled = Settled { cost, key_spend: None, report };
         if let Some(key) = &self.key {
-            let row = SpendLogRow {
-                request_id: outcome.response_id.clone().unwrap_or_else(|| self.row.call_id.clone()),
-                prompt_tokens: usage.prompt_tokens,
-                completion_tokens: usage.completion_tokens,
-                cache_read_tokens: usage.cache_read_tokens,
-                cache_creation_tokens: usage.cache_creation_tokens,
-                spend: cost,
-                end_time: now_ms(),
-                status: outcome.status,
-                estimated: outcome.estimated,
-                ..self.row.clone()
-            };
             let request = SettleRequest { settlement: self.settlement(&key.limits, usage, cost), row: Some(row) };
             if key.admitted {
                 match settle_on(&key.ledger, &request).await {

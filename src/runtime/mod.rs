@@ -8,8 +8,10 @@ mod dispatch;
 mod health;
 mod keystore;
 mod messages;
+mod metrics;
 mod objects;
 mod proxy;
+mod reports;
 mod settlements;
 mod spend;
 mod tokens;
@@ -213,6 +215,11 @@ async fn route(mut req: Request, call: &mut Call<'_>) -> std::result::Result<Res
             json_response(200, &spend::logs(&req, call, &caller).await?)
         }
         Endpoint::Ui(path) => ui::serve(call.env, &path).await,
+        Endpoint::GlobalSpendReport | Endpoint::GlobalSpendKeys | Endpoint::GlobalSpendModels | Endpoint::SpendTags => {
+            let caller = authenticate_or_drain(&mut req, call).await?;
+            json_response(200, &reports::serve(&route, &req, call, &caller).await?)
+        }
+        Endpoint::Metrics => metrics::serve(&req, call).await,
         key_route => {
             let caller = authenticate_or_drain(&mut req, call).await?;
             let answer = admin::handle(key_route, req, call, caller).await?;

@@ -191,6 +191,8 @@ struct StreamPump {
     first: Option<Vec<u8>>,
     log: RequestLog,
     started_ms: u64,
+    /// The reports batch's sender, when the settlement handed it here: run after the answer.
+    report: Option<futures_util::future::LocalBoxFuture<'static, ()>>,
 }
 
 impl StreamPump {
@@ -215,6 +217,7 @@ impl StreamPump {
             prompt_estimate: reservation.prompt_tokens_estimate,
             log: RequestLog::default(),
             started_ms: call.started_ms,
+            report: None,
         }
     }
 
@@ -248,6 +251,9 @@ impl StreamPump {
         }
         to_client.close_channel();
         self.end().await;
+        if let Some(report) = self.report.take() {
+            report.await;
+        }
     }
 
     /// The stream is over: stop the upstream if it is still going, settle, and log (once).
@@ -269,7 +275,8 @@ impl StreamPump {
             response_id: self.relay.id().map(str::to_string),
         };
         let prices = account.prices();
-        let settled = account.settle(outcome, None).await;
+        let mut settled = account.settle(outcome, None).await;
+        self.report = settled.report.take();
         if let Some(deployment) = &self.log.deployment {
             dispatch::stream_ended(deployment, usage.total_tokens);
         }

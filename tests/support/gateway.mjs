@@ -56,6 +56,7 @@ export async function startGateway({ bindings = {}, fake: fakeOptions = {}, conf
       LEDGER: { className: 'Ledger', useSQLite: true },
       HEALTH: { className: 'GroupHealth', useSQLite: true },
       KEY_ALIASES: { className: 'KeyAlias', useSQLite: true },
+      REPORTS: { className: 'Reports', useSQLite: true },
     },
     // With a directory, KV and Durable Object storage outlive this instance (a restart).
     ...(persistDir ? { kvPersist: path.join(persistDir, 'kv'), durableObjectsPersist: path.join(persistDir, 'do') } : {}),
