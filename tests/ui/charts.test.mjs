@@ -64,5 +64,5 @@ test('spend log rows count one request each, on their own UTC day', () => {
   assert.deepEqual([gpt.requests[28], gpt.requests[29], gpt.total.requests], [1, 1, 2]);
   const byKey = rollup(factsFromLogs(rows), 'key', lastDays(30, NOW));
   assert.deepEqual(byKey.groups.map((g) => [g.name, g.total.requests]), [['alice', 2], [`${HASH_B.slice(0, 10)}…`, 1]]);
-  assert.deepEqual(rollup(factsFromLogs(rows), 'team', lastDays(30, NOW)).groups.map((g) => g.name), ['t1', 'no team']);
+  assert.deepEqual(rollup(factsFromLogs(rows), 'team', lastDays(30, NOW)).groups.map((g) => g.name), ['t1', 'Unassigned Team']);
 });
