@@ -258,12 +258,19 @@ test('the admin page, as the master key and as a virtual key', async () => {
   await shoot('models');
 
   // Teams, users, customers: a table, or a plain note while the gateway lacks the routes.
-  for (const [id, route] of [['teams', '/team/list'], ['users', '/user/list'], ['customers', '/customer/list']]) {
+  const parties = [
+    ['teams', 'team', { team_id: 'ui-team', team_alias: 'UI team', max_budget: 5 }],
+    ['users', 'user', { user_id: 'ui-user', user_email: 'ui@example.com', max_budget: 5 }],
+    ['customers', 'customer', { user_id: 'ui-customer', max_budget: 5 }],
+  ];
+  for (const [id, kind, record] of parties) {
+    const route = `/${kind}/list`;
     const missing = (await raw(gw, route, { method: 'GET' })).status === 404;
     if (missing) allow('GET', route);
+    else assert.equal((await raw(gw, `/${kind}/new`, { body: record })).status, 200);
     await open(id);
     if (missing) assert.match(await text(`section[data-page="${id}"]`), new RegExp(`does not serve ${route} yet`));
-    else assert.ok((await $(`section[data-page="${id}"] table, section[data-page="${id}"] .empty`).count()) > 0);
+    else assert.match(await text(`section[data-page="${id}"] tr[data-id="${record.team_id || record.user_id}"]`), /\$5\.00\s+active/);
     await shoot(id);
   }
 
