@@ -1,12 +1,11 @@
 //! `/metrics`: the gateway's all-time aggregates as Prometheus text (exposition format 0.0.4),
 //! with LiteLLM's metric names and labels (`litellm/integrations/prometheus.py`). Counters are
-//! written as `prometheus_client` writes them: `# TYPE <name> counter`, samples `<name>_total`.
+//! written as LiteLLM's `prometheus_client` writes them in that format: family and samples
+//! `<name>_total`.
 //!
 //! The numbers are the whole gateway's (the `Reports` object's totals), never one isolate's.
 
 use std::fmt::Write;
-
-use serde_json::{json, Value};
 
 use crate::money::Money;
 use crate::reports::LATENCY_BUCKETS_MS;
@@ -58,48 +57,6 @@ pub struct TotalsRow {
     pub latency_ms: u64,
 }
 
-impl TotalsRow {
-    /// The row as the reports object sends it: a JSON array (spend as text).
-    pub fn encode(&self) -> Value {
-        json!([
-            self.api_key,
-            self.key_alias,
-            self.team_id,
-            self.user_id,
-            self.end_user,
-            self.model_group,
-            self.deployment,
-            self.requests,
-            self.failures,
-            self.prompt_tokens,
-            self.completion_tokens,
-            self.spend.to_string(),
-            self.latency_ms,
-        ])
-    }
-
-    pub fn decode(value: &Value) -> Option<Self> {
-        let a = value.as_array()?;
-        let s = |i: usize| a.get(i).and_then(Value::as_str).map(str::to_string);
-        let n = |i: usize| a.get(i).and_then(Value::as_u64);
-        Some(TotalsRow {
-            api_key: s(0)?,
-            key_alias: s(1)?,
-            team_id: s(2)?,
-            user_id: s(3)?,
-            end_user: s(4)?,
-            model_group: s(5)?,
-            deployment: s(6)?,
-            requests: n(7)?,
-            failures: n(8)?,
-            prompt_tokens: n(9)?,
-            completion_tokens: n(10)?,
-            spend: s(11)?.parse().ok()?,
-            latency_ms: n(12)?,
-        })
-    }
-}
-
 /// Latency bucket counts (not cumulative) of one model group, ordered by group then bucket.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LatencyRow {
@@ -108,11 +65,10 @@ pub struct LatencyRow {
     pub count: u64,
 }
 
-/// Everything `/metrics` shows.
+/// What the request series of `/metrics` are made of (the reports object's all-time totals).
 pub struct Snapshot<'a> {
     pub totals: &'a [TotalsRow],
     pub latency: &'a [LatencyRow],
-    pub deployments: &'a [DeploymentState],
     /// Deployment id → `litellm_params.model`, for the `model` label.
     pub models: &'a [(String, String)],
 }
@@ -144,7 +100,7 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-/// The Prometheus text of a snapshot.
+/// The request series (counters and the latency histogram) of a snapshot, in Prometheus text.
 pub fn render(snapshot: &Snapshot<'_>) -> String {
     let mut out = String::new();
     // The labels of LiteLLM's per-request counters that the gateway knows.
@@ -183,9 +139,10 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
         }),
     ];
     for (name, help, value) in counters {
-        header(&mut out, name, "counter", help);
+        let name = format!("{name}_total");
+        header(&mut out, &name, "counter", help);
         for row in snapshot.totals {
-            let _ = writeln!(out, "{name}_total{} {}", request_labels(row), value(row));
+            let _ = writeln!(out, "{name}{} {}", request_labels(row), value(row));
         }
     }
 
@@ -211,12 +168,17 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
         let _ = writeln!(out, "{name}_sum{group_labels} {:?}", latency_ms as f64 / 1000.0);
         let _ = writeln!(out, "{name}_count{group_labels} {cumulative}");
     }
+    out
+}
 
+/// `litellm_deployment_state`, one series per deployment, in Prometheus text.
+pub fn render_deployments(deployments: &[DeploymentState]) -> String {
+    let mut out = String::new();
     let name = "litellm_deployment_state";
     let help =
         "LLM Deployment Analytics - The state of the deployment: 0 = healthy, 1 = partial outage, 2 = complete outage";
     header(&mut out, name, "gauge", help);
-    for d in snapshot.deployments {
+    for d in deployments {
         let set = labels(&[
             ("litellm_model_name", &d.litellm_model_name),
             ("model_id", &d.model_id),
@@ -263,9 +225,9 @@ mod tests {
             state: 2,
         }];
         let models = [("gpt-a".to_string(), "databricks/gpt".to_string())];
-        assert_eq!(TotalsRow::decode(&totals[0].encode()).as_ref(), Some(&totals[0]));
-        let text = render(&Snapshot { totals: &totals, latency: &latency, deployments: &deployments, models: &models });
-        assert!(text.contains("# TYPE litellm_requests_metric counter\n"));
+        let text = render(&Snapshot { totals: &totals, latency: &latency, models: &models })
+            + &render_deployments(&deployments);
+        assert!(text.contains("# TYPE litellm_requests_metric_total counter\n"));
         assert!(text.contains(
             "litellm_requests_metric_total{end_user=\"al\\\"ice\",hashed_api_key=\"k1\",api_key_alias=\"svc\",model=\"databricks/gpt\",team=\"\",user=\"\",requested_model=\"gpt\",model_id=\"gpt-a\",api_provider=\"databricks\"} 3\n"
         ));

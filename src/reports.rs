@@ -115,7 +115,10 @@ impl ReportEvent {
         let a = value.as_array()?;
         let s = |i: usize| a.get(i).and_then(Value::as_str).map(str::to_string);
         let n = |i: usize| a.get(i).and_then(Value::as_u64);
-        let tags = a.get(14)?.as_array()?.iter().map(|t| t.as_str().map(str::to_string)).collect::<Option<_>>()?;
+        let mut tags = Vec::new();
+        for tag in a.get(14)?.as_array()? {
+            tags.push(tag.as_str()?.to_string());
+        }
         Some(ReportEvent {
             call_id: s(0)?,
             at: n(1)?,
@@ -231,91 +234,96 @@ fn runs<T>(rows: &[T], same: impl Fn(&T, &T) -> bool) -> Vec<(usize, usize)> {
 /// - `api_key`: per key over the whole range, `total_cost`, input and output tokens and
 ///   `model_details` per model; dearest first.
 pub fn spend_report(rows: &[GroupRow], group_by: GroupBy) -> Value {
+    let mut answer = Vec::new();
     if group_by == GroupBy::ApiKey {
-        let keys = runs(rows, |a, b| a.api_key == b.api_key).into_iter().map(|(start, end)| {
-            let key = &rows[start..end];
-            let sum = |f: fn(&GroupRow) -> u64| key.iter().map(f).fold(0u64, u64::saturating_add);
-            let details: Vec<Value> = key
-                .iter()
-                .map(|r| {
-                    json!({
-                        "model": r.model,
-                        "total_cost": usd(r.spend),
-                        "total_input_tokens": r.prompt_tokens,
-                        "total_output_tokens": r.completion_tokens,
-                    })
-                })
-                .collect();
-            json!({
-                "api_key": key[0].api_key,
-                "total_cost": usd(sum(|r| r.spend)),
-                "total_input_tokens": sum(|r| r.prompt_tokens),
-                "total_output_tokens": sum(|r| r.completion_tokens),
+        for (start, end) in runs(rows, |a, b| a.api_key == b.api_key) {
+            let (mut spend, mut prompt, mut completion) = (0u64, 0u64, 0u64);
+            let mut details = Vec::with_capacity(end - start);
+            for r in &rows[start..end] {
+                spend = spend.saturating_add(r.spend);
+                prompt += r.prompt_tokens;
+                completion += r.completion_tokens;
+                details.push(json!({
+                    "model": r.model,
+                    "total_cost": usd(r.spend),
+                    "total_input_tokens": r.prompt_tokens,
+                    "total_output_tokens": r.completion_tokens,
+                }));
+            }
+            answer.push(json!({
+                "api_key": rows[start].api_key,
+                "total_cost": usd(spend),
+                "total_input_tokens": prompt,
+                "total_output_tokens": completion,
                 "model_details": details,
-            })
-        });
-        return Value::Array(keys.collect());
+            }));
+        }
+        return Value::Array(answer);
     }
-    let days = runs(rows, |a, b| a.day == b.day).into_iter().map(|(start, end)| {
-        let day = &rows[start..end];
-        let groups: Vec<Value> = runs(day, |a, b| a.group == b.group)
-            .into_iter()
-            .map(|(start, end)| {
-                let group = &day[start..end];
-                let total = group.iter().map(|r| r.spend).fold(0u64, u64::saturating_add);
-                let metadata: Vec<Value> = group
-                    .iter()
-                    .map(|r| {
-                        let tokens = r.prompt_tokens + r.completion_tokens;
-                        json!({"model": r.model, "api_key": r.api_key, "spend": usd(r.spend), "total_tokens": tokens})
-                    })
-                    .collect();
-                let name = group[0].group.as_str();
-                match group_by {
-                    GroupBy::Team => json!({
-                        "team_name": if name.is_empty() { "Unassigned Team" } else { name },
-                        "team_id": opt(name),
-                        "total_spend": usd(total),
-                        "metadata": metadata,
-                    }),
-                    _ => json!({"customer": opt(name), "total_spend": usd(total), "metadata": metadata}),
-                }
-            })
-            .collect();
-        let field = if group_by == GroupBy::Team { "teams" } else { "customers" };
-        json!({"group_by_day": format!("{}T00:00:00+00:00", day[0].day), field: groups})
-    });
-    Value::Array(days.collect())
+    let field = if group_by == GroupBy::Team { "teams" } else { "customers" };
+    for (day_start, day_end) in runs(rows, |a, b| a.day == b.day) {
+        let day = &rows[day_start..day_end];
+        let mut groups = Vec::new();
+        for (start, end) in runs(day, |a, b| a.group == b.group) {
+            let mut total = 0u64;
+            let mut metadata = Vec::with_capacity(end - start);
+            for r in &day[start..end] {
+                total = total.saturating_add(r.spend);
+                let tokens = r.prompt_tokens + r.completion_tokens;
+                metadata.push(
+                    json!({"model": r.model, "api_key": r.api_key, "spend": usd(r.spend), "total_tokens": tokens}),
+                );
+            }
+            let name = day[start].group.as_str();
+            groups.push(match group_by {
+                GroupBy::Team => json!({
+                    "team_name": if name.is_empty() { "Unassigned Team" } else { name },
+                    "team_id": opt(name),
+                    "total_spend": usd(total),
+                    "metadata": metadata,
+                }),
+                _ => json!({"customer": opt(name), "total_spend": usd(total), "metadata": metadata}),
+            });
+        }
+        answer.push(json!({"group_by_day": format!("{}T00:00:00+00:00", day[0].day), field: groups}));
+    }
+    Value::Array(answer)
 }
 
-/// A ranked (name, spend) row: a key (with its alias), a model group or a tag (with its count).
+/// A ranked row: a key (with its alias), a model group or a tag, its requests and its spend.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ranked {
     pub name: String,
-    /// The key's alias, or the tag's request count.
+    /// The key's alias.
     pub detail: String,
     pub count: u64,
     pub spend: u64,
 }
 
-/// `/global/spend/keys`: keys by spend (dearest first, as SQL ordered them).
-pub fn top_keys(rows: &[Ranked]) -> Value {
-    let keys =
-        rows.iter().map(|r| json!({"api_key": r.name, "key_alias": opt(&r.detail), "total_spend": usd(r.spend)}));
-    Value::Array(keys.collect())
+/// What the ranked reports answer, each row shaped as LiteLLM does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ranking {
+    /// `/global/spend/keys`: `api_key`, `key_alias`, `total_spend`.
+    Keys,
+    /// `/global/spend/models`: `model`, `total_spend`.
+    Models,
+    /// `/spend/tags`: `individual_request_tag`, `log_count`, `total_spend`.
+    Tags,
 }
 
-/// `/global/spend/models`: model groups by spend.
-pub fn top_models(rows: &[Ranked]) -> Value {
-    Value::Array(rows.iter().map(|r| json!({"model": r.name, "total_spend": usd(r.spend)})).collect())
-}
-
-/// `/spend/tags`: per tag, the requests that carried it and their spend.
-pub fn spend_tags(rows: &[Ranked]) -> Value {
-    let tags = rows
-        .iter()
-        .map(|r| json!({"individual_request_tag": r.name, "log_count": r.count, "total_spend": usd(r.spend)}));
-    Value::Array(tags.collect())
+/// A ranked report from its rows (dearest first, as SQL ordered them).
+pub fn ranked(rows: &[Ranked], ranking: Ranking) -> Value {
+    let mut answer = Vec::with_capacity(rows.len());
+    for r in rows {
+        answer.push(match ranking {
+            Ranking::Keys => json!({"api_key": r.name, "key_alias": opt(&r.detail), "total_spend": usd(r.spend)}),
+            Ranking::Models => json!({"model": r.name, "total_spend": usd(r.spend)}),
+            Ranking::Tags => {
+                json!({"individual_request_tag": r.name, "log_count": r.count, "total_spend": usd(r.spend)})
+            }
+        });
+    }
+    Value::Array(answer)
 }
 
 #[cfg(test)]
@@ -425,12 +433,11 @@ mod tests {
     #[test]
     fn ranked_rows() {
         let key = Ranked { name: "k".into(), detail: String::new(), count: 0, spend: 700 };
-        assert_eq!(
-            top_keys(std::slice::from_ref(&key)),
-            json!([{"api_key": "k", "key_alias": null, "total_spend": 7e-10}])
-        );
-        assert_eq!(top_models(&[key])[0]["model"], "k");
+        let keys = ranked(std::slice::from_ref(&key), Ranking::Keys);
+        assert_eq!(keys, json!([{"api_key": "k", "key_alias": null, "total_spend": 7e-10}]));
+        assert_eq!(ranked(&[key], Ranking::Models), json!([{"model": "k", "total_spend": 7e-10}]));
         let tag = Ranked { name: "t1".into(), detail: String::new(), count: 2, spend: 1000 };
-        assert_eq!(spend_tags(&[tag]), json!([{"individual_request_tag": "t1", "log_count": 2, "total_spend": 1e-9}]));
+        let tags = ranked(&[tag], Ranking::Tags);
+        assert_eq!(tags, json!([{"individual_request_tag": "t1", "log_count": 2, "total_spend": 1e-9}]));
     }
 }

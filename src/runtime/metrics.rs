@@ -10,7 +10,7 @@ use super::objects::reports::ReportsStub;
 use super::{now_ms, runtime_error, vars, Call};
 use crate::auth;
 use crate::embedded;
-use crate::metrics::{self, DeploymentState, Snapshot};
+use crate::metrics::{self, DeploymentState};
 use crate::openai::ApiError;
 
 const TOKEN_VAR: &str = "METRICS_TOKEN";
@@ -18,7 +18,9 @@ const TOKEN_VAR: &str = "METRICS_TOKEN";
 pub async fn serve(req: &Request, call: &Call<'_>) -> Result<Response, ApiError> {
     authorize(req, call)?;
     let config = embedded::config().map_err(ApiError::internal)?;
-    let (totals, latency) = ReportsStub::open(call.env)?.totals().await?;
+    let models: Vec<(String, String)> =
+        config.deployments.iter().map(|d| (d.id.clone(), format!("databricks/{}", d.endpoint))).collect();
+    let mut text = ReportsStub::open(call.env)?.metrics(&models).await?;
     let groups = config.model_names();
     let healths = join_all(groups.iter().map(|g| group_health::shared_health(call.env, g))).await;
     let now = now_ms();
@@ -35,10 +37,7 @@ pub async fn serve(req: &Request, call: &Call<'_>) -> Result<Response, ApiError>
             });
         }
     }
-    let models: Vec<(String, String)> =
-        config.deployments.iter().map(|d| (d.id.clone(), format!("databricks/{}", d.endpoint))).collect();
-    let text =
-        metrics::render(&Snapshot { totals: &totals, latency: &latency, deployments: &deployments, models: &models });
+    text.push_str(&metrics::render_deployments(&deployments));
     let headers = Headers::new();
     headers.set("content-type", "text/plain; version=0.0.4; charset=utf-8").map_err(runtime_error)?;
     Response::ok(text).map(|r| r.with_headers(headers)).map_err(runtime_error)

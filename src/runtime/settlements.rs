@@ -1,11 +1,13 @@
-//! Settlements of keys without limits or a budget, sent in batches per ledger in each
-//! isolate, and the batching itself, which the spend reports' events share (`reports`): a
-//! [`Sink`] is one kind of Durable Object call that takes a batch. Such a key holds no
-//! reservation, so nothing waits on its settlement: the answer
-//! leaves at once, and the settlement joins the isolate's queue for the key's ledger. The
-//! request that finds no sender at work starts one, in its own `waitUntil`: it sends what is
-//! queued at once, and while that call is out, later settlements queue up and go together in
-//! the next call. Under load one call carries many settlements; an idle isolate adds no delay.
+//! Batches of Durable Object calls nothing waits for, per isolate: the settlements of keys
+//! without limits or a budget (per key ledger), and the spend reports' events (`reports`). A
+//! [`Sink`] is one kind of such call; the batching below serves both.
+//!
+//! A key without limits or a budget holds no reservation, so nothing waits on its settlement:
+//! the answer leaves at once, and the settlement joins the isolate's queue for the key's
+//! ledger. The request that finds no sender at work starts one, in its own `waitUntil`: it
+//! sends what is queued at once, and while that call is out, later settlements queue up and go
+//! together in the next call. Under load one call carries many settlements; an idle isolate
+//! adds no delay.
 //!
 //! Why nothing is lost when an isolate goes away: the sender runs as `waitUntil` work, which
 //! the runtime lets finish after the response when it evicts an isolate or replaces it with a

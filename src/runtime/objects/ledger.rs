@@ -27,7 +27,7 @@ const LOG_MAX_ROWS: u64 = 10_000;
 /// Retention runs every this many inserts.
 const RETENTION_EVERY: u32 = 256;
 
-#[durable_object]
+#[durable_object(fetch)]
 pub struct Ledger {
     state: State,
     cached: RefCell<Option<LedgerState>>,

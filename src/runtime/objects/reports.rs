@@ -16,10 +16,10 @@ use serde_json::{json, Value};
 use worker::{durable_object, DurableObject, Env, Request, Response, SqlStorage, SqlStorageValue, State};
 
 use super::ObjectStub;
-use crate::metrics::{LatencyRow, TotalsRow};
+use crate::metrics::{self, LatencyRow, Snapshot, TotalsRow};
 use crate::money::Money;
 use crate::openai::ApiError;
-use crate::reports::{self, GroupBy, GroupRow, Ranked, ReportEvent};
+use crate::reports::{self, GroupBy, GroupRow, Ranked, Ranking, ReportEvent};
 use crate::runtime::now_ms;
 
 const BINDING: &str = "REPORTS";
@@ -43,7 +43,7 @@ const ADD_COUNTS: &str = "requests = requests + excluded.requests, failures = fa
      latency_ms = latency_ms + excluded.latency_ms, \
      key_alias = CASE WHEN excluded.key_alias != '' THEN excluded.key_alias ELSE key_alias END";
 
-#[durable_object]
+#[durable_object(fetch)]
 pub struct Reports {
     state: State,
     schema_ready: Cell<bool>,
@@ -101,7 +101,11 @@ fn as_u64(v: Option<&SqlStorageValue>) -> u64 {
 
 /// Every row of a query, as raw values.
 fn select(sql: &SqlStorage, query: &str, values: Vec<SqlStorageValue>) -> Result<Vec<Vec<SqlStorageValue>>, String> {
-    sql.exec(query, values).map_err(sql_error)?.raw().collect::<worker::Result<Vec<_>>>().map_err(sql_error)
+    let mut rows = Vec::new();
+    for row in sql.exec(query, values).map_err(sql_error)?.raw() {
+        rows.push(row.map_err(sql_error)?);
+    }
+    Ok(rows)
 }
 
 /// The `WHERE` of a report: its day range (`start`, `end`, both included) and its key or end
@@ -132,13 +136,16 @@ impl Reports {
         self.ensure_schema(&sql)?;
         match path {
             "/record" => {
-                let events = request.as_array().ok_or("bad reports request: not a batch")?;
-                let events: Vec<ReportEvent> = events.iter().filter_map(ReportEvent::decode).collect();
+                let batch = request.as_array().ok_or("bad reports request: not a batch")?;
+                let mut events = Vec::with_capacity(batch.len());
+                for event in batch {
+                    events.push(ReportEvent::decode(event).ok_or("bad reports request: an unreadable event")?);
+                }
                 Ok(json!({ "applied": self.record(&sql, &events)? }))
             }
             "/report" => report(&sql, request),
             "/keys" | "/models" | "/tags" => ranked(&sql, path, request),
-            "/totals" => totals(&sql),
+            "/metrics" => metrics_text(&sql, request),
             "/end-user-spend" => {
                 let (clause, values) = filters(request);
                 let rows =
@@ -266,9 +273,9 @@ fn report(sql: &SqlStorage, request: &Value) -> Result<Value, String> {
              ORDER BY SUM(SUM(spend)) OVER (PARTITION BY api_key) DESC, api_key, model_group"
         ),
     };
-    let rows: Vec<GroupRow> = select(sql, &query, values)?
-        .iter()
-        .map(|r| GroupRow {
+    let mut rows = Vec::new();
+    for r in select(sql, &query, values)? {
+        rows.push(GroupRow {
             day: as_text(r.first()),
             group: as_text(r.get(1)),
             model: as_text(r.get(2)),
@@ -276,81 +283,91 @@ fn report(sql: &SqlStorage, request: &Value) -> Result<Value, String> {
             spend: as_u64(r.get(4)),
             prompt_tokens: as_u64(r.get(5)),
             completion_tokens: as_u64(r.get(6)),
-        })
-        .collect();
+        });
+    }
     Ok(reports::spend_report(&rows, group_by))
 }
 
 /// `/global/spend/keys`, `/global/spend/models` and `/spend/tags`: names ranked by spend.
 fn ranked(sql: &SqlStorage, path: &str, request: &Value) -> Result<Value, String> {
     let (clause, mut values) = filters(request);
-    let query = match path {
-        "/keys" => format!(
-            "SELECT api_key, MAX(key_alias), SUM(requests), CAST(SUM(spend) AS TEXT) FROM daily{clause} \
-             GROUP BY api_key ORDER BY SUM(spend) DESC, api_key LIMIT ?"
+    let (query, ranking) = match path {
+        "/keys" => (
+            format!(
+                "SELECT api_key, MAX(key_alias), SUM(requests), CAST(SUM(spend) AS TEXT) FROM daily{clause} \
+                 GROUP BY api_key ORDER BY SUM(spend) DESC, api_key LIMIT ?"
+            ),
+            Ranking::Keys,
         ),
-        "/models" => format!(
-            "SELECT model_group, '', SUM(requests), CAST(SUM(spend) AS TEXT) FROM daily{clause} \
-             GROUP BY model_group ORDER BY SUM(spend) DESC, model_group LIMIT ?"
+        "/models" => (
+            format!(
+                "SELECT model_group, '', SUM(requests), CAST(SUM(spend) AS TEXT) FROM daily{clause} \
+                 GROUP BY model_group ORDER BY SUM(spend) DESC, model_group LIMIT ?"
+            ),
+            Ranking::Models,
         ),
-        _ => format!(
-            "SELECT tag, '', SUM(requests), CAST(SUM(spend) AS TEXT) FROM tags{clause} \
-             GROUP BY tag ORDER BY SUM(spend) DESC, tag LIMIT ?"
+        _ => (
+            format!(
+                "SELECT tag, '', SUM(requests), CAST(SUM(spend) AS TEXT) FROM tags{clause} \
+                 GROUP BY tag ORDER BY SUM(spend) DESC, tag LIMIT ?"
+            ),
+            Ranking::Tags,
         ),
     };
     values.push(limit(request).into());
-    let rows: Vec<Ranked> = select(sql, &query, values)?
-        .iter()
-        .map(|r| Ranked {
+    let mut rows = Vec::new();
+    for r in select(sql, &query, values)? {
+        rows.push(Ranked {
             name: as_text(r.first()),
             detail: as_text(r.get(1)),
             count: as_u64(r.get(2)),
             spend: as_u64(r.get(3)),
-        })
-        .collect();
-    Ok(match path {
-        "/keys" => reports::top_keys(&rows),
-        "/models" => reports::top_models(&rows),
-        _ => reports::spend_tags(&rows),
-    })
+        });
+    }
+    Ok(reports::ranked(&rows, ranking))
 }
 
-/// What `/metrics` reads: the all-time totals and the latency buckets, as arrays.
-fn totals(sql: &SqlStorage) -> Result<Value, String> {
-    let rows = select(
-        sql,
-        "SELECT api_key, key_alias, team_id, user_id, end_user, model_group, deployment, requests, failures, \
-         prompt_tokens, completion_tokens, CAST(spend AS TEXT), latency_ms FROM totals",
-        Vec::new(),
-    )?;
-    let totals: Vec<Value> = rows
-        .iter()
-        .map(|r| {
-            let t = |i: usize| as_text(r.get(i));
-            let n = |i: usize| as_u64(r.get(i));
-            TotalsRow {
-                api_key: t(0),
-                key_alias: t(1),
-                team_id: t(2),
-                user_id: t(3),
-                end_user: t(4),
-                model_group: t(5),
-                deployment: t(6),
-                requests: n(7),
-                failures: n(8),
-                prompt_tokens: n(9),
-                completion_tokens: n(10),
-                spend: n(11),
-                latency_ms: n(12),
-            }
-            .encode()
-        })
-        .collect();
-    let latency =
-        select(sql, "SELECT model_group, bucket, count FROM latency ORDER BY model_group, bucket", Vec::new())?;
-    let latency: Vec<Value> =
-        latency.iter().map(|r| json!([as_text(r.first()), as_u64(r.get(1)), as_u64(r.get(2))])).collect();
-    Ok(json!({ "totals": totals, "latency": latency }))
+/// The request series of `/metrics` from the all-time totals and latency buckets, in
+/// Prometheus text. `request.models` maps deployment ids to their `litellm_params.model`.
+fn metrics_text(sql: &SqlStorage, request: &Value) -> Result<Value, String> {
+    let mut totals = Vec::new();
+    let query = "SELECT api_key, key_alias, team_id, user_id, end_user, model_group, deployment, requests, failures, \
+         prompt_tokens, completion_tokens, CAST(spend AS TEXT), latency_ms FROM totals \
+         ORDER BY model_group, api_key, team_id, user_id, end_user, deployment";
+    for r in select(sql, query, Vec::new())? {
+        let t = |i: usize| as_text(r.get(i));
+        let n = |i: usize| as_u64(r.get(i));
+        totals.push(TotalsRow {
+            api_key: t(0),
+            key_alias: t(1),
+            team_id: t(2),
+            user_id: t(3),
+            end_user: t(4),
+            model_group: t(5),
+            deployment: t(6),
+            requests: n(7),
+            failures: n(8),
+            prompt_tokens: n(9),
+            completion_tokens: n(10),
+            spend: n(11),
+            latency_ms: n(12),
+        });
+    }
+    let mut latency = Vec::new();
+    for r in select(sql, "SELECT model_group, bucket, count FROM latency ORDER BY model_group, bucket", Vec::new())? {
+        latency.push(LatencyRow {
+            model_group: as_text(r.first()),
+            bucket: as_u64(r.get(1)) as usize,
+            count: as_u64(r.get(2)),
+        });
+    }
+    let mut models = Vec::new();
+    for pair in request.get("models").and_then(Value::as_array).map_or(&[][..], Vec::as_slice) {
+        if let (Some(id), Some(model)) = (pair.get(0).and_then(Value::as_str), pair.get(1).and_then(Value::as_str)) {
+            models.push((id.to_string(), model.to_string()));
+        }
+    }
+    Ok(Value::String(metrics::render(&Snapshot { totals: &totals, latency: &latency, models: &models })))
 }
 
 /// The worker's handle on the reports object. Requests and answers are JSON values (no
@@ -377,22 +394,15 @@ impl ReportsStub {
         self.object.call(path, request).await
     }
 
-    /// The all-time totals and latency buckets (for `/metrics`).
-    pub async fn totals(&self) -> Result<(Vec<TotalsRow>, Vec<LatencyRow>), ApiError> {
-        let answer: Value = self.object.call("/totals", &Value::Null).await?;
-        let rows = |field: &str| answer.get(field).and_then(Value::as_array).cloned().unwrap_or_default();
-        let totals = rows("totals").iter().filter_map(TotalsRow::decode).collect();
-        let latency = rows("latency")
-            .iter()
-            .filter_map(|r| {
-                Some(LatencyRow {
-                    model_group: r.get(0)?.as_str()?.to_string(),
-                    bucket: usize::try_from(r.get(1)?.as_u64()?).ok()?,
-                    count: r.get(2)?.as_u64()?,
-                })
-            })
-            .collect();
-        Ok((totals, latency))
+    /// The request series of `/metrics` (Prometheus text); `models` maps deployment ids to
+    /// their `litellm_params.model`.
+    pub async fn metrics(&self, models: &[(String, String)]) -> Result<String, ApiError> {
+        let mut pairs = Vec::with_capacity(models.len());
+        for (id, model) in models {
+            pairs.push(json!([id, model]));
+        }
+        let answer: Value = self.object.call("/metrics", &json!({ "models": pairs })).await?;
+        Ok(answer.as_str().unwrap_or_default().to_string())
     }
 
     /// An end user's spend over a day range (`YYYY-MM-DD`, both included; `None`: no bound),
