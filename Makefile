@@ -63,11 +63,15 @@ node_modules/.package-lock.json: package.json package-lock.json
 # The worker's static assets (wrangler.toml [assets]): the cl100k decode table for embeddings
 # sent as token ids, generated from the pinned npm js-tiktoken, never built into the wasm.
 ASSETS_DIR := build-assets
-# The admin page (/ui): plain files from ui/, copied as they are (no bundler, nothing from npm).
-UI_ASSETS := $(patsubst ui/%,$(ASSETS_DIR)/ui/%,$(wildcard ui/*))
+# The admin page (/ui): plain files from ui/, copied as they are (no bundler, nothing from npm),
+# and its headers (ui/_headers, which the assets read from the directory's root).
+UI_ASSETS := $(patsubst ui/%,$(ASSETS_DIR)/ui/%,$(wildcard ui/*.html ui/*.js ui/*.css)) $(ASSETS_DIR)/_headers
 assets: $(ASSETS_DIR)/cl100k_base.tokens $(UI_ASSETS)
 
 $(ASSETS_DIR)/ui/%: ui/%
+	@mkdir -p $(@D) && cp $< $@
+
+$(ASSETS_DIR)/_headers: ui/_headers
 	@mkdir -p $(@D) && cp $< $@
 
 $(ASSETS_DIR)/cl100k_base.tokens: tools/cl100k_table.mjs node_modules/.package-lock.json

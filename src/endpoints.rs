@@ -33,9 +33,6 @@ pub enum Endpoint {
     /// Anthropic's Messages API, at `/v1/messages` and `/anthropic/v1/messages` (LiteLLM's two).
     Messages,
     MessagesCountTokens,
-    /// The admin page's static files: `/ui` (redirected to `/ui/`) and `/ui/<file>`, the
-    /// path kept as the asset's (see `ui_asset_path`).
-    Ui(String),
 }
 
 impl Endpoint {
@@ -66,11 +63,7 @@ impl Endpoint {
             "/model/info" | "/v1/model/info" => Endpoint::ModelInfo,
             "/v1/messages" | "/anthropic/v1/messages" => Endpoint::Messages,
             "/v1/messages/count_tokens" | "/anthropic/v1/messages/count_tokens" => Endpoint::MessagesCountTokens,
-            "/ui" => Endpoint::Ui(path.to_string()),
             _ => {
-                if path.starts_with("/ui/") {
-                    return ui_asset_path(path).map(Endpoint::Ui);
-                }
                 if let Some(id) = path.strip_prefix("/v1/models/").or_else(|| path.strip_prefix("/models/")) {
                     return percent_decode(id).filter(|id| !id.is_empty()).map(Endpoint::Model);
                 }
@@ -104,22 +97,10 @@ impl Endpoint {
             | Endpoint::SpendTags
             | Endpoint::Metrics
             | Endpoint::Health
-            | Endpoint::ModelInfo
-            | Endpoint::Ui(_) => "GET",
+            | Endpoint::ModelInfo => "GET",
             _ => "POST",
         }
     }
-}
-
-/// A path under `/ui/` that names an asset there and nothing else: plain file names (letters,
-/// digits, `-`, `_`, `.`), no `..` and no escapes, so that no spelling reaches another asset
-/// (the cl100k table) or anything outside `build-assets/ui`.
-fn ui_asset_path(path: &str) -> Option<String> {
-    let rest = path.strip_prefix("/ui/")?;
-    let safe_segment = |s: &str| {
-        !s.is_empty() && !s.starts_with('.') && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    };
-    (rest.is_empty() || rest.split('/').all(safe_segment)).then(|| path.to_string())
 }
 
 /// The path as the log line shows it: never with a key in it. The key of
@@ -210,18 +191,6 @@ mod tests {
         assert_eq!(Endpoint::parse("/key/a/b/regenerate"), None);
         assert_eq!(Endpoint::parse("/key/%zz/regenerate"), None);
         assert_eq!(Endpoint::parse("/key/nothing"), None);
-    }
-
-    #[test]
-    fn admin_page_paths_name_only_its_own_files() {
-        assert_eq!(Endpoint::parse("/ui").map(|r| (r.clone(), r.method())), Some((Endpoint::Ui("/ui".into()), "GET")));
-        assert_eq!(Endpoint::parse("/ui/"), Some(Endpoint::Ui("/ui/".into())));
-        assert_eq!(Endpoint::parse("/ui/app.js"), Some(Endpoint::Ui("/ui/app.js".into())));
-        assert_eq!(Endpoint::parse("/ui/img/logo-1_a.svg"), Some(Endpoint::Ui("/ui/img/logo-1_a.svg".into())));
-        for bad in ["/ui/../cl100k_base.tokens", "/ui/%2e%2e/x", "/ui/a//b", "/ui/.hidden", "/ui/a\\b", "/ui/a b"] {
-            assert_eq!(Endpoint::parse(bad), None, "{bad}");
-        }
-        assert_eq!(Endpoint::parse("/uix"), None);
     }
 
     #[test]

@@ -15,7 +15,6 @@ mod reports;
 mod settlements;
 mod spend;
 mod tokens;
-mod ui;
 mod upstream;
 mod vars;
 
@@ -214,7 +213,6 @@ async fn route(mut req: Request, call: &mut Call<'_>) -> std::result::Result<Res
             let caller = authenticate_or_drain(&mut req, call).await?;
             json_response(200, &spend::logs(&req, call, &caller).await?)
         }
-        Endpoint::Ui(path) => ui::serve(call.env, &path).await,
         Endpoint::GlobalSpendReport | Endpoint::GlobalSpendKeys | Endpoint::GlobalSpendModels | Endpoint::SpendTags => {
             let caller = authenticate_or_drain(&mut req, call).await?;
             json_response(200, &reports::serve(&route, &req, call, &caller).await?)

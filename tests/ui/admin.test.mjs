@@ -113,15 +113,19 @@ let callDay;
 const chartDay = async (testid) => Number(await $(`svg[data-testid="${testid}"] g.day[data-day="${callDay}"]`).getAttribute('data-value'));
 
 test('the admin page, as the master key and as a virtual key', async () => {
-  // /ui redirects to /ui/, which serves the page with a strict CSP.
+  // /ui redirects to /ui/, which serves the page with a strict CSP; the static assets serve it
+  // and nothing else (the worker's token table is not served).
   const redirect = await fetch(`${gw.url}/ui`, { redirect: 'manual' });
-  assert.equal(redirect.status, 308);
+  assert.equal(redirect.status, 307);
   assert.equal(redirect.headers.get('location'), '/ui/');
   const served = await fetch(`${gw.url}/ui/`);
   assert.equal(served.status, 200);
   assert.match(served.headers.get('content-type'), /^text\/html/);
   assert.match(served.headers.get('content-security-policy'), /script-src 'self'/);
   assert.equal((await fetch(`${gw.url}/ui/nothing.js`)).status, 404);
+  assert.equal((await fetch(`${gw.url}/cl100k_base.tokens`)).status, 404);
+  assert.equal((await fetch(`${gw.url}/ui/%2e%2e/cl100k_base.tokens`)).status, 404);
+  assert.equal((await fetch(`${gw.url}/_headers`)).status, 404);
 
   await page.goto(`${gw.url}/ui`);
   await shoot('signin');
