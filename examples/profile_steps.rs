@@ -243,6 +243,7 @@ fn admit_request(id: String, limits: Limits) -> AdmitRequest {
         prices: prices(),
         lease_ms: 660_000,
         limits,
+        access_groups: Vec::new(),
     }
 }
 
@@ -268,7 +269,7 @@ fn spend_row() -> SpendLogRow {
         status: 200,
         streamed: false,
         estimated: false,
-        ..SpendLogRow::default()
+        ..Default::default()
     }
 }
 

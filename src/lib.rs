@@ -9,6 +9,7 @@
 //! forward (`routing::plan`, `databricks`) → relay (`stream`, `sse`) → settle (`ledger`) → log.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod access;
 pub mod aliases;
 pub mod analytics;
 pub mod anthropic;
@@ -29,8 +30,10 @@ pub mod keys;
 pub mod ledger;
 pub mod log;
 pub mod metrics;
+pub mod model_groups;
 pub mod money;
 pub mod openai;
+pub mod parties;
 pub mod price_table;
 pub mod pricing;
 pub mod prompt;

@@ -19,7 +19,7 @@ use worker::{AbortController, ByteStream, Headers, Response};
 use super::accounting::{self, Account, Outcome, Reservation};
 use super::dispatch::{self, Ask, Forwarded, Routed, Trail};
 use super::upstream::within;
-use super::{bytes_response, read_body, runtime_error, tokens, unknown_model, write_log, Call, Caller};
+use super::{bytes_response, partystore, read_body, runtime_error, tokens, unknown_model, write_log, Call, Caller};
 use crate::attribution::Attribution;
 use crate::config::{Deployment, GatewayConfig};
 use crate::databricks::Answer;
@@ -62,8 +62,12 @@ pub async fn proxy(
         .flatten();
     let reservation = Reservation::new(&resolved.servable, &wire.tally(&body), max_tokens, wire.choices(&body));
 
-    // 3. Admit.
-    let mut account = Account::open(call, &caller, &resolved.group, stream, attribution)?;
+    // 3. Admit: the key's team, user and customer too, when they have records.
+    let drawn = partystore::drawn_by(call.env, &caller, attribution.end_user.as_deref()).await?;
+    partystore::check_models(&drawn, &resolved.group, &config.access_groups)?;
+    let party_models: Vec<Vec<String>> =
+        drawn.iter().map(|d| d.record.models.clone()).filter(|m| !m.is_empty()).collect();
+    let mut account = Account::open(call, &caller, &resolved.group, stream, attribution, drawn)?;
     let admitted = account.admit(&reservation).await;
     call.headers.rate = account.rate();
     let output_cap = admitted?;
@@ -73,7 +77,9 @@ pub async fn proxy(
 
     // 4. Route and forward.
     let ask = Ask { wire: &*wire, body: &body, stream, output_cap };
-    let may_use = |g: &str| caller.may_use_group(g);
+    let groups = &config.access_groups;
+    let may_use =
+        |g: &str| caller.may_use_group(g, groups) && party_models.iter().all(|m| crate::access::allows(m, g, groups));
     let mut trail = Trail::default();
     let routed =
         dispatch::route(call, config, &resolved.group, &model, &ask, &may_use, &mut account, &reservation, &mut trail)
@@ -128,12 +134,12 @@ pub(super) struct Resolved<'c> {
 pub(super) fn resolve<'c>(config: &'c GatewayConfig, caller: &Caller, model: &str) -> Result<Resolved<'c>, ApiError> {
     let group = match caller {
         Caller::Master => model.to_string(),
-        Caller::Key(record) => record.resolve_model(model)?,
+        Caller::Key(record) => record.resolve_model(model, &config.access_groups)?,
     };
     if config.group(&group).is_empty() {
         return Err(unknown_model(model));
     }
-    let servable = servable(config, &group, &|g: &str| caller.may_use_group(g));
+    let servable = servable(config, &group, &|g: &str| caller.may_use_group(g, &config.access_groups));
     Ok(Resolved { group, servable })
 }
 

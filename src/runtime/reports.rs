@@ -125,6 +125,8 @@ pub async fn serve(route: &Endpoint, req: &Request, call: &Call<'_>, caller: &Ca
             request["end"] = end.0.into();
             request["group_by"] = group_by.as_str().into();
             request["end_user"] = param("customer_id").into();
+            request["team_id"] = param("team_id").into();
+            request["user_id"] = param("internal_user_id").into();
             "/report"
         }
         Endpoint::GlobalSpendKeys | Endpoint::GlobalSpendModels => {

@@ -42,6 +42,7 @@ test('one data point per request: key hash, team, model group, deployment, statu
     extraWorkers: [RECORDER],
   });
   try {
+    assert.equal((await raw(gw, '/team/new', { body: { team_id: 'team-ae' } })).status, 200);
     const key = (await raw(gw, '/key/generate', { body: { team_id: 'team-ae', key_alias: 'ae' } })).json.key;
     const { data, response } = await gw
       .client({ apiKey: key })

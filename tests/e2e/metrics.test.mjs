@@ -35,6 +35,7 @@ const samples = (families, name, labels = {}) =>
 
 before(async () => {
   gw = await startGateway({ bindings: { METRICS_TOKEN: TOKEN } });
+  assert.equal((await raw(gw, '/team/new', { body: { team_id: 'team-m' } })).status, 200);
   key = (await raw(gw, '/key/generate', { body: { key_alias: 'scraped', team_id: 'team-m', user_id: 'ursula' } })).json.key;
   const client = gw.client({ apiKey: key });
   for (const content of ['one', 'two three']) {

@@ -78,6 +78,7 @@ let gamma; // no team
 before(async () => {
   gw = await startGateway();
   const generate = async (body) => (await raw(gw, '/key/generate', { body })).json.key;
+  assert.equal((await raw(gw, '/team/new', { body: { team_id: 'team-a', team_alias: 'Team A' } })).status, 200);
   alpha = await generate({ team_id: 'team-a', key_alias: 'alpha' });
   beta = await generate({ team_id: 'team-a' });
   gamma = await generate({});
@@ -124,6 +125,11 @@ test('the team report: per day, each team with its spend and its spend per model
   assert.equal(alphaGpt.total_tokens, alphaCalls.reduce((a, c) => a + c.prompt + c.completion, 0));
   assert.ok(metadata.some((m) => m.api_key === hash(beta) && m.model === CLAUDE));
   assert.ok(metadata.some((m) => m.api_key === hash(alpha) && m.model === 'missing-endpoint' && m.spend === 0));
+  // Narrowed to one team, or to one end user.
+  const narrowed = (await get(`/global/spend/report?${range()}&group_by=team&team_id=team-a`)).json;
+  assert.deepEqual([...new Set(narrowed.flatMap((d) => d.teams.map((t) => t.team_name)))], ['team-a']);
+  const alice = (await get(`/global/spend/report?${range()}&group_by=api_key&customer_id=alice`)).json;
+  assert.equal(alice.reduce((a, k) => a + pico(k.total_cost), 0n), sum(expected.calls.filter((c) => c.user === 'alice')));
 });
 
 test('the customer report groups by end user, the master key\'s calls included', async () => {
@@ -243,4 +249,15 @@ test('a batch delivered twice counts once (idempotent by call id)', async () => 
   );
   const tags = (await get('/spend/tags')).json;
   assert.equal(tags.find((t) => t.individual_request_tag === 'retry').log_count, 1);
+});
+
+test('an end user\'s spend, the query a customer budget will read', async () => {
+  const namespace = await gw.mf.getDurableObjectNamespace('REPORTS');
+  const object = namespace.get(namespace.idFromName('global'));
+  const ask = async (request) =>
+    (await (await object.fetch('https://object/end-user-spend', { method: 'POST', body: JSON.stringify(request) })).json()).spend;
+  assert.equal(BigInt(await ask({ end_user: 'alice' })), sum(expected.calls.filter((c) => c.user === 'alice')));
+  assert.equal(BigInt(await ask({ end_user: 'bob', start: day(Date.now() - DAY_MS), end: day(Date.now() + DAY_MS) })), sum(expected.calls.filter((c) => c.user === 'bob')));
+  assert.equal(await ask({ end_user: 'alice', end: '2020-01-01' }), '0');
+  assert.equal(await ask({ end_user: 'nobody' }), '0');
 });

@@ -6,6 +6,7 @@
 //! many requests race. It holds no rule of its own.
 
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -14,7 +15,9 @@ use worker::{durable_object, DurableObject, Env, Request, Response, SqlStorage, 
 
 use super::ObjectStub;
 use crate::json;
-use crate::ledger::messages::{InfoRequest, LedgerInfo, LogsQuery, RevokeRequest, SettleRequest, SpendLogRow};
+use crate::ledger::messages::{
+    InfoRequest, LedgerInfo, LogsQuery, ReleaseRequest, RevokeRequest, SettleRequest, SpendLogRow,
+};
 use crate::ledger::{AdmitRequest, Decision, Entry, LedgerState, Settled};
 use crate::money::Money;
 use crate::openai::ApiError;
@@ -65,6 +68,10 @@ struct Totals {
     key_hash: Option<String>,
     #[serde(default)]
     scope: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    model_spend: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    model_period_start: BTreeMap<String, u64>,
 }
 
 #[derive(Deserialize)]
@@ -100,6 +107,10 @@ impl Ledger {
                     batch.iter().map(|r| self.settle(&sql, &mut ledger, r, now)).collect::<Result<Vec<_>, _>>()?;
                 to_value(&results)?
             }
+            "/release" => {
+                let request: ReleaseRequest = parse(body)?;
+                Value::Bool(ledger.release(&request.id, now, &request.limits))
+            }
             "/revoke" => {
                 let request: RevokeRequest = parse(body)?;
                 ledger.revoked = request.reason;
@@ -112,7 +123,12 @@ impl Ledger {
             "/info" => {
                 let request: InfoRequest = parse(body)?;
                 ledger.maintain(now, &request.limits);
-                to_value(&LedgerInfo { spend: ledger.spend, budget_reset_at: ledger.budget_reset_at(&request.limits) })?
+                to_value(&LedgerInfo {
+                    spend: ledger.spend,
+                    budget_reset_at: ledger.budget_reset_at(&request.limits),
+                    model_spend: ledger.model_spend.clone(),
+                    model_period_start: ledger.model_period_start.clone(),
+                })?
             }
             "/logs" => return self.logs(&sql, &parse(body)?),
             _ => return Err(format!("unknown ledger call {path}")),
@@ -179,6 +195,8 @@ impl Ledger {
             revoked: totals.revoked,
             key_hash: totals.key_hash,
             scope: totals.scope,
+            model_spend: totals.model_spend,
+            model_period_start: totals.model_period_start,
             ..LedgerState::default()
         })
     }
@@ -209,6 +227,8 @@ impl Ledger {
             revoked: state.revoked.clone(),
             key_hash: state.key_hash.clone(),
             scope: state.scope.clone(),
+            model_spend: state.model_spend.clone(),
+            model_period_start: state.model_period_start.clone(),
         };
         let json = serde_json::to_string(&totals).map_err(|e| e.to_string())?;
         sql.exec("INSERT OR REPLACE INTO ledger_state (id, json) VALUES (1, ?)", vec![json.into()])
@@ -284,6 +304,11 @@ impl LedgerStub {
     /// Settles several requests in one call (see `settlements`).
     pub async fn settle_batch(&self, batch: &[SettleRequest]) -> Result<Vec<Settled>, ApiError> {
         self.object.call("/settle-batch", &batch).await
+    }
+
+    /// Gives back a reservation another party refused (see `LedgerState::release`).
+    pub async fn release(&self, request: &ReleaseRequest) -> Result<(), ApiError> {
+        self.object.call::<Value>("/release", request).await.map(|_| ())
     }
 
     pub async fn revoke(&self, request: &RevokeRequest) -> Result<(), ApiError> {

@@ -108,14 +108,20 @@ fn select(sql: &SqlStorage, query: &str, values: Vec<SqlStorageValue>) -> Result
     Ok(rows)
 }
 
-/// The `WHERE` of a report: its day range (`start`, `end`, both included) and its key or end
-/// user, as the request names them.
+/// The `WHERE` of a report: its day range (`start`, `end`, both included) and its key, end
+/// user, team or internal user, as the request names them.
 fn filters(request: &Value) -> (String, Vec<SqlStorageValue>) {
     let mut clauses = Vec::new();
     let mut values = Vec::new();
-    for (field, clause) in
-        [("start", "day >= ?"), ("end", "day <= ?"), ("api_key", "api_key = ?"), ("end_user", "end_user = ?")]
-    {
+    let fields = [
+        ("start", "day >= ?"),
+        ("end", "day <= ?"),
+        ("api_key", "api_key = ?"),
+        ("end_user", "end_user = ?"),
+        ("team_id", "team_id = ?"),
+        ("user_id", "user_id = ?"),
+    ];
+    for (field, clause) in fields {
         if let Some(v) = request.get(field).and_then(Value::as_str) {
             clauses.push(clause);
             values.push(text(v));
