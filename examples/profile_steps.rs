@@ -268,6 +268,7 @@ fn spend_row() -> SpendLogRow {
         status: 200,
         streamed: false,
         estimated: false,
+        ..Default::default()
     }
 }
 
