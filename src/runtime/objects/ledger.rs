@@ -31,13 +31,22 @@ const RETENTION_EVERY: u32 = 256;
 pub struct Ledger {
     state: State,
     cached: RefCell<Option<LedgerState>>,
+    /// The totals row as last written: a call that leaves it unchanged (most admissions) does
+    /// not write it again.
+    saved_totals: RefCell<String>,
     schema_ready: Cell<bool>,
     inserts: Cell<u32>,
 }
 
 impl DurableObject for Ledger {
     fn new(state: State, _env: Env) -> Self {
-        Ledger { state, cached: RefCell::new(None), schema_ready: Cell::new(false), inserts: Cell::new(0) }
+        Ledger {
+            state,
+            cached: RefCell::new(None),
+            saved_totals: RefCell::new(String::new()),
+            schema_ready: Cell::new(false),
+            inserts: Cell::new(0),
+        }
     }
 
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
@@ -211,8 +220,11 @@ impl Ledger {
             scope: state.scope.clone(),
         };
         let json = serde_json::to_string(&totals).map_err(|e| e.to_string())?;
-        sql.exec("INSERT OR REPLACE INTO ledger_state (id, json) VALUES (1, ?)", vec![json.into()])
-            .map_err(sql_error)?;
+        if *self.saved_totals.borrow() != json {
+            sql.exec("INSERT OR REPLACE INTO ledger_state (id, json) VALUES (1, ?)", vec![json.clone().into()])
+                .map_err(sql_error)?;
+            *self.saved_totals.borrow_mut() = json;
+        }
         *self.cached.borrow_mut() = Some(state);
         Ok(())
     }
