@@ -229,11 +229,10 @@ async fn forward(
     let token = &credential.bearer;
     let upstream_started = now_ms();
     let mut deadline = Deadline::new(timeout_ms);
-    let upstream = upstream::post_json(url, token, &request.body, &request.headers, &mut deadline).await.inspect_err(
-        |_| {
+    let upstream =
+        upstream::post_json(url, token, &request.body, &request.headers, &mut deadline).await.inspect_err(|_| {
             trail.upstream_ms = Some(now_ms().saturating_sub(upstream_started));
-        },
-    )?;
+        })?;
     let status = upstream.status();
     trail.upstream_status = Some(status);
     let remaining_ms = timeout_ms.saturating_sub(now_ms().saturating_sub(upstream_started));
