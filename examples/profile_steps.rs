@@ -243,6 +243,7 @@ fn admit_request(id: String, limits: Limits) -> AdmitRequest {
         prices: prices(),
         lease_ms: 660_000,
         limits,
+        access_groups: Vec::new(),
     }
 }
 

@@ -21,6 +21,9 @@ pub mod litellm;
 #[path = "config/normalise.rs"]
 pub mod normalise;
 
+/// LiteLLM's special entry in a key's `models` meaning every configured model.
+pub const ALL_MODELS: &str = "all-proxy-models";
+
 /// A value written in the file, or the name of a worker var/secret read on each request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -45,6 +48,20 @@ pub struct GatewayConfig {
     /// `litellm_settings.drop_params`: parameters Databricks does not take are removed.
     #[serde(default)]
     pub drop_params: bool,
+    /// The model access groups (`model_info.access_groups`), in the order the file names them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_groups: Vec<AccessGroup>,
+}
+
+/// A model access group: a name a key's `models` may list instead of each model in it.
+/// Embedded as a `[name, models]` pair: the worker reads such pairs already (fallbacks), so
+/// it gets no reader of its own in the wasm.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "(String, Vec<String>)", into = "(String, Vec<String>)")]
+pub struct AccessGroup {
+    pub name: String,
+    /// The model groups (`model_name`s) in it, in file order.
+    pub models: Vec<String>,
 }
 
 /// How requests are spread over a group's deployments, retried and failed over
@@ -92,6 +109,18 @@ pub enum Strategy {
     LeastBusy,
     LatencyBasedRouting,
     UsageBasedRoutingV2,
+}
+
+impl From<(String, Vec<String>)> for AccessGroup {
+    fn from((name, models): (String, Vec<String>)) -> Self {
+        AccessGroup { name, models }
+    }
+}
+
+impl From<AccessGroup> for (String, Vec<String>) {
+    fn from(g: AccessGroup) -> Self {
+        (g.name, g.models)
+    }
 }
 
 impl RouterSettings {
@@ -195,6 +224,11 @@ impl GatewayConfig {
     /// Every deployment of the group `model_name`, in file order.
     pub fn group(&self, model_name: &str) -> Vec<&Deployment> {
         self.deployments.iter().filter(|d| d.model_name == model_name).collect()
+    }
+
+    /// The access groups `group` is in, in file order.
+    pub fn access_groups_of(&self, group: &str) -> Vec<&str> {
+        self.access_groups.iter().filter(|a| a.models.iter().any(|m| m == group)).map(|a| a.name.as_str()).collect()
     }
 
     /// The distinct public model names, in file order.

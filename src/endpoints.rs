@@ -1,5 +1,7 @@
 //! The route table: which path is which endpoint, and the one method it takes.
 
+use crate::parties::{PartyKind, PartyOp};
+
 /// Every endpoint the gateway serves. OpenAI routes answer with and without `/v1`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {
@@ -22,11 +24,21 @@ pub enum Endpoint {
     KeyBlock,
     KeyUnblock,
     SpendLogs,
+    /// The spend reports (`runtime::reports`) and Prometheus metrics.
+    GlobalSpendReport,
+    GlobalSpendKeys,
+    GlobalSpendModels,
+    SpendTags,
+    Metrics,
     Health,
     ModelInfo,
+    /// `/model_group/info`: each model group the caller may use (LiteLLM's shape).
+    ModelGroupInfo,
     /// Anthropic's Messages API, at `/v1/messages` and `/anthropic/v1/messages` (LiteLLM's two).
     Messages,
     MessagesCountTokens,
+    /// `/team/*`, `/user/*`, `/customer/*` (and LiteLLM's `/end_user/*`).
+    Party(PartyKind, PartyOp),
 }
 
 impl Endpoint {
@@ -48,11 +60,20 @@ impl Endpoint {
             "/key/block" => Endpoint::KeyBlock,
             "/key/unblock" => Endpoint::KeyUnblock,
             "/spend/logs" => Endpoint::SpendLogs,
+            "/global/spend/report" => Endpoint::GlobalSpendReport,
+            "/global/spend/keys" => Endpoint::GlobalSpendKeys,
+            "/global/spend/models" => Endpoint::GlobalSpendModels,
+            "/spend/tags" => Endpoint::SpendTags,
+            "/metrics" => Endpoint::Metrics,
             "/health" => Endpoint::Health,
             "/model/info" | "/v1/model/info" => Endpoint::ModelInfo,
+            "/model_group/info" | "/v1/model_group/info" => Endpoint::ModelGroupInfo,
             "/v1/messages" | "/anthropic/v1/messages" => Endpoint::Messages,
             "/v1/messages/count_tokens" | "/anthropic/v1/messages/count_tokens" => Endpoint::MessagesCountTokens,
             _ => {
+                if let Some(route) = party_route(path) {
+                    return Some(route);
+                }
                 if let Some(id) = path.strip_prefix("/v1/models/").or_else(|| path.strip_prefix("/models/")) {
                     return percent_decode(id).filter(|id| !id.is_empty()).map(Endpoint::Model);
                 }
@@ -80,11 +101,42 @@ impl Endpoint {
             | Endpoint::KeyInfo
             | Endpoint::KeyList
             | Endpoint::SpendLogs
+            | Endpoint::GlobalSpendReport
+            | Endpoint::GlobalSpendKeys
+            | Endpoint::GlobalSpendModels
+            | Endpoint::SpendTags
+            | Endpoint::Metrics
             | Endpoint::Health
-            | Endpoint::ModelInfo => "GET",
+            | Endpoint::ModelInfo
+            | Endpoint::ModelGroupInfo
+            | Endpoint::Party(_, PartyOp::Info | PartyOp::List) => "GET",
             _ => "POST",
         }
     }
+}
+
+/// `/team/new`, `/user/info`, `/customer/block`, ...: the operations each kind has.
+fn party_route(path: &str) -> Option<Endpoint> {
+    let (kind, op) = path.strip_prefix('/')?.split_once('/')?;
+    let kind = match kind {
+        "team" => PartyKind::Team,
+        "user" => PartyKind::User,
+        "customer" | "end_user" => PartyKind::Customer,
+        _ => return None,
+    };
+    let op = match op {
+        "new" => PartyOp::New,
+        "update" => PartyOp::Update,
+        "delete" => PartyOp::Delete,
+        "info" => PartyOp::Info,
+        "list" => PartyOp::List,
+        "block" if kind != PartyKind::User => PartyOp::Block,
+        "unblock" if kind != PartyKind::User => PartyOp::Unblock,
+        "member_add" if kind == PartyKind::Team => PartyOp::MemberAdd,
+        "member_delete" if kind == PartyKind::Team => PartyOp::MemberDelete,
+        _ => return None,
+    };
+    Some(Endpoint::Party(kind, op))
 }
 
 /// The path as the log line shows it: never with a key in it. The key of
@@ -167,6 +219,9 @@ mod tests {
         assert_eq!(Endpoint::parse("/key/info").map(|r| r.method()), Some("GET"));
         assert_eq!(Endpoint::parse("/key/list").map(|r| r.method()), Some("GET"));
         assert_eq!(Endpoint::parse("/spend/logs").map(|r| r.method()), Some("GET"));
+        for path in ["/global/spend/report", "/global/spend/keys", "/global/spend/models", "/spend/tags", "/metrics"] {
+            assert_eq!(Endpoint::parse(path).map(|r| r.method()), Some("GET"), "{path}");
+        }
         assert_eq!(Endpoint::parse("/key/sk-abc/regenerate"), Some(Endpoint::KeyRegenerate(Some("sk-abc".into()))));
         assert_eq!(Endpoint::parse("/key/regenerate"), Some(Endpoint::KeyRegenerate(None)));
         assert_eq!(Endpoint::parse("/key/a/b/regenerate"), None);

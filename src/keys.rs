@@ -8,15 +8,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::access;
+use crate::config::AccessGroup;
 use crate::money::Money;
 use crate::openai::{ApiError, ErrorKind};
 use crate::time::{self, Duration};
 
 pub const KEY_PREFIX: &str = "sk-";
-/// LiteLLM's special entry in `models` meaning every configured model.
-pub const ALL_MODELS: &str = "all-proxy-models";
-const MAX_TEXT: usize = 256;
-const MAX_ID: usize = 128;
+pub use crate::access::ALL_MODELS;
+pub(crate) const MAX_TEXT: usize = 256;
+pub(crate) const MAX_ID: usize = 128;
 /// Budgets above ten million dollars are typos (and would not fit a u64 of pico-dollars).
 const MAX_BUDGET_USD: f64 = 1e7;
 /// Workers KV's own limits: a key (name) of at most 512 bytes, list metadata of at most 1024
@@ -86,6 +87,14 @@ pub struct KeyRecord {
     pub blocked: bool,
     pub user_id: Option<String>,
     pub team_id: Option<String>,
+    /// `model_max_budget`: each model group's own budget, in pico-dollars, ...
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub model_max_budget: BTreeMap<String, u64>,
+    /// ... and the period of those that reset (`time_period`). Two maps of types the record
+    /// has already (`model_rpm_limit`, `aliases`), so that the wasm gets no reader of its own
+    /// for them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub model_budget_period: BTreeMap<String, String>,
 }
 
 impl KeyRecord {
@@ -113,6 +122,8 @@ impl KeyRecord {
             blocked: false,
             user_id: None,
             team_id: None,
+            model_max_budget: BTreeMap::new(),
+            model_budget_period: BTreeMap::new(),
         }
     }
 
@@ -140,6 +151,7 @@ impl KeyRecord {
             blocked,
             user_id,
             team_id,
+            model_max_budget,
         } = changes;
         set(&mut self.key_alias, key_alias);
         set(&mut self.expires_at, expires_at);
@@ -158,11 +170,16 @@ impl KeyRecord {
         set(&mut self.blocked, blocked);
         set(&mut self.user_id, user_id);
         set(&mut self.team_id, team_id);
+        if let Some((limits, periods)) = model_max_budget {
+            self.model_max_budget = limits;
+            self.model_budget_period = periods;
+        }
         self.updated_at = now_ms;
     }
 
-    /// Checks what depends on the config: every model named must exist (or be an alias).
-    pub fn validate(&self, configured: &[&str]) -> Result<(), ApiError> {
+    /// Checks what depends on the config: every model named must exist (or be an alias, or in
+    /// `models` an access group).
+    pub fn validate(&self, configured: &[&str], access_groups: &[AccessGroup]) -> Result<(), ApiError> {
         for (alias, target) in &self.aliases {
             if !configured.contains(&target.as_str()) {
                 return Err(bad(
@@ -172,8 +189,11 @@ impl KeyRecord {
             }
         }
         for model in &self.models {
-            if model != ALL_MODELS && !configured.contains(&model.as_str()) && !self.aliases.contains_key(model) {
-                return Err(bad("models", format!("`{model}` is not a configured model (see /v1/models)")));
+            if !access::is_known(model, configured, access_groups) && !self.aliases.contains_key(model) {
+                return Err(bad(
+                    "models",
+                    format!("`{model}` is not a configured model or access group (see /v1/models)"),
+                ));
             }
         }
         for (field, limits) in [("model_rpm_limit", &self.model_rpm_limit), ("model_tpm_limit", &self.model_tpm_limit)]
@@ -181,6 +201,9 @@ impl KeyRecord {
             if let Some(model) = limits.keys().find(|m| !configured.contains(&m.as_str())) {
                 return Err(bad(field, format!("`{model}` is not a configured model")));
             }
+        }
+        if let Some(model) = self.model_max_budget.keys().find(|m| !configured.contains(&m.as_str())) {
+            return Err(bad("model_max_budget", format!("`{model}` is not a configured model")));
         }
         Ok(())
     }
@@ -199,9 +222,9 @@ impl KeyRecord {
     }
 
     /// The configured model a request for `requested` uses, if this key may use it.
-    pub fn resolve_model(&self, requested: &str) -> Result<String, ApiError> {
+    pub fn resolve_model(&self, requested: &str, access_groups: &[AccessGroup]) -> Result<String, ApiError> {
         let target = self.aliases.get(requested).map(String::as_str).unwrap_or(requested);
-        if self.may_use(requested) || self.may_use(target) {
+        if self.may_use(requested, access_groups) || self.may_use(target, access_groups) {
             Ok(target.to_string())
         } else {
             Err(ApiError::new(
@@ -216,29 +239,38 @@ impl KeyRecord {
         }
     }
 
-    fn may_use(&self, model: &str) -> bool {
-        self.models.is_empty() || self.models.iter().any(|m| m == ALL_MODELS || m == model)
+    fn may_use(&self, model: &str, access_groups: &[AccessGroup]) -> bool {
+        access::allows(&self.models, model, access_groups)
     }
 
-    /// Whether a request of this key may be served by the configured group `group`, directly
-    /// or through one of its aliases (fallbacks too go only where the key may go).
-    pub fn may_use_group(&self, group: &str) -> bool {
-        self.may_use(group) || self.aliases.iter().any(|(alias, target)| target == group && self.may_use(alias))
+    /// Whether a request of this key may be served by the configured group `group`, directly,
+    /// through an access group or through one of its aliases (fallbacks too go only where the
+    /// key may go).
+    pub fn may_use_group(&self, group: &str, access_groups: &[AccessGroup]) -> bool {
+        self.may_use(group, access_groups)
+            || self.aliases.iter().any(|(alias, target)| target == group && self.may_use(alias, access_groups))
     }
 
-    /// The configured groups this key may use, when `models` restricts it (`None`: all).
-    pub fn scope(&self, configured: &[&str]) -> Option<Vec<String>> {
-        if self.may_use(ALL_MODELS) {
+    /// What the key's ledger lets it use, when `models` restricts it (`None`: all): the
+    /// configured groups it may use, and the access groups it names, so that a group the
+    /// config adds to one of them later is admitted there too.
+    pub fn scope(&self, configured: &[&str], access_groups: &[AccessGroup]) -> Option<Vec<String>> {
+        if access::allows_all(&self.models) {
             return None;
         }
-        Some(configured.iter().filter(|g| self.may_use_group(g)).map(|g| g.to_string()).collect())
+        let mut scope: Vec<String> =
+            configured.iter().filter(|g| self.may_use_group(g, access_groups)).map(|g| g.to_string()).collect();
+        scope.extend(access::named_groups(&self.models, access_groups).into_iter().map(str::to_string));
+        Some(scope)
     }
 
     /// The names this key may send: the allowed configured models and the aliases to them.
-    pub fn visible_models<'a>(&'a self, configured: &[&'a str]) -> Vec<&'a str> {
-        let mut names: Vec<&str> = configured.iter().copied().filter(|m| self.may_use(m)).collect();
+    pub fn visible_models<'a>(&'a self, configured: &[&'a str], access_groups: &[AccessGroup]) -> Vec<&'a str> {
+        let mut names: Vec<&str> = configured.iter().copied().filter(|m| self.may_use(m, access_groups)).collect();
         for (alias, target) in &self.aliases {
-            if !names.contains(&alias.as_str()) && (self.may_use(alias) || self.may_use(target)) {
+            if !names.contains(&alias.as_str())
+                && (self.may_use(alias, access_groups) || self.may_use(target, access_groups))
+            {
                 names.push(alias);
             }
         }
@@ -273,7 +305,20 @@ impl KeyRecord {
             "blocked": self.blocked,
             "user_id": self.user_id,
             "team_id": self.team_id,
+            "model_max_budget": self.model_max_budget_api(),
         })
+    }
+
+    /// `model_max_budget` in dollars, as it was given.
+    fn model_max_budget_api(&self) -> Value {
+        // Inserted one by one: `collect` into a map sorts first (more code in the wasm).
+        let mut budgets = Map::new();
+        for (model, limit) in &self.model_max_budget {
+            let period = self.model_budget_period.get(model);
+            budgets
+                .insert(model.clone(), json!({"budget_limit": Money::from_pico(*limit).usd(), "time_period": period}));
+        }
+        Value::Object(budgets)
     }
 }
 
@@ -387,7 +432,12 @@ pub struct KeyChanges {
     pub blocked: Option<bool>,
     pub user_id: Option<Option<String>>,
     pub team_id: Option<Option<String>>,
+    pub model_max_budget: Option<ModelBudgets>,
 }
+
+/// `model_max_budget` as a key keeps it: the budgets (pico-dollars), and the periods of those
+/// that reset.
+pub type ModelBudgets = (BTreeMap<String, u64>, BTreeMap<String, String>);
 
 /// Fields that identify or name the key rather than change it; the handler reads them.
 const IDENTITY_FIELDS: [&str; 2] = ["key", "new_key"];
@@ -439,6 +489,7 @@ pub fn parse_changes(body: &Map<String, Value>, now_ms: u64) -> Result<KeyChange
             "blocked" => c.blocked = Some(value.as_bool().ok_or_else(|| bad(f, "must be true or false"))?),
             "user_id" => c.user_id = Some(optional(value, |v| text(v, f, MAX_ID))?),
             "team_id" => c.team_id = Some(optional(value, |v| text(v, f, MAX_ID))?),
+            "model_max_budget" => c.model_max_budget = Some(model_budgets(value, f)?),
             _ if IDENTITY_FIELDS.contains(&f) => {}
             _ => return Err(bad(f, format!("unknown field `{f}`"))),
         }
@@ -449,6 +500,54 @@ pub fn parse_changes(body: &Map<String, Value>, now_ms: u64) -> Result<KeyChange
         }
     }
     Ok(c)
+}
+
+/// `model_max_budget`: `{"<model>": {"budget_limit": 0.05, "time_period": "1d"}}`, each entry
+/// a `budget_limit` (USD, 0 or more) and an optional `time_period` (LiteLLM's other names for
+/// them, `max_budget` and `budget_duration`, too); `null` is none.
+fn model_budgets(value: &Value, field: &str) -> Result<ModelBudgets, ApiError> {
+    let (mut limits, mut periods) = (BTreeMap::new(), BTreeMap::new());
+    let entries = match value {
+        Value::Null => return Ok((limits, periods)),
+        Value::Object(entries) => entries,
+        _ => return Err(bad(field, "must be an object")),
+    };
+    for (model, entry) in entries {
+        let (limit, period) = model_budget(entry, field)?;
+        limits.insert(model.clone(), limit.pico());
+        if let Some(period) = period {
+            periods.insert(model.clone(), period);
+        }
+    }
+    Ok((limits, periods))
+}
+
+/// One model's entry of `model_max_budget`.
+fn model_budget(value: &Value, field: &str) -> Result<(Money, Option<String>), ApiError> {
+    let entry = value.as_object().ok_or_else(|| {
+        bad(field, "each model's entry must be an object such as {\"budget_limit\": 0.05, \"time_period\": \"1d\"}")
+    })?;
+    let (mut limit, mut period) = (None, None);
+    for (name, v) in entry {
+        match name.as_str() {
+            // LiteLLM takes the limit as a number or a numeric string.
+            "budget_limit" | "max_budget" => {
+                // Read by serde_json, whose number parser is in the module already (core's
+                // `str::parse::<f64>` would add about 20 KB of tables and code).
+                let number = v.as_str().and_then(|s| serde_json::from_str::<Value>(s.trim()).ok());
+                limit = Some(usd(number.as_ref().unwrap_or(v), field)?);
+            }
+            "time_period" | "budget_duration" => {
+                period = optional(v, |v| {
+                    duration(v, field)?;
+                    text(v, field, 16)
+                })?;
+            }
+            other => return Err(bad(field, format!("unknown field `{other}` in a model's budget"))),
+        }
+    }
+    let budget_limit = limit.ok_or_else(|| bad(field, "each model's entry needs `budget_limit` (USD)"))?;
+    Ok((budget_limit, period))
 }
 
 /// A caller-chosen key (`key` or `new_key`): `sk-` and printable ASCII, no spaces.
@@ -464,19 +563,22 @@ pub fn chosen_key(value: &Value, field: &str) -> Result<String, ApiError> {
     Ok(key.to_string())
 }
 
-fn bad(field: &str, message: impl Into<String>) -> ApiError {
+pub(crate) fn bad(field: &str, message: impl Into<String>) -> ApiError {
     ApiError::invalid_request(format!("Invalid `{field}`: {}", message.into()), field)
 }
 
 /// `null` clears a field; anything else must parse.
-fn optional<T>(value: &Value, parse: impl FnOnce(&Value) -> Result<T, ApiError>) -> Result<Option<T>, ApiError> {
+pub(crate) fn optional<T>(
+    value: &Value,
+    parse: impl FnOnce(&Value) -> Result<T, ApiError>,
+) -> Result<Option<T>, ApiError> {
     match value {
         Value::Null => Ok(None),
         v => parse(v).map(Some),
     }
 }
 
-fn text(value: &Value, field: &str, max: usize) -> Result<String, ApiError> {
+pub(crate) fn text(value: &Value, field: &str, max: usize) -> Result<String, ApiError> {
     match value.as_str().map(str::trim) {
         Some(s) if !s.is_empty() && s.chars().count() <= max => Ok(s.to_string()),
         Some(_) => Err(bad(field, format!("must be 1 to {max} characters"))),
@@ -550,14 +652,14 @@ mod tests {
     #[test]
     fn the_scope_names_every_group_the_key_reaches_directly_or_by_alias() {
         let all = record_with(json!({}));
-        assert_eq!(all.scope(&MODELS), None);
-        assert!(all.may_use_group("databricks-gpt-5-1"));
+        assert_eq!(all.scope(&MODELS, &[]), None);
+        assert!(all.may_use_group("databricks-gpt-5-1", &[]));
         let everything = record_with(json!({"models": ["all-proxy-models"]}));
-        assert_eq!(everything.scope(&MODELS), None);
+        assert_eq!(everything.scope(&MODELS, &[]), None);
         let narrow = record_with(json!({"models": ["fast"], "aliases": {"fast": "databricks-gpt-5-1"}}));
-        assert_eq!(narrow.scope(&MODELS), Some(vec!["databricks-gpt-5-1".to_string()]));
-        assert!(narrow.may_use_group("databricks-gpt-5-1"));
-        assert!(!narrow.may_use_group("databricks-claude-sonnet-4-5"), "a fallback outside the key");
+        assert_eq!(narrow.scope(&MODELS, &[]), Some(vec!["databricks-gpt-5-1".to_string()]));
+        assert!(narrow.may_use_group("databricks-gpt-5-1", &[]));
+        assert!(!narrow.may_use_group("databricks-claude-sonnet-4-5", &[]), "a fallback outside the key");
     }
 
     #[test]
@@ -645,31 +747,33 @@ mod tests {
 
     #[test]
     fn models_and_aliases_must_exist_in_the_config() {
-        assert!(record_with(json!({"models": ["databricks-gpt-5-1", "all-proxy-models"]})).validate(&MODELS).is_ok());
-        let e = record_with(json!({"models": ["gpt-4"]})).validate(&MODELS).unwrap_err();
+        assert!(record_with(json!({"models": ["databricks-gpt-5-1", "all-proxy-models"]}))
+            .validate(&MODELS, &[])
+            .is_ok());
+        let e = record_with(json!({"models": ["gpt-4"]})).validate(&MODELS, &[]).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("models"));
-        let e = record_with(json!({"aliases": {"gpt-4": "nope"}})).validate(&MODELS).unwrap_err();
+        let e = record_with(json!({"aliases": {"gpt-4": "nope"}})).validate(&MODELS, &[]).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("aliases"));
         let ok = record_with(json!({"aliases": {"gpt-4": "databricks-gpt-5-1"}, "models": ["gpt-4"]}));
-        assert!(ok.validate(&MODELS).is_ok());
-        let e = record_with(json!({"model_rpm_limit": {"nope": 1}})).validate(&MODELS).unwrap_err();
+        assert!(ok.validate(&MODELS, &[]).is_ok());
+        let e = record_with(json!({"model_rpm_limit": {"nope": 1}})).validate(&MODELS, &[]).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("model_rpm_limit"));
     }
 
     #[test]
     fn model_access_follows_models_and_aliases() {
         let open = record_with(json!({}));
-        assert_eq!(open.resolve_model("databricks-gpt-5-1").unwrap(), "databricks-gpt-5-1");
-        assert_eq!(open.visible_models(&MODELS), MODELS);
+        assert_eq!(open.resolve_model("databricks-gpt-5-1", &[]).unwrap(), "databricks-gpt-5-1");
+        assert_eq!(open.visible_models(&MODELS, &[]), MODELS);
 
         let limited = record_with(
             json!({"models": ["databricks-gpt-5-1"], "aliases": {"fast": "databricks-gpt-5-1", "smart": "databricks-claude-sonnet-4-5"}}),
         );
-        assert_eq!(limited.resolve_model("fast").unwrap(), "databricks-gpt-5-1");
-        let e = limited.resolve_model("databricks-claude-sonnet-4-5").unwrap_err();
+        assert_eq!(limited.resolve_model("fast", &[]).unwrap(), "databricks-gpt-5-1");
+        let e = limited.resolve_model("databricks-claude-sonnet-4-5", &[]).unwrap_err();
         assert_eq!((e.status, e.kind.as_str()), (401, "key_model_access_denied"));
-        assert!(limited.resolve_model("smart").is_err());
-        assert_eq!(limited.visible_models(&MODELS), vec!["databricks-gpt-5-1", "fast"]);
+        assert!(limited.resolve_model("smart", &[]).is_err());
+        assert_eq!(limited.visible_models(&MODELS, &[]), vec!["databricks-gpt-5-1", "fast"]);
     }
 
     #[test]
@@ -772,5 +876,89 @@ mod tests {
         assert_eq!(v["token"], hash_key("sk-test-key-1234"));
         assert_eq!(v["key_name"], "sk-...1234");
         assert!(!v.to_string().contains("sk-test-key-1234"));
+    }
+
+    fn access_groups() -> Vec<AccessGroup> {
+        vec![AccessGroup { name: "claude-only".into(), models: vec!["databricks-claude-sonnet-4-5".into()] }]
+    }
+
+    #[test]
+    fn an_access_group_in_models_reaches_its_groups_everywhere() {
+        let g = access_groups();
+        let r = record_with(json!({"models": ["claude-only"], "aliases": {"smart": "databricks-claude-sonnet-4-5"}}));
+        assert!(r.validate(&MODELS, &g).is_ok());
+        assert_eq!(
+            r.validate(&MODELS, &[]).unwrap_err().param.as_deref(),
+            Some("models"),
+            "unknown without the config's"
+        );
+        assert_eq!(r.resolve_model("databricks-claude-sonnet-4-5", &g).unwrap(), "databricks-claude-sonnet-4-5");
+        assert_eq!(
+            r.resolve_model("smart", &g).unwrap(),
+            "databricks-claude-sonnet-4-5",
+            "an alias to a group's model"
+        );
+        let e = r.resolve_model("databricks-gpt-5-1", &g).unwrap_err();
+        assert_eq!((e.status, e.kind.as_str()), (401, "key_model_access_denied"));
+        assert!(r.may_use_group("databricks-claude-sonnet-4-5", &g));
+        assert!(!r.may_use_group("databricks-gpt-5-1", &g));
+        assert_eq!(r.visible_models(&MODELS, &g), vec!["databricks-claude-sonnet-4-5", "smart"]);
+        assert_eq!(
+            r.scope(&MODELS, &g),
+            Some(vec!["databricks-claude-sonnet-4-5".to_string(), "claude-only".to_string()]),
+            "the ledger is told the group too"
+        );
+        let e = record_with(json!({"models": ["no-such-group"]})).validate(&MODELS, &g).unwrap_err();
+        assert_eq!((e.status, e.param.as_deref()), (400, Some("models")));
+    }
+
+    #[test]
+    fn model_max_budget_is_parsed_validated_and_shown_in_dollars() {
+        let c = changes(json!({"model_max_budget": {
+            "databricks-gpt-5-1": {"budget_limit": 0.05, "time_period": "1d"},
+            "databricks-claude-sonnet-4-5": {"max_budget": "2", "budget_duration": null},
+        }}))
+        .unwrap();
+        let (limits, periods) = c.model_max_budget.clone().unwrap();
+        assert_eq!(limits["databricks-gpt-5-1"], 50_000_000_000);
+        assert_eq!(periods["databricks-gpt-5-1"], "1d");
+        assert_eq!(limits["databricks-claude-sonnet-4-5"], 2_000_000_000_000);
+        assert!(!periods.contains_key("databricks-claude-sonnet-4-5"));
+        let mut r = KeyRecord::new("sk-test-key-1234", "id-1".into(), NOW);
+        r.apply(c, NOW);
+        assert!(r.validate(&MODELS, &[]).is_ok());
+        let v = r.to_api(Money::ZERO, None);
+        assert_eq!(v["model_max_budget"]["databricks-gpt-5-1"], json!({"budget_limit": 0.05, "time_period": "1d"}));
+        assert_eq!(
+            v["model_max_budget"]["databricks-claude-sonnet-4-5"],
+            json!({"budget_limit": 2.0, "time_period": null})
+        );
+        // Stored and read back; a record stored before the field existed reads as without budgets.
+        let stored = serde_json::to_value(&r).unwrap();
+        assert_eq!(serde_json::from_value::<KeyRecord>(stored.clone()).unwrap(), r);
+        let mut old = stored;
+        old.as_object_mut().unwrap().remove("model_max_budget");
+        old.as_object_mut().unwrap().remove("model_budget_period");
+        assert!(serde_json::from_value::<KeyRecord>(old).unwrap().model_max_budget.is_empty());
+        // null clears.
+        r.apply(changes(json!({"model_max_budget": null})).unwrap(), NOW);
+        assert!(r.model_max_budget.is_empty() && r.model_budget_period.is_empty());
+
+        for body in [
+            json!({"model_max_budget": {"databricks-gpt-5-1": {"budget_limit": -1}}}),
+            json!({"model_max_budget": {"databricks-gpt-5-1": {"budget_limit": "lots"}}}),
+            json!({"model_max_budget": {"databricks-gpt-5-1": {"time_period": "1d"}}}),
+            json!({"model_max_budget": {"databricks-gpt-5-1": {"budget_limit": 1, "time_period": "daily"}}}),
+            json!({"model_max_budget": {"databricks-gpt-5-1": {"budget_limit": 1, "tpm": 5}}}),
+            json!({"model_max_budget": {"databricks-gpt-5-1": 5}}),
+            json!({"model_max_budget": ["databricks-gpt-5-1"]}),
+        ] {
+            let e = changes(body.clone()).unwrap_err();
+            assert_eq!((e.status, e.param.as_deref()), (400, Some("model_max_budget")), "{body}");
+        }
+        let e = record_with(json!({"model_max_budget": {"gpt-4": {"budget_limit": 1}}}))
+            .validate(&MODELS, &[])
+            .unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("model_max_budget"));
     }
 }

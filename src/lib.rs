@@ -9,7 +9,9 @@
 //! forward (`routing::plan`, `databricks`) → relay (`stream`, `sse`) → settle (`ledger`) → log.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod access;
 pub mod aliases;
+pub mod analytics;
 pub mod anthropic;
 pub mod attribution;
 pub mod auth;
@@ -27,12 +29,16 @@ pub mod json;
 pub mod keys;
 pub mod ledger;
 pub mod log;
+pub mod metrics;
+pub mod model_groups;
 pub mod money;
 pub mod openai;
+pub mod parties;
 pub mod price_table;
 pub mod pricing;
 pub mod prompt;
 pub mod refusals;
+pub mod reports;
 pub mod responses;
 pub mod routing;
 pub mod secret;

@@ -26,6 +26,48 @@ pub fn budget_exceeded(committed: Money, max_budget: Money) -> ApiError {
     ApiError::new(400, ErrorKind::BudgetExceeded, message)
 }
 
+/// A key's budget for one model (`model_max_budget`) cannot hold the request (LiteLLM's type
+/// and words: "... exceeded budget for model=...").
+pub fn model_budget_exceeded(
+    key_hash: &str,
+    key_alias: Option<&str>,
+    model: &str,
+    committed: Money,
+    max_budget: Money,
+) -> ApiError {
+    let alias = key_alias.unwrap_or("None");
+    let message = format!(
+        "Budget has been exceeded! Virtual key: {key_hash}, key_alias: {alias}, exceeded budget for model={model}. \
+         Current cost: {committed}, Max budget: {max_budget}"
+    );
+    ApiError::new(400, ErrorKind::BudgetExceeded, message).with_param("model")
+}
+
+/// A team's, user's or customer's budget cannot hold the request; `party` is LiteLLM's
+/// `Team=<id>` naming it.
+pub fn party_budget_exceeded(party: &str, committed: Money, max_budget: Money) -> ApiError {
+    let message = format!("Budget has been exceeded! {party} Current cost: {committed}, Max budget: {max_budget}");
+    ApiError::new(400, ErrorKind::BudgetExceeded, message)
+}
+
+/// A team or customer that is blocked (or deleted) refuses its requests (LiteLLM's message).
+pub fn party_blocked(party: &str, reason: &str, unblock_path: &str) -> ApiError {
+    ApiError::unauthorized(match reason {
+        "deleted" => format!("{party} was deleted; its keys and requests are refused."),
+        _ => format!("{party} is blocked. Update via {unblock_path} if you're an admin."),
+    })
+}
+
+/// A key's team or user does not allow the model (LiteLLM's type, with 401).
+pub fn party_model_not_allowed(party: &str, model: &str, models: &[String]) -> ApiError {
+    ApiError::new(
+        401,
+        ErrorKind::KeyModelAccessDenied,
+        format!("{party} is not allowed to access model={model}. It can access models={models:?}."),
+    )
+    .with_param("model")
+}
+
 /// A key that is blocked, deleted or regenerated; `at` is when, if known.
 pub fn key_revoked(reason: &str, at: Option<u64>) -> ApiError {
     let when = at.map(|at| format!(" at {}", time::format_rfc3339(at))).unwrap_or_default();
@@ -50,7 +92,8 @@ pub fn model_not_allowed(models: &[String]) -> ApiError {
 pub fn unpriced(model: &str) -> ApiError {
     ApiError::invalid_request(
         format!(
-            "The gateway has no price for model `{model}`, and this key has a budget. Set \
+            "The gateway has no price for model `{model}`, and a budget applies to this request (its key's, \
+             team's, user's or customer's). Set \
              `model_info.input_cost_per_token` and `model_info.output_cost_per_token` for it in the config."
         ),
         "model",
@@ -72,6 +115,25 @@ mod tests {
         assert!(key_revoked("regenerated", Some(0)).message.contains("regenerated at 1970-01-01T00:00:00"));
         assert_eq!(key_revoked("regenerated", None).message, "This API key was regenerated; use the new key.");
         assert_eq!(key_revoked("deleted", None).status, 401);
+        let e = model_budget_exceeded(
+            "ab12",
+            Some("team-a"),
+            "gpt",
+            Money::from_pico(50_000_000_000),
+            Money::from_pico(50_000_000_000),
+        );
+        assert_eq!((e.status, e.kind.as_str(), e.param.as_deref()), (400, "budget_exceeded", Some("model")));
+        assert_eq!(
+            e.message,
+            "Budget has been exceeded! Virtual key: ab12, key_alias: team-a, exceeded budget for model=gpt. Current cost: 0.05, Max budget: 0.05"
+        );
+        let e = party_budget_exceeded("Team=t1", Money::from_pico(50_000_000_000), Money::from_pico(50_000_000_000));
+        assert_eq!(e.message, "Budget has been exceeded! Team=t1 Current cost: 0.05, Max budget: 0.05");
+        let e = party_blocked("Team=t1", "blocked", "/team/unblock");
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (401, "Team=t1 is blocked. Update via /team/unblock if you're an admin.")
+        );
         let e = model_not_allowed(&["a".into()]);
         assert_eq!((e.status, e.kind.as_str(), e.param.as_deref()), (401, "key_model_access_denied", Some("model")));
     }

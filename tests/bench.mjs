@@ -84,6 +84,17 @@ function numberList(name, fallback) {
 // before and settled after its upstream call.
 const LIMITED_KEY = { rpm_limit: 100_000_000, tpm_limit: 1_000_000_000_000, max_parallel_requests: 10_000, max_budget: 1_000_000 };
 
+/** A team made through the gateway's own API (`/team/new`). */
+async function team(gateway, fields) {
+  const res = await fetch(`${gateway.url}/team/new`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${MASTER_KEY}`, 'content-type': 'application/json' },
+    body: JSON.stringify(fields),
+  });
+  if (!res.ok) throw new Error(`/team/new: ${res.status} ${await res.text()}`);
+  return (await res.json()).team_id;
+}
+
 /** A virtual key made through the gateway's own API. */
 async function virtualKey(gateway, fields) {
   const res = await fetch(`${gateway.url}/key/generate`, {
@@ -120,6 +131,11 @@ async function startCeiling(fakeUrl) {
  * - limited: a key with limits and a budget far above what the run can use, so nothing is
  *   refused (a refusal would be an error) but every request pays its ledger's admission
  *   before and settlement after the upstream call;
+ * - team: a key without limits in a team without limits (the team's record read through the
+ *   isolate's cache; both spends settled in the isolate's batches, no admission);
+ * - limited team: the limited key in a team with the same limits: two ledgers admit each
+ *   request at once and both settle it, so this row against `limited` is what an extra party
+ *   with limits costs;
  * - balanced: the master key on a group of two deployments (simple-shuffle, weights 3:1).
  */
 async function scenarios(gateway, ceiling, baseline) {
@@ -128,6 +144,8 @@ async function scenarios(gateway, ceiling, baseline) {
   const upstream = { authorization: `Bearer ${DATABRICKS_TOKEN}` };
   const vkey = await virtualKey(gateway, {});
   const limited = await virtualKey(gateway, LIMITED_KEY);
+  const teamKey = await virtualKey(gateway, { team_id: await team(gateway, {}) });
+  const limitedTeamKey = await virtualKey(gateway, { ...LIMITED_KEY, team_id: await team(gateway, LIMITED_KEY) });
   const direct = { url: `${gateway.fake.url}/chat/completions`, headers: upstream, model: SERVED_MODEL, runtime: null };
   const viaCeiling = { url: `${ceiling.url}/chat/completions`, headers: upstream, model: SERVED_MODEL, runtime: 'ceiling' };
   const viaGateway = { url: chat, headers: master, model: MODEL, runtime: 'gateway' };
@@ -139,6 +157,8 @@ async function scenarios(gateway, ceiling, baseline) {
     chatRow('gateway', viaGateway),
     chatRow('vkey', viaGateway, { headers: { authorization: `Bearer ${vkey}` } }),
     chatRow('limited', viaGateway, { headers: { authorization: `Bearer ${limited}` } }),
+    chatRow('team', viaGateway, { headers: { authorization: `Bearer ${teamKey}` } }),
+    chatRow('limited team', viaGateway, { headers: { authorization: `Bearer ${limitedTeamKey}` } }),
     chatRow('balanced', viaGateway, { body: { ...CHAT_BODY, model: 'balanced' }, model: 'balanced' }),
     streamRow('stream direct', direct),
     streamRow('stream ceiling', viaCeiling),

@@ -58,6 +58,8 @@ async function startBuild(dir, index) {
       LEDGER: { className: 'Ledger', useSQLite: true },
       HEALTH: { className: 'GroupHealth', useSQLite: true },
       KEY_ALIASES: { className: 'KeyAlias', useSQLite: true },
+      // Builds from before the reports object (a baseline) do not export it.
+      ...(exports(dir, 'Reports') ? { REPORTS: { className: 'Reports', useSQLite: true } } : {}),
     },
     kvPersist: path.join(storage, 'kv'),
     durableObjectsPersist: path.join(storage, 'do'),
@@ -110,6 +112,11 @@ async function load(build, p, n) {
   );
   await Promise.all(clients.map((c) => c.destroy()));
   if (bad) throw new Error(`${bad} requests failed`);
+}
+
+/** Whether a build's entry module exports `name` (a Durable Object class). */
+function exports(dir, name) {
+  return new RegExp(`\\bas ${name}\\b`).test(fs.readFileSync(path.join(dir, 'index.js'), 'utf8'));
 }
 
 /** A workerd's CPU time, all threads, in ns. */

@@ -83,6 +83,9 @@ pub struct ModelInfo {
     /// LiteLLM's older name for `max_output_tokens`.
     pub max_tokens: Option<Count>,
     pub mode: Option<Mode>,
+    /// The model access groups the deployment's group belongs to: a key whose `models` names
+    /// one may use every group in it.
+    pub access_groups: Option<Vec<String>>,
     #[serde(flatten)]
     pub unknown: Map<String, Value>,
 }

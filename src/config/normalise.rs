@@ -11,7 +11,9 @@
 use serde_json::{Map, Value};
 
 use super::litellm::{self, FallbackRule, LitellmParams, ModelEntry};
-use crate::config::{Deployment, GatewayConfig, ModelInfo, OAuthClient, RouterSettings, ValueRef};
+use crate::config::{
+    AccessGroup, Deployment, GatewayConfig, ModelInfo, OAuthClient, RouterSettings, ValueRef, ALL_MODELS,
+};
 use crate::money::Money;
 
 /// LiteLLM's default request timeout, in seconds.
@@ -117,8 +119,15 @@ pub fn parse(doc: &Value) -> Result<Parsed, ConfigError> {
     }
     let router_settings = router_settings(litellm, router, &deployments)?;
     let drop_params = litellm.and_then(|l| l.drop_params).unwrap_or(false);
-    let config =
-        GatewayConfig { deployments, master_key, enforce_model_rate_limits, router: router_settings, drop_params };
+    let access_groups = access_groups(list, &deployments, &mut warnings)?;
+    let config = GatewayConfig {
+        deployments,
+        master_key,
+        enforce_model_rate_limits,
+        router: router_settings,
+        drop_params,
+        access_groups,
+    };
     Ok(Parsed { config, warnings })
 }
 
@@ -230,6 +239,69 @@ fn deployment(
         order: params.order.map(|n| n.0),
         info,
     })
+}
+
+/// The access groups of `model_info.access_groups`, each with the model groups in it. A group
+/// is in an access group when any of its deployments names it (as LiteLLM): the router may send
+/// its requests to any of them.
+fn access_groups(
+    list: &[ModelEntry],
+    deployments: &[Deployment],
+    warnings: &mut Vec<String>,
+) -> Result<Vec<AccessGroup>, ConfigError> {
+    let mut groups: Vec<AccessGroup> = Vec::new();
+    for (i, (entry, d)) in list.iter().zip(deployments).enumerate() {
+        let Some(names) = entry.model_info.as_ref().and_then(|info| info.access_groups.as_ref()) else { continue };
+        let path = format!("model_list[{i}].model_info.access_groups");
+        if names.is_empty() {
+            warnings.push(format!("{path}: an empty list puts `{}` in no access group", d.model_name));
+        }
+        for (j, name) in names.iter().enumerate() {
+            let name_path = format!("{path}[{j}]");
+            let name = name.trim();
+            if name.is_empty() {
+                return err(&name_path, "an access group needs a name");
+            }
+            if name == ALL_MODELS {
+                return err(&name_path, format!("`{ALL_MODELS}` already means every model; name the group otherwise"));
+            }
+            if names[..j].iter().any(|n| n.trim() == name) {
+                warnings.push(format!("{name_path}: `{name}` is listed twice"));
+                continue;
+            }
+            match groups.iter_mut().find(|g| g.name == name) {
+                Some(g) if g.models.contains(&d.model_name) => {}
+                Some(g) => g.models.push(d.model_name.clone()),
+                None => groups.push(AccessGroup { name: name.to_string(), models: vec![d.model_name.clone()] }),
+            }
+        }
+    }
+    for g in &groups {
+        if deployments.iter().any(|d| d.model_name == g.name) {
+            warnings.push(format!(
+                "model_info.access_groups: `{}` is also a model_name; a key listing it may use that model and every model of the access group",
+                g.name
+            ));
+        }
+        // A group some of whose deployments do not name the access group is in it all the same.
+        for model in &g.models {
+            let unnamed = list.iter().zip(deployments).enumerate().find(|(_, (entry, d))| {
+                &d.model_name == model
+                    && !entry
+                        .model_info
+                        .as_ref()
+                        .and_then(|info| info.access_groups.as_ref())
+                        .is_some_and(|names| names.iter().any(|n| n.trim() == g.name))
+            });
+            if let Some((i, _)) = unnamed {
+                warnings.push(format!(
+                    "model_list[{i}].model_info.access_groups: does not name `{}`, which another deployment of `{model}` names; the whole group is in it",
+                    g.name
+                ));
+            }
+        }
+    }
+    Ok(groups)
 }
 
 /// Router settings: `router_settings` wins over the same names in `litellm_settings`.
@@ -758,5 +830,61 @@ general_settings:
             "drop_params": true
         });
         assert_eq!(serde_json::to_value(&parsed.config).unwrap(), expected);
+    }
+
+    #[test]
+    fn access_groups_gather_the_groups_that_name_them() {
+        let parsed = parse_yaml(
+            "model_list:\n\
+             - {model_name: a, litellm_params: {model: databricks/a}, model_info: {access_groups: [beta, ' cheap ']}}\n\
+             - {model_name: b, litellm_params: {model: databricks/b}, model_info: {access_groups: [cheap]}}\n\
+             - {model_name: b, litellm_params: {model: databricks/b2}, model_info: {access_groups: [cheap]}}\n\
+             - {model_name: c, litellm_params: {model: databricks/c}}\n",
+        )
+        .unwrap();
+        let groups = &parsed.config.access_groups;
+        assert_eq!(
+            groups,
+            &vec![
+                AccessGroup { name: "beta".into(), models: vec!["a".into()] },
+                AccessGroup { name: "cheap".into(), models: vec!["a".into(), "b".into()] },
+            ]
+        );
+        assert_eq!(parsed.config.access_groups_of("a"), ["beta", "cheap"]);
+        assert!(parsed.config.access_groups_of("c").is_empty());
+        assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
+        // Without any, nothing is added to the embedded JSON.
+        let none = parse_yaml(SEED).unwrap();
+        assert!(none.config.access_groups.is_empty());
+        assert!(serde_json::to_value(&none.config).unwrap().get("access_groups").is_none());
+    }
+
+    #[test]
+    fn odd_access_groups_are_errors_or_warnings_naming_the_field() {
+        for (text, path) in [
+            ("[{model_name: a, litellm_params: {model: databricks/a}, model_info: {access_groups: ['  ']}}]", "model_list[0].model_info.access_groups[0]"),
+            ("[{model_name: a, litellm_params: {model: databricks/a}, model_info: {access_groups: [x, all-proxy-models]}}]", "model_list[0].model_info.access_groups[1]"),
+            ("[{model_name: a, litellm_params: {model: databricks/a}, model_info: {access_groups: beta}}]", "model_list[0].model_info.access_groups"),
+            ("[{model_name: a, litellm_params: {model: databricks/a}, model_info: {access_groups: [1]}}]", "model_list[0].model_info.access_groups[0]"),
+        ] {
+            let e = error_of(&format!("model_list: {text}"));
+            assert_eq!(e.path, path, "{text}: {e}");
+        }
+        let parsed = parse_yaml(
+            "model_list:\n\
+             - {model_name: a, litellm_params: {model: databricks/a}, model_info: {access_groups: [g, g]}}\n\
+             - {model_name: g, litellm_params: {model: databricks/g}, model_info: {access_groups: []}}\n\
+             - {model_name: a, litellm_params: {model: databricks/a2}}\n",
+        )
+        .unwrap();
+        let w = &parsed.warnings;
+        assert!(
+            w.iter().any(|w| w.starts_with("model_list[0].model_info.access_groups[1]: `g` is listed twice")),
+            "{w:?}"
+        );
+        assert!(w.iter().any(|w| w.starts_with("model_list[1].model_info.access_groups: an empty list")), "{w:?}");
+        assert!(w.iter().any(|w| w.contains("`g` is also a model_name")), "{w:?}");
+        assert!(w.iter().any(|w| w.starts_with("model_list[2].model_info.access_groups: does not name `g`")), "{w:?}");
+        assert_eq!(parsed.config.access_groups, vec![AccessGroup { name: "g".into(), models: vec!["a".into()] }]);
     }
 }

@@ -1,6 +1,9 @@
 //! What the worker and a ledger Durable Object say to each other (JSON over the object's
 //! `fetch`), and the spend log row a ledger keeps per request. One ledger per virtual key
-//! (`key:<key_id>`) and one per rate-limited deployment (`deployment:<id>`).
+//! (`key:<key_id>`), one per rate-limited deployment (`deployment:<id>`), and one per team,
+//! internal user and customer (`team:<id>`, `user:<id>`, `customer:<id>`).
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -9,6 +12,18 @@ use crate::money::Money;
 
 pub fn key_ledger(key_id: &str) -> String {
     format!("key:{key_id}")
+}
+
+/// A team's, internal user's or customer's ledger (`prefix`: `team`, `user`, `customer`).
+pub fn party_ledger(prefix: &str, id: &str) -> String {
+    format!("{prefix}:{id}")
+}
+
+/// Gives back a reservation another party refused: as if the request had never been admitted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseRequest {
+    pub id: String,
+    pub limits: Limits,
 }
 
 pub fn deployment_ledger(deployment_id: &str) -> String {
@@ -79,6 +94,33 @@ pub struct InfoRequest {
 pub struct LedgerInfo {
     pub spend: Money,
     pub budget_reset_at: Option<u64>,
+    /// Each budgeted model's spend in its period (pico-dollars), and when the periods began.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub model_spend: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub model_period_start: BTreeMap<String, u64>,
+}
+
+impl LedgerInfo {
+    /// LiteLLM's `model_max_budget_usage` of `/key/info`: per budgeted model, its spend in the
+    /// current period (USD), its budget and period, and when the period ends.
+    pub fn model_budget_usage(&self, limits: &Limits) -> serde_json::Value {
+        let mut usage = serde_json::Map::new();
+        for (model, budget) in &limits.model_budgets {
+            let spent = Money::from_pico(self.model_spend.get(model).copied().unwrap_or(0));
+            let reset_at = super::model_period_end(limits, &self.model_period_start, model);
+            usage.insert(
+                model.clone(),
+                serde_json::json!({
+                    "current_spend": spent.usd(),
+                    "budget_limit": Money::from_pico(*budget).usd(),
+                    "time_period": limits.model_budget_periods.get(model),
+                    "budget_reset_at": reset_at.map(crate::time::format_rfc3339),
+                }),
+            );
+        }
+        serde_json::Value::Object(usage)
+    }
 }
 
 /// Filters of `/spend/logs`, applied by each ledger to its own rows.
@@ -117,5 +159,36 @@ impl SpendLogRow {
             "end_user": self.end_user,
             "request_tags": self.tags,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_budget_usage_is_litellms_shape_in_dollars() {
+        let limits = Limits {
+            model_budgets: [("a".to_string(), 50_000_000_000), ("b".to_string(), 1_000_000_000_000)].into(),
+            model_budget_periods: [("a".to_string(), "1d".to_string())].into(),
+            ..Limits::default()
+        };
+        let info = LedgerInfo {
+            spend: Money::ZERO,
+            budget_reset_at: None,
+            model_spend: [("a".to_string(), 20_000_000_000)].into(),
+            model_period_start: [("a".to_string(), 1_800_000_000_000)].into(),
+        };
+        assert_eq!(
+            info.model_budget_usage(&limits),
+            serde_json::json!({
+                "a": {"current_spend": 0.02, "budget_limit": 0.05, "time_period": "1d",
+                      "budget_reset_at": crate::time::format_rfc3339(1_800_000_000_000 + 86_400_000)},
+                "b": {"current_spend": 0.0, "budget_limit": 1.0, "time_period": null, "budget_reset_at": null},
+            })
+        );
+        // An answer from a ledger without model budgets reads as such.
+        let old: LedgerInfo = serde_json::from_str(r#"{"spend":5,"budget_reset_at":null}"#).unwrap();
+        assert!(old.model_spend.is_empty());
     }
 }

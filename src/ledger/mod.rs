@@ -10,6 +10,8 @@
 //!   (its isolate died) stops holding a slot when its lease ends, and is charged as reserved
 //!   after an hour; a late settlement then corrects that charge instead of adding to it.
 //! - Settling the same request twice counts it once.
+//! - A key's per-model budgets (`model_max_budget`) are held and charged the same way, each
+//!   against the spend on its model in its own period, beside the key's own budget.
 
 pub mod messages;
 
@@ -46,6 +48,12 @@ pub struct Limits {
     pub budget_duration: Option<String>,
     /// Pico-dollars.
     pub soft_budget: Option<Money>,
+    /// A key's budgets per model group (`model_max_budget`), in pico-dollars, and the period
+    /// of those that reset.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub model_budgets: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub model_budget_periods: BTreeMap<String, String>,
 }
 
 impl Limits {
@@ -59,6 +67,8 @@ impl Limits {
             max_budget: r.max_budget,
             budget_duration: r.budget_duration.clone(),
             soft_budget: r.soft_budget,
+            model_budgets: r.model_max_budget.clone(),
+            model_budget_periods: r.model_budget_period.clone(),
         }
     }
 
@@ -71,6 +81,7 @@ impl Limits {
             || !self.model_rpm.is_empty()
             || !self.model_tpm.is_empty()
             || self.max_budget.is_some()
+            || !self.model_budgets.is_empty()
     }
 
     /// Whether settled requests must be kept for the 60 s window.
@@ -80,6 +91,15 @@ impl Limits {
 
     fn period(&self) -> Option<Duration> {
         self.budget_duration.as_deref().and_then(Duration::parse)
+    }
+
+    /// The budget of `model` (pico-dollars), if it has one of its own.
+    pub fn model_budget(&self, model: &str) -> Option<Money> {
+        self.model_budgets.get(model).map(|b| Money::from_pico(*b))
+    }
+
+    fn model_period(&self, model: &str) -> Option<Duration> {
+        self.model_budget_periods.get(model).and_then(|p| Duration::parse(p))
     }
 }
 
@@ -147,6 +167,12 @@ pub struct LedgerState {
     /// enforced here at once, whatever KV still says elsewhere.
     #[serde(default)]
     pub scope: Option<Vec<String>>,
+    /// Pico-dollars spent on each model with a budget of its own (`Limits::model_budgets`) in
+    /// its current period, and when the periods began (of those that reset).
+    #[serde(default)]
+    pub model_spend: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub model_period_start: BTreeMap<String, u64>,
     /// Ids of entries added or changed, and of entries dropped, since the ledger last saved:
     /// the object writes only those rows, whatever the size of the window.
     #[serde(skip)]
@@ -179,6 +205,10 @@ pub struct AdmitRequest {
     pub prices: Prices,
     pub lease_ms: u64,
     pub limits: Limits,
+    /// The access groups `model` is in (from the config): a key's scope that names one of them
+    /// admits the model, even when the config put it there after the scope was set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_groups: Vec<String>,
 }
 
 /// The `x-ratelimit-*` figures of an answer.
@@ -217,6 +247,12 @@ pub enum Decision {
     /// The key's `models` no longer include this model (changed since the caller read it).
     ModelNotAllowed {
         models: Vec<String>,
+    },
+    /// The key's budget for this model (`model_max_budget`) cannot hold the request.
+    ModelBudgetExceeded {
+        model: String,
+        committed: Money,
+        max_budget: Money,
     },
 }
 
@@ -266,6 +302,7 @@ enum DecisionTag {
     BudgetExceeded,
     Revoked,
     ModelNotAllowed,
+    ModelBudgetExceeded,
 }
 
 #[derive(Deserialize)]
@@ -280,6 +317,7 @@ struct DecisionWire {
     max_budget: Option<Money>,
     reason: Option<String>,
     models: Option<Vec<String>>,
+    model: Option<String>,
 }
 
 impl TryFrom<DecisionWire> for Decision {
@@ -305,6 +343,11 @@ impl TryFrom<DecisionWire> for Decision {
             DecisionTag::ModelNotAllowed => {
                 Decision::ModelNotAllowed { models: w.models.ok_or("missing field `models`")? }
             }
+            DecisionTag::ModelBudgetExceeded => Decision::ModelBudgetExceeded {
+                model: w.model.ok_or("missing field `model`")?,
+                committed: w.committed.ok_or("missing field `committed`")?,
+                max_budget: w.max_budget.ok_or("missing field `max_budget`")?,
+            },
         })
     }
 }
@@ -351,7 +394,11 @@ impl LedgerState {
                 return Decision::Revoked { reason: "regenerated".into() };
             }
         }
-        if self.scope.as_ref().is_some_and(|models| !models.contains(&req.model)) {
+        if self
+            .scope
+            .as_ref()
+            .is_some_and(|scope| !scope.contains(&req.model) && !req.access_groups.iter().any(|g| scope.contains(g)))
+        {
             return Decision::ModelNotAllowed { models: self.scope.clone().unwrap_or_default() };
         }
         let limits = &req.limits;
@@ -409,15 +456,31 @@ impl LedgerState {
         // the prompt's bound, and every choice's whole `max_tokens`.
         let committed = self.committed();
         let prompt_cost = req.prices.input.times(req.prompt_tokens_bound);
+        // The model's own budget holds the same worst case against what its model committed.
+        let model_budget = limits.model_budget(&req.model).map(|b| (b, self.model_committed(&req.model)));
+        let key_room = limits.max_budget.map(|budget| budget.saturating_sub(committed));
+        let model_room = model_budget.map(|(budget, used)| budget.saturating_sub(used));
+        let over_model_budget = |committed: Money, max_budget: Money| Decision::ModelBudgetExceeded {
+            model: req.model.clone(),
+            committed,
+            max_budget,
+        };
         let mut imposed = None;
-        let per_choice = match (req.max_tokens, limits.max_budget) {
+        let per_choice = match (req.max_tokens, key_room.into_iter().chain(model_room).min()) {
             (Some(m), _) => m,
-            (None, Some(budget)) if req.prices.output > Money::ZERO => {
-                // What is left, shared among the choices.
-                let left = budget.saturating_sub(committed).saturating_sub(prompt_cost);
+            (None, Some(room)) if req.prices.output > Money::ZERO => {
+                // What the tighter budget has left, shared among the choices.
+                let left = room.saturating_sub(prompt_cost);
                 let affordable = (left.tokens_at(req.prices.output) / choices).min(req.output_cap);
                 if affordable == 0 {
-                    return Decision::BudgetExceeded { committed, max_budget: budget };
+                    // The tighter budget refuses (the key's on a tie).
+                    return match (model_budget, key_room) {
+                        (Some((budget, used)), Some(key_room)) if budget.saturating_sub(used) < key_room => {
+                            over_model_budget(used, budget)
+                        }
+                        (Some((budget, used)), None) => over_model_budget(used, budget),
+                        _ => Decision::BudgetExceeded { committed, max_budget: limits.max_budget.unwrap_or_default() },
+                    };
                 }
                 imposed = Some(affordable);
                 affordable
@@ -429,6 +492,11 @@ impl LedgerState {
         if let Some(budget) = limits.max_budget {
             if committed > budget || committed.saturating_add(worst) > budget {
                 return Decision::BudgetExceeded { committed, max_budget: budget };
+            }
+        }
+        if let Some((budget, used)) = model_budget {
+            if used > budget || used.saturating_add(worst) > budget {
+                return over_model_budget(used, budget);
             }
         }
 
@@ -455,12 +523,22 @@ impl LedgerState {
                     e.state = EntryState::Settled;
                     self.spend = self.spend.saturating_add(s.cost);
                     self.changed.push(s.id.clone());
+                    if let Some(spent) = budgeted(&mut self.model_spend, &s.limits, &e.model) {
+                        *spent = spent.saturating_add(s.cost.pico());
+                    }
                 }
                 EntryState::Estimated { charged } => {
                     e.tokens = tokens;
                     e.state = EntryState::Corrected;
                     self.spend = self.spend.saturating_sub(charged).saturating_add(s.cost);
                     self.changed.push(s.id.clone());
+                    // Corrected only in the model's period the request began in (its charge may
+                    // fall in the next one: then it stands, never undercounting).
+                    if self.model_period_start.get(&e.model).is_none_or(|start| *start <= e.at) {
+                        if let Some(spent) = budgeted(&mut self.model_spend, &s.limits, &e.model) {
+                            *spent = spent.saturating_sub(charged.pico()).saturating_add(s.cost.pico());
+                        }
+                    }
                 }
                 EntryState::Settled | EntryState::Corrected => duplicate = true,
             },
@@ -490,6 +568,17 @@ impl LedgerState {
         Settled { spend: self.spend, soft_budget_crossed: crossed, duplicate }
     }
 
+    /// Removes a reservation as if it had never been admitted (another party refused the
+    /// request): its slot, its tokens in the window and its budget hold go. Only a reservation
+    /// is released; a settled request stays counted. True if there was one.
+    pub fn release(&mut self, id: &str, now: u64, limits: &Limits) -> bool {
+        self.maintain(now, limits);
+        let Some(i) = self.entries.iter().position(|e| e.is_reserved() && e.id == id) else { return false };
+        self.entries.remove(i);
+        self.removed.push(id.to_string());
+        true
+    }
+
     /// When the current budget period ends, if the key has a `budget_duration`.
     pub fn budget_reset_at(&self, limits: &Limits) -> Option<u64> {
         Some(limits.period()?.after(self.period_start?))
@@ -500,29 +589,18 @@ impl LedgerState {
         self.entries.iter().fold(self.spend, |sum, e| sum.saturating_add(e.reserved_cost()))
     }
 
+    /// The spend on `model` in its budget's period plus what its unsettled requests may cost.
+    pub fn model_committed(&self, model: &str) -> Money {
+        let spend = Money::from_pico(self.model_spend.get(model).copied().unwrap_or(0));
+        self.entries.iter().filter(|e| e.model == model).fold(spend, |sum, e| sum.saturating_add(e.reserved_cost()))
+    }
+
     /// Periodic work done lazily on each call: budget periods roll over, expired reservations
     /// are charged, and what no longer counts is dropped.
     pub fn maintain(&mut self, now: u64, limits: &Limits) {
         if let Some(period) = limits.period() {
             let start = *self.period_start.get_or_insert(now);
-            let mut next_start = start;
-            // Catch up over whole periods (bounded: at most 1200 months or a jump for seconds).
-            match period {
-                Duration::Seconds(s) if s > 0 && now >= start.saturating_add(s.saturating_mul(1000)) => {
-                    let ms = s.saturating_mul(1000);
-                    next_start = start + (now - start) / ms * ms;
-                }
-                Duration::Months(_) => {
-                    for _ in 0..1200 {
-                        let candidate = period.after(next_start);
-                        if candidate > now {
-                            break;
-                        }
-                        next_start = candidate;
-                    }
-                }
-                Duration::Seconds(_) => {}
-            }
+            let next_start = current_period_start(period, start, now);
             if next_start != start {
                 self.period_start = Some(next_start);
                 self.spend = Money::ZERO;
@@ -536,12 +614,30 @@ impl LedgerState {
                 }
             }
         }
+        for model in limits.model_budgets.keys() {
+            let Some(period) = limits.model_period(model) else { continue };
+            let start = match self.model_period_start.get(model) {
+                Some(start) => *start,
+                None => {
+                    self.model_period_start.insert(model.clone(), now);
+                    now
+                }
+            };
+            let next_start = current_period_start(period, start, now);
+            if next_start != start {
+                self.model_period_start.insert(model.clone(), next_start);
+                self.model_spend.remove(model);
+            }
+        }
         for e in &mut self.entries {
             if let EntryState::Reserved { cost, .. } = e.state {
                 if e.at + RESERVATION_MAX_MS <= now {
                     e.state = EntryState::Estimated { charged: cost };
                     self.spend = self.spend.saturating_add(cost);
                     self.changed.push(e.id.clone());
+                    if let Some(spent) = budgeted(&mut self.model_spend, limits, &e.model) {
+                        *spent = spent.saturating_add(cost.pico());
+                    }
                 }
             }
         }
@@ -635,6 +731,43 @@ impl LedgerState {
     }
 }
 
+/// The start of the period that holds `now`, for a period that began at `start`: whole periods
+/// are skipped (bounded: at most 1200 months, or one jump for seconds).
+fn current_period_start(period: Duration, start: u64, now: u64) -> u64 {
+    let mut next_start = start;
+    match period {
+        Duration::Seconds(s) if s > 0 && now >= start.saturating_add(s.saturating_mul(1000)) => {
+            let ms = s.saturating_mul(1000);
+            next_start = start + (now - start) / ms * ms;
+        }
+        Duration::Months(_) => {
+            for _ in 0..1200 {
+                let candidate = period.after(next_start);
+                if candidate > now {
+                    break;
+                }
+                next_start = candidate;
+            }
+        }
+        Duration::Seconds(_) => {}
+    }
+    next_start
+}
+
+/// The spend (pico-dollars) on `model` when `limits` give it a budget of its own.
+fn budgeted<'a>(spend: &'a mut BTreeMap<String, u64>, limits: &Limits, model: &str) -> Option<&'a mut u64> {
+    if limits.model_budgets.contains_key(model) {
+        Some(spend.entry(model.to_string()).or_default())
+    } else {
+        None
+    }
+}
+
+/// When the period of `model`'s budget ends: `None` when it never resets, or none began yet.
+pub fn model_period_end(limits: &Limits, period_starts: &BTreeMap<String, u64>, model: &str) -> Option<u64> {
+    Some(limits.model_period(model)?.after(*period_starts.get(model)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -666,6 +799,7 @@ mod tests {
             prices: PRICES,
             lease_ms: 30_000,
             limits: limits.clone(),
+            access_groups: Vec::new(),
         }
     }
 
@@ -1123,6 +1257,39 @@ mod tests {
     }
 
     #[test]
+    fn a_released_reservation_leaves_no_trace() {
+        let l = Limits {
+            rpm: Some(2),
+            tpm: Some(100),
+            max_parallel: Some(1),
+            max_budget: Some(Money::from_pico(120_000_000)),
+            ..limits()
+        };
+        let mut s = LedgerState::default();
+        assert!(admitted(&s.admit(&request("a", &l), T0)));
+        assert!(!admitted(&s.admit(&request("b", &l), T0)), "the slot is held");
+        s.changed.clear();
+        assert!(s.release("a", T0 + 1, &l));
+        assert_eq!(s.removed, ["a"]);
+        assert!(s.entries.is_empty());
+        assert_eq!((s.committed(), s.spend), (Money::ZERO, Money::ZERO));
+        // rpm 2: two more fit in the same minute, as if "a" had never come.
+        assert!(admitted(&s.admit(&request("b", &l), T0 + 2)));
+        settle(&mut s, "b", 10, 20, &l, T0 + 3);
+        assert!(admitted(&s.admit(&request("c", &l), T0 + 4)));
+        assert_eq!(s.rate_info(T0 + 5, &l, "m", 0).remaining_requests, Some(0));
+        // A settled request is not released, nor is one never seen; a repeat does nothing.
+        assert!(!s.release("b", T0 + 6, &l));
+        assert!(!s.release("zz", T0 + 6, &l));
+        assert!(s.release("c", T0 + 6, &l));
+        assert!(!s.release("c", T0 + 7, &l));
+        assert_eq!(s.spend, Money::from_pico(50_000_000));
+        // A settlement after a release records the usage once (no hold to replace).
+        let late = settle(&mut s, "c", 1, 1, &l, T0 + 8);
+        assert_eq!(late.spend, Money::from_pico(53_000_000));
+    }
+
+    #[test]
     fn a_narrowed_scope_refuses_at_once() {
         let l = Limits { rpm: Some(10), ..limits() };
         let mut s = LedgerState { scope: Some(vec!["other".into()]), ..Default::default() };
@@ -1141,6 +1308,7 @@ mod tests {
             Decision::BudgetExceeded { committed: Money::from_pico(3), max_budget: Money::MAX },
             Decision::Revoked { reason: "blocked".into() },
             Decision::ModelNotAllowed { models: vec!["a".into(), "b".into()] },
+            Decision::ModelBudgetExceeded { model: "m".into(), committed: Money::from_pico(5), max_budget: Money::MAX },
         ];
         for d in decisions {
             let json = serde_json::to_string(&d).unwrap();
@@ -1177,5 +1345,170 @@ mod tests {
         assert!(serde_json::from_str::<Decision>(r#"{"reason":"x"}"#).is_err());
         assert!(serde_json::from_str::<EntryState>(r#"{"state":"reserved","cost":1}"#).is_err());
         assert_eq!(serde_json::from_str::<EntryState>(r#"{"state":"settled"}"#).unwrap(), EntryState::Settled);
+    }
+
+    /// Limits with budgets of `(model, µ$, period)`.
+    fn model_budgets(budgets: &[(&str, u64, Option<&str>)]) -> Limits {
+        let mut l = limits();
+        for (model, micro, period) in budgets {
+            l.model_budgets.insert(model.to_string(), micro * 1_000_000);
+            if let Some(p) = period {
+                l.model_budget_periods.insert(model.to_string(), p.to_string());
+            }
+        }
+        l
+    }
+
+    fn model_spend(s: &LedgerState, model: &str) -> Money {
+        Money::from_pico(s.model_spend.get(model).copied().unwrap_or(0))
+    }
+
+    fn over_model_budget(d: &Decision) -> Option<(&str, u64, u64)> {
+        match d {
+            Decision::ModelBudgetExceeded { model, committed, max_budget } => {
+                Some((model.as_str(), committed.pico() / 1_000_000, max_budget.pico() / 1_000_000))
+            }
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_model_budget_admits_exactly_what_it_holds_and_leaves_other_models_alone() {
+        // Each request holds 10 × 1 µ$ + 20 × 2 µ$ = 50 µ$; "m" has 150 µ$ a day.
+        let l = model_budgets(&[("m", 150, Some("1d"))]);
+        assert!(l.needs_admission());
+        let mut s = LedgerState::default();
+        let decisions: Vec<Decision> = (0..6).map(|i| s.admit(&request(&format!("r{i}"), &l), T0)).collect();
+        assert_eq!(decisions.iter().filter(|d| admitted(d)).count(), 3, "racing: exactly three fit");
+        assert_eq!(over_model_budget(&decisions[3]), Some(("m", 150, 150)), "held counts as committed");
+        // Another model of the same key is not held by m's budget.
+        let mut other = request("o", &l);
+        other.model = "n".into();
+        assert!(admitted(&s.admit(&other, T0)));
+        // Settling charges the real cost to the key and to the model: 3 + 8 = 11 µ$ each.
+        for i in 0..3 {
+            settle(&mut s, &format!("r{i}"), 3, 4, &l, T0 + 1);
+        }
+        settle(&mut s, "o", 3, 4, &l, T0 + 1);
+        assert_eq!(s.spend, Money::from_pico(44_000_000));
+        assert_eq!(model_spend(&s, "m"), Money::from_pico(33_000_000));
+        assert!(!s.model_spend.contains_key("n"), "only budgeted models are tracked");
+        // 33 µ$ spent: two more holds of 50 fit in 150, a third does not.
+        assert!(admitted(&s.admit(&request("a", &l), T0 + 2)));
+        assert!(admitted(&s.admit(&request("b", &l), T0 + 2)));
+        assert_eq!(over_model_budget(&s.admit(&request("c", &l), T0 + 2)), Some(("m", 133, 150)));
+        // A repeated settlement charges neither twice.
+        settle(&mut s, "a", 3, 4, &l, T0 + 3);
+        settle(&mut s, "a", 3, 4, &l, T0 + 3);
+        assert_eq!(model_spend(&s, "m"), Money::from_pico(44_000_000));
+    }
+
+    #[test]
+    fn a_model_budget_resets_with_its_own_period() {
+        let l = Limits {
+            max_budget: Some(Money::from_pico(10_000_000_000)),
+            budget_duration: Some("30d".into()),
+            ..model_budgets(&[("m", 60, Some("2s"))])
+        };
+        let mut s = LedgerState::default();
+        assert!(admitted(&s.admit(&request("a", &l), T0)));
+        settle(&mut s, "a", 10, 20, &l, T0 + 10); // 50 µ$
+        assert_eq!(over_model_budget(&s.admit(&request("b", &l), T0 + 1_999)), Some(("m", 50, 60)));
+        assert_eq!(model_spend(&s, "m"), Money::from_pico(50_000_000));
+        assert_eq!(model_period_end(&l, &s.model_period_start, "m"), Some(T0 + 2_000));
+        // The model's period ends; the key's 30-day spend goes on.
+        assert!(admitted(&s.admit(&request("b", &l), T0 + 2_000)));
+        assert_eq!(model_spend(&s, "m"), Money::ZERO);
+        assert_eq!(s.spend, Money::from_pico(50_000_000));
+        assert_eq!(model_period_end(&l, &s.model_period_start, "m"), Some(T0 + 2_000 + 2_000));
+        // Whole idle periods are skipped.
+        settle(&mut s, "b", 10, 20, &l, T0 + 2_001);
+        s.maintain(T0 + 9_500, &l);
+        assert_eq!((model_spend(&s, "m"), s.model_period_start["m"]), (Money::ZERO, T0 + 8_000));
+        // Without a period it never resets.
+        let forever = model_budgets(&[("m", 60, None)]);
+        let mut s = LedgerState::default();
+        assert!(admitted(&s.admit(&request("a", &forever), T0)));
+        settle(&mut s, "a", 10, 20, &forever, T0);
+        s.maintain(T0 + 400 * 86_400_000, &forever);
+        assert_eq!(over_model_budget(&s.admit(&request("b", &forever), T0 + 400 * 86_400_000)), Some(("m", 50, 60)));
+        assert_eq!(model_spend(&s, "m"), Money::from_pico(50_000_000));
+        assert_eq!(model_period_end(&forever, &s.model_period_start, "m"), None);
+    }
+
+    #[test]
+    fn the_tighter_of_the_key_and_model_budgets_refuses_and_imposes_max_tokens() {
+        let both = |key: u64, model: u64| Limits {
+            max_budget: Some(Money::from_pico(key * 1_000_000)),
+            ..model_budgets(&[("m", model, None)])
+        };
+        let mut r = request("a", &both(1_000, 40));
+        assert_eq!(over_model_budget(&LedgerState::default().admit(&r, T0)), Some(("m", 0, 40)));
+        assert!(matches!(
+            LedgerState::default().admit(&request("a", &both(40, 1_000)), T0),
+            Decision::BudgetExceeded { .. }
+        ));
+        // Without max_tokens: as many tokens as the tighter budget pays for, (40 - 10) / 2 = 15.
+        r.max_tokens = None;
+        let Decision::Admitted { max_tokens, .. } = LedgerState::default().admit(&r, T0) else { panic!() };
+        assert_eq!(max_tokens, Some(15));
+        r.limits = model_budgets(&[("m", 40, None)]);
+        let Decision::Admitted { max_tokens, .. } = LedgerState::default().admit(&r, T0) else { panic!() };
+        assert_eq!(max_tokens, Some(15), "a model budget alone imposes one too");
+        // Nothing left for even one token: the model's budget refuses.
+        r.limits = both(1_000, 11);
+        assert_eq!(over_model_budget(&LedgerState::default().admit(&r, T0)), Some(("m", 0, 11)));
+        r.limits = both(11, 1_000);
+        assert!(matches!(LedgerState::default().admit(&r, T0), Decision::BudgetExceeded { .. }));
+    }
+
+    #[test]
+    fn a_model_budget_follows_fallbacks_and_abandoned_reservations() {
+        let l = model_budgets(&[("m", 100, None), ("n", 100, None)]);
+        let mut s = LedgerState::default();
+        assert!(admitted(&s.admit(&request("a", &l), T0)));
+        let mut moved = request("a", &l);
+        moved.model = "n".into();
+        assert!(admitted(&s.admit(&moved, T0 + 1)));
+        assert_eq!((s.model_committed("m"), s.model_committed("n")), (Money::ZERO, Money::from_pico(50_000_000)));
+        settle(&mut s, "a", 1, 1, &l, T0 + 2);
+        assert_eq!(model_spend(&s, "n"), Money::from_pico(3_000_000));
+        assert_eq!(model_spend(&s, "m"), Money::ZERO);
+        // An abandoned reservation is charged to its model as held, then corrected.
+        assert!(admitted(&s.admit(&request("b", &l), T0 + 3)));
+        s.maintain(T0 + 3 + RESERVATION_MAX_MS, &l);
+        assert_eq!(model_spend(&s, "m"), Money::from_pico(50_000_000));
+        settle(&mut s, "b", 1, 1, &l, T0 + 4 + RESERVATION_MAX_MS);
+        assert_eq!(model_spend(&s, "m"), Money::from_pico(3_000_000));
+    }
+
+    #[test]
+    fn a_scope_naming_an_access_group_admits_the_groups_models() {
+        let l = Limits { rpm: Some(10), ..limits() };
+        let mut s = LedgerState { scope: Some(vec!["x".into(), "cheap".into()]), ..Default::default() };
+        assert!(matches!(s.admit(&request("a", &l), T0), Decision::ModelNotAllowed { .. }));
+        let mut r = request("a", &l);
+        r.access_groups = vec!["beta".into(), "cheap".into()];
+        assert!(admitted(&s.admit(&r, T0)), "m is in cheap now, whatever the scope listed");
+        r.access_groups = vec!["beta".into()];
+        r.id = "b".into();
+        assert!(matches!(s.admit(&r, T0), Decision::ModelNotAllowed { .. }));
+    }
+
+    #[test]
+    fn state_and_requests_stored_before_model_budgets_still_read() {
+        let state: LedgerState = serde_json::from_str(
+            r#"{"entries":[],"spend":5,"period_start":null,"soft_alerted":false,"revoked":null,"key_hash":null}"#,
+        )
+        .unwrap();
+        assert!(state.model_spend.is_empty());
+        let limits: Limits = serde_json::from_str(
+            r#"{"rpm":1,"tpm":null,"max_parallel":null,"max_budget":null,"budget_duration":null,"soft_budget":null}"#,
+        )
+        .unwrap();
+        assert!(limits.model_budgets.is_empty());
+        // Nothing new on the wire for a key without them.
+        let json = serde_json::to_string(&request("a", &limits)).unwrap();
+        assert!(!json.contains("model_budgets") && !json.contains("access_groups"), "{json}");
     }
 }

@@ -460,7 +460,14 @@ mod tests {
     }
 
     fn config(deployments: Vec<Deployment>, router: RouterSettings) -> GatewayConfig {
-        GatewayConfig { deployments, master_key: None, enforce_model_rate_limits: false, router, drop_params: false }
+        GatewayConfig {
+            deployments,
+            master_key: None,
+            enforce_model_rate_limits: false,
+            router,
+            drop_params: false,
+            access_groups: Vec::new(),
+        }
     }
 
     fn sim(now: u64) -> Sim {

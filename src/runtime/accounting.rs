@@ -5,22 +5,37 @@
 //!
 //! A key without limits or a budget holds nothing: its settlements share Durable Object calls
 //! with the isolate's other requests for the same key (`settlements`).
+//!
+//! A request also draws on the key's team and internal user and on its end user (a customer),
+//! when they have records (`partystore`). Each of those with limits or a budget admits it in
+//! its own ledger, all at once; when one refuses, those that admitted release their hold, so
+//! that a refused request costs nobody anything. Each is settled like the key: directly when
+//! it holds a reservation, else in the isolate's batch for its ledger.
 
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::task::Poll;
+
+use futures_util::future::{FutureExt, LocalBoxFuture};
 use worker::{console_error, Context, Env};
 
 use super::objects::ledger::LedgerStub;
-use super::settlements;
+use super::partystore::Drawn;
 use super::{now_ms, Call, Caller};
+use super::{reports, settlements};
 use crate::attribution::Attribution;
 use crate::config::Deployment;
-use crate::ledger::messages::{self, SettleRequest, SpendLogRow};
+use crate::embedded;
+use crate::ledger::messages::{self, ReleaseRequest, SettleRequest, SpendLogRow};
 use crate::ledger::{AdmitRequest, Decision, Limits, RateInfo, Settlement};
 use crate::log::RequestLog;
 use crate::money::Money;
 use crate::openai::{ApiError, Usage};
+use crate::parties::PartyKind;
 use crate::pricing::{self, PriceSource, Prices};
 use crate::prompt::{PromptTally, Template};
 use crate::refusals;
+use crate::reports::ReportEvent;
 
 /// A request may run this long before its slot frees itself without a settlement:
 /// Databricks stops any model execution after 297 s.
@@ -38,11 +53,22 @@ struct Party {
     ledger: Option<LedgerStub>,
     limits: Limits,
     admitted: bool,
+    /// Whose ledger it is besides the key's: a refusal names it (`Team=<id>`).
+    of: Option<(PartyKind, String)>,
+}
+
+impl Party {
+    fn opened(env: &Env, name: String, limits: Limits, of: Option<(PartyKind, String)>) -> Result<Self, ApiError> {
+        let ledger = if limits.needs_admission() { Some(LedgerStub::open(env, &name)?) } else { None };
+        Ok(Party { name, ledger, limits, admitted: false, of })
+    }
 }
 
 pub struct Account {
     /// The virtual key's ledger; `None` for the master key.
     key: Option<Party>,
+    /// The ledgers of the key's team and user and of the request's customer, when they exist.
+    others: Vec<Party>,
     /// The ledger of the deployment now serving the request, when its limits are enforced.
     deployment: Option<Party>,
     /// Attempts made so far: each deployment admission gets its own id.
@@ -61,6 +87,9 @@ pub struct Account {
 pub struct Settled {
     pub cost: Money,
     pub key_spend: Option<Money>,
+    /// The reports batch's sender, when this request must run it and had no `waitUntil` of
+    /// its own (a stream's pump): awaited once the answer's last bytes are out.
+    pub report: Option<LocalBoxFuture<'static, ()>>,
 }
 
 /// How a request ended, for its settlement.
@@ -150,6 +179,7 @@ impl Reservation {
             prices,
             lease_ms: self.lease_ms,
             limits,
+            access_groups: Vec::new(),
         }
     }
 }
@@ -161,6 +191,7 @@ impl Account {
         group: &str,
         stream: bool,
         attribution: Attribution,
+        drawn: Vec<Drawn>,
     ) -> Result<Self, ApiError> {
         let (team_id, user_id) = match caller {
             Caller::Master => (None, None),
@@ -169,13 +200,17 @@ impl Account {
         let (key, key_hash, alias) = match caller {
             Caller::Master => (None, None, None),
             Caller::Key(r) => {
-                let name = messages::key_ledger(&r.key_id);
-                let limits = Limits::from_key(r);
-                let ledger = if limits.needs_admission() { Some(LedgerStub::open(call.env, &name)?) } else { None };
-                let party = Party { name, ledger, limits, admitted: false };
+                let party = Party::opened(call.env, messages::key_ledger(&r.key_id), Limits::from_key(r), None)?;
                 (Some(party), Some(r.key_hash.clone()), r.key_alias.clone())
             }
         };
+        let others = drawn
+            .into_iter()
+            .map(|d| {
+                let name = d.kind.ledger(&d.record.id);
+                Party::opened(call.env, name, d.record.limits(), Some((d.kind, d.record.id)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let row = SpendLogRow {
             request_id: call.log.call_id.clone(),
             call_id: call.log.call_id.clone(),
@@ -192,6 +227,7 @@ impl Account {
         };
         Ok(Account {
             key,
+            others,
             deployment: None,
             attempts: 0,
             key_hash,
@@ -212,42 +248,104 @@ impl Account {
         self.rate.clone()
     }
 
-    /// Admits the request with the key's limits and budget, if it has any. Returns a
-    /// `max_tokens` to impose when the budget requires one.
+    /// Admits the request in the ledger of every party with limits or a budget (the key, its
+    /// team and user, the customer), all at once. If any refuses, those that admitted release
+    /// their hold and the refusal is answered (the first in that order). Returns a
+    /// `max_tokens` to impose when a budget requires one (the least of them).
     pub async fn admit(&mut self, reservation: &Reservation) -> Result<Option<u64>, ApiError> {
         self.lease_ms = reservation.lease_ms;
-        let Some(key) = self.key.as_mut().filter(|k| k.limits.needs_admission()) else { return Ok(None) };
-        if key.limits.max_budget.is_some() {
-            if let Some(model) = reservation.unpriced.first() {
-                return Err(refusals::unpriced(model));
+        let (row, key_hash) = (&self.row, &self.key_hash);
+        let parties: Vec<&mut Party> =
+            self.key.iter_mut().chain(self.others.iter_mut()).filter(|p| p.limits.needs_admission()).collect();
+        if parties.is_empty() {
+            return Ok(None);
+        }
+        // A budget cannot hold what has no price: a party's budget, or a key's for one model.
+        let budgeted = |model: &String| {
+            parties.iter().any(|p| p.limits.max_budget.is_some() || p.limits.model_budgets.contains_key(model))
+        };
+        if let Some(model) = reservation.unpriced.iter().find(|m| budgeted(m)) {
+            return Err(refusals::unpriced(model));
+        }
+        let requests: Vec<AdmitRequest> = parties
+            .iter()
+            .map(|p| {
+                let hash = if p.of.is_none() { key_hash.clone() } else { None };
+                let group = row.model_group.clone();
+                let mut request =
+                    reservation.admit_request(row.call_id.clone(), group, hash, reservation.prices, p.limits.clone());
+                request.access_groups = access_groups_of(&request.model);
+                request
+            })
+            .collect();
+        let decisions =
+            join_each(parties.iter().zip(&requests).map(|(p, r)| async move { stub(&p.ledger)?.admit(r).await })).await;
+        let mut imposed: Option<u64> = None;
+        let mut refusal: Option<ApiError> = None;
+        let mut parties = parties;
+        for (party, decision) in parties.iter_mut().zip(decisions) {
+            let decided = decision.and_then(|d| party_decision(d, party.of.as_ref(), &mut self.rate, row));
+            match decided {
+                Ok(cap) => {
+                    party.admitted = true;
+                    imposed = match (imposed, cap) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+                Err(e) => {
+                    refusal.get_or_insert(e);
+                }
             }
         }
-        let request = reservation.admit_request(
-            self.row.call_id.clone(),
-            self.row.model_group.clone(),
-            self.key_hash.clone(),
-            reservation.prices,
-            key.limits.clone(),
-        );
-        let decision = stub(&key.ledger)?.admit(&request).await?;
-        let admitted = key_decision(decision, &mut self.rate)?;
-        key.admitted = true;
-        Ok(admitted)
+        let Some(refusal) = refusal else { return Ok(imposed) };
+        let releases = parties.iter_mut().filter(|p| p.admitted).map(|p| {
+            p.admitted = false;
+            let request = ReleaseRequest { id: row.call_id.clone(), limits: p.limits.clone() };
+            let (name, ledger) = (&p.name, &p.ledger);
+            async move {
+                if let Err(e) = stub(ledger)?.release(&request).await {
+                    // Its lease frees the slot later; the hold is charged after an hour unless
+                    // a settlement comes, so the refused request still costs nothing.
+                    console_error!("releasing call {} in {name} failed: {}", request.id, e.message);
+                }
+                Ok::<(), ApiError>(())
+            }
+        });
+        join_each(releases).await;
+        Err(refusal)
     }
 
-    /// The request moves to a fallback `group`: the key's ledger re-admits it there (its
-    /// per-model limits and current scope apply); its budget hold moves with it.
+    /// The request moves to a fallback `group`: each ledger that admitted it re-admits it
+    /// there (the key's per-model limits and current scope apply); holds move with it.
     pub async fn enter_group(&mut self, group: &str, reservation: &Reservation) -> Result<(), ApiError> {
-        if let Some(key) = self.key.as_mut().filter(|k| k.admitted) {
-            let request = reservation.admit_request(
-                self.row.call_id.clone(),
-                group.to_string(),
-                self.key_hash.clone(),
-                reservation.prices,
-                key.limits.clone(),
-            );
-            let decision = stub(&key.ledger)?.admit(&request).await?;
-            key_decision(decision, &mut self.rate)?;
+        let (row, key_hash) = (&self.row, &self.key_hash);
+        let parties: Vec<&Party> = self.key.iter().chain(self.others.iter()).filter(|p| p.admitted).collect();
+        let requests: Vec<AdmitRequest> = parties
+            .iter()
+            .map(|p| {
+                let hash = if p.of.is_none() { key_hash.clone() } else { None };
+                let mut request = reservation.admit_request(
+                    row.call_id.clone(),
+                    group.to_string(),
+                    hash,
+                    reservation.prices,
+                    p.limits.clone(),
+                );
+                request.access_groups = access_groups_of(group);
+                request
+            })
+            .collect();
+        let decisions =
+            join_each(parties.iter().zip(&requests).map(|(p, r)| async move { stub(&p.ledger)?.admit(r).await })).await;
+        let mut refusal = None;
+        for (party, decision) in parties.iter().zip(decisions) {
+            if let Err(e) = decision.and_then(|d| party_decision(d, party.of.as_ref(), &mut self.rate, row)) {
+                refusal.get_or_insert(e);
+            }
+        }
+        if let Some(e) = refusal {
+            return Err(e);
         }
         self.row.model_group = group.to_string();
         Ok(())
@@ -274,6 +372,7 @@ impl Account {
             name,
             limits: Limits { rpm: deployment.rpm, tpm: deployment.tpm, ..Limits::default() },
             admitted: false,
+            of: None,
         };
         let request = reservation.admit_request(
             self.attempt_id(),
@@ -333,39 +432,68 @@ impl Account {
     /// that the caller's next request finds its slot and budget freed. A key that holds
     /// nothing joins the isolate's batch for its ledger (`settlements`); a sender this request
     /// must start runs in `ctx`'s `waitUntil` when there is one (an answer's handler),
-    /// otherwise here (a stream's pump, already in one). A failed settlement is logged, never
-    /// turned into an error for a request already answered.
+    /// otherwise here (a stream's pump, already in one). Every request's event joins the
+    /// reports batch (`reports`). A failed settlement is logged, never turned into an error
+    /// for a request already answered.
     pub async fn settle(self, outcome: Outcome, ctx: Option<&Context>) -> Settled {
         let usage = outcome.usage.unwrap_or_default();
         let cost = self.cost(&outcome);
-        let mut settled = Settled { cost, key_spend: None };
-        if let Some(key) = &self.key {
-            let row = SpendLogRow {
-                request_id: outcome.response_id.clone().unwrap_or_else(|| self.row.call_id.clone()),
-                prompt_tokens: usage.prompt_tokens,
-                completion_tokens: usage.completion_tokens,
-                cache_read_tokens: usage.cache_read_tokens,
-                cache_creation_tokens: usage.cache_creation_tokens,
-                spend: cost,
-                end_time: now_ms(),
-                status: outcome.status,
-                estimated: outcome.estimated,
-                ..self.row.clone()
-            };
-            let request = SettleRequest { settlement: self.settlement(&key.limits, usage, cost), row: Some(row) };
-            if key.admitted {
-                match settle_on(&key.ledger, &request).await {
-                    Ok(result) => {
-                        settlements::report_soft_budget(&request, &result);
-                        settled.key_spend = Some(result.spend);
-                    }
-                    Err(e) => console_error!("settling call {} failed: {}", self.row.call_id, e.message),
-                }
-            } else if let Some(sender) = settlements::enqueue(&self.env, &key.name, request) {
-                match ctx {
-                    Some(ctx) => ctx.wait_until(sender),
-                    None => sender.await,
-                }
+        let row = SpendLogRow {
+            request_id: outcome.response_id.clone().unwrap_or_else(|| self.row.call_id.clone()),
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            cache_read_tokens: usage.cache_read_tokens,
+            cache_creation_tokens: usage.cache_creation_tokens,
+            spend: cost,
+            end_time: now_ms(),
+            status: outcome.status,
+            estimated: outcome.estimated,
+            ..self.row.clone()
+        };
+        // Every request, the master key's included, counts in the gateway's reports.
+        let report = reports::record(&self.env, ctx, ReportEvent::of(&row)).map(|f| f.boxed_local());
+        let mut settled = Settled { cost, key_spend: None, report };
+        let mut senders = Vec::new();
+        // The key's settlement, with its spend log row.
+        let key_request = self
+            .key
+            .as_ref()
+            .map(|key| (key, SettleRequest { settlement: self.settlement(&key.limits, usage, cost), row: Some(row) }));
+        // The other parties' settlements: their spend only (the row is the key's).
+        let other_requests: Vec<(&Party, SettleRequest)> = self
+            .others
+            .iter()
+            .map(|p| (p, SettleRequest { settlement: self.settlement(&p.limits, usage, cost), row: None }))
+            .collect();
+        let mut direct: Vec<(&Party, &SettleRequest)> = Vec::new();
+        for (party, request) in
+            key_request.iter().map(|(k, r)| (*k, r)).chain(other_requests.iter().map(|(p, r)| (*p, r)))
+        {
+            if party.admitted {
+                direct.push((party, request));
+            } else if let Some(sender) = settlements::enqueue(&self.env, &party.name, request.clone()) {
+                senders.push(sender);
+            }
+        }
+        let call_id = &self.row.call_id;
+        let results = join_each(direct.iter().map(|(party, request)| async move {
+            let result = settle_on(&party.ledger, request).await;
+            if let Err(e) = &result {
+                console_error!("settling call {call_id} in {} failed: {}", party.name, e.message);
+            }
+            result.ok()
+        }))
+        .await;
+        for ((party, request), result) in direct.iter().zip(results) {
+            if let (None, Some(result)) = (&party.of, result) {
+                settlements::report_soft_budget(request, &result);
+                settled.key_spend = Some(result.spend);
+            }
+        }
+        match ctx {
+            Some(ctx) => senders.into_iter().for_each(|sender| ctx.wait_until(sender)),
+            None => {
+                join_each(senders).await;
             }
         }
         if let Some(deployment) = self.deployment.as_ref().filter(|d| d.admitted) {
@@ -382,6 +510,31 @@ impl Account {
     pub fn answered_by(&mut self, group: &str) {
         self.row.model_group = group.to_string();
     }
+}
+
+/// Runs `futures` at once; their outputs in order. (futures_util's `join_all` also carries
+/// `FuturesOrdered` for long lists, several KB of wasm per use; a request joins a few.)
+async fn join_each<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut running: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = running.iter().map(|_| None).collect();
+    poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in running.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }
 
 /// The handle of a ledger this request calls itself (always opened for those).
@@ -401,9 +554,19 @@ pub fn log_cost(log: &mut RequestLog, prices: Prices, cost: Money) {
     }
 }
 
+/// The access groups the config puts `model` in: the key's ledger admits it when its scope
+/// names one of them.
+fn access_groups_of(model: &str) -> Vec<String> {
+    embedded::config().map(|c| c.access_groups_of(model).into_iter().map(str::to_string).collect()).unwrap_or_default()
+}
+
 /// What the key's ledger decided: the `max_tokens` to impose, or the caller's error. The
 /// rate figures are kept for the answer's headers either way.
-fn key_decision(decision: Decision, rate_seen: &mut Option<RateInfo>) -> Result<Option<u64>, ApiError> {
+fn key_decision(
+    decision: Decision,
+    rate_seen: &mut Option<RateInfo>,
+    row: &SpendLogRow,
+) -> Result<Option<u64>, ApiError> {
     match decision {
         Decision::Admitted { max_tokens, rate, .. } => {
             *rate_seen = Some(rate);
@@ -416,7 +579,53 @@ fn key_decision(decision: Decision, rate_seen: &mut Option<RateInfo>) -> Result<
         Decision::BudgetExceeded { committed, max_budget } => Err(refusals::budget_exceeded(committed, max_budget)),
         Decision::Revoked { reason } => Err(refusals::key_revoked(&reason, None)),
         Decision::ModelNotAllowed { models } => Err(refusals::model_not_allowed(&models)),
+        Decision::ModelBudgetExceeded { model, committed, max_budget } => {
+            Err(refusals::model_budget_exceeded(&row.api_key, row.key_alias.as_deref(), &model, committed, max_budget))
+        }
     }
+}
+
+/// What one party's ledger decided: the key's as `key_decision`; another party's refusal names
+/// it (LiteLLM's `Team=<id>`, `User=<id>`, `End User=<id>`).
+fn party_decision(
+    decision: Decision,
+    of: Option<&(PartyKind, String)>,
+    rate_seen: &mut Option<RateInfo>,
+    row: &SpendLogRow,
+) -> Result<Option<u64>, ApiError> {
+    let Some((kind, id)) = of else { return key_decision(decision, rate_seen, row) };
+    let label = format!("{}={id}", kind.label());
+    match decision {
+        Decision::Admitted { max_tokens, .. } => Ok(max_tokens),
+        Decision::RateLimited { message, retry_after_ms, .. } => {
+            Err(refusals::rate_limited(format!("{label}: {message}"), retry_after_ms))
+        }
+        Decision::BudgetExceeded { committed, max_budget } => {
+            Err(refusals::party_budget_exceeded(&label, committed, max_budget))
+        }
+        Decision::Revoked { reason } => Err(refusals::party_blocked(&label, &reason, kind.unblock_path())),
+        Decision::ModelNotAllowed { models } => Err(refusals::model_not_allowed(&models)),
+        // Only a key's ledger holds per-model budgets.
+        Decision::ModelBudgetExceeded { model, committed, max_budget } => {
+            Err(refusals::model_budget_exceeded(&row.api_key, row.key_alias.as_deref(), &model, committed, max_budget))
+        }
+    }
+}
+
+/// Tells a party's ledger at once that it was blocked (`reason`), deleted, or unblocked (`None`).
+pub async fn notify_party(env: &Env, kind: PartyKind, id: &str, reason: Option<&str>) -> Result<(), ApiError> {
+    let stub = LedgerStub::open(env, &kind.ledger(id))?;
+    stub.revoke(&messages::RevokeRequest { reason: reason.map(str::to_string), key_hash: None, scope: None }).await
+}
+
+/// A party's spend and budget period, as its ledger holds them.
+pub async fn party_spend(
+    env: &Env,
+    kind: PartyKind,
+    record: &crate::parties::PartyRecord,
+) -> Result<crate::ledger::messages::LedgerInfo, ApiError> {
+    let stub = LedgerStub::open(env, &kind.ledger(&record.id))?;
+    stub.info(&messages::InfoRequest { limits: record.limits() }).await
 }
 
 /// Tells a key's ledger at once that the key was blocked, unblocked, deleted or regenerated,

@@ -7,6 +7,7 @@ use super::accounting;
 use super::keystore::KeyStore;
 use super::objects::key_alias as aliases;
 use super::objects::ledger::LedgerStub;
+use super::partystore::PartyStore;
 use super::{now_ms, read_body, vars, Call, Caller};
 use crate::embedded;
 use crate::endpoints::{self, Endpoint};
@@ -16,6 +17,7 @@ use crate::ledger::messages::{self, InfoRequest};
 use crate::ledger::Limits;
 use crate::money::Money;
 use crate::openai::{parse_object, ApiError};
+use crate::parties::PartyKind;
 
 const MAX_PAGE_SIZE: usize = 100;
 
@@ -58,7 +60,7 @@ async fn generate(body: &Map<String, Value>, store: &KeyStore, call: &Call<'_>) 
     }
     let mut record = KeyRecord::new(&key, ids::uuid_v4().map_err(random_error)?, now);
     record.apply(changes, now);
-    validate(&record, store, None).await?;
+    validate(&record, store, None, call).await?;
     claim_alias(call, &record, None).await?;
     let written = async {
         if store.revocation(&hash).await?.is_some() {
@@ -75,7 +77,7 @@ async fn update(body: &Map<String, Value>, store: &KeyStore, call: &Call<'_>) ->
     let mut record = find(body_key(body)?, store).await?;
     let previous_alias = record.key_alias.clone();
     record.apply(keys::parse_changes(body, now_ms())?, now_ms());
-    validate(&record, store, previous_alias.as_deref()).await?;
+    validate(&record, store, previous_alias.as_deref(), call).await?;
     claim_alias(call, &record, previous_alias.as_deref()).await?;
     let written = store.put(&record, previous_alias.as_deref()).await;
     unclaim_on_error(call, &record, previous_alias.as_deref(), written).await?;
@@ -169,7 +171,7 @@ async fn regenerate(
     let now = now_ms();
     let mut record = old.regenerated(&key, now);
     record.apply(keys::parse_changes(body, now)?, now);
-    validate(&record, store, old.key_alias.as_deref()).await?;
+    validate(&record, store, old.key_alias.as_deref(), call).await?;
     claim_alias(call, &record, old.key_alias.as_deref()).await?;
     let written = store.put(&record, old.key_alias.as_deref()).await;
     unclaim_on_error(call, &record, old.key_alias.as_deref(), written).await?;
@@ -214,17 +216,7 @@ async fn info(req: &Request, store: &KeyStore, caller: &Caller, call: &Call<'_>)
 /// `GET /key/list?page=&size=&key_alias=&user_id=&team_id=&return_full_object=`: hashes (never
 /// secrets), newest first.
 async fn list(req: &Request, store: &KeyStore, call: &Call<'_>) -> Result<Value, ApiError> {
-    let number = |name: &str, default: usize, max: usize| -> Result<usize, ApiError> {
-        match query(req, name)? {
-            None => Ok(default),
-            Some(v) => v
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=max).contains(n))
-                .ok_or_else(|| ApiError::invalid_request(format!("Invalid `{name}`: must be 1 to {max}"), name)),
-        }
-    };
-    let (page, size) = (number("page", 1, usize::MAX)?, number("size", 10, MAX_PAGE_SIZE)?);
+    let (page, size) = (page_param(req, "page", 1, usize::MAX)?, page_param(req, "size", 10, MAX_PAGE_SIZE)?);
     let (alias, user, team) = (query(req, "key_alias")?, query(req, "user_id")?, query(req, "team_id")?);
     let full = query(req, "return_full_object")?.is_some_and(|v| v == "true");
 
@@ -256,10 +248,25 @@ async fn list(req: &Request, store: &KeyStore, call: &Call<'_>) -> Result<Value,
 
 /// Config checks, Workers KV's limits, and a first look at whether a new alias is taken
 /// (the alias index also knows aliases set before they were claimed in Durable Objects).
-async fn validate(record: &KeyRecord, store: &KeyStore, previous_alias: Option<&str>) -> Result<(), ApiError> {
+async fn validate(
+    record: &KeyRecord,
+    store: &KeyStore,
+    previous_alias: Option<&str>,
+    call: &Call<'_>,
+) -> Result<(), ApiError> {
     let config = embedded::config().map_err(ApiError::internal)?;
-    record.validate(&config.model_names())?;
+    record.validate(&config.model_names(), &config.access_groups)?;
     record.check_kv_limits()?;
+    // A key's team must exist: its limits and budget bind the key. A user binds the key when
+    // its record exists (LiteLLM also allows free user ids).
+    if let Some(team) = &record.team_id {
+        if PartyStore::open(call.env)?.get_fresh(PartyKind::Team, team).await?.is_none() {
+            return Err(ApiError::invalid_request(
+                format!("Invalid `team_id`: Team={team} does not exist (create it with /team/new)"),
+                "team_id",
+            ));
+        }
+    }
     if let Some(alias) = new_alias(record, previous_alias) {
         if store.hash_for_alias(alias).await?.is_some() {
             return Err(alias_taken(alias));
@@ -343,10 +350,15 @@ fn with_secret(mut view: Value, key: &str) -> Value {
 }
 
 /// The key as the API shows it, with the spend its ledger holds.
-async fn view(record: &KeyRecord, call: &Call<'_>) -> Result<Value, ApiError> {
+pub(super) async fn view(record: &KeyRecord, call: &Call<'_>) -> Result<Value, ApiError> {
     let ledger = LedgerStub::open(call.env, &messages::key_ledger(&record.key_id))?;
-    let info = ledger.info(&InfoRequest { limits: Limits::from_key(record) }).await?;
-    Ok(record.to_api(info.spend, info.budget_reset_at))
+    let request = InfoRequest { limits: Limits::from_key(record) };
+    let info = ledger.info(&request).await?;
+    let mut view = record.to_api(info.spend, info.budget_reset_at);
+    if !request.limits.model_budgets.is_empty() {
+        view["model_max_budget_usage"] = info.model_budget_usage(&request.limits);
+    }
+    Ok(view)
 }
 
 /// Tells the key's ledger at once what KV will tell other locations within a minute: the key
@@ -354,7 +366,7 @@ async fn view(record: &KeyRecord, call: &Call<'_>) -> Result<Value, ApiError> {
 async fn sync_ledger(call: &Call<'_>, record: &KeyRecord, deleted: Option<&str>) -> Result<(), ApiError> {
     let reason = deleted.or(record.blocked.then_some("blocked"));
     let config = embedded::config().map_err(ApiError::internal)?;
-    let scope = record.scope(&config.model_names());
+    let scope = record.scope(&config.model_names(), &config.access_groups);
     accounting::notify_revocation(call.env, &record.key_id, reason, &record.key_hash, scope).await
 }
 
@@ -376,6 +388,18 @@ fn refuse_master_key(key: &str, field: &str, call: &Call<'_>) -> Result<(), ApiE
     Ok(())
 }
 
-fn query(req: &Request, name: &str) -> Result<Option<String>, ApiError> {
+/// A paging parameter: `default` when absent, else 1 to `max`.
+pub(super) fn page_param(req: &Request, name: &str, default: usize, max: usize) -> Result<usize, ApiError> {
+    match query(req, name)? {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| ApiError::invalid_request(format!("Invalid `{name}`: must be 1 to {max}"), name)),
+    }
+}
+
+pub(super) fn query(req: &Request, name: &str) -> Result<Option<String>, ApiError> {
     Ok(endpoints::query_param(&req.inner().url(), name))
 }

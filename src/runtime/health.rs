@@ -1,5 +1,6 @@
-//! `GET /health` (does each deployment answer?) and `GET /model/info` (what each deployment
-//! is: its limits, prices and cooldown), with secrets left out.
+//! `GET /health` (does each deployment answer?), `GET /model/info` (what each deployment
+//! is: its limits, prices and cooldown) and `GET /model_group/info` (each model group), with
+//! secrets left out.
 
 use futures_util::future::join_all;
 use serde_json::{json, Value};
@@ -8,9 +9,10 @@ use super::credentials;
 use super::objects::group_health;
 use super::upstream::{self, Deadline};
 use super::{now_ms, vars, Call, Caller};
-use crate::config::Deployment;
+use crate::config::{Deployment, GatewayConfig};
 use crate::databricks;
 use crate::embedded;
+use crate::model_groups;
 use crate::money::Money;
 use crate::openai::ApiError;
 use crate::pricing::{self, PriceSource};
@@ -83,17 +85,33 @@ async fn check(call: &Call<'_>, d: &Deployment) -> (Value, Option<String>) {
     (entry, error)
 }
 
+/// `/model_group/info`: the model groups a caller may use (`?model_group=` picks one).
+pub fn model_group_info(caller: &Caller, only: Option<&str>) -> Result<Value, ApiError> {
+    let config = embedded::config().map_err(ApiError::internal)?;
+    let data: Vec<Value> = usable_groups(config, caller)
+        .into_iter()
+        .filter(|g| only.is_none_or(|only| only == *g))
+        .filter_map(|g| model_groups::info(config, g))
+        .collect();
+    Ok(json!({ "data": data }))
+}
+
+/// The configured groups a caller may name: all for the master key.
+fn usable_groups<'c>(config: &'c GatewayConfig, caller: &Caller) -> Vec<&'c str> {
+    let names = config.model_names();
+    match caller {
+        Caller::Master => names,
+        Caller::Key(record) => {
+            let visible = record.visible_models(&names, &config.access_groups);
+            names.into_iter().filter(|g| visible.contains(g)).collect()
+        }
+    }
+}
+
 /// The deployments a caller may use, with limits, prices and cooldowns (no keys).
 pub async fn model_info(call: &Call<'_>, caller: &Caller) -> Result<Value, ApiError> {
     let config = embedded::config().map_err(ApiError::internal)?;
-    let names = config.model_names();
-    let groups: Vec<&str> = match caller {
-        Caller::Master => names,
-        Caller::Key(record) => {
-            let visible = record.visible_models(&names);
-            names.into_iter().filter(|g| visible.contains(g)).collect()
-        }
-    };
+    let groups = usable_groups(config, caller);
     let health = join_all(groups.iter().map(|g| group_health::shared_health(call.env, g))).await;
     let now = now_ms();
     let mut data = Vec::new();

@@ -60,14 +60,14 @@ pub struct KeyStore {
 }
 
 /// The detail goes to the log; the caller learns only which store failed.
-fn kv_error(e: worker::kv::KvError) -> ApiError {
+pub(super) fn kv_error(e: worker::kv::KvError) -> ApiError {
     console_error!("Workers KV `{BINDING}` failed: {e}");
     ApiError::internal(format!("The key store (Workers KV `{BINDING}`) failed."))
 }
 
 /// A JSON value from KV, parsed by serde_json: the binding's own JSON reader goes through
 /// JavaScript numbers and refuses integers above 2^53 (budgets in pico-dollars).
-async fn get_json<T: DeserializeOwned>(kv: &KvStore, key: &str) -> Result<Option<T>, ApiError> {
+pub(super) async fn get_json<T: DeserializeOwned>(kv: &KvStore, key: &str) -> Result<Option<T>, ApiError> {
     match get_text(kv, key).await? {
         None => Ok(None),
         Some(text) => json::from_str(&text).map(Some).map_err(|e| {

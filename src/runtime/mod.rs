@@ -8,8 +8,12 @@ mod dispatch;
 mod health;
 mod keystore;
 mod messages;
+mod metrics;
 mod objects;
+mod parties;
+mod partystore;
 mod proxy;
+mod reports;
 mod settlements;
 mod spend;
 mod tokens;
@@ -22,6 +26,7 @@ use worker::{console_log, event, Context, Env, Headers, Method, Request, Respons
 
 use crate::auth;
 use crate::body::BoundedBody;
+use crate::config::AccessGroup;
 use crate::embedded;
 use crate::endpoints::{self, Endpoint};
 use crate::headers::{self as answer_headers, AnswerHeaders};
@@ -79,10 +84,10 @@ pub enum Caller {
 
 impl Caller {
     /// Whether the caller may use a model group (a fallback's, say).
-    pub fn may_use_group(&self, group: &str) -> bool {
+    pub fn may_use_group(&self, group: &str, access_groups: &[AccessGroup]) -> bool {
         match self {
             Caller::Master => true,
-            Caller::Key(record) => record.may_use_group(group),
+            Caller::Key(record) => record.may_use_group(group, access_groups),
         }
     }
 }
@@ -230,9 +235,24 @@ async fn route(mut req: Request, call: &mut Call<'_>) -> std::result::Result<Res
             let caller = authenticate_or_drain(&mut req, call).await?;
             json_response(200, &health::model_info(call, &caller).await?)
         }
+        Endpoint::ModelGroupInfo => {
+            let caller = authenticate_or_drain(&mut req, call).await?;
+            let only = endpoints::query_param(&req.inner().url(), "model_group");
+            json_response(200, &health::model_group_info(&caller, only.as_deref())?)
+        }
         Endpoint::SpendLogs => {
             let caller = authenticate_or_drain(&mut req, call).await?;
             json_response(200, &spend::logs(&req, call, &caller).await?)
+        }
+        Endpoint::GlobalSpendReport | Endpoint::GlobalSpendKeys | Endpoint::GlobalSpendModels | Endpoint::SpendTags => {
+            let caller = authenticate_or_drain(&mut req, call).await?;
+            json_response(200, &reports::serve(&route, &req, call, &caller).await?)
+        }
+        Endpoint::Metrics => metrics::serve(&req, call).await,
+        Endpoint::Party(kind, op) => {
+            let caller = authenticate_or_drain(&mut req, call).await?;
+            let answer = parties::handle(kind, op, req, call, caller).await?;
+            json_response(200, &answer)
         }
         key_route => {
             let caller = authenticate_or_drain(&mut req, call).await?;
@@ -248,7 +268,7 @@ fn visible_models(caller: &Caller) -> std::result::Result<Vec<String>, ApiError>
     let names = config.model_names();
     let visible = match caller {
         Caller::Master => names,
-        Caller::Key(record) => record.visible_models(&names),
+        Caller::Key(record) => record.visible_models(&names, &config.access_groups),
     };
     Ok(visible.into_iter().map(str::to_string).collect())
 }

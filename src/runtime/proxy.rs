@@ -19,7 +19,7 @@ use worker::{AbortController, ByteStream, Headers, Response};
 use super::accounting::{self, Account, Outcome, Reservation};
 use super::dispatch::{self, Ask, Forwarded, Routed, Trail};
 use super::upstream::within;
-use super::{bytes_response, read_body, runtime_error, tokens, unknown_model, write_log, Call, Caller};
+use super::{bytes_response, partystore, read_body, runtime_error, tokens, unknown_model, write_log, Call, Caller};
 use crate::attribution::Attribution;
 use crate::config::{Deployment, GatewayConfig};
 use crate::databricks::Answer;
@@ -62,8 +62,12 @@ pub async fn proxy(
         .flatten();
     let reservation = Reservation::new(&resolved.servable, &wire.tally(&body), max_tokens, wire.choices(&body));
 
-    // 3. Admit.
-    let mut account = Account::open(call, &caller, &resolved.group, stream, attribution)?;
+    // 3. Admit: the key's team, user and customer too, when they have records.
+    let drawn = partystore::drawn_by(call.env, &caller, attribution.end_user.as_deref()).await?;
+    partystore::check_models(&drawn, &resolved.group, &config.access_groups)?;
+    let party_models: Vec<Vec<String>> =
+        drawn.iter().map(|d| d.record.models.clone()).filter(|m| !m.is_empty()).collect();
+    let mut account = Account::open(call, &caller, &resolved.group, stream, attribution, drawn)?;
     let admitted = account.admit(&reservation).await;
     call.headers.rate = account.rate();
     let output_cap = admitted?;
@@ -73,7 +77,9 @@ pub async fn proxy(
 
     // 4. Route and forward.
     let ask = Ask { wire: &*wire, body: &body, stream, output_cap };
-    let may_use = |g: &str| caller.may_use_group(g);
+    let groups = &config.access_groups;
+    let may_use =
+        |g: &str| caller.may_use_group(g, groups) && party_models.iter().all(|m| crate::access::allows(m, g, groups));
     let mut trail = Trail::default();
     let routed =
         dispatch::route(call, config, &resolved.group, &model, &ask, &may_use, &mut account, &reservation, &mut trail)
@@ -128,12 +134,12 @@ pub(super) struct Resolved<'c> {
 pub(super) fn resolve<'c>(config: &'c GatewayConfig, caller: &Caller, model: &str) -> Result<Resolved<'c>, ApiError> {
     let group = match caller {
         Caller::Master => model.to_string(),
-        Caller::Key(record) => record.resolve_model(model)?,
+        Caller::Key(record) => record.resolve_model(model, &config.access_groups)?,
     };
     if config.group(&group).is_empty() {
         return Err(unknown_model(model));
     }
-    let servable = servable(config, &group, &|g: &str| caller.may_use_group(g));
+    let servable = servable(config, &group, &|g: &str| caller.may_use_group(g, &config.access_groups));
     Ok(Resolved { group, servable })
 }
 
@@ -191,6 +197,8 @@ struct StreamPump {
     first: Option<Vec<u8>>,
     log: RequestLog,
     started_ms: u64,
+    /// The reports batch's sender, when the settlement handed it here: run after the answer.
+    report: Option<futures_util::future::LocalBoxFuture<'static, ()>>,
 }
 
 impl StreamPump {
@@ -215,6 +223,7 @@ impl StreamPump {
             prompt_estimate: reservation.prompt_tokens_estimate,
             log: RequestLog::default(),
             started_ms: call.started_ms,
+            report: None,
         }
     }
 
@@ -248,6 +257,9 @@ impl StreamPump {
         }
         to_client.close_channel();
         self.end().await;
+        if let Some(report) = self.report.take() {
+            report.await;
+        }
     }
 
     /// The stream is over: stop the upstream if it is still going, settle, and log (once).
@@ -269,7 +281,8 @@ impl StreamPump {
             response_id: self.relay.id().map(str::to_string),
         };
         let prices = account.prices();
-        let settled = account.settle(outcome, None).await;
+        let mut settled = account.settle(outcome, None).await;
+        self.report = settled.report.take();
         if let Some(deployment) = &self.log.deployment {
             dispatch::stream_ended(deployment, usage.total_tokens);
         }

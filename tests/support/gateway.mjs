@@ -23,11 +23,13 @@ export const COMPATIBILITY_DATE = '2026-04-20';
 export const testConfigVar = (config) => (config ? { GATEWAY_TEST_CONFIG: config } : {});
 
 /**
- * @param {{ bindings?: Record<string,string>, fake?: object, config?: string, scriptDir?: string, persistDir?: string }} options
+ * @param {{ bindings?: Record<string,string>, fake?: object, config?: string, scriptDir?: string, persistDir?: string, worker?: object, extraWorkers?: object[] }} options
  *   `bindings` are added to (or, when undefined, removed from) the worker's vars; `config` names
- *   another test config by its file stem (see testConfigVar).
+ *   another test config by its file stem (see testConfigVar). `worker` adds Miniflare options to
+ *   the gateway's worker (an `analyticsEngineDatasets` binding, say); `extraWorkers` run beside
+ *   it (what a `wrappedBindings` entry names).
  */
-export async function startGateway({ bindings = {}, fake: fakeOptions = {}, config, scriptDir = 'build-test', persistDir } = {}) {
+export async function startGateway({ bindings = {}, fake: fakeOptions = {}, config, scriptDir = 'build-test', persistDir, worker = {}, extraWorkers = [] } = {}) {
   const fake = await startFakeDatabricks({ token: DATABRICKS_TOKEN, ...fakeOptions });
   const logs = [];
   const vars = {
@@ -39,7 +41,7 @@ export async function startGateway({ bindings = {}, fake: fakeOptions = {}, conf
     ...bindings,
   };
   for (const [name, value] of Object.entries(vars)) if (value === undefined) delete vars[name];
-  const mf = new Miniflare({
+  const gatewayWorker = {
     scriptPath: path.join(ROOT, scriptDir, 'index.js'),
     modules: true,
     modulesRules: [{ type: 'CompiledWasm', include: ['**/*.wasm'], fallthrough: true }],
@@ -56,7 +58,12 @@ export async function startGateway({ bindings = {}, fake: fakeOptions = {}, conf
       LEDGER: { className: 'Ledger', useSQLite: true },
       HEALTH: { className: 'GroupHealth', useSQLite: true },
       KEY_ALIASES: { className: 'KeyAlias', useSQLite: true },
+      REPORTS: { className: 'Reports', useSQLite: true },
     },
+    ...worker,
+  };
+  const mf = new Miniflare({
+    ...(extraWorkers.length ? { workers: [{ name: 'gateway', ...gatewayWorker }, ...extraWorkers] } : gatewayWorker),
     // With a directory, KV and Durable Object storage outlive this instance (a restart).
     ...(persistDir ? { kvPersist: path.join(persistDir, 'kv'), durableObjectsPersist: path.join(persistDir, 'do') } : {}),
     host: '127.0.0.1',

@@ -12,7 +12,7 @@ import { MASTER_KEY, DATABRICKS_TOKEN, WRONG_TOKEN, COMPATIBILITY_DATE, rawWith,
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 // Durable Object classes the worker exports, and the bindings that name them.
-const OBJECTS = { LEDGER: 'Ledger', HEALTH: 'GroupHealth', KEY_ALIASES: 'KeyAlias' };
+const OBJECTS = { LEDGER: 'Ledger', HEALTH: 'GroupHealth', KEY_ALIASES: 'KeyAlias', REPORTS: 'Reports' };
 
 /** `config` names another test config, as for startGateway. */
 export async function startTwoIsolates({ config, scriptDir = 'build-test', fake: fakeOptions = {} } = {}) {

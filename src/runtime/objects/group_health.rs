@@ -95,7 +95,7 @@ struct FailureReport {
 }
 
 /// The cooldowns of one model group, shared by every isolate. Holds no rule of its own.
-#[durable_object]
+#[durable_object(fetch)]
 pub struct GroupHealth {
     state: State,
 }

@@ -11,7 +11,7 @@ use crate::openai::ApiError;
 
 const BINDING: &str = "KEY_ALIASES";
 
-#[durable_object]
+#[durable_object(fetch)]
 pub struct KeyAlias {
     state: State,
 }

@@ -6,6 +6,7 @@
 //! many requests race. It holds no rule of its own.
 
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -14,7 +15,9 @@ use worker::{durable_object, DurableObject, Env, Request, Response, SqlStorage, 
 
 use super::ObjectStub;
 use crate::json;
-use crate::ledger::messages::{InfoRequest, LedgerInfo, LogsQuery, RevokeRequest, SettleRequest, SpendLogRow};
+use crate::ledger::messages::{
+    InfoRequest, LedgerInfo, LogsQuery, ReleaseRequest, RevokeRequest, SettleRequest, SpendLogRow,
+};
 use crate::ledger::{AdmitRequest, Decision, Entry, LedgerState, Settled};
 use crate::money::Money;
 use crate::openai::ApiError;
@@ -27,7 +30,7 @@ const LOG_MAX_ROWS: u64 = 10_000;
 /// Retention runs every this many inserts.
 const RETENTION_EVERY: u32 = 256;
 
-#[durable_object]
+#[durable_object(fetch)]
 pub struct Ledger {
     state: State,
     cached: RefCell<Option<LedgerState>>,
@@ -75,6 +78,10 @@ struct Totals {
     key_hash: Option<String>,
     #[serde(default)]
     scope: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    model_spend: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    model_period_start: BTreeMap<String, u64>,
 }
 
 #[derive(Deserialize)]
@@ -111,6 +118,10 @@ impl Ledger {
                     batch.iter().map(|r| self.settle(&sql, &mut ledger, r, now)).collect::<Result<Vec<_>, _>>()?;
                 to_json(&results)?
             }
+            "/release" => {
+                let request: ReleaseRequest = parse(body)?;
+                to_json(&ledger.release(&request.id, now, &request.limits))?
+            }
             "/revoke" => {
                 let request: RevokeRequest = parse(body)?;
                 ledger.revoked = request.reason;
@@ -123,7 +134,12 @@ impl Ledger {
             "/info" => {
                 let request: InfoRequest = parse(body)?;
                 ledger.maintain(now, &request.limits);
-                to_json(&LedgerInfo { spend: ledger.spend, budget_reset_at: ledger.budget_reset_at(&request.limits) })?
+                to_json(&LedgerInfo {
+                    spend: ledger.spend,
+                    budget_reset_at: ledger.budget_reset_at(&request.limits),
+                    model_spend: ledger.model_spend.clone(),
+                    model_period_start: ledger.model_period_start.clone(),
+                })?
             }
             "/logs" => return self.logs(&sql, &parse(body)?),
             _ => return Err(format!("unknown ledger call {path}")),
@@ -190,6 +206,8 @@ impl Ledger {
             revoked: totals.revoked,
             key_hash: totals.key_hash,
             scope: totals.scope,
+            model_spend: totals.model_spend,
+            model_period_start: totals.model_period_start,
             ..LedgerState::default()
         })
     }
@@ -220,6 +238,8 @@ impl Ledger {
             revoked: state.revoked.clone(),
             key_hash: state.key_hash.clone(),
             scope: state.scope.clone(),
+            model_spend: state.model_spend.clone(),
+            model_period_start: state.model_period_start.clone(),
         };
         let json = serde_json::to_string(&totals).map_err(|e| e.to_string())?;
         if *self.saved_totals.borrow() != json {
@@ -298,6 +318,11 @@ impl LedgerStub {
     /// Settles several requests in one call (see `settlements`).
     pub async fn settle_batch(&self, batch: &[SettleRequest]) -> Result<Vec<Settled>, ApiError> {
         self.object.call("/settle-batch", &batch).await
+    }
+
+    /// Gives back a reservation another party refused (see `LedgerState::release`).
+    pub async fn release(&self, request: &ReleaseRequest) -> Result<(), ApiError> {
+        self.object.call::<Value>("/release", request).await.map(|_| ())
     }
 
     pub async fn revoke(&self, request: &RevokeRequest) -> Result<(), ApiError> {

@@ -4,6 +4,7 @@
 pub mod group_health;
 pub mod key_alias;
 pub mod ledger;
+pub mod reports;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
