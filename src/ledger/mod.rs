@@ -84,11 +84,6 @@ impl Limits {
             || !self.model_budgets.is_empty()
     }
 
-    /// Whether settled requests must be kept for the 60 s window.
-    fn windowed(&self) -> bool {
-        self.rpm.is_some() || self.tpm.is_some() || !self.model_rpm.is_empty() || !self.model_tpm.is_empty()
-    }
-
     fn period(&self) -> Option<Duration> {
         self.budget_duration.as_deref().and_then(Duration::parse)
     }
