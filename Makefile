@@ -40,14 +40,15 @@ start=$$(date +%s.%N) && $(1) worker-build --release --out-dir $(2) $(3) \
 endef
 export PATH := $(CARGO_BIN):$(PATH)
 
-.PHONY: help tools assets build build-test FORCE build-baseline dev test test-rust test-e2e test-clients test-agents check-deploy bench soak profile lint clean
+.PHONY: help tools assets build build-test FORCE build-baseline dev test test-rust test-e2e test-ui chromium test-clients test-agents check-deploy bench soak profile profile-runtime lint clean
 
 help:
 	@echo "make dev     start the gateway on :4000 (fake Databricks unless DATABRICKS_API_BASE is set)"
-	@echo "make test    unit tests, lint, end-to-end tests under workerd, deploy dry run"
+	@echo "make test    unit tests, lint, end-to-end tests under workerd, the admin page in chromium, deploy dry run"
 	@echo "make bench   load the fake directly, through a trivial worker and through the gateway; print a table, write build-test/bench.json"
 	@echo "make soak    minutes of mixed load with faults and a restart; check every key's ledger (SOAK_SECONDS=180)"
 	@echo "make profile instructions per request of each pure step (valgrind's callgrind; native timings without it)"
+	@echo "make profile-runtime  workerd CPU per request on each path (PROFILE_DIRS=a,b compares builds; PROFILE_CPU=1 adds a V8 profile)"
 
 tools: node_modules/.package-lock.json
 	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
@@ -63,7 +64,16 @@ node_modules/.package-lock.json: package.json package-lock.json
 # The worker's static assets (wrangler.toml [assets]): the cl100k decode table for embeddings
 # sent as token ids, generated from the pinned npm js-tiktoken, never built into the wasm.
 ASSETS_DIR := build-assets
-assets: $(ASSETS_DIR)/cl100k_base.tokens
+# The admin page (/ui): plain files from ui/, copied as they are (no bundler, nothing from npm),
+# and its headers (ui/_headers, which the assets read from the directory's root).
+UI_ASSETS := $(patsubst ui/%,$(ASSETS_DIR)/ui/%,$(wildcard ui/*.html ui/*.js ui/*.css)) $(ASSETS_DIR)/_headers
+assets: $(ASSETS_DIR)/cl100k_base.tokens $(UI_ASSETS)
+
+$(ASSETS_DIR)/ui/%: ui/%
+	@mkdir -p $(@D) && cp $< $@
+
+$(ASSETS_DIR)/_headers: ui/_headers
+	@mkdir -p $(@D) && cp $< $@
 
 $(ASSETS_DIR)/cl100k_base.tokens: tools/cl100k_table.mjs node_modules/.package-lock.json
 	node tools/cl100k_table.mjs $(ASSETS_DIR)
@@ -111,7 +121,7 @@ FORCE:
 dev: tools
 	node tests/dev.mjs
 
-test: test-rust lint check-deploy test-e2e test-clients test-agents
+test: test-rust lint check-deploy test-e2e test-ui test-clients test-agents
 
 test-rust:
 	cargo test --locked
@@ -129,6 +139,18 @@ lint: tools
 # it on two cores without making the timing-sensitive tests fragile.
 test-e2e: build-test
 	node --test --test-concurrency=2 tests/e2e/
+
+# The admin page (/ui) in Debian's chromium, driven by playwright-core (pinned in package.json;
+# it downloads no browser), against the built worker under workerd. Screenshots of every page go
+# to build-test/screenshots/.
+test-ui: build-test chromium
+	node --test tests/ui/
+
+# Debian's chromium, installed with apt when missing (as root, else through sudo).
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; fi; }
 
 # The client libraries users run (OpenAI Python with its helpers, LangChain, the LiteLLM SDK,
 # the Vercel AI SDK), installed pinned from the registries into build-clients/ and
@@ -167,17 +189,26 @@ check-deploy: tools
 bench: build-test $(if $(BASELINE),build-baseline)
 	BENCH_BASELINE=$(if $(BASELINE),build-baseline) node tests/bench.mjs
 
+# The baseline gets the same wasm-opt pass as this build, so that the rows compare the code, not
+# the optimiser (a commit's own worker-build leaves wasm-opt off; see WASM_OPT_FLAGS).
 build-baseline: tools assets
 	rm -rf build-baseline-src && git worktree prune
 	git worktree add --detach build-baseline-src $(BASELINE)
 	cd build-baseline-src && CARGO_TARGET_DIR=$(CURDIR)/target/baseline \
 		GATEWAY_CONFIG=tests/fixtures/litellm_config.yaml worker-build --release --out-dir $(CURDIR)/build-baseline
+	$(WASM_OPT_BIN) build-baseline/index_bg.wasm -o build-baseline/index_bg.opt.wasm $(WASM_OPT_FLAGS) \
+		&& mv build-baseline/index_bg.opt.wasm build-baseline/index_bg.wasm
 	git worktree remove --force build-baseline-src
 
 # Not part of `make test`: the pure steps of a request (parse, translate, normalise, stream, hash,
 # log line, ledger) run natively on realistic inputs, counted by callgrind when valgrind is installed.
 profile:
 	cargo run --locked --release --example profile_steps
+
+# Not part of `make test`: workerd's CPU time per request on each path of the built worker (all
+# its threads, until idle again), several builds side by side (tools/runtime_profile.mjs).
+profile-runtime: build-test
+	node tools/runtime_profile.mjs
 
 # Not part of `make test`: several minutes (SOAK_SECONDS of load, then about a minute of probes).
 soak: build-test

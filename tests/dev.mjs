@@ -60,7 +60,7 @@ const wrangler = spawn(
   ['dev', '--port', PORT, '--ip', '0.0.0.0', '--env-file', envFile, '--show-interactive-dev-session=false'],
   { cwd: ROOT, stdio: 'inherit', env: { ...process.env, WRANGLER_SEND_METRICS: 'false' } },
 );
-console.log(`Gateway on http://0.0.0.0:${PORT} (Ctrl-C stops it)`);
+console.log(`Gateway on http://0.0.0.0:${PORT}, its admin page at http://localhost:${PORT}/ui/ (Ctrl-C stops it)`);
 
 let stopping = false;
 async function stop(code) {

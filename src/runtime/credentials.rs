@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use std::time::Duration as StdDuration;
 use worker::wasm_bindgen::JsValue;
-use worker::{Delay, Env, Fetch, Headers};
+use worker::{Delay, Env, Headers};
 
 use super::upstream::{self, within};
 use super::{now_ms, vars};
@@ -174,16 +174,22 @@ async fn fetch_token(parts: OAuthParts) -> Result<(String, u64), ApiError> {
         let basic = base64::standard(format!("{}:{}", parts.client_id, parts.client_secret).as_bytes());
         headers.set("authorization", &format!("Basic {basic}"))?;
         headers.set("user-agent", upstream::USER_AGENT)?;
-        upstream::post_request(&url, Some(&headers), &JsValue::from_str("grant_type=client_credentials&scope=all-apis"))
+        upstream::post_request(
+            &url,
+            Some(&headers),
+            &JsValue::from_str("grant_type=client_credentials&scope=all-apis"),
+            None,
+        )
     })()
     .map_err(|e| failed(e.to_string()))?;
-    let mut response = match within(TOKEN_TIMEOUT_MS, Fetch::Request(request).send()).await {
+    let response = match within(TOKEN_TIMEOUT_MS, upstream::fetch(&request)).await {
         Some(Ok(response)) => response,
         Some(Err(e)) => return Err(failed(e.to_string())),
         None => return Err(failed("no answer within 30 s".into())),
     };
-    let status = response.status_code();
-    let text = response.text().await.unwrap_or_default().replace(&parts.client_secret, "[REDACTED]");
+    let status = response.status();
+    let bytes = upstream::bytes(&response).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes).replace(&parts.client_secret, "[REDACTED]");
     if status != 200 {
         let detail: String = text.chars().take(300).collect();
         return Err(failed(format!("HTTP {status}: {detail}")));

@@ -14,8 +14,8 @@ use worker::{AbortController, ByteStream, Context, Delay, Env};
 use super::accounting::{Account, Reservation};
 use super::credentials::{self, Credential};
 use super::objects::group_health::{self, health_view};
-use super::upstream::{self, within, Upstream};
-use super::{now_ms, runtime_error, vars, Call};
+use super::upstream::{self, within, Deadline, Upstream};
+use super::{now_ms, vars, Call};
 use crate::config::{Deployment, GatewayConfig};
 use crate::databricks::{self, Answer};
 use crate::headers::{Attempts, Timing};
@@ -228,27 +228,32 @@ async fn forward(
 ) -> Result<Forwarded, ApiError> {
     let token = &credential.bearer;
     let upstream_started = now_ms();
-    let Upstream { mut response, controller } =
-        upstream::post_json(url, token, &request.body, &request.headers, timeout_ms).await.inspect_err(|_| {
+    let mut deadline = Deadline::new(timeout_ms);
+    let upstream =
+        upstream::post_json(url, token, &request.body, &request.headers, &mut deadline).await.inspect_err(|_| {
             trail.upstream_ms = Some(now_ms().saturating_sub(upstream_started));
         })?;
-    let status = response.status_code();
+    let status = upstream.status();
     trail.upstream_status = Some(status);
     let remaining_ms = timeout_ms.saturating_sub(now_ms().saturating_sub(upstream_started));
 
     if !(200..300).contains(&status) {
         // The error body is read within what is left of the timeout.
-        let body = upstream::body_within(remaining_ms, &mut response, controller).await;
+        let retry_after_s = upstream.header("retry-after").and_then(|v| v.trim().parse().ok());
+        let body = upstream::body_within(&mut deadline, upstream).await;
         let mut error = databricks::upstream_error(status, &body, &[token.expose()]);
-        error.retry_after_s = response.headers().get("retry-after").ok().flatten().and_then(|v| v.trim().parse().ok());
+        error.retry_after_s = retry_after_s;
         set_durations(trail, started_ms, upstream_started);
         return Err(error);
     }
+    let Upstream { response, controller } = upstream;
 
     if ask.stream {
         // The first bytes are awaited here, so that a stream failing before them can still be
         // retried elsewhere: nothing has reached the client yet.
-        let mut body = response.stream().map_err(runtime_error)?;
+        let Some(mut body) = upstream::byte_stream(&response) else {
+            return Err(ApiError::bad_gateway("Databricks ended the stream before sending anything"));
+        };
         let first_timeout = deployment.stream_timeout_ms.min(remaining_ms.max(1));
         let first = match within(first_timeout, futures_util::StreamExt::next(&mut body)).await {
             Some(Some(Ok(bytes))) => bytes,
@@ -263,7 +268,7 @@ async fn forward(
         return Ok(Forwarded::Stream { body, controller, first });
     }
 
-    let body = match within(remaining_ms, response.bytes()).await {
+    let body = match deadline.within(upstream::bytes(&response)).await {
         Some(Ok(body)) => body,
         Some(Err(e)) => {
             return Err(ApiError::bad_gateway(format!(

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::credentials;
 use super::objects::group_health;
-use super::upstream::{self, Upstream};
+use super::upstream::{self, Deadline};
 use super::{now_ms, vars, Call, Caller};
 use crate::config::{Deployment, GatewayConfig};
 use crate::databricks;
@@ -71,11 +71,11 @@ async fn check(call: &Call<'_>, d: &Deployment) -> (Value, Option<String>) {
     let url = databricks::url(base.expose(), route);
     let timeout = d.timeout_ms.min(CHECK_TIMEOUT_MS);
     let started = now_ms();
-    let error = match upstream::post_json(&url, &token, body.to_string().as_bytes(), &[], timeout).await {
-        Ok(Upstream { mut response, controller }) => {
-            let status = response.status_code();
-            let left = timeout.saturating_sub(now_ms().saturating_sub(started)).max(1);
-            let bytes = upstream::body_within(left, &mut response, controller).await;
+    let mut deadline = Deadline::new(timeout);
+    let error = match upstream::post_json(&url, &token, body.to_string().as_bytes(), &[], &mut deadline).await {
+        Ok(answer) => {
+            let status = answer.status();
+            let bytes = upstream::body_within(&mut deadline, answer).await;
             (!(200..300).contains(&status))
                 .then(|| databricks::upstream_error(status, &bytes, &[token.expose()]).message)
         }

@@ -21,7 +21,8 @@ mod upstream;
 mod vars;
 
 use futures_util::StreamExt;
-use worker::{console_log, event, Context, Date, Env, Headers, Method, Request, Response, Result};
+use worker::wasm_bindgen::{self, prelude::wasm_bindgen, JsValue};
+use worker::{console_log, event, Context, Env, Headers, Method, Request, Response, Result};
 
 use crate::auth;
 use crate::body::BoundedBody;
@@ -91,8 +92,10 @@ impl Caller {
     }
 }
 
+/// The clock, as `Date.now()`: worker's `Date::now()` allocates a JavaScript `Date` for each
+/// reading, and a request reads the clock a dozen times.
 pub fn now_ms() -> u64 {
-    Date::now().as_millis()
+    worker::js_sys::Date::now() as u64
 }
 
 #[event(fetch)]
@@ -125,20 +128,40 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
             error_response(&error, call.errors)?
         }
     };
-    let headers = response.headers_mut();
-    headers.set("x-litellm-call-id", &call_id)?;
-    for (name, value) in call.headers.pairs() {
-        headers.set(name, &value)?;
-    }
     // Browsers may call the gateway from any origin (as LiteLLM allows): keys travel in
     // headers, never in cookies.
-    headers.set("access-control-allow-origin", "*")?;
-    headers.set("access-control-expose-headers", answer_headers::EXPOSED)?;
+    let mut lines = format!(
+        "x-litellm-call-id\n{call_id}\naccess-control-allow-origin\n*\naccess-control-expose-headers\n{}",
+        answer_headers::EXPOSED
+    );
+    for (name, value) in call.headers.pairs() {
+        if value.contains(['\n', '\r']) {
+            // Invalid in a header, as `Headers::set` would have said.
+            return Err(worker::Error::RustError(format!("the value of {name} holds a line break")));
+        }
+        lines.push('\n');
+        lines.push_str(name);
+        lines.push('\n');
+        lines.push_str(&value);
+    }
+    set_headers(&response.headers_mut().0, &lines)?;
     if !call.log_deferred {
         call.log.status = response.status_code();
         write_log(&mut call.log, started_ms);
     }
     Ok(response)
+}
+
+#[wasm_bindgen(inline_js = "export function set_headers(headers, lines) {
+    const parts = lines.split('\\n');
+    for (let i = 1; i < parts.length; i += 2) headers.set(parts[i - 1], parts[i]);
+}")]
+extern "C" {
+    /// Sets the headers `lines` holds (names and values, each on a line of its own) in one call
+    /// from wasm: each `Headers::set` from wasm is a boundary crossing and two strings decoded,
+    /// and an answer has a dozen headers. A header value never holds a line break.
+    #[wasm_bindgen(catch)]
+    fn set_headers(headers: &worker::web_sys::Headers, lines: &str) -> std::result::Result<(), JsValue>;
 }
 
 /// Writes a request's one log line, with its total time (a stream's, when it ends).

@@ -2,12 +2,14 @@
 //! upstream request (so an abandoned call stops costing money).
 
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use futures_util::future::{select, Either};
-use worker::js_sys::Uint8Array;
-use worker::wasm_bindgen::JsValue;
-use worker::{web_sys, AbortController, Delay, Fetch, Headers, Request, Response};
+use worker::js_sys::{self, Uint8Array};
+use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::{web_sys, AbortController, ByteStream, Delay, Headers};
 
 use crate::databricks::timed_out;
 use crate::openai::ApiError;
@@ -16,34 +18,80 @@ use crate::secret::Secret;
 pub const USER_AGENT: &str = concat!("databricks-gateway/", env!("CARGO_PKG_VERSION"));
 
 /// An upstream answer whose headers arrived; `controller` aborts it (dropping it does not).
+///
+/// The runtime's own `Response`, not worker's: converting one into worker's reads its `cf`
+/// and `webSocket` properties, and worker's `bytes()` reads the body through a stream reader,
+/// a few JavaScript calls per chunk, where `arrayBuffer()` is one.
 pub struct Upstream {
-    pub response: Response,
+    pub response: web_sys::Response,
     pub controller: AbortController,
 }
 
-/// POSTs a JSON body with the bearer token; waits at most `timeout_ms` for the answer's headers.
+impl Upstream {
+    pub fn status(&self) -> u16 {
+        self.response.status()
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.response.headers().get(name).ok().flatten()
+    }
+}
+
+/// One timer for every step of an exchange (the answer's headers, then its body): each step
+/// waits only for what is left of it, and the exchange sets one timeout, not one per step.
+pub struct Deadline {
+    ms: u64,
+    timer: Pin<Box<Delay>>,
+}
+
+impl Deadline {
+    pub fn new(ms: u64) -> Self {
+        Deadline { ms, timer: Box::pin(Delay::from(Duration::from_millis(ms))) }
+    }
+
+    /// The whole time allowed.
+    pub fn ms(&self) -> u64 {
+        self.ms
+    }
+
+    /// `fut`'s output, or `None` when the deadline passes first.
+    pub async fn within<F: Future>(&mut self, fut: F) -> Option<F::Output> {
+        let fut = std::pin::pin!(fut);
+        match select(fut, self.timer.as_mut()).await {
+            Either::Left((output, _)) => Some(output),
+            Either::Right(_) => None,
+        }
+    }
+}
+
+/// POSTs a JSON body with the bearer token; waits for the answer's headers until `deadline`.
 pub async fn post_json(
     url: &str,
     token: &Secret,
     body: &[u8],
     extra_headers: &[(&str, String)],
-    timeout_ms: u64,
+    deadline: &mut Deadline,
 ) -> Result<Upstream, ApiError> {
-    let request = build_request(url, token, body, extra_headers)
-        .map_err(|e| ApiError::bad_gateway(format!("Cannot build the Databricks request to {url}: {e}")))?;
     let controller = AbortController::default();
-    let signal = controller.signal();
-    match within(timeout_ms, Fetch::Request(request).send_with_signal(&signal)).await {
+    let request = build_request(url, token, body, extra_headers, &controller)
+        .map_err(|e| ApiError::bad_gateway(format!("Cannot build the Databricks request to {url}: {e}")))?;
+    match deadline.within(fetch(&request)).await {
         Some(Ok(response)) => Ok(Upstream { response, controller }),
         Some(Err(e)) => Err(ApiError::bad_gateway(format!("Could not reach Databricks at {url}: {e}"))),
         None => {
             controller.abort();
-            Err(timed_out(timeout_ms))
+            Err(timed_out(deadline.ms()))
         }
     }
 }
 
-fn build_request(url: &str, token: &Secret, body: &[u8], extra_headers: &[(&str, String)]) -> worker::Result<Request> {
+fn build_request(
+    url: &str,
+    token: &Secret,
+    body: &[u8],
+    extra_headers: &[(&str, String)],
+    controller: &AbortController,
+) -> worker::Result<web_sys::Request> {
     let headers = Headers::new();
     for (name, value) in extra_headers {
         headers.set(name, value)?;
@@ -51,31 +99,57 @@ fn build_request(url: &str, token: &Secret, body: &[u8], extra_headers: &[(&str,
     headers.set("content-type", "application/json")?;
     headers.set("authorization", &format!("Bearer {}", token.expose()))?;
     headers.set("user-agent", USER_AGENT)?;
-    post_request(url, Some(&headers), &Uint8Array::from(body).into())
+    post_request(url, Some(&headers), &Uint8Array::from(body).into(), Some(controller))
 }
 
-/// A POST request, as `Request::new_with_init` builds it, on web_sys's `RequestInit` rather
-/// than worker's: converting worker's carries the code for its `cf` options (image resizing and
-/// more, about 12 KB of wasm), which the gateway never sets.
-pub fn post_request(url: &str, headers: Option<&Headers>, body: &JsValue) -> worker::Result<Request> {
+/// A POST request, built on web_sys's `RequestInit` and left a web_sys `Request`: worker's
+/// `RequestInit` carries the code for its `cf` options (about 12 KB of wasm), and worker's
+/// `Request` reads the new request's method, URL, headers and `cf` back into wasm.
+pub fn post_request(
+    url: &str,
+    headers: Option<&Headers>,
+    body: &JsValue,
+    controller: Option<&AbortController>,
+) -> worker::Result<web_sys::Request> {
     let init = web_sys::RequestInit::new();
     init.set_method("POST");
     if let Some(headers) = headers {
         init.set_headers(headers.as_ref());
     }
     init.set_body(body);
-    web_sys::Request::new_with_str_and_init(url, &init).map(Request::from).map_err(|e| {
+    if let Some(controller) = controller {
+        init.set_signal(Some(&controller.signal()));
+    }
+    web_sys::Request::new_with_str_and_init(url, &init).map_err(|e| {
         worker::Error::JsError(e.as_string().unwrap_or_else(|| "invalid URL or options for Request".to_string()))
     })
 }
 
-/// The body of an answer, read within `ms`; an unreadable one is empty, and one that takes too
-/// long aborts the request.
-pub async fn body_within(ms: u64, response: &mut Response, controller: AbortController) -> Vec<u8> {
-    match within(ms, response.bytes()).await {
+/// The global `fetch`.
+pub async fn fetch(request: &web_sys::Request) -> worker::Result<web_sys::Response> {
+    let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+    let answer = JsFuture::from(scope.fetch_with_request(request)).await?;
+    Ok(answer.dyn_into()?)
+}
+
+/// A whole answer body, in one `arrayBuffer()` call and one copy into wasm.
+pub async fn bytes(response: &web_sys::Response) -> worker::Result<Vec<u8>> {
+    let buffer = JsFuture::from(response.array_buffer()?).await?;
+    Ok(Uint8Array::new(&buffer).to_vec())
+}
+
+/// The answer body as a stream of chunks (`None` for an answer without a body).
+pub fn byte_stream(response: &web_sys::Response) -> Option<ByteStream> {
+    response.body().map(ByteStream::from)
+}
+
+/// The body of an answer, read before `deadline`; an unreadable one is empty, and one that
+/// takes too long aborts the request.
+pub async fn body_within(deadline: &mut Deadline, upstream: Upstream) -> Vec<u8> {
+    match deadline.within(bytes(&upstream.response)).await {
         Some(result) => result.unwrap_or_default(),
         None => {
-            controller.abort();
+            upstream.controller.abort();
             Vec::new()
         }
     }

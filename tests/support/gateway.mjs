@@ -48,11 +48,12 @@ export async function startGateway({ bindings = {}, fake: fakeOptions = {}, conf
     compatibilityDate: COMPATIBILITY_DATE,
     bindings: vars,
     kvNamespaces: ['KEYS'],
-    // As wrangler.toml's [assets]: the worker answers every route; the table is only read by it.
+    // As wrangler.toml's [assets] (run_worker_first): the worker answers every route but the
+    // admin page's (/ui, /ui/*), which the assets serve; the table is only read by the worker.
     assets: {
       directory: path.join(ROOT, 'build-assets'),
       binding: 'ASSETS',
-      routerConfig: { has_user_worker: true, invoke_user_worker_ahead_of_assets: true },
+      routerConfig: { has_user_worker: true, static_routing: { user_worker: ['/*'], asset_worker: ['/ui', '/ui/*'] } },
     },
     durableObjects: {
       LEDGER: { className: 'Ledger', useSQLite: true },

@@ -34,20 +34,30 @@ const RETENTION_EVERY: u32 = 256;
 pub struct Ledger {
     state: State,
     cached: RefCell<Option<LedgerState>>,
+    /// The totals row as last written: a call that leaves it unchanged (most admissions) does
+    /// not write it again.
+    saved_totals: RefCell<String>,
     schema_ready: Cell<bool>,
     inserts: Cell<u32>,
 }
 
 impl DurableObject for Ledger {
     fn new(state: State, _env: Env) -> Self {
-        Ledger { state, cached: RefCell::new(None), schema_ready: Cell::new(false), inserts: Cell::new(0) }
+        Ledger {
+            state,
+            cached: RefCell::new(None),
+            saved_totals: RefCell::new(String::new()),
+            schema_ready: Cell::new(false),
+            inserts: Cell::new(0),
+        }
     }
 
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
         let path = req.path();
         let body = req.bytes().await?;
         match self.handle(&path, &body) {
-            Ok(answer) => Response::from_json(&answer),
+            // JSON, without a content-type: only the gateway's own stub reads it.
+            Ok(answer) => Response::from_bytes(answer.into_bytes()),
             Err(message) => Response::error(message, 400),
         }
     }
@@ -106,8 +116,9 @@ fn parse<T: FromJson>(body: &[u8]) -> Result<T, String> {
     T::from_json(&value).map_err(|e| format!("bad ledger request: {e}"))
 }
 
-fn to_value<T: Serialize>(v: &T) -> Result<Value, String> {
-    serde_json::to_value(v).map_err(|e| e.to_string())
+/// An answer as the JSON text the object sends (not a `Value` tree first).
+fn to_json<T: Serialize>(v: &T) -> Result<String, String> {
+    serde_json::to_string(v).map_err(|e| e.to_string())
 }
 
 fn sql_error(e: worker::Error) -> String {
@@ -116,23 +127,23 @@ fn sql_error(e: worker::Error) -> String {
 
 impl Ledger {
     /// One call, start to end without awaiting: load, apply, save.
-    fn handle(&self, path: &str, body: &[u8]) -> Result<Value, String> {
+    fn handle(&self, path: &str, body: &[u8]) -> Result<String, String> {
         let sql = self.state.storage().sql();
         self.ensure_schema(&sql)?;
         let mut ledger = self.load(&sql)?;
         let now = now_ms();
         let answer = match path {
-            "/admit" => to_value(&ledger.admit(&parse::<AdmitRequest>(body)?, now))?,
-            "/settle" => to_value(&self.settle(&sql, &mut ledger, &parse(body)?, now)?)?,
+            "/admit" => to_json(&ledger.admit(&parse::<AdmitRequest>(body)?, now))?,
+            "/settle" => to_json(&self.settle(&sql, &mut ledger, &parse(body)?, now)?)?,
             "/settle-batch" => {
                 let batch: Vec<SettleRequest> = parse(body)?;
                 let results =
                     batch.iter().map(|r| self.settle(&sql, &mut ledger, r, now)).collect::<Result<Vec<_>, _>>()?;
-                to_value(&results)?
+                to_json(&results)?
             }
             "/release" => {
                 let request: ReleaseRequest = parse(body)?;
-                Value::Bool(ledger.release(&request.id, now, &request.limits))
+                to_json(&ledger.release(&request.id, now, &request.limits))?
             }
             "/revoke" => {
                 let request: RevokeRequest = parse(body)?;
@@ -141,12 +152,12 @@ impl Ledger {
                 if request.key_hash.is_some() {
                     ledger.key_hash = request.key_hash;
                 }
-                Value::Null
+                "null".to_string()
             }
             "/info" => {
                 let request: InfoRequest = parse(body)?;
                 ledger.maintain(now, &request.limits);
-                to_value(&LedgerInfo {
+                to_json(&LedgerInfo {
                     spend: ledger.spend,
                     budget_reset_at: ledger.budget_reset_at(&request.limits),
                     model_spend: ledger.model_spend.clone(),
@@ -258,8 +269,11 @@ impl Ledger {
             model_period_start: state.model_period_start.clone(),
         };
         let json = serde_json::to_string(&totals).map_err(|e| e.to_string())?;
-        sql.exec("INSERT OR REPLACE INTO ledger_state (id, json) VALUES (1, ?)", vec![json.into()])
-            .map_err(sql_error)?;
+        if *self.saved_totals.borrow() != json {
+            sql.exec("INSERT OR REPLACE INTO ledger_state (id, json) VALUES (1, ?)", vec![json.clone().into()])
+                .map_err(sql_error)?;
+            *self.saved_totals.borrow_mut() = json;
+        }
         *self.cached.borrow_mut() = Some(state);
         Ok(())
     }
@@ -290,7 +304,7 @@ impl Ledger {
         Ok(())
     }
 
-    fn logs(&self, sql: &SqlStorage, query: &LogsQuery) -> Result<Value, String> {
+    fn logs(&self, sql: &SqlStorage, query: &LogsQuery) -> Result<String, String> {
         let start = query.start_ms.unwrap_or(0) as i64;
         let end = query.end_ms.map_or(i64::MAX, |e| e as i64);
         let limit = query.limit as i64;
@@ -309,7 +323,7 @@ impl Ledger {
             .iter()
             .filter_map(|r| json::from_str(&r.row).ok().and_then(|v| SpendLogRow::from_json(&v).ok()))
             .collect();
-        to_value(&rows)
+        to_json(&rows)
     }
 }
 

@@ -7,16 +7,22 @@ pub mod ledger;
 pub mod reports;
 
 use serde::Serialize;
-use worker::wasm_bindgen::JsValue;
-use worker::{console_error, Env, Stub};
+use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::worker_sys::DurableObject as RawStub;
+use worker::{console_error, web_sys, Env};
 
-use super::upstream::post_request;
+use super::upstream::{self, post_request};
 use crate::fields::FromJson;
 use crate::openai::ApiError;
 
 /// A handle on one named object of a binding.
 pub struct ObjectStub {
-    stub: Stub,
+    /// The runtime's stub itself: worker's `Stub::fetch_with_request` takes and gives worker's
+    /// `Request` and `Response`, whose conversions read properties the call never needs (the
+    /// request's URL, method, headers and `cf`; the answer's `cf` and `webSocket`), and reads
+    /// the answer through a stream reader.
+    stub: RawStub,
     /// The binding's name, for the errors.
     binding: &'static str,
 }
@@ -29,7 +35,7 @@ impl ObjectStub {
             ))
         })?;
         let stub = namespace.id_from_name(name).and_then(|id| id.get_stub()).map_err(|e| failed(binding, e))?;
-        Ok(ObjectStub { stub, binding })
+        Ok(ObjectStub { stub: stub.into_rpc(), binding })
     }
 
     /// POSTs `body` as JSON to `path`; the answer is JSON. The detail of a failure goes to the
@@ -48,15 +54,20 @@ impl ObjectStub {
     /// The exchange itself, not generic: one copy of it in the module whatever the types.
     async fn post(&self, path: &str, json: String) -> Result<Vec<u8>, ApiError> {
         let binding = self.binding;
-        let request = post_request(&format!("https://object{path}"), None, &JsValue::from_str(&json))
+        let request = post_request(&format!("https://object{path}"), None, &JsValue::from_str(&json), None)
             .map_err(|e| failed(binding, e))?;
-        let mut response = self.stub.fetch_with_request(request).await.map_err(|e| failed(binding, e))?;
-        let bytes = response.bytes().await.map_err(|e| failed(binding, e))?;
-        if response.status_code() != 200 {
+        let response = self.exchange(&request).await.map_err(|e| failed(binding, e))?;
+        let bytes = upstream::bytes(&response).await.map_err(|e| failed(binding, e))?;
+        if response.status() != 200 {
             console_error!("the {binding} object refused {path}: {}", String::from_utf8_lossy(&bytes));
             return Err(ApiError::internal(format!("The {binding} Durable Object refused a call.")));
         }
         Ok(bytes)
+    }
+
+    async fn exchange(&self, request: &web_sys::Request) -> worker::Result<web_sys::Response> {
+        let answer = JsFuture::from(self.stub.fetch_with_request(request)?).await?;
+        Ok(answer.unchecked_into())
     }
 }
 
