@@ -40,6 +40,10 @@ pub trait Sink: 'static {
     type Item: 'static;
     /// The most items one call carries.
     const MAX_BATCH: usize;
+    /// How long a sender lets items gather before each call. Settlements go at once (a key's
+    /// next request may need its spend); report events can wait a little, so that under load
+    /// one call carries many of them instead of one per request.
+    const GATHER_MS: u64 = 0;
     /// The isolate's queues of this sink, by the name of the object they go to.
     fn queues() -> &'static LocalKey<RefCell<Queues<Self::Item>>>;
     /// Sends one batch (idempotent: a batch retried after a lost answer counts nothing twice).
@@ -80,6 +84,9 @@ async fn send_queued<S: Sink>(env: Env, object: String) {
     let _sending = Sending::<S>(&object, std::marker::PhantomData);
     let started = now_ms();
     while now_ms().saturating_sub(started) < SENDER_MAX_MS {
+        if S::GATHER_MS > 0 {
+            Delay::from(Duration::from_millis(S::GATHER_MS)).await;
+        }
         let batch = S::queues().with(|queues| {
             let mut queues = queues.borrow_mut();
             let Some(queue) = queues.get_mut(&object) else { return Vec::new() };
