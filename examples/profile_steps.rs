@@ -33,6 +33,7 @@ use databricks_gateway::pricing::{PriceSource, Prices};
 use databricks_gateway::prompt::{self, PromptTally, Template};
 use databricks_gateway::secret::Secret;
 use databricks_gateway::stream::ChatStreamRelay;
+use databricks_gateway::wire::StreamRelay;
 use serde_json::{json, Value};
 
 /// Valgrind client requests (valgrind.h, callgrind.h): a no-op when not under valgrind.

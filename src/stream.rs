@@ -15,6 +15,7 @@ use crate::openai::ApiError;
 use crate::openai::Usage;
 use crate::secret::Secret;
 use crate::sse::{self, SseParser};
+use crate::wire::StreamRelay;
 
 const DONE: &str = "data: [DONE]\n\n";
 /// The fields of the first chunk that the final usage chunk repeats.
@@ -76,16 +77,19 @@ impl ChatStreamRelay {
             fast: true,
         }
     }
+}
 
+/// The relay's part in the pipeline (`wire::StreamRelay`).
+impl StreamRelay for ChatStreamRelay {
     /// Feeds upstream bytes; returns what to send to the client now.
-    pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
+    fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
         let events = self.parser.feed(bytes);
         self.relay(events)
     }
 
     /// The upstream ended. Ends the client's stream with `[DONE]`, after an error event
     /// when the answer was cut before any choice finished.
-    pub fn finish(&mut self) -> Vec<u8> {
+    fn finish(&mut self) -> Vec<u8> {
         let events = self.parser.finish();
         let mut out = self.relay(events);
         if !self.closed && !self.finished {
@@ -96,7 +100,7 @@ impl ChatStreamRelay {
     }
 
     /// The upstream failed (read error, idle timeout): an error event, then `[DONE]`.
-    pub fn fail(&mut self, error: ApiError) -> Vec<u8> {
+    fn fail(&mut self, error: ApiError) -> Vec<u8> {
         if self.closed {
             return Vec::new();
         }
@@ -107,33 +111,35 @@ impl ChatStreamRelay {
     }
 
     /// True once the client's stream is complete: stop reading the upstream.
-    pub fn is_closed(&self) -> bool {
+    fn is_closed(&self) -> bool {
         self.closed
     }
 
     /// The last usage the upstream reported (Databricks' usage is cumulative).
-    pub fn usage(&self) -> Option<Usage> {
+    fn usage(&self) -> Option<Usage> {
         Usage::from_value(self.usage.as_ref()?.value().as_ref())
     }
 
-    pub fn chunks(&self) -> u64 {
+    fn chunks(&self) -> u64 {
         self.chunks
     }
 
     /// The stream's id (`chatcmpl_...`), from its first chunk.
-    pub fn id(&self) -> Option<&str> {
+    fn id(&self) -> Option<&str> {
         self.envelope.as_ref()?.get("id")?.as_str()
     }
 
-    pub fn generated_chars(&self) -> u64 {
+    fn generated_chars(&self) -> u64 {
         self.generated_chars
     }
 
     /// The error that ended the stream, if one did.
-    pub fn error(&self) -> Option<&ApiError> {
+    fn error(&self) -> Option<&ApiError> {
         self.error.as_ref()
     }
+}
 
+impl ChatStreamRelay {
     fn relay(&mut self, events: Vec<String>) -> Vec<u8> {
         let mut out = Vec::with_capacity(events.iter().map(|e| e.len() + 16).sum());
         for data in events {

@@ -167,36 +167,6 @@ impl WireFormat for OpenAi {
     }
 }
 
-impl StreamRelay for ChatStreamRelay {
-    fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
-        ChatStreamRelay::feed(self, bytes)
-    }
-    fn finish(&mut self) -> Vec<u8> {
-        ChatStreamRelay::finish(self)
-    }
-    fn fail(&mut self, error: ApiError) -> Vec<u8> {
-        ChatStreamRelay::fail(self, error)
-    }
-    fn is_closed(&self) -> bool {
-        ChatStreamRelay::is_closed(self)
-    }
-    fn usage(&self) -> Option<Usage> {
-        ChatStreamRelay::usage(self)
-    }
-    fn generated_chars(&self) -> u64 {
-        ChatStreamRelay::generated_chars(self)
-    }
-    fn chunks(&self) -> u64 {
-        ChatStreamRelay::chunks(self)
-    }
-    fn id(&self) -> Option<&str> {
-        ChatStreamRelay::id(self)
-    }
-    fn error(&self) -> Option<&ApiError> {
-        ChatStreamRelay::error(self)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

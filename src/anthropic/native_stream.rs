@@ -14,6 +14,7 @@ use crate::databricks::upstream_error;
 use crate::openai::ApiError;
 use crate::secret::Secret;
 use crate::sse::SseParser;
+use crate::wire::StreamRelay;
 
 #[derive(Debug)]
 pub struct NativeStreamRelay {
@@ -42,61 +43,6 @@ impl NativeStreamRelay {
             closed: false,
             error: None,
         }
-    }
-
-    /// Feeds upstream bytes; returns the complete events among them, framed for the client.
-    pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
-        let events = self.parser.feed(bytes);
-        self.relay(events)
-    }
-
-    /// The upstream ended: an error event if it ended before `message_stop`.
-    pub fn finish(&mut self) -> Vec<u8> {
-        let events = self.parser.finish();
-        let mut out = self.relay(events);
-        if !self.closed {
-            out.extend(self.fail(ApiError::bad_gateway("Databricks ended the stream before the Message was complete")));
-        }
-        out
-    }
-
-    /// The upstream failed (read error, idle timeout): an error event ends the stream.
-    pub fn fail(&mut self, error: ApiError) -> Vec<u8> {
-        if self.closed {
-            return Vec::new();
-        }
-        let out = error_event(&error).into_bytes();
-        self.error = Some(error);
-        self.closed = true;
-        out
-    }
-
-    /// True once the client's stream is complete: stop reading the upstream.
-    pub fn is_closed(&self) -> bool {
-        self.closed
-    }
-
-    /// The usage the events reported (`None` if no `message_start` carried any).
-    pub fn usage(&self) -> Option<Usage> {
-        self.usage
-    }
-
-    /// Events relayed.
-    pub fn chunks(&self) -> u64 {
-        self.events
-    }
-
-    /// The Message's id (`msg_...`), from `message_start`.
-    pub fn id(&self) -> Option<&str> {
-        self.id.as_deref()
-    }
-
-    pub fn generated_chars(&self) -> u64 {
-        self.generated_chars
-    }
-
-    pub fn error(&self) -> Option<&ApiError> {
-        self.error.as_ref()
     }
 
     fn relay(&mut self, events: Vec<String>) -> Vec<u8> {
@@ -167,6 +113,68 @@ impl NativeStreamRelay {
         }
         // Passed on as it came.
         event(&kind, &data).into_bytes()
+    }
+
+    /// The usage the events reported (`None` if no `message_start` carried any).
+    pub fn anthropic_usage(&self) -> Option<Usage> {
+        self.usage
+    }
+}
+
+/// The relay's part in the pipeline (`wire::StreamRelay`).
+impl StreamRelay for NativeStreamRelay {
+    /// Feeds upstream bytes; returns the complete events among them, framed for the client.
+    fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let events = self.parser.feed(bytes);
+        self.relay(events)
+    }
+
+    /// The upstream ended: an error event if it ended before `message_stop`.
+    fn finish(&mut self) -> Vec<u8> {
+        let events = self.parser.finish();
+        let mut out = self.relay(events);
+        if !self.closed {
+            out.extend(self.fail(ApiError::bad_gateway("Databricks ended the stream before the Message was complete")));
+        }
+        out
+    }
+
+    /// The upstream failed (read error, idle timeout): an error event ends the stream.
+    fn fail(&mut self, error: ApiError) -> Vec<u8> {
+        if self.closed {
+            return Vec::new();
+        }
+        let out = error_event(&error).into_bytes();
+        self.error = Some(error);
+        self.closed = true;
+        out
+    }
+
+    /// True once the client's stream is complete: stop reading the upstream.
+    fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Events relayed.
+    fn chunks(&self) -> u64 {
+        self.events
+    }
+
+    /// The Message's id (`msg_...`), from `message_start`.
+    fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
+    fn generated_chars(&self) -> u64 {
+        self.generated_chars
+    }
+
+    fn error(&self) -> Option<&ApiError> {
+        self.error.as_ref()
+    }
+
+    fn usage(&self) -> Option<crate::openai::Usage> {
+        self.anthropic_usage().map(|u| u.to_chat())
     }
 }
 
@@ -290,7 +298,7 @@ mod tests {
                 }
             }
             assert_eq!(
-                relay.usage(),
+                relay.anthropic_usage(),
                 Some(Usage {
                     input_tokens: 12,
                     output_tokens: 42,
@@ -310,7 +318,7 @@ mod tests {
         let input = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"content\":[],\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"input_tokens\":5,\"cache_read_input_tokens\":300,\"output_tokens\":9}}\n\n";
         let mut relay = NativeStreamRelay::new("m", vec![]);
         relay.feed(input.as_bytes());
-        assert_eq!(relay.usage().map(|u| (u.prompt_tokens(), u.output_tokens)), Some((305, 9)));
+        assert_eq!(relay.anthropic_usage().map(|u| (u.prompt_tokens(), u.output_tokens)), Some((305, 9)));
     }
 
     #[test]
@@ -326,7 +334,7 @@ mod tests {
         assert_eq!(name, "error");
         assert_eq!(data["error"]["type"], "api_error");
         assert_eq!(relay.error().map(|e| e.status), Some(502));
-        assert_eq!(relay.usage().map(|u| u.output_tokens), Some(1));
+        assert_eq!(relay.anthropic_usage().map(|u| u.output_tokens), Some(1));
         assert_eq!(relay.generated_chars(), 4 + 5);
         assert!(relay.fail(ApiError::gateway_timeout("late")).is_empty());
     }

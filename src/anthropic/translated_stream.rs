@@ -23,6 +23,7 @@ use crate::databricks::{normalize_chunk, Chunk, StreamChunk};
 use crate::openai::ApiError;
 use crate::secret::Secret;
 use crate::sse::SseParser;
+use crate::wire::StreamRelay;
 
 /// The content block being streamed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,59 +92,6 @@ impl TranslatedStreamRelay {
             closed: false,
             error: None,
         }
-    }
-
-    /// Feeds upstream bytes; returns the events they make, framed for the client.
-    pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
-        let events = self.parser.feed(bytes);
-        self.relay(events)
-    }
-
-    /// The upstream ended (with or without `[DONE]`): the Message is completed if its choice
-    /// finished, else the stream ends with an error event.
-    pub fn finish(&mut self) -> Vec<u8> {
-        let events = self.parser.finish();
-        let mut out = self.relay(events);
-        out.extend(self.complete());
-        out
-    }
-
-    /// The upstream failed (read error, idle timeout): an error event ends the stream.
-    pub fn fail(&mut self, error: ApiError) -> Vec<u8> {
-        if self.closed {
-            return Vec::new();
-        }
-        let out = error_event(&error).into_bytes();
-        self.error = Some(error);
-        self.closed = true;
-        out
-    }
-
-    pub fn is_closed(&self) -> bool {
-        self.closed
-    }
-
-    /// The last usage Databricks reported (cumulative), `None` if it sent none.
-    pub fn usage(&self) -> Option<Usage> {
-        self.usage
-    }
-
-    /// Upstream chunks relayed.
-    pub fn chunks(&self) -> u64 {
-        self.chunks
-    }
-
-    /// The Message's id (`msg_...`), made from the first chunk's.
-    pub fn id(&self) -> Option<&str> {
-        self.id.as_deref()
-    }
-
-    pub fn generated_chars(&self) -> u64 {
-        self.generated_chars
-    }
-
-    pub fn error(&self) -> Option<&ApiError> {
-        self.error.as_ref()
     }
 
     fn relay(&mut self, events: Vec<String>) -> Vec<u8> {
@@ -364,6 +312,66 @@ impl TranslatedStreamRelay {
         self.closed = true;
         out
     }
+
+    /// The last usage Databricks reported (cumulative), `None` if it sent none.
+    pub fn anthropic_usage(&self) -> Option<Usage> {
+        self.usage
+    }
+}
+
+/// The relay's part in the pipeline (`wire::StreamRelay`).
+impl StreamRelay for TranslatedStreamRelay {
+    /// Feeds upstream bytes; returns the events they make, framed for the client.
+    fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let events = self.parser.feed(bytes);
+        self.relay(events)
+    }
+
+    /// The upstream ended (with or without `[DONE]`): the Message is completed if its choice
+    /// finished, else the stream ends with an error event.
+    fn finish(&mut self) -> Vec<u8> {
+        let events = self.parser.finish();
+        let mut out = self.relay(events);
+        out.extend(self.complete());
+        out
+    }
+
+    /// The upstream failed (read error, idle timeout): an error event ends the stream.
+    fn fail(&mut self, error: ApiError) -> Vec<u8> {
+        if self.closed {
+            return Vec::new();
+        }
+        let out = error_event(&error).into_bytes();
+        self.error = Some(error);
+        self.closed = true;
+        out
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Upstream chunks relayed.
+    fn chunks(&self) -> u64 {
+        self.chunks
+    }
+
+    /// The Message's id (`msg_...`), made from the first chunk's.
+    fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
+    fn generated_chars(&self) -> u64 {
+        self.generated_chars
+    }
+
+    fn error(&self) -> Option<&ApiError> {
+        self.error.as_ref()
+    }
+
+    fn usage(&self) -> Option<crate::openai::Usage> {
+        self.anthropic_usage().map(|u| u.to_chat())
+    }
 }
 
 #[cfg(test)]
@@ -521,7 +529,7 @@ mod tests {
                 m["usage"],
                 json!({"input_tokens": 9, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 2})
             );
-            assert_eq!(relay.usage().map(|u| u.output_tokens), Some(2));
+            assert_eq!(relay.anthropic_usage().map(|u| u.output_tokens), Some(2));
             assert!(relay.error().is_none() && relay.is_closed());
             assert_eq!(relay.chunks(), 3);
         }
@@ -557,7 +565,7 @@ mod tests {
             m["usage"],
             json!({"input_tokens": 4, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 16, "output_tokens": 9})
         );
-        assert_eq!(relay.usage().map(|u| u.prompt_tokens()), Some(20));
+        assert_eq!(relay.anthropic_usage().map(|u| u.prompt_tokens()), Some(20));
         // Without `thinking` in the request, no thinking is shown.
         let (events, _) = run(&input, &request(false), 0);
         assert_eq!(final_message(&events)["content"], json!([{"type": "text", "text": "The answer is 4."}]));
@@ -625,7 +633,7 @@ mod tests {
         // Databricks sent no usage: the estimate is shown and none is reported.
         assert_eq!(m["usage"]["input_tokens"], 77);
         assert_eq!(m["usage"]["output_tokens"], (8u64 + 1 + 2).div_ceil(4));
-        assert_eq!(relay.usage(), None);
+        assert_eq!(relay.anthropic_usage(), None);
         let stop = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"done\"},\"finish_reason\":\"stop\",\"stop_reason\":\"END\"}]}\n\n";
         let (events, _) = run(stop, &request(false), 0);
         let m = final_message(&events);
@@ -642,7 +650,7 @@ mod tests {
         assert_eq!((name.as_str(), data["error"]["type"].as_str()), ("error", Some("api_error")));
         assert!(!events.iter().any(|(n, _)| n == "message_stop"));
         assert_eq!(relay.error().map(|e| e.status), Some(502));
-        assert_eq!(relay.usage().map(|u| u.output_tokens), Some(1));
+        assert_eq!(relay.anthropic_usage().map(|u| u.output_tokens), Some(1));
         // An error inside the stream, secrets removed.
         let mut relay =
             TranslatedStreamRelay::new("group", &request(false), vec![Secret::new("tok-secret-value".into())], 0);

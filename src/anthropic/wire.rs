@@ -14,7 +14,7 @@ use super::{
     MessagesRequest, NativeStreamRelay, TranslatedStreamRelay,
 };
 use crate::databricks::Answer;
-use crate::openai::{ApiError, Kind, ProxyRequest, Usage};
+use crate::openai::{ApiError, Kind, ProxyRequest};
 use crate::prompt::PromptTally;
 use crate::secret::Secret;
 use crate::wire::{StreamRelay, UpstreamRequest, WireFormat};
@@ -159,47 +159,10 @@ impl WireFormat for Messages {
     }
 }
 
-/// The relays' own methods, with their Anthropic usage in the gateway's terms.
-macro_rules! stream_relay {
-    ($relay:ty) => {
-        impl StreamRelay for $relay {
-            fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
-                <$relay>::feed(self, bytes)
-            }
-            fn finish(&mut self) -> Vec<u8> {
-                <$relay>::finish(self)
-            }
-            fn fail(&mut self, error: ApiError) -> Vec<u8> {
-                <$relay>::fail(self, error)
-            }
-            fn is_closed(&self) -> bool {
-                <$relay>::is_closed(self)
-            }
-            fn usage(&self) -> Option<Usage> {
-                <$relay>::usage(self).map(|u| u.to_chat())
-            }
-            fn generated_chars(&self) -> u64 {
-                <$relay>::generated_chars(self)
-            }
-            fn chunks(&self) -> u64 {
-                <$relay>::chunks(self)
-            }
-            fn id(&self) -> Option<&str> {
-                <$relay>::id(self)
-            }
-            fn error(&self) -> Option<&ApiError> {
-                <$relay>::error(self)
-            }
-        }
-    };
-}
-
-stream_relay!(NativeStreamRelay);
-stream_relay!(TranslatedStreamRelay);
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::openai::Usage;
     use serde_json::json;
 
     fn parsed(body: Value, headers: &[(&str, &str)]) -> (Messages, ProxyRequest) {

@@ -11,6 +11,7 @@ use crate::databricks::{redact, upstream_error};
 use crate::openai::ApiError;
 use crate::secret::Secret;
 use crate::sse::SseParser;
+use crate::wire::StreamRelay;
 
 /// Events that carry a whole Response.
 const LIFECYCLE: [&str; 6] = [
@@ -63,70 +64,6 @@ impl NativeRelay {
             closed: false,
             error: None,
         }
-    }
-
-    /// Feeds upstream bytes; returns what to send to the client now.
-    pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
-        let events = self.parser.feed(bytes);
-        self.relay(events)
-    }
-
-    /// The upstream ended: a failure when it never said the Response was done.
-    pub fn finish(&mut self) -> Vec<u8> {
-        let events = self.parser.finish();
-        let mut out = self.relay(events);
-        if !self.closed {
-            let error = self.error.clone().unwrap_or_else(|| {
-                ApiError::bad_gateway("Databricks ended the stream before the response was complete")
-            });
-            out.extend(self.fail(error));
-        }
-        out
-    }
-
-    /// The upstream failed (read error, idle timeout): `response.failed`, and `error` unless
-    /// the upstream sent one already.
-    pub fn fail(&mut self, error: ApiError) -> Vec<u8> {
-        if self.closed {
-            return Vec::new();
-        }
-        let mut emit = Emitter::after(self.last_sequence);
-        let mut response = self.snapshot.clone().unwrap_or_default();
-        response.insert("status".into(), "failed".into());
-        response.insert("error".into(), response_error(&error));
-        let mut out = emit.emit("response.failed", json!({"response": response}));
-        if !self.error_sent {
-            out.push_str(&emit.emit("error", error_fields(&error)));
-        }
-        self.error = Some(error);
-        self.closed = true;
-        out.into_bytes()
-    }
-
-    pub fn is_closed(&self) -> bool {
-        self.closed
-    }
-
-    /// The usage of `response.completed` (or `.incomplete`, `.failed`).
-    pub fn usage(&self) -> Option<Usage> {
-        self.usage
-    }
-
-    pub fn generated_chars(&self) -> u64 {
-        self.generated_chars
-    }
-
-    pub fn events(&self) -> u64 {
-        self.events
-    }
-
-    /// The Response's id, from its first lifecycle event.
-    pub fn id(&self) -> Option<&str> {
-        self.snapshot.as_ref()?.get("id")?.as_str()
-    }
-
-    pub fn error(&self) -> Option<&ApiError> {
-        self.error.as_ref()
     }
 
     fn relay(&mut self, events: Vec<String>) -> Vec<u8> {
@@ -207,6 +144,77 @@ impl NativeRelay {
         let text = if changed { Value::Object(event).to_string() } else { data };
         frame(&kind, &text).into_bytes()
     }
+
+    /// The usage of `response.completed` (or `.incomplete`, `.failed`).
+    pub fn responses_usage(&self) -> Option<Usage> {
+        self.usage
+    }
+}
+
+/// The relay's part in the pipeline (`wire::StreamRelay`).
+impl StreamRelay for NativeRelay {
+    /// Feeds upstream bytes; returns what to send to the client now.
+    fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let events = self.parser.feed(bytes);
+        self.relay(events)
+    }
+
+    /// The upstream ended: a failure when it never said the Response was done.
+    fn finish(&mut self) -> Vec<u8> {
+        let events = self.parser.finish();
+        let mut out = self.relay(events);
+        if !self.closed {
+            let error = self.error.clone().unwrap_or_else(|| {
+                ApiError::bad_gateway("Databricks ended the stream before the response was complete")
+            });
+            out.extend(self.fail(error));
+        }
+        out
+    }
+
+    /// The upstream failed (read error, idle timeout): `response.failed`, and `error` unless
+    /// the upstream sent one already.
+    fn fail(&mut self, error: ApiError) -> Vec<u8> {
+        if self.closed {
+            return Vec::new();
+        }
+        let mut emit = Emitter::after(self.last_sequence);
+        let mut response = self.snapshot.clone().unwrap_or_default();
+        response.insert("status".into(), "failed".into());
+        response.insert("error".into(), response_error(&error));
+        let mut out = emit.emit("response.failed", json!({"response": response}));
+        if !self.error_sent {
+            out.push_str(&emit.emit("error", error_fields(&error)));
+        }
+        self.error = Some(error);
+        self.closed = true;
+        out.into_bytes()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    fn chunks(&self) -> u64 {
+        self.events
+    }
+
+    /// The Response's id, from its first lifecycle event.
+    fn id(&self) -> Option<&str> {
+        self.snapshot.as_ref()?.get("id")?.as_str()
+    }
+
+    fn generated_chars(&self) -> u64 {
+        self.generated_chars
+    }
+
+    fn error(&self) -> Option<&ApiError> {
+        self.error.as_ref()
+    }
+
+    fn usage(&self) -> Option<crate::openai::Usage> {
+        self.responses_usage().map(|u| u.to_chat_usage())
+    }
 }
 
 #[cfg(test)]
@@ -275,7 +283,7 @@ mod tests {
             assert_eq!(client.built.as_ref().unwrap()["output"], last["output"]);
             assert_eq!(last["model"], "databricks-gpt-5-1");
             assert_eq!(client.events[0]["response"]["model"], "databricks-gpt-5-1");
-            let u = relay.usage().unwrap();
+            let u = relay.responses_usage().unwrap();
             assert_eq!((u.input_tokens, u.cached_input_tokens, u.output_tokens), (1500, 1280, 3));
             assert_eq!(relay.generated_chars(), 3);
             assert_eq!(relay.id(), Some("resp_up1"));
@@ -320,7 +328,7 @@ mod tests {
         assert_eq!(failed["error"]["code"], "server_error");
         assert_eq!(relay.error().map(|e| e.status), Some(502));
         assert_eq!(relay.generated_chars(), 2, "what was generated counts for the estimate");
-        assert_eq!(relay.usage(), None);
+        assert_eq!(relay.responses_usage(), None);
     }
 
     #[test]

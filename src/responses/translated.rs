@@ -29,6 +29,7 @@ use crate::databricks::{normalize_chunk, Chunk, StreamChunk};
 use crate::openai::ApiError;
 use crate::secret::Secret;
 use crate::sse::SseParser;
+use crate::wire::StreamRelay;
 
 #[derive(Debug)]
 enum Kind {
@@ -103,71 +104,6 @@ impl TranslatedRelay {
         let mut out = self.emit.emit("response.created", json!({"response": response}));
         out.push_str(&self.emit.emit("response.in_progress", json!({"response": response})));
         out.into_bytes()
-    }
-
-    /// Feeds upstream bytes; returns what to send to the client now.
-    pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
-        let mut out = self.start();
-        let events = self.parser.feed(bytes);
-        out.extend(self.relay(events));
-        out
-    }
-
-    /// The upstream ended: the final events, or a failure if the answer was cut short.
-    pub fn finish(&mut self) -> Vec<u8> {
-        let mut out = self.start();
-        let events = self.parser.finish();
-        out.extend(self.relay(events));
-        if !self.closed {
-            out.extend(match self.finish_reason {
-                Some(_) => self.complete(),
-                None => self.fail(ApiError::bad_gateway("Databricks ended the stream before the answer was complete")),
-            });
-        }
-        out
-    }
-
-    /// The upstream failed (read error, idle timeout): `response.failed` and `error`.
-    pub fn fail(&mut self, error: ApiError) -> Vec<u8> {
-        if self.closed {
-            return Vec::new();
-        }
-        let mut out = String::from_utf8(self.start()).unwrap_or_default();
-        let output = self.items.iter().filter_map(|i| i.done.clone()).collect();
-        let response = self.shell.response("failed", output, self.usage.as_ref(), None, Some(response_error(&error)));
-        out.push_str(&self.emit.emit("response.failed", json!({"response": response})));
-        out.push_str(&self.emit.emit("error", error_fields(&error)));
-        self.error = Some(error);
-        self.closed = true;
-        out.into_bytes()
-    }
-
-    /// True once the client's stream is complete: stop reading the upstream.
-    pub fn is_closed(&self) -> bool {
-        self.closed
-    }
-
-    /// The last usage the upstream reported (cumulative on Databricks).
-    pub fn usage(&self) -> Option<Usage> {
-        self.usage
-    }
-
-    /// Characters of text, reasoning and tool calls relayed, to estimate usage never sent.
-    pub fn generated_chars(&self) -> u64 {
-        self.generated_chars
-    }
-
-    pub fn chunks(&self) -> u64 {
-        self.chunks
-    }
-
-    pub fn id(&self) -> &str {
-        &self.shell.id
-    }
-
-    /// The error that ended the stream, if one did.
-    pub fn error(&self) -> Option<&ApiError> {
-        self.error.as_ref()
     }
 
     fn relay(&mut self, events: Vec<String>) -> Vec<u8> {
@@ -439,6 +375,78 @@ impl TranslatedRelay {
         self.closed = true;
         out.into_bytes()
     }
+
+    /// The last usage the upstream reported (cumulative on Databricks).
+    pub fn responses_usage(&self) -> Option<Usage> {
+        self.usage
+    }
+}
+
+/// The relay's part in the pipeline (`wire::StreamRelay`).
+impl StreamRelay for TranslatedRelay {
+    /// Feeds upstream bytes; returns what to send to the client now.
+    fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut out = self.start();
+        let events = self.parser.feed(bytes);
+        out.extend(self.relay(events));
+        out
+    }
+
+    /// The upstream ended: the final events, or a failure if the answer was cut short.
+    fn finish(&mut self) -> Vec<u8> {
+        let mut out = self.start();
+        let events = self.parser.finish();
+        out.extend(self.relay(events));
+        if !self.closed {
+            out.extend(match self.finish_reason {
+                Some(_) => self.complete(),
+                None => self.fail(ApiError::bad_gateway("Databricks ended the stream before the answer was complete")),
+            });
+        }
+        out
+    }
+
+    /// The upstream failed (read error, idle timeout): `response.failed` and `error`.
+    fn fail(&mut self, error: ApiError) -> Vec<u8> {
+        if self.closed {
+            return Vec::new();
+        }
+        let mut out = String::from_utf8(self.start()).unwrap_or_default();
+        let output = self.items.iter().filter_map(|i| i.done.clone()).collect();
+        let response = self.shell.response("failed", output, self.usage.as_ref(), None, Some(response_error(&error)));
+        out.push_str(&self.emit.emit("response.failed", json!({"response": response})));
+        out.push_str(&self.emit.emit("error", error_fields(&error)));
+        self.error = Some(error);
+        self.closed = true;
+        out.into_bytes()
+    }
+
+    /// True once the client's stream is complete: stop reading the upstream.
+    fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    fn chunks(&self) -> u64 {
+        self.chunks
+    }
+
+    fn id(&self) -> Option<&str> {
+        Some(&self.shell.id)
+    }
+
+    /// Characters of text, reasoning and tool calls relayed, to estimate usage never sent.
+    fn generated_chars(&self) -> u64 {
+        self.generated_chars
+    }
+
+    /// The error that ended the stream, if one did.
+    fn error(&self) -> Option<&ApiError> {
+        self.error.as_ref()
+    }
+
+    fn usage(&self) -> Option<crate::openai::Usage> {
+        self.responses_usage().map(|u| u.to_chat_usage())
+    }
 }
 
 #[cfg(test)]
@@ -524,7 +532,7 @@ mod tests {
             assert_eq!(client.text, "Hello");
             assert_eq!(client.events[0]["response"]["status"], "in_progress");
             assert_eq!(client.events[0]["response"]["usage"], Value::Null);
-            assert_eq!(relay.usage().map(|u| u.total_tokens()), Some(14));
+            assert_eq!(relay.responses_usage().map(|u| u.total_tokens()), Some(14));
             assert_eq!(relay.generated_chars(), 5);
             assert!(relay.is_closed() && relay.error().is_none());
         }
@@ -691,7 +699,7 @@ mod tests {
         let (client, relay) = run(weather_shell(), &input, 0);
         assert_whole(&client);
         assert_eq!(client.last.unwrap()["usage"]["input_tokens_details"]["cached_tokens"], 8);
-        assert_eq!(relay.usage().map(|u| u.output_tokens), Some(4));
+        assert_eq!(relay.responses_usage().map(|u| u.output_tokens), Some(4));
     }
 
     #[test]
@@ -713,7 +721,7 @@ mod tests {
         assert_eq!(error["error"]["type"], "api_error");
         assert_eq!(error["error"]["code"], "502");
         assert_eq!(relay.error().map(|e| e.status), Some(502));
-        assert_eq!(relay.usage().map(|u| u.output_tokens), Some(1));
+        assert_eq!(relay.responses_usage().map(|u| u.output_tokens), Some(1));
         assert_eq!(relay.generated_chars(), 3);
     }
 

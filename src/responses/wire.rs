@@ -14,7 +14,7 @@ use super::{
     TranslatedRelay, NATIVE_ROUTE,
 };
 use crate::databricks::{self, Answer};
-use crate::openai::{ApiError, Kind, ProxyRequest, Usage};
+use crate::openai::{ApiError, Kind, ProxyRequest};
 use crate::prompt::PromptTally;
 use crate::secret::Secret;
 use crate::wire::{StreamRelay, UpstreamRequest, WireFormat};
@@ -152,66 +152,6 @@ impl WireFormat for Responses {
 
     fn left_out(&self) -> Vec<String> {
         self.left_out.borrow().clone()
-    }
-}
-
-impl StreamRelay for NativeRelay {
-    fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
-        NativeRelay::feed(self, bytes)
-    }
-    fn finish(&mut self) -> Vec<u8> {
-        NativeRelay::finish(self)
-    }
-    fn fail(&mut self, error: ApiError) -> Vec<u8> {
-        NativeRelay::fail(self, error)
-    }
-    fn is_closed(&self) -> bool {
-        NativeRelay::is_closed(self)
-    }
-    fn usage(&self) -> Option<Usage> {
-        NativeRelay::usage(self).map(|u| u.to_chat_usage())
-    }
-    fn generated_chars(&self) -> u64 {
-        NativeRelay::generated_chars(self)
-    }
-    fn chunks(&self) -> u64 {
-        NativeRelay::events(self)
-    }
-    fn id(&self) -> Option<&str> {
-        NativeRelay::id(self)
-    }
-    fn error(&self) -> Option<&ApiError> {
-        NativeRelay::error(self)
-    }
-}
-
-impl StreamRelay for TranslatedRelay {
-    fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
-        TranslatedRelay::feed(self, bytes)
-    }
-    fn finish(&mut self) -> Vec<u8> {
-        TranslatedRelay::finish(self)
-    }
-    fn fail(&mut self, error: ApiError) -> Vec<u8> {
-        TranslatedRelay::fail(self, error)
-    }
-    fn is_closed(&self) -> bool {
-        TranslatedRelay::is_closed(self)
-    }
-    fn usage(&self) -> Option<Usage> {
-        TranslatedRelay::usage(self).map(|u| u.to_chat_usage())
-    }
-    fn generated_chars(&self) -> u64 {
-        TranslatedRelay::generated_chars(self)
-    }
-    fn chunks(&self) -> u64 {
-        TranslatedRelay::chunks(self)
-    }
-    fn id(&self) -> Option<&str> {
-        Some(TranslatedRelay::id(self))
-    }
-    fn error(&self) -> Option<&ApiError> {
-        TranslatedRelay::error(self)
     }
 }
 
