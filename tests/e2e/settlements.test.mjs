@@ -91,3 +91,22 @@ test('a stream whose client hangs up is settled by its pump, in the batch', asyn
   assert.ok(row.completion_tokens >= 1 && row.completion_tokens < 20, `completion_tokens ${row.completion_tokens}`);
   assert.equal(pico(await spendOf(gw, key)), pico(row.spend));
 });
+
+test('a settlement batch delivered twice to a ledger without limits counts once', async () => {
+  // The sender retries a batch whose answer was lost; the ledger (here one no key has touched,
+  // so no limits and no window) must recognise what it already settled.
+  const namespace = await gw.mf.getDurableObjectNamespace('LEDGER');
+  const ledger = namespace.get(namespace.idFromName('key:retried-batch'));
+  const settlement = { id: 'retried-call-1', prompt_tokens: 7, completion_tokens: 3, cost: 1234567, limits: {} };
+  const batch = JSON.stringify([{ settlement, row: null }]);
+  const send = async () =>
+    (await (await ledger.fetch('https://object/settle-batch', { method: 'POST', body: batch })).json())[0];
+  const first = await send();
+  assert.equal(first.duplicate, false);
+  assert.equal(BigInt(first.spend), 1234567n);
+  const again = await send();
+  assert.equal(again.duplicate, true, 'the batch sent again is recognised');
+  assert.equal(BigInt(again.spend), 1234567n, 'and charges nothing more');
+  const info = await (await ledger.fetch('https://object/info', { method: 'POST', body: JSON.stringify({ limits: {} }) })).json();
+  assert.equal(BigInt(info.spend), 1234567n);
+});
