@@ -15,6 +15,7 @@
 
 pub mod messages;
 mod read;
+mod window;
 
 use std::collections::BTreeMap;
 
@@ -24,6 +25,7 @@ use crate::keys::KeyRecord;
 use crate::money::Money;
 use crate::pricing::Prices;
 use crate::time::Duration;
+pub use window::Entries;
 
 pub const WINDOW_MS: u64 = 60_000;
 /// An unsettled reservation older than this is charged as reserved.
@@ -149,7 +151,7 @@ impl Entry {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerState {
-    pub entries: Vec<Entry>,
+    pub entries: Entries,
     /// Pico-dollars spent in the current budget period.
     pub spend: Money,
     pub period_start: Option<u64>,
@@ -372,8 +374,7 @@ impl LedgerState {
     /// refuse it.
     pub fn admit(&mut self, req: &AdmitRequest, now: u64) -> Decision {
         self.maintain(now, &req.limits);
-        let previous =
-            self.entries.iter().position(|e| e.is_reserved() && e.id == req.id).map(|i| self.entries.remove(i));
+        let previous = self.entries.find(&req.id, true).map(|seq| self.entries.take(seq));
         let decision = self.admit_new(req, now);
         if let (Some(previous), false) = (previous, matches!(decision, Decision::Admitted { .. })) {
             self.entries.push(previous);
@@ -411,8 +412,7 @@ impl LedgerState {
                 return Decision::RateLimited { message, retry_after_ms: retry, rate: rate() };
             }
         }
-        let all_models = |_: &Entry| true;
-        let this_model = |e: &Entry| e.model == req.model;
+        let (all_models, this_model) = (None, Some(req.model.as_str()));
         if let Some(rpm) = limits.rpm {
             if let Some(retry) = self.requests_retry(now, rpm, all_models) {
                 let message = format!("Rate limit reached: {rpm} requests per minute.");
@@ -433,10 +433,7 @@ impl LedgerState {
         let token_limits = [(limits.tpm, None), (limits.model_tpm.get(&req.model).copied(), Some(&req.model))];
         for (tpm, model) in token_limits {
             let Some(tpm) = tpm else { continue };
-            let retry = match model {
-                None => self.tokens_retry(now, tpm, tokens, all_models),
-                Some(_) => self.tokens_retry(now, tpm, tokens, this_model),
-            };
+            let retry = self.tokens_retry(now, tpm, tokens, model.map(String::as_str));
             if let Some(retry) = retry {
                 let scope = model.map(|m| format!(" for model {m}")).unwrap_or_default();
                 let message = if tokens > tpm {
@@ -512,32 +509,33 @@ impl LedgerState {
         self.maintain(now, &s.limits);
         let tokens = s.prompt_tokens.saturating_add(s.completion_tokens);
         let mut duplicate = false;
-        match self.entries.iter_mut().find(|e| e.id == s.id) {
-            Some(e) => match e.state {
-                EntryState::Reserved { .. } => {
-                    e.tokens = tokens;
-                    e.state = EntryState::Settled;
-                    self.spend = self.spend.saturating_add(s.cost);
-                    self.changed.push(s.id.clone());
-                    if let Some(spent) = budgeted(&mut self.model_spend, &s.limits, &e.model) {
-                        *spent = spent.saturating_add(s.cost.pico());
-                    }
-                }
-                EntryState::Estimated { charged } => {
-                    e.tokens = tokens;
-                    e.state = EntryState::Corrected;
-                    self.spend = self.spend.saturating_sub(charged).saturating_add(s.cost);
-                    self.changed.push(s.id.clone());
-                    // Corrected only in the model's period the request began in (its charge may
-                    // fall in the next one: then it stands, never undercounting).
-                    if self.model_period_start.get(&e.model).is_none_or(|start| *start <= e.at) {
+        match self.entries.find(&s.id, false) {
+            Some(seq) => {
+                let e = self.entries.get(seq);
+                match e.state {
+                    EntryState::Reserved { .. } => {
+                        self.spend = self.spend.saturating_add(s.cost);
                         if let Some(spent) = budgeted(&mut self.model_spend, &s.limits, &e.model) {
-                            *spent = spent.saturating_sub(charged.pico()).saturating_add(s.cost.pico());
+                            *spent = spent.saturating_add(s.cost.pico());
                         }
+                        self.entries.update(seq, tokens, EntryState::Settled);
+                        self.changed.push(s.id.clone());
                     }
+                    EntryState::Estimated { charged } => {
+                        self.spend = self.spend.saturating_sub(charged).saturating_add(s.cost);
+                        // Corrected only in the model's period the request began in (its charge
+                        // may fall in the next one: then it stands, never undercounting).
+                        if self.model_period_start.get(&e.model).is_none_or(|start| *start <= e.at) {
+                            if let Some(spent) = budgeted(&mut self.model_spend, &s.limits, &e.model) {
+                                *spent = spent.saturating_sub(charged.pico()).saturating_add(s.cost.pico());
+                            }
+                        }
+                        self.entries.update(seq, tokens, EntryState::Corrected);
+                        self.changed.push(s.id.clone());
+                    }
+                    EntryState::Settled | EntryState::Corrected => duplicate = true,
                 }
-                EntryState::Settled | EntryState::Corrected => duplicate = true,
-            },
+            }
             None => {
                 // A request that was not admitted here (a key or party without limits, settled
                 // in a batch). It is kept as settled for the window, where it counts against
@@ -569,8 +567,8 @@ impl LedgerState {
     /// is released; a settled request stays counted. True if there was one.
     pub fn release(&mut self, id: &str, now: u64, limits: &Limits) -> bool {
         self.maintain(now, limits);
-        let Some(i) = self.entries.iter().position(|e| e.is_reserved() && e.id == id) else { return false };
-        self.entries.remove(i);
+        let Some(seq) = self.entries.find(id, true) else { return false };
+        self.entries.take(seq);
         self.removed.push(id.to_string());
         true
     }
@@ -582,13 +580,13 @@ impl LedgerState {
 
     /// Spend plus what unsettled requests may still cost.
     pub fn committed(&self) -> Money {
-        self.entries.iter().fold(self.spend, |sum, e| sum.saturating_add(e.reserved_cost()))
+        self.entries.reserved().fold(self.spend, |sum, e| sum.saturating_add(e.reserved_cost()))
     }
 
     /// The spend on `model` in its budget's period plus what its unsettled requests may cost.
     pub fn model_committed(&self, model: &str) -> Money {
         let spend = Money::from_pico(self.model_spend.get(model).copied().unwrap_or(0));
-        self.entries.iter().filter(|e| e.model == model).fold(spend, |sum, e| sum.saturating_add(e.reserved_cost()))
+        self.entries.reserved().filter(|e| e.model == model).fold(spend, |sum, e| sum.saturating_add(e.reserved_cost()))
     }
 
     /// Periodic work done lazily on each call: budget periods roll over, expired reservations
@@ -602,11 +600,10 @@ impl LedgerState {
                 self.spend = Money::ZERO;
                 self.soft_alerted = false;
                 // Estimates charged to the old period are not corrected in the new one.
-                for e in &mut self.entries {
-                    if let EntryState::Estimated { .. } = e.state {
-                        e.state = EntryState::Corrected;
-                        self.changed.push(e.id.clone());
-                    }
+                for seq in self.entries.estimated_seqs() {
+                    let e = self.entries.get(seq);
+                    self.changed.push(e.id.clone());
+                    self.entries.update(seq, e.tokens, EntryState::Corrected);
                 }
             }
         }
@@ -625,68 +622,60 @@ impl LedgerState {
                 self.model_spend.remove(model);
             }
         }
-        for e in &mut self.entries {
+        for seq in self.entries.reserved_seqs() {
+            let e = self.entries.get(seq);
             if let EntryState::Reserved { cost, .. } = e.state {
                 if e.at + RESERVATION_MAX_MS <= now {
-                    e.state = EntryState::Estimated { charged: cost };
                     self.spend = self.spend.saturating_add(cost);
                     self.changed.push(e.id.clone());
                     if let Some(spent) = budgeted(&mut self.model_spend, limits, &e.model) {
                         *spent = spent.saturating_add(cost.pico());
                     }
+                    self.entries.update(seq, e.tokens, EntryState::Estimated { charged: cost });
                 }
             }
         }
         // Every entry stays for the window: window limits count it, and a repeated settlement
         // of it is recognised.
-        let removed = &mut self.removed;
-        self.entries.retain(|e| {
-            let keep = e.is_reserved() || e.at + WINDOW_MS > now || (e.remembered() && e.at + ESTIMATE_MEMORY_MS > now);
-            if !keep {
-                removed.push(e.id.clone());
-            }
-            keep
-        });
+        self.entries.prune(now, &mut self.removed);
     }
 
     /// The lease ends of the requests in flight.
     fn leases(&self, now: u64) -> impl Iterator<Item = u64> + '_ {
-        self.entries.iter().filter_map(move |e| match e.state {
+        self.entries.reserved().filter_map(move |e| match e.state {
             EntryState::Reserved { lease_until, .. } if lease_until > now => Some(lease_until),
             _ => None,
         })
     }
 
-    fn window(&self, now: u64) -> impl Iterator<Item = &Entry> {
-        self.entries.iter().filter(move |e| e.at.saturating_add(WINDOW_MS) > now)
-    }
-
-    /// `None` if one more request fits under `rpm`; else how long until it would.
-    fn requests_retry(&self, now: u64, rpm: u64, filter: impl Fn(&Entry) -> bool) -> Option<u64> {
+    /// `None` if one more request (of `model`, or of any) fits under `rpm`; else how long
+    /// until it would.
+    fn requests_retry(&self, now: u64, rpm: u64, model: Option<&str>) -> Option<u64> {
         // Counted first: the times are gathered and sorted only when the limit is reached.
-        let count = self.window(now).filter(|e| filter(e)).count() as u64;
+        let count = self.entries.totals(now, model).requests;
         if count < rpm {
             return None;
         }
-        // (time, 0) pairs: sorted by the same code as `tokens_retry`'s pairs (one sort in the wasm).
-        let mut times: Vec<(u64, u64)> = self.window(now).filter(|e| filter(e)).map(|e| (e.at, 0)).collect();
+        // (time, tokens) pairs: sorted by the same code as `tokens_retry`'s (one sort in the wasm).
+        let mut times = self.entries.window_times(now, model);
         times.sort_unstable();
         // The oldest (count - rpm + 1) admissions must leave the window first.
         let last_to_leave = times.get((count - rpm) as usize).map_or(now, |t| t.0);
         Some((last_to_leave + WINDOW_MS).saturating_sub(now).max(1))
     }
 
-    /// `None` if `tokens` more fit under `tpm`; else how long until they would.
-    fn tokens_retry(&self, now: u64, tpm: u64, tokens: u64, filter: impl Fn(&Entry) -> bool) -> Option<u64> {
+    /// `None` if `tokens` more (of `model`, or of any) fit under `tpm`; else how long until
+    /// they would.
+    fn tokens_retry(&self, now: u64, tpm: u64, tokens: u64, model: Option<&str>) -> Option<u64> {
         // Summed first: the window is gathered and sorted only when the tokens do not fit.
-        let mut used: u64 = self.window(now).filter(|e| filter(e)).fold(0u64, |sum, e| sum.saturating_add(e.tokens));
+        let mut used = self.entries.totals(now, model).tokens;
         if used.saturating_add(tokens) <= tpm {
             return None;
         }
         if tokens > tpm {
             return Some(WINDOW_MS);
         }
-        let mut window: Vec<(u64, u64)> = self.window(now).filter(|e| filter(e)).map(|e| (e.at, e.tokens)).collect();
+        let mut window = self.entries.window_times(now, model);
         window.sort_unstable();
         for (at, t) in window {
             used = used.saturating_sub(t);
@@ -701,19 +690,14 @@ impl LedgerState {
     pub fn rate_info(&self, now: u64, limits: &Limits, model: &str, extra: u64) -> RateInfo {
         let rpm = limits.rpm.or_else(|| limits.model_rpm.get(model).copied());
         let tpm = limits.tpm.or_else(|| limits.model_tpm.get(model).copied());
-        // One pass: the requests (and the oldest of them) and the tokens in the window, each
-        // counted across models when the key-wide limit is set, else for this model.
-        let (mut requests, mut oldest, mut used_tokens) = (0u64, None::<u64>, 0u64);
-        for e in self.window(now) {
-            let this_model = || e.model == model;
-            if limits.rpm.is_some() || this_model() {
-                requests += 1;
-                oldest = Some(oldest.map_or(e.at, |o| o.min(e.at)));
-            }
-            if limits.tpm.is_some() || this_model() {
-                used_tokens = used_tokens.saturating_add(e.tokens);
-            }
-        }
+        // The requests (and the oldest of them) and the tokens in the window, each counted
+        // across models when the key-wide limit is set, else for this model.
+        let requests_of = limits.rpm.is_none().then_some(model);
+        let tokens_of = limits.tpm.is_none().then_some(model);
+        let counted = self.entries.totals(now, requests_of);
+        let (requests, oldest) = (counted.requests, counted.oldest);
+        let used_tokens =
+            if tokens_of == requests_of { counted.tokens } else { self.entries.totals(now, tokens_of).tokens };
         let reset = oldest.map(|at| (at + WINDOW_MS).saturating_sub(now)).unwrap_or(0);
         RateInfo {
             limit_requests: rpm,
@@ -913,6 +897,77 @@ mod tests {
         // repeats. (Changed when settlements of requests not admitted here began to be kept
         // for the window without window limits too, so that their repeats count once.)
         assert_eq!(digest, 12_135_956_885_490_495_567);
+    }
+
+    /// The entries' indexes and running sums (by id, reservations, estimates, the window's
+    /// counts and tokens per model) stay equal to a count of the list itself along random
+    /// traces of admissions, fallbacks, settlements, releases and maintenance, the clock
+    /// sometimes going back.
+    #[test]
+    fn the_window_sums_equal_a_recount() {
+        struct Rng(u64);
+        impl Rng {
+            fn below(&mut self, n: u64) -> u64 {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 7;
+                self.0 ^= self.0 << 17;
+                self.0 % n
+            }
+        }
+        let presets = [
+            limits(),
+            Limits { rpm: Some(6), tpm: Some(500), ..limits() },
+            Limits { max_parallel: Some(4), model_tpm: [("n".to_string(), 300)].into(), ..limits() },
+            Limits {
+                max_budget: Some(Money::from_pico(2_000_000_000)),
+                budget_duration: Some("2m".into()),
+                ..model_budgets(&[("m", 500, Some("90s"))])
+            },
+        ];
+        for seed in [1u64, 0x9e37_79b9_7f4a_7c15, 0xdead_beef] {
+            let mut rng = Rng(seed);
+            let mut state = LedgerState::default();
+            let mut now = T0;
+            for step in 0..2_000u64 {
+                let limits = &presets[(step / 200) as usize % presets.len()];
+                match rng.below(100) {
+                    0 => now = now.saturating_sub(rng.below(90_000)),
+                    1..=3 => now += RESERVATION_MAX_MS / 2 + rng.below(RESERVATION_MAX_MS),
+                    4 => now += ESTIMATE_MEMORY_MS / 3,
+                    _ => now += rng.below(3_000),
+                }
+                let id = format!("c{}", rng.below(80));
+                let model = ["m", "n", "o"][rng.below(3) as usize];
+                match rng.below(10) {
+                    0..=3 => {
+                        let mut r = request(&id, limits);
+                        r.model = model.into();
+                        r.prompt_tokens_estimate = rng.below(100);
+                        state.admit(&r, now);
+                    }
+                    4..=7 => {
+                        settle(&mut state, &id, rng.below(50), rng.below(50), limits, now);
+                    }
+                    8 => {
+                        state.release(&id, now, limits);
+                    }
+                    _ => state.maintain(now, limits),
+                }
+                state.entries.check(now);
+                let reserved: Money =
+                    state.entries.iter().fold(state.spend, |sum, e| sum.saturating_add(e.reserved_cost()));
+                assert_eq!(state.committed(), reserved, "committed at step {step}");
+                for model in ["m", "n", "o"] {
+                    let held = state
+                        .entries
+                        .iter()
+                        .filter(|e| e.model == model)
+                        .fold(Money::ZERO, |sum, e| sum.saturating_add(e.reserved_cost()));
+                    let spent = Money::from_pico(state.model_spend.get(model).copied().unwrap_or(0));
+                    assert_eq!(state.model_committed(model), spent.saturating_add(held), "{model} at step {step}");
+                }
+            }
+        }
     }
 
     #[test]
