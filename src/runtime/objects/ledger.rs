@@ -134,12 +134,13 @@ impl Ledger {
         let now = now_ms();
         let answer = match path {
             "/admit" => to_json(&ledger.admit(&parse::<AdmitRequest>(body)?, now))?,
-            "/settle" => to_json(&self.settle(&sql, &mut ledger, &parse(body)?, now)?)?,
+            "/settle" => {
+                let request: SettleRequest = parse(body)?;
+                to_json(&self.settle_all(&sql, &mut ledger, std::slice::from_ref(&request), now)?[0])?
+            }
             "/settle-batch" => {
                 let batch: Vec<SettleRequest> = parse(body)?;
-                let results =
-                    batch.iter().map(|r| self.settle(&sql, &mut ledger, r, now)).collect::<Result<Vec<_>, _>>()?;
-                to_json(&results)?
+                to_json(&self.settle_all(&sql, &mut ledger, &batch, now)?)?
             }
             "/release" => {
                 let request: ReleaseRequest = parse(body)?;
@@ -171,19 +172,28 @@ impl Ledger {
         Ok(answer)
     }
 
-    /// Settles one request and keeps its spend log row (once, however often it is settled).
-    fn settle(
+    /// Settles each request and keeps its spend log row (once, however often it is settled):
+    /// the rows go in one statement, in the same transaction as the ledger's own.
+    fn settle_all(
         &self,
         sql: &SqlStorage,
         ledger: &mut LedgerState,
-        request: &SettleRequest,
+        batch: &[SettleRequest],
         now: u64,
-    ) -> Result<Settled, String> {
-        let settled = ledger.settle(&request.settlement, now);
-        if let (Some(row), false) = (&request.row, settled.duplicate) {
-            self.insert_log(sql, row, now)?;
-        }
-        Ok(settled)
+    ) -> Result<Vec<Settled>, String> {
+        let mut rows = Vec::new();
+        let results = batch
+            .iter()
+            .map(|request| {
+                let settled = ledger.settle(&request.settlement, now);
+                if let (Some(row), false) = (&request.row, settled.duplicate) {
+                    rows.push(row);
+                }
+                settled
+            })
+            .collect();
+        self.insert_logs(sql, &rows, now)?;
+        Ok(results)
     }
 
     fn ensure_schema(&self, sql: &SqlStorage) -> Result<(), String> {
@@ -226,7 +236,7 @@ impl Ledger {
             .map_err(unreadable)?;
         entries.sort_by_key(|e| e.at);
         Ok(LedgerState {
-            entries,
+            entries: entries.into(),
             spend: totals.spend,
             period_start: totals.period_start,
             soft_alerted: totals.soft_alerted,
@@ -240,23 +250,29 @@ impl Ledger {
     }
 
     /// Writes the totals and only the entries the call touched: the cost of a call does not
-    /// grow with the number of requests in the window.
+    /// grow with the number of requests in the window, and a batch's entries go in one
+    /// statement (SQLite reads the JSON array of its rows).
     fn save(&self, sql: &SqlStorage, mut state: LedgerState) -> Result<(), String> {
-        for id in state.removed.drain(..) {
-            sql.exec("DELETE FROM ledger_entries WHERE id = ?", vec![id.into()]).map_err(sql_error)?;
+        if !state.removed.is_empty() {
+            let ids = to_json(&state.removed)?;
+            sql.exec("DELETE FROM ledger_entries WHERE id IN (SELECT value FROM json_each(?))", vec![ids.into()])
+                .map_err(sql_error)?;
+            state.removed.clear();
         }
         let mut changed = std::mem::take(&mut state.changed);
         changed.sort_unstable();
         changed.dedup();
-        for id in changed {
-            if let Some(entry) = state.entries.iter().rev().find(|e| e.id == id) {
-                let json = serde_json::to_string(entry).map_err(|e| e.to_string())?;
-                sql.exec(
-                    "INSERT OR REPLACE INTO ledger_entries (id, json) VALUES (?, ?)",
-                    vec![id.into(), json.into()],
-                )
-                .map_err(sql_error)?;
-            }
+        // [id, the entry's JSON] pairs: the JSON is stored as the text it was written as.
+        let rows = changed
+            .iter()
+            .filter_map(|id| state.entries.latest(id).map(|entry| to_json(entry).map(|json| (id, json))))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !rows.is_empty() {
+            sql.exec(
+                "INSERT OR REPLACE INTO ledger_entries (id, json) SELECT value ->> 0, value ->> 1 FROM json_each(?)",
+                vec![to_json(&rows)?.into()],
+            )
+            .map_err(sql_error)?;
         }
         let totals = Totals {
             spend: state.spend,
@@ -278,21 +294,25 @@ impl Ledger {
         Ok(())
     }
 
-    fn insert_log(&self, sql: &SqlStorage, row: &SpendLogRow, now: u64) -> Result<(), String> {
-        let json = serde_json::to_string(row).map_err(|e| e.to_string())?;
+    /// Inserts spend log rows in one statement ([call id, request id, start, row JSON] each).
+    fn insert_logs(&self, sql: &SqlStorage, rows: &[&SpendLogRow], now: u64) -> Result<(), String> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let rows = rows
+            .iter()
+            .map(|row| to_json(row).map(|json| (&row.call_id, &row.request_id, row.start_time, json)))
+            .collect::<Result<Vec<_>, _>>()?;
         sql.exec(
-            "INSERT OR IGNORE INTO spend_logs (call_id, request_id, start_time, row) VALUES (?, ?, ?, ?)",
-            vec![
-                row.call_id.clone().into(),
-                row.request_id.clone().into(),
-                (row.start_time as i64).into(),
-                json.into(),
-            ],
+            "INSERT OR IGNORE INTO spend_logs (call_id, request_id, start_time, row) SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?)",
+            vec![to_json(&rows)?.into()],
         )
         .map_err(sql_error)?;
-        let inserts = self.inserts.get().wrapping_add(1);
+        let before = self.inserts.get();
+        let inserts = before.wrapping_add(rows.len() as u32);
         self.inserts.set(inserts);
-        if inserts % RETENTION_EVERY == 1 {
+        // Every RETENTION_EVERY rows (and on the first).
+        if before == 0 || before / RETENTION_EVERY != inserts / RETENTION_EVERY {
             let cutoff = now.saturating_sub(LOG_RETENTION_MS) as i64;
             sql.exec("DELETE FROM spend_logs WHERE start_time < ?", vec![cutoff.into()]).map_err(sql_error)?;
             sql.exec(
