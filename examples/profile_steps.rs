@@ -313,16 +313,16 @@ impl Ledger {
         let step_ms = 60_000 / window.max(1) as u64;
         let ids: Vec<String> = (0..window * 2 + 16).map(|i| format!("{i:08x}-7b4d-4c8e-9a1f-0d2b6e5c7a84")).collect();
         let now = 1_767_225_600_000u64;
-        let mut state = LedgerState { key_hash: Some(keys::hash_key(KEY)), ..Default::default() };
-        for (i, id) in ids.iter().take(window).enumerate() {
-            state.entries.push(Entry {
+        let entries: Vec<Entry> = (ids.iter().take(window).enumerate())
+            .map(|(i, id)| Entry {
                 id: id.clone(),
                 at: now - (window - i) as u64 * step_ms,
                 model: MODEL.into(),
                 tokens: 543,
                 state: EntryState::Settled,
-            });
-        }
+            })
+            .collect();
+        let state = LedgerState { key_hash: Some(keys::hash_key(KEY)), entries: entries.into(), ..Default::default() };
         Ledger { state, now, step_ms, ids, next: window, limits }
     }
 
@@ -528,7 +528,7 @@ fn steps() -> Vec<Step> {
         let settle = SettleRequest { settlement: settlement(CALL_ID.into(), limits), row: Some(spend_row()) };
         let mut state = Ledger::new(100);
         let (decision, settled) = state.admit_and_settle(&mut admit.clone(), &mut settle.settlement.clone());
-        let entry = state.state.entries.last().unwrap().clone();
+        let entry = state.state.entries.iter().last().unwrap().clone();
         let record = key_record();
         let saved = entry.clone();
         out.push(step("ledger JSON: admit round trip", "request", 500, move || {

@@ -374,7 +374,7 @@ impl LedgerState {
     /// refuse it.
     pub fn admit(&mut self, req: &AdmitRequest, now: u64) -> Decision {
         self.maintain(now, &req.limits);
-        let previous = self.entries.find(&req.id, true).map(|seq| self.entries.take(seq));
+        let previous = self.entries.find(&req.id, true).and_then(|seq| self.entries.take(seq));
         let decision = self.admit_new(req, now);
         if let (Some(previous), false) = (previous, matches!(decision, Decision::Admitted { .. })) {
             self.entries.push(previous);
@@ -509,9 +509,8 @@ impl LedgerState {
         self.maintain(now, &s.limits);
         let tokens = s.prompt_tokens.saturating_add(s.completion_tokens);
         let mut duplicate = false;
-        match self.entries.find(&s.id, false) {
-            Some(seq) => {
-                let e = self.entries.get(seq);
+        match self.entries.find(&s.id, false).and_then(|seq| Some((seq, self.entries.get(seq)?))) {
+            Some((seq, e)) => {
                 match e.state {
                     EntryState::Reserved { .. } => {
                         self.spend = self.spend.saturating_add(s.cost);
@@ -601,7 +600,7 @@ impl LedgerState {
                 self.soft_alerted = false;
                 // Estimates charged to the old period are not corrected in the new one.
                 for seq in self.entries.estimated_seqs() {
-                    let e = self.entries.get(seq);
+                    let Some(e) = self.entries.get(seq) else { continue };
                     self.changed.push(e.id.clone());
                     self.entries.update(seq, e.tokens, EntryState::Corrected);
                 }
@@ -623,7 +622,7 @@ impl LedgerState {
             }
         }
         for seq in self.entries.reserved_seqs() {
-            let e = self.entries.get(seq);
+            let Some(e) = self.entries.get(seq) else { continue };
             if let EntryState::Reserved { cost, .. } = e.state {
                 if e.at + RESERVATION_MAX_MS <= now {
                     self.spend = self.spend.saturating_add(cost);
@@ -968,6 +967,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn holes_behind_an_estimate_kept_a_day_are_closed() {
+        let l = Limits { rpm: Some(10_000), ..limits() };
+        let mut s = LedgerState::default();
+        assert!(admitted(&s.admit(&request("abandoned", &l), T0)));
+        let mut now = T0 + RESERVATION_MAX_MS;
+        s.maintain(now, &l);
+        for i in 0..5_000 {
+            now += 100;
+            settle(&mut s, &format!("u{i}"), 1, 1, &l, now);
+            assert!(s.entries.slots() <= 2 * s.entries.len() + 64, "{} slots", s.entries.slots());
+            if i % 500 == 0 {
+                s.entries.check(now);
+            }
+        }
+        s.entries.check(now);
+        assert_eq!(s.entries.len(), 1 + 600, "the estimate and a minute of settlements");
+        assert_eq!(s.entries.iter().next().map(|e| e.id.as_str()), Some("abandoned"));
+        assert!(settle(&mut s, "u4999", 1, 1, &l, now).duplicate);
+        assert!(!settle(&mut s, "abandoned", 1, 1, &l, now).duplicate, "the late settlement corrects the estimate");
+        assert_eq!(s.rate_info(now, &l, "m", 0).remaining_requests, Some(10_000 - 600));
     }
 
     #[test]

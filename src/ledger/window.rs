@@ -8,7 +8,7 @@
 //! refused fallback's reservation added again at the end (that order names which of two entries
 //! with one id a settlement finds, and the order rows are reported changed or removed).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -17,8 +17,9 @@ use super::{Entry, EntryState, ESTIMATE_MEMORY_MS, WINDOW_MS};
 
 /// One model's entries in the window as of `Entries::cursor`, by time (at, insertion number),
 /// and the sum of their tokens.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct ModelWindow {
+    model: String,
     queue: VecDeque<(u64, u64)>,
     tokens: u128,
 }
@@ -34,19 +35,22 @@ pub struct WindowTotals {
 
 #[derive(Clone, Default)]
 pub struct Entries {
-    /// By insertion number: the rules' order.
-    by_seq: BTreeMap<u64, Entry>,
-    next_seq: u64,
-    /// Each id's insertion numbers, oldest first (more than one only when an id comes again).
-    by_id: HashMap<String, Vec<u64>>,
+    /// By insertion number (`base` is the front's): the rules' order. A removed entry leaves a
+    /// hole until the front passes it, or the list is renumbered.
+    slots: VecDeque<Option<Entry>>,
+    base: u64,
+    live: usize,
+    /// Each id's first insertion number, and how many entries have it (more than one only when
+    /// an id comes again: then the list is searched, which real call ids never need).
+    by_id: HashMap<String, (u64, u64)>,
     /// Unsettled reservations, in insertion order.
     reserved: Vec<u64>,
     /// Estimated and corrected entries by (at, insertion number).
     remembered: VecDeque<(u64, u64)>,
     /// Settled entries outside the window (settled after leaving it): dropped at the next prune.
     stale: Vec<u64>,
-    /// Every entry with `at + WINDOW_MS > cursor`, by model.
-    window: HashMap<String, ModelWindow>,
+    /// Every entry with `at + WINDOW_MS > cursor`, by model (a key uses few).
+    window: Vec<ModelWindow>,
     cursor: u64,
 }
 
@@ -71,35 +75,56 @@ fn saturated(sum: u128) -> u64 {
 
 impl Entries {
     pub fn len(&self) -> usize {
-        self.by_seq.len()
+        self.live
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_seq.is_empty()
+        self.live == 0
     }
 
     /// In the rules' order.
     pub fn iter(&self) -> impl Iterator<Item = &Entry> {
-        self.by_seq.values()
+        self.slots.iter().flatten()
+    }
+
+    /// The entries from insertion number `seq` on, with theirs.
+    fn since(&self, seq: u64) -> impl DoubleEndedIterator<Item = (u64, &Entry)> {
+        let base = self.base;
+        self.slots
+            .range((seq - base) as usize..)
+            .enumerate()
+            .filter_map(move |(i, e)| e.as_ref().map(|e| (seq + i as u64, e)))
     }
 
     /// The entry most recently added with `id` (what the object stores under it).
     pub fn latest(&self, id: &str) -> Option<&Entry> {
-        self.by_id.get(id)?.last().and_then(|seq| self.by_seq.get(seq))
+        let &(first, count) = self.by_id.get(id)?;
+        if count == 1 {
+            return self.get(first);
+        }
+        self.since(first).rev().map(|(_, e)| e).find(|e| e.id == id)
     }
 
-    pub(super) fn get(&self, seq: u64) -> &Entry {
-        &self.by_seq[&seq]
+    pub(super) fn get(&self, seq: u64) -> Option<&Entry> {
+        self.slots.get(usize::try_from(seq.checked_sub(self.base)?).ok()?)?.as_ref()
+    }
+
+    fn slot(&mut self, seq: u64) -> Option<&mut Option<Entry>> {
+        self.slots.get_mut(usize::try_from(seq.checked_sub(self.base)?).ok()?)
     }
 
     /// The first entry with `id` (a reserved one only, if `reserved`).
     pub(super) fn find(&self, id: &str, reserved: bool) -> Option<u64> {
-        self.by_id.get(id)?.iter().copied().find(|seq| !reserved || self.by_seq[seq].is_reserved())
+        let &(first, count) = self.by_id.get(id)?;
+        if count == 1 {
+            return self.get(first).filter(|e| !reserved || e.is_reserved()).map(|_| first);
+        }
+        self.since(first).find(|(_, e)| e.id == id && (!reserved || e.is_reserved())).map(|(seq, _)| seq)
     }
 
     /// The reservations, in the rules' order.
     pub(super) fn reserved(&self) -> impl Iterator<Item = &Entry> {
-        self.reserved.iter().map(|seq| &self.by_seq[seq])
+        self.reserved.iter().filter_map(|seq| self.get(*seq))
     }
 
     pub(super) fn reserved_seqs(&self) -> Vec<u64> {
@@ -108,21 +133,30 @@ impl Entries {
 
     /// The estimates (not yet corrected), in the rules' order.
     pub(super) fn estimated_seqs(&self) -> Vec<u64> {
-        let mut seqs: Vec<u64> = self
+        // (seq, 0) pairs: sorted by the same code as the window's pairs (one sort in the wasm).
+        let mut seqs: Vec<(u64, u64)> = self
             .remembered
             .iter()
-            .map(|(_, seq)| *seq)
-            .filter(|seq| matches!(self.by_seq[seq].state, EntryState::Estimated { .. }))
+            .filter(|(_, seq)| self.get(*seq).is_some_and(|e| matches!(e.state, EntryState::Estimated { .. })))
+            .map(|(_, seq)| (*seq, 0))
             .collect();
         seqs.sort_unstable();
-        seqs
+        seqs.into_iter().map(|(seq, _)| seq).collect()
+    }
+
+    fn model_window(&mut self, model: &str) -> Option<&mut ModelWindow> {
+        self.window.iter_mut().find(|w| w.model == model)
     }
 
     /// Adds an entry at the end.
     pub(super) fn push(&mut self, entry: Entry) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.by_id.entry(entry.id.clone()).or_default().push(seq);
+        let seq = self.base + self.slots.len() as u64;
+        match self.by_id.get_mut(&entry.id) {
+            Some((_, count)) => *count += 1,
+            None => {
+                self.by_id.insert(entry.id.clone(), (seq, 1));
+            }
+        }
         match entry.state {
             EntryState::Reserved { .. } => self.reserved.push(seq),
             EntryState::Settled if !in_window(entry.at, self.cursor) => self.stale.push(seq),
@@ -132,21 +166,41 @@ impl Entries {
             }
         }
         if in_window(entry.at, self.cursor) {
-            let window = self.window.entry(entry.model.clone()).or_default();
+            let i = match self.window.iter().position(|w| w.model == entry.model) {
+                Some(i) => i,
+                None => {
+                    let model = entry.model.clone();
+                    self.window.push(ModelWindow { model, queue: VecDeque::new(), tokens: 0 });
+                    self.window.len() - 1
+                }
+            };
+            let window = &mut self.window[i];
             sorted_insert(&mut window.queue, (entry.at, seq));
             window.tokens += u128::from(entry.tokens);
         }
-        self.by_seq.insert(seq, entry);
+        self.slots.push_back(Some(entry));
+        self.live += 1;
     }
 
     /// Removes an entry from the list and every index.
-    pub(super) fn take(&mut self, seq: u64) -> Entry {
-        let entry = self.by_seq.remove(&seq).expect("an entry of the list");
-        if let Some(seqs) = self.by_id.get_mut(&entry.id) {
-            seqs.retain(|s| *s != seq);
-            if seqs.is_empty() {
+    pub(super) fn take(&mut self, seq: u64) -> Option<Entry> {
+        let entry = self.slot(seq)?.take()?;
+        self.live -= 1;
+        if let Some((first, count)) = self.by_id.get(&entry.id).copied() {
+            if count == 1 {
                 self.by_id.remove(&entry.id);
+            } else {
+                let first = if first == seq {
+                    self.since(seq).find(|(_, e)| e.id == entry.id).map_or(seq, |(s, _)| s)
+                } else {
+                    first
+                };
+                self.by_id.insert(entry.id.clone(), (first, count - 1));
             }
+        }
+        while let Some(None) = self.slots.front() {
+            self.slots.pop_front();
+            self.base += 1;
         }
         match entry.state {
             EntryState::Reserved { .. } => self.reserved.retain(|s| *s != seq),
@@ -156,27 +210,27 @@ impl Entries {
             }
         }
         if in_window(entry.at, self.cursor) {
-            if let Some(window) = self.window.get_mut(&entry.model) {
+            if let Some(window) = self.model_window(&entry.model) {
                 sorted_remove(&mut window.queue, (entry.at, seq));
                 window.tokens -= u128::from(entry.tokens);
-                if window.queue.is_empty() {
-                    self.window.remove(&entry.model);
-                }
             }
+            self.window.retain(|w| !w.queue.is_empty());
         }
-        entry
+        Some(entry)
     }
 
     /// Changes an entry's tokens and state (its id, time and model stay).
     pub(super) fn update(&mut self, seq: u64, tokens: u64, state: EntryState) {
-        let entry = self.by_seq.get_mut(&seq).expect("an entry of the list");
+        let cursor = self.cursor;
+        let Some(Some(entry)) = self.slot(seq) else { return };
         let (old_tokens, was_reserved, was_remembered) = (entry.tokens, entry.is_reserved(), entry.remembered());
         entry.tokens = tokens;
         entry.state = state;
         let (at, is_reserved, is_remembered) = (entry.at, entry.is_reserved(), entry.remembered());
         let settled = matches!(entry.state, EntryState::Settled);
-        if in_window(at, self.cursor) {
-            if let Some(window) = self.window.get_mut(&entry.model) {
+        let model = entry.model.clone();
+        if in_window(at, cursor) {
+            if let Some(window) = self.model_window(&model) {
                 window.tokens = window.tokens - u128::from(old_tokens) + u128::from(tokens);
             }
         } else if settled {
@@ -188,7 +242,7 @@ impl Entries {
         if !was_remembered && is_remembered {
             sorted_insert(&mut self.remembered, (at, seq));
         }
-        debug_assert!(!(is_reserved && !was_reserved) && !(was_remembered && !is_remembered));
+        debug_assert!((was_reserved || !is_reserved) && (is_remembered || !was_remembered));
     }
 
     /// Drops what no longer counts at `now`: settled entries out of the window, estimates a day
@@ -198,36 +252,42 @@ impl Entries {
             // The clock went back: what left the window may be in it again.
             self.reindex(now);
         }
-        let mut dropped = std::mem::take(&mut self.stale);
-        let by_seq = &self.by_seq;
-        self.window.retain(|_, window| {
+        // (seq, 0) pairs, for the shared sort.
+        let mut dropped: Vec<(u64, u64)> = self.stale.drain(..).map(|seq| (seq, 0)).collect();
+        let (slots, base) = (&self.slots, self.base);
+        for window in &mut self.window {
             while let Some(&(at, seq)) = window.queue.front() {
                 if in_window(at, now) {
                     break;
                 }
                 window.queue.pop_front();
-                let entry = &by_seq[&seq];
+                let Some(Some(entry)) = slots.get((seq - base) as usize) else { continue };
                 window.tokens -= u128::from(entry.tokens);
                 if matches!(entry.state, EntryState::Settled) {
-                    dropped.push(seq);
+                    dropped.push((seq, 0));
                 }
             }
-            !window.queue.is_empty()
-        });
+        }
+        self.window.retain(|w| !w.queue.is_empty());
         self.cursor = now;
         for &(at, seq) in &self.remembered {
             if at.saturating_add(ESTIMATE_MEMORY_MS) > now {
                 break;
             }
-            dropped.push(seq);
+            dropped.push((seq, 0));
         }
         if dropped.is_empty() {
             return;
         }
         dropped.sort_unstable();
-        for seq in dropped {
-            let entry = self.take(seq);
-            removed.push(entry.id);
+        for (seq, _) in dropped {
+            if let Some(entry) = self.take(seq) {
+                removed.push(entry.id);
+            }
+        }
+        // Holes behind an entry kept long (an estimate, a day) are closed now and then.
+        if self.slots.len() > 2 * self.live + 64 {
+            self.reindex(now);
         }
     }
 
@@ -238,11 +298,7 @@ impl Entries {
         }
         let mut totals = WindowTotals::default();
         let (mut requests, mut tokens) = (0u64, 0u128);
-        let windows: Vec<&ModelWindow> = match model {
-            Some(m) => self.window.get(m).into_iter().collect(),
-            None => self.window.values().collect(),
-        };
-        for window in windows {
+        for window in self.window.iter().filter(|w| model.is_none_or(|m| w.model == m)) {
             // Those that left since the cursor are subtracted.
             let (mut left, mut left_tokens) = (0usize, 0u128);
             for &(at, seq) in &window.queue {
@@ -251,7 +307,7 @@ impl Entries {
                     break;
                 }
                 left += 1;
-                left_tokens += u128::from(self.by_seq[&seq].tokens);
+                left_tokens += u128::from(self.get(seq).map_or(0, |e| e.tokens));
             }
             requests += (window.queue.len() - left) as u64;
             tokens += window.tokens - left_tokens;
@@ -264,19 +320,20 @@ impl Entries {
     /// The (time, tokens) of the requests in the window at `now`, of `model` or of all models,
     /// unordered.
     pub(super) fn window_times(&self, now: u64, model: Option<&str>) -> Vec<(u64, u64)> {
-        let matches = |e: &Entry| model.is_none_or(|m| e.model == m);
+        let matches = |m: &str| model.is_none_or(|model| model == m);
         if now < self.cursor {
-            return self.iter().filter(|e| in_window(e.at, now) && matches(e)).map(|e| (e.at, e.tokens)).collect();
+            return self
+                .iter()
+                .filter(|e| in_window(e.at, now) && matches(&e.model))
+                .map(|e| (e.at, e.tokens))
+                .collect();
         }
-        let windows: Vec<&ModelWindow> = match model {
-            Some(m) => self.window.get(m).into_iter().collect(),
-            None => self.window.values().collect(),
-        };
-        windows
-            .into_iter()
+        self.window
+            .iter()
+            .filter(|w| matches(&w.model))
             .flat_map(|w| w.queue.iter())
             .filter(|(at, _)| in_window(*at, now))
-            .map(|&(at, seq)| (at, self.by_seq[&seq].tokens))
+            .map(|&(at, seq)| (at, self.get(seq).map_or(0, |e| e.tokens)))
             .collect()
     }
 
@@ -291,16 +348,13 @@ impl Entries {
         totals
     }
 
-    /// Builds every index again from the list, as of `cursor`.
+    /// Numbers the entries again, without holes, and builds every index again, as of `cursor`.
     fn reindex(&mut self, cursor: u64) {
-        let entries = std::mem::take(&mut self.by_seq);
-        let next_seq = self.next_seq;
+        let slots = std::mem::take(&mut self.slots);
         *self = Entries { cursor, ..Entries::default() };
-        for (seq, entry) in entries {
-            self.next_seq = seq;
+        for entry in slots.into_iter().flatten() {
             self.push(entry);
         }
-        self.next_seq = next_seq;
     }
 }
 
@@ -343,24 +397,40 @@ impl<'de> Deserialize<'de> for Entries {
 
 #[cfg(test)]
 impl Entries {
+    /// The slots, holes included.
+    pub(super) fn slots(&self) -> usize {
+        self.slots.len()
+    }
+
     /// Every index, checked against the list itself (panics on a difference).
     pub(super) fn check(&self, now: u64) {
-        let mut copy = Entries { by_seq: self.by_seq.clone(), next_seq: self.next_seq, ..Entries::default() };
+        let mut copy = Entries { slots: self.slots.clone(), base: self.base, ..Entries::default() };
         copy.reindex(self.cursor);
-        assert_eq!(copy.by_id, self.by_id, "ids");
-        assert_eq!(copy.reserved, self.reserved, "reservations");
-        assert_eq!(copy.remembered, self.remembered, "estimates");
-        let mut stale = self.stale.clone();
+        // The copy is numbered from 0 without holes: compare by position in the list.
+        let position: HashMap<u64, u64> =
+            self.since(self.base).enumerate().map(|(i, (seq, _))| (seq, i as u64)).collect();
+        let at = |seq: &u64| position[seq];
+        let pairs = |q: &VecDeque<(u64, u64)>| q.iter().map(|(a, s)| (*a, at(s))).collect::<Vec<_>>();
+        assert_eq!(self.live, self.iter().count(), "live");
+        let by_id: HashMap<String, (u64, u64)> =
+            self.by_id.iter().map(|(k, (s, n))| (k.clone(), (at(s), *n))).collect();
+        assert_eq!(copy.by_id, by_id, "ids");
+        assert_eq!(copy.reserved, self.reserved.iter().map(at).collect::<Vec<_>>(), "reservations");
+        let remembered: Vec<(u64, u64)> = copy.remembered.iter().copied().collect();
+        assert_eq!(remembered, pairs(&self.remembered), "estimates");
+        let mut stale: Vec<u64> = self.stale.iter().map(at).collect();
         stale.sort_unstable();
         assert_eq!(copy.stale, stale, "stale");
-        let mut models: Vec<&String> = self.window.keys().collect();
+        let mut models: Vec<&String> = self.window.iter().map(|w| &w.model).collect();
         models.sort();
-        let mut expected: Vec<&String> = copy.window.keys().collect();
+        let mut expected: Vec<&String> = copy.window.iter().map(|w| &w.model).collect();
         expected.sort();
         assert_eq!(models, expected, "models in the window");
-        for (model, window) in &self.window {
-            assert_eq!(window.queue, copy.window[model].queue, "{model}'s window");
-            assert_eq!(window.tokens, copy.window[model].tokens, "{model}'s tokens");
+        for window in &self.window {
+            let other = copy.window.iter().find(|w| w.model == window.model).unwrap();
+            let copied: Vec<(u64, u64)> = other.queue.iter().copied().collect();
+            assert_eq!(pairs(&window.queue), copied, "{}'s window", window.model);
+            assert_eq!(window.tokens, other.tokens, "{}'s tokens", window.model);
         }
         let mut models: Vec<Option<&str>> = self.iter().map(|e| Some(e.model.as_str())).collect();
         models.sort_unstable();
