@@ -8,7 +8,7 @@
 //! refused fallback's reservation added again at the end (that order names which of two entries
 //! with one id a settlement finds, and the order rows are reported changed or removed).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -20,7 +20,7 @@ use super::{Entry, EntryState, ESTIMATE_MEMORY_MS, WINDOW_MS};
 #[derive(Clone)]
 struct ModelWindow {
     model: String,
-    queue: VecDeque<(u64, u64)>,
+    queue: Fifo<(u64, u64)>,
     tokens: u128,
 }
 
@@ -37,7 +37,7 @@ pub struct WindowTotals {
 pub struct Entries {
     /// By insertion number (`base` is the front's): the rules' order. A removed entry leaves a
     /// hole until the front passes it, or the list is renumbered.
-    slots: VecDeque<Option<Entry>>,
+    slots: Fifo<Option<Entry>>,
     base: u64,
     live: usize,
     /// Each id's first insertion number, and how many entries have it (more than one only when
@@ -46,7 +46,7 @@ pub struct Entries {
     /// Unsettled reservations, in insertion order.
     reserved: Vec<u64>,
     /// Estimated and corrected entries by (at, insertion number).
-    remembered: VecDeque<(u64, u64)>,
+    remembered: Fifo<(u64, u64)>,
     /// Settled entries outside the window (settled after leaving it): dropped at the next prune.
     stale: Vec<u64>,
     /// Every entry with `at + WINDOW_MS > cursor`, by model (a key uses few).
@@ -58,12 +58,67 @@ fn in_window(at: u64, now: u64) -> bool {
     at.saturating_add(WINDOW_MS) > now
 }
 
-fn sorted_insert(queue: &mut VecDeque<(u64, u64)>, item: (u64, u64)) {
+/// A queue as a vector and the index of its front (less code in the wasm than a ring buffer):
+/// a pop moves the index; what is behind it goes when it is half the vector.
+#[derive(Clone)]
+struct Fifo<T> {
+    items: Vec<T>,
+    head: usize,
+}
+
+impl<T> Default for Fifo<T> {
+    fn default() -> Self {
+        Fifo { items: Vec::new(), head: 0 }
+    }
+}
+
+impl<T> std::ops::Deref for Fifo<T> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        &self.items[self.head..]
+    }
+}
+
+impl<T> std::ops::DerefMut for Fifo<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut self.items[self.head..]
+    }
+}
+
+impl<T> Fifo<T> {
+    fn push(&mut self, item: T) {
+        self.items.push(item);
+    }
+
+    fn insert(&mut self, at: usize, item: T) {
+        self.items.insert(self.head + at, item);
+    }
+
+    fn remove(&mut self, at: usize) {
+        self.items.remove(self.head + at);
+    }
+
+    fn pop_front(&mut self) {
+        self.head += 1;
+        if self.head >= 32 && self.head * 2 >= self.items.len() {
+            self.items.drain(..self.head);
+            self.head = 0;
+        }
+    }
+
+    fn into_vec(mut self) -> Vec<T> {
+        self.items.drain(..self.head);
+        self.items
+    }
+}
+
+fn sorted_insert(queue: &mut Fifo<(u64, u64)>, item: (u64, u64)) {
     let at = queue.partition_point(|x| *x <= item);
     queue.insert(at, item);
 }
 
-fn sorted_remove(queue: &mut VecDeque<(u64, u64)>, item: (u64, u64)) {
+fn sorted_remove(queue: &mut Fifo<(u64, u64)>, item: (u64, u64)) {
     if let Ok(at) = queue.binary_search(&item) {
         queue.remove(at);
     }
@@ -90,8 +145,8 @@ impl Entries {
     /// The entries from insertion number `seq` on, with theirs.
     fn since(&self, seq: u64) -> impl DoubleEndedIterator<Item = (u64, &Entry)> {
         let base = self.base;
-        self.slots
-            .range((seq - base) as usize..)
+        self.slots[(seq - base) as usize..]
+            .iter()
             .enumerate()
             .filter_map(move |(i, e)| e.as_ref().map(|e| (seq + i as u64, e)))
     }
@@ -170,7 +225,7 @@ impl Entries {
                 Some(i) => i,
                 None => {
                     let model = entry.model.clone();
-                    self.window.push(ModelWindow { model, queue: VecDeque::new(), tokens: 0 });
+                    self.window.push(ModelWindow { model, queue: Fifo::default(), tokens: 0 });
                     self.window.len() - 1
                 }
             };
@@ -178,7 +233,7 @@ impl Entries {
             sorted_insert(&mut window.queue, (entry.at, seq));
             window.tokens += u128::from(entry.tokens);
         }
-        self.slots.push_back(Some(entry));
+        self.slots.push(Some(entry));
         self.live += 1;
     }
 
@@ -198,7 +253,7 @@ impl Entries {
                 self.by_id.insert(entry.id.clone(), (first, count - 1));
             }
         }
-        while let Some(None) = self.slots.front() {
+        while let Some(None) = self.slots.first() {
             self.slots.pop_front();
             self.base += 1;
         }
@@ -256,7 +311,7 @@ impl Entries {
         let mut dropped: Vec<(u64, u64)> = self.stale.drain(..).map(|seq| (seq, 0)).collect();
         let (slots, base) = (&self.slots, self.base);
         for window in &mut self.window {
-            while let Some(&(at, seq)) = window.queue.front() {
+            while let Some(&(at, seq)) = window.queue.first() {
                 if in_window(at, now) {
                     break;
                 }
@@ -270,7 +325,7 @@ impl Entries {
         }
         self.window.retain(|w| !w.queue.is_empty());
         self.cursor = now;
-        for &(at, seq) in &self.remembered {
+        for &(at, seq) in self.remembered.iter() {
             if at.saturating_add(ESTIMATE_MEMORY_MS) > now {
                 break;
             }
@@ -301,7 +356,7 @@ impl Entries {
         for window in self.window.iter().filter(|w| model.is_none_or(|m| w.model == m)) {
             // Those that left since the cursor are subtracted.
             let (mut left, mut left_tokens) = (0usize, 0u128);
-            for &(at, seq) in &window.queue {
+            for &(at, seq) in window.queue.iter() {
                 if in_window(at, now) {
                     totals.oldest = Some(totals.oldest.map_or(at, |o| o.min(at)));
                     break;
@@ -352,7 +407,7 @@ impl Entries {
     fn reindex(&mut self, cursor: u64) {
         let slots = std::mem::take(&mut self.slots);
         *self = Entries { cursor, ..Entries::default() };
-        for entry in slots.into_iter().flatten() {
+        for entry in slots.into_vec().into_iter().flatten() {
             self.push(entry);
         }
     }
@@ -410,7 +465,7 @@ impl Entries {
         let position: HashMap<u64, u64> =
             self.since(self.base).enumerate().map(|(i, (seq, _))| (seq, i as u64)).collect();
         let at = |seq: &u64| position[seq];
-        let pairs = |q: &VecDeque<(u64, u64)>| q.iter().map(|(a, s)| (*a, at(s))).collect::<Vec<_>>();
+        let pairs = |q: &Fifo<(u64, u64)>| q.iter().map(|(a, s)| (*a, at(s))).collect::<Vec<_>>();
         assert_eq!(self.live, self.iter().count(), "live");
         let by_id: HashMap<String, (u64, u64)> =
             self.by_id.iter().map(|(k, (s, n))| (k.clone(), (at(s), *n))).collect();

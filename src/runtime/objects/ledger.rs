@@ -121,6 +121,62 @@ fn to_json<T: Serialize>(v: &T) -> Result<String, String> {
     serde_json::to_string(v).map_err(|e| e.to_string())
 }
 
+/// A JSON array written by hand (what `json_each` reads a batch from): rows of strings and
+/// numbers, or of such lists.
+#[derive(Default)]
+struct Rows {
+    out: Vec<u8>,
+    rows: usize,
+}
+
+impl Rows {
+    /// Starts the next row.
+    fn row(&mut self) -> &mut Self {
+        self.out.push(if self.rows == 0 { b'[' } else { b',' });
+        self.rows += 1;
+        self
+    }
+
+    fn list(&mut self) -> &mut Self {
+        self.out.push(b'[');
+        self
+    }
+
+    fn separate(&mut self) {
+        if !matches!(self.out.last(), Some(b'[' | b',')) {
+            self.out.push(b',');
+        }
+    }
+
+    fn string(&mut self, s: &str) -> &mut Self {
+        self.separate();
+        json::write_str(&mut self.out, s);
+        self
+    }
+
+    fn number(&mut self, n: u64) -> &mut Self {
+        self.separate();
+        json::write_u64(&mut self.out, n);
+        self
+    }
+
+    fn close(&mut self) {
+        self.out.push(b']');
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    fn end(mut self) -> Result<String, String> {
+        if self.rows == 0 {
+            self.out.push(b'[');
+        }
+        self.out.push(b']');
+        String::from_utf8(self.out).map_err(|e| e.to_string())
+    }
+}
+
 fn sql_error(e: worker::Error) -> String {
     format!("ledger storage failed: {e}")
 }
@@ -254,23 +310,30 @@ impl Ledger {
     /// statement (SQLite reads the JSON array of its rows).
     fn save(&self, sql: &SqlStorage, mut state: LedgerState) -> Result<(), String> {
         if !state.removed.is_empty() {
-            let ids = to_json(&state.removed)?;
-            sql.exec("DELETE FROM ledger_entries WHERE id IN (SELECT value FROM json_each(?))", vec![ids.into()])
-                .map_err(sql_error)?;
-            state.removed.clear();
+            let mut ids = Rows::default();
+            for id in state.removed.drain(..) {
+                ids.row().string(&id);
+            }
+            sql.exec(
+                "DELETE FROM ledger_entries WHERE id IN (SELECT value FROM json_each(?))",
+                vec![ids.end()?.into()],
+            )
+            .map_err(sql_error)?;
         }
         let mut changed = std::mem::take(&mut state.changed);
         changed.sort_unstable();
         changed.dedup();
-        // [id, the entry's JSON] pairs: the JSON is stored as the text it was written as.
-        let rows = changed
-            .iter()
-            .filter_map(|id| state.entries.latest(id).map(|entry| to_json(entry).map(|json| (id, json))))
-            .collect::<Result<Vec<_>, _>>()?;
+        // [id, the entry's JSON] each: the JSON is stored as the text it was written as.
+        let mut rows = Rows::default();
+        for id in &changed {
+            if let Some(entry) = state.entries.latest(id) {
+                rows.row().list().string(id).string(&to_json(entry)?).close();
+            }
+        }
         if !rows.is_empty() {
             sql.exec(
                 "INSERT OR REPLACE INTO ledger_entries (id, json) SELECT value ->> 0, value ->> 1 FROM json_each(?)",
-                vec![to_json(&rows)?.into()],
+                vec![rows.end()?.into()],
             )
             .map_err(sql_error)?;
         }
@@ -299,13 +362,14 @@ impl Ledger {
         if rows.is_empty() {
             return Ok(());
         }
-        let rows = rows
-            .iter()
-            .map(|row| to_json(row).map(|json| (&row.call_id, &row.request_id, row.start_time, json)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut json = Rows::default();
+        for row in rows {
+            let text = to_json(row)?;
+            json.row().list().string(&row.call_id).string(&row.request_id).number(row.start_time).string(&text).close();
+        }
         sql.exec(
             "INSERT OR IGNORE INTO spend_logs (call_id, request_id, start_time, row) SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?)",
-            vec![to_json(&rows)?.into()],
+            vec![json.end()?.into()],
         )
         .map_err(sql_error)?;
         let before = self.inserts.get();
