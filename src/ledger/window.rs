@@ -206,12 +206,8 @@ impl Entries {
     /// Adds an entry at the end.
     pub(super) fn push(&mut self, entry: Entry) {
         let seq = self.base + self.slots.len() as u64;
-        match self.by_id.get_mut(&entry.id) {
-            Some((_, count)) => *count += 1,
-            None => {
-                self.by_id.insert(entry.id.clone(), (seq, 1));
-            }
-        }
+        // One lookup (an id is new but for a repeat or a moved reservation).
+        self.by_id.entry(entry.id.clone()).or_insert((seq, 0)).1 += 1;
         match entry.state {
             EntryState::Reserved { .. } => self.reserved.push(seq),
             EntryState::Settled if !in_window(entry.at, self.cursor) => self.stale.push(seq),
@@ -241,10 +237,9 @@ impl Entries {
     pub(super) fn take(&mut self, seq: u64) -> Option<Entry> {
         let entry = self.slot(seq)?.take()?;
         self.live -= 1;
-        if let Some((first, count)) = self.by_id.get(&entry.id).copied() {
-            if count == 1 {
-                self.by_id.remove(&entry.id);
-            } else {
+        // One lookup when the id had one entry (always, but in tests).
+        if let Some((first, count)) = self.by_id.remove(&entry.id) {
+            if count > 1 {
                 let first = if first == seq {
                     self.since(seq).find(|(_, e)| e.id == entry.id).map_or(seq, |(s, _)| s)
                 } else {
