@@ -621,7 +621,7 @@ impl LedgerState {
                 self.model_spend.remove(model);
             }
         }
-        for seq in self.entries.reserved_seqs() {
+        for seq in self.entries.reserved_since(now.saturating_sub(RESERVATION_MAX_MS)) {
             let Some(e) = self.entries.get(seq) else { continue };
             if let EntryState::Reserved { cost, .. } = e.state {
                 if e.at + RESERVATION_MAX_MS <= now {

@@ -49,7 +49,7 @@ pub struct Entries {
     remembered: Fifo<(u64, u64)>,
     /// Settled entries outside the window (settled after leaving it): dropped at the next prune.
     stale: Vec<u64>,
-    /// Every entry with `at + WINDOW_MS > cursor`, by model (a key uses few).
+    /// Every entry with `at + WINDOW_MS > cursor`, by model (a key uses few; kept when empty).
     window: Vec<ModelWindow>,
     cursor: u64,
 }
@@ -182,8 +182,9 @@ impl Entries {
         self.reserved.iter().filter_map(|seq| self.get(*seq))
     }
 
-    pub(super) fn reserved_seqs(&self) -> Vec<u64> {
-        self.reserved.clone()
+    /// The reservations admitted at or before `at`, in the rules' order.
+    pub(super) fn reserved_since(&self, at: u64) -> Vec<u64> {
+        self.reserved.iter().copied().filter(|seq| self.get(*seq).is_some_and(|e| e.at <= at)).collect()
     }
 
     /// The estimates (not yet corrected), in the rules' order.
@@ -264,7 +265,6 @@ impl Entries {
                 sorted_remove(&mut window.queue, (entry.at, seq));
                 window.tokens -= u128::from(entry.tokens);
             }
-            self.window.retain(|w| !w.queue.is_empty());
         }
         Some(entry)
     }
@@ -272,15 +272,16 @@ impl Entries {
     /// Changes an entry's tokens and state (its id, time and model stay).
     pub(super) fn update(&mut self, seq: u64, tokens: u64, state: EntryState) {
         let cursor = self.cursor;
-        let Some(Some(entry)) = self.slot(seq) else { return };
+        let Some(i) = seq.checked_sub(self.base) else { return };
+        // The slots and the windows borrowed apart: the entry's model is not copied.
+        let Some(Some(entry)) = self.slots.get_mut(i as usize) else { return };
         let (old_tokens, was_reserved, was_remembered) = (entry.tokens, entry.is_reserved(), entry.remembered());
         entry.tokens = tokens;
         entry.state = state;
         let (at, is_reserved, is_remembered) = (entry.at, entry.is_reserved(), entry.remembered());
         let settled = matches!(entry.state, EntryState::Settled);
-        let model = entry.model.clone();
         if in_window(at, cursor) {
-            if let Some(window) = self.model_window(&model) {
+            if let Some(window) = self.window.iter_mut().find(|w| w.model == entry.model) {
                 window.tokens = window.tokens - u128::from(old_tokens) + u128::from(tokens);
             }
         } else if settled {
@@ -318,7 +319,6 @@ impl Entries {
                 }
             }
         }
-        self.window.retain(|w| !w.queue.is_empty());
         self.cursor = now;
         for &(at, seq) in self.remembered.iter() {
             if at.saturating_add(ESTIMATE_MEMORY_MS) > now {
@@ -471,12 +471,12 @@ impl Entries {
         let mut stale: Vec<u64> = self.stale.iter().map(at).collect();
         stale.sort_unstable();
         assert_eq!(copy.stale, stale, "stale");
-        let mut models: Vec<&String> = self.window.iter().map(|w| &w.model).collect();
+        let mut models: Vec<&String> = self.window.iter().filter(|w| !w.queue.is_empty()).map(|w| &w.model).collect();
         models.sort();
         let mut expected: Vec<&String> = copy.window.iter().map(|w| &w.model).collect();
         expected.sort();
         assert_eq!(models, expected, "models in the window");
-        for window in &self.window {
+        for window in self.window.iter().filter(|w| !w.queue.is_empty()) {
             let other = copy.window.iter().find(|w| w.model == window.model).unwrap();
             let copied: Vec<(u64, u64)> = other.queue.iter().copied().collect();
             assert_eq!(pairs(&window.queue), copied, "{}'s window", window.model);
