@@ -5,9 +5,9 @@
 //! A key without limits or a budget holds no reservation, so nothing waits on its settlement:
 //! the answer leaves at once, and the settlement joins the isolate's queue for the key's
 //! ledger. The request that finds no sender at work starts one, in its own `waitUntil`: it
-//! sends what is queued at once, and while that call is out, later settlements queue up and go
-//! together in the next call. Under load one call carries many settlements; an idle isolate
-//! adds no delay.
+//! lets items gather for its sink's `GATHER_MS`, sends what is queued, and while that call is
+//! out, later items queue up and go together in the next call. Under load one call carries
+//! many settlements.
 //!
 //! Why nothing is lost when an isolate goes away: the sender runs as `waitUntil` work, which
 //! the runtime lets finish after the response when it evicts an isolate or replaces it with a
