@@ -14,7 +14,6 @@
 
 use std::cell::RefCell;
 
-use serde::Serialize;
 use serde_json::Value;
 use worker::kv::KvStore;
 use worker::{console_error, Env};
@@ -22,6 +21,7 @@ use worker::{console_error, Env};
 use super::now_ms;
 use crate::cache::ExpiringMap;
 use crate::fields::{self, Fields, FromJson};
+use crate::json::{self, ObjectWriter, ToJson};
 use crate::keys::{alias_kv_key, record_kv_key, revoked_kv_key, KeyRecord, ListMeta};
 use crate::openai::ApiError;
 
@@ -42,10 +42,19 @@ thread_local! {
 }
 
 /// Why a secret no longer works.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Revocation {
     pub reason: String,
     pub at: u64,
+}
+
+impl ToJson for Revocation {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let Revocation { reason, at } = self;
+        let mut o = ObjectWriter::new(out);
+        o.field("reason", reason).field("at", at);
+        o.end();
+    }
 }
 
 impl FromJson for Revocation {
@@ -142,8 +151,10 @@ impl KeyStore {
     /// Writes a key and its alias index; `previous_alias` is dropped from the index if it changed.
     pub async fn put(&self, record: &KeyRecord, previous_alias: Option<&str>) -> Result<(), ApiError> {
         record.check_kv_limits()?;
-        let meta = record.list_meta();
-        let value = serde_json::to_string(record).map_err(|e| ApiError::internal(e.to_string()))?;
+        // As a JSON value: `metadata` takes any `Serialize`, and `ListMeta` is written by hand.
+        let meta: Value =
+            json::from_str(&json::to_string(&record.list_meta())).map_err(|e| ApiError::internal(e.to_string()))?;
+        let value = json::to_string(record);
         let key = record_kv_key(&record.key_hash);
         self.kv
             .put(&key, value)
@@ -169,7 +180,7 @@ impl KeyStore {
     pub async fn revoke(&self, record: &KeyRecord, reason: &str, keep_alias: bool) -> Result<(), ApiError> {
         let now = now_ms();
         let revocation = Revocation { reason: reason.to_string(), at: now };
-        let tombstone = serde_json::to_string(&revocation).map_err(|e| ApiError::internal(e.to_string()))?;
+        let tombstone = json::to_string(&revocation);
         let revoked = revoked_kv_key(&record.key_hash);
         self.kv
             .put(&revoked, tombstone)

@@ -69,7 +69,7 @@ impl PartyStore {
 
     pub async fn put(&self, kind: PartyKind, record: &PartyRecord) -> Result<(), ApiError> {
         let key = kind.kv_key(&record.id).ok_or_else(|| ApiError::internal("a party id too long for KV"))?;
-        let value = serde_json::to_string(record).map_err(|e| ApiError::internal(e.to_string()))?;
+        let value = crate::json::to_string(record);
         self.kv.put(&key, value).map_err(kv_error)?.execute().await.map_err(kv_error)?;
         CACHE.with(|c| c.borrow_mut().insert(&key, Some(record.clone()), now_ms()));
         Ok(())
