@@ -615,7 +615,12 @@ impl PartyRecord {
                     };
                     put("team_alias", json!(self.alias));
                     put("blocked", Value::Bool(self.blocked));
-                    put("members_with_roles", json!(self.members));
+                    // Each member as stored (`json!` of the list would compile a serde writer of `Member`).
+                    let members = self
+                        .members
+                        .iter()
+                        .map(|m| json!({"user_id": m.user_id, "user_email": m.user_email, "role": m.role}));
+                    put("members_with_roles", members.collect());
                     put("admins", ids("admin"));
                     put("members", ids("user"));
                 }

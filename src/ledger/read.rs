@@ -318,14 +318,9 @@ impl ToJson for Limits {
 impl ToJson for Prices {
     fn write_json(&self, out: &mut Vec<u8>) {
         let Prices { input, output, cache_read, cache_creation, source } = self;
-        let source = match source {
-            PriceSource::Config => "config",
-            PriceSource::Builtin => "builtin",
-            PriceSource::Unknown => "unknown",
-        };
         let mut o = ObjectWriter::new(out);
         o.field("input", input).field("output", output);
-        o.field("cache_read", cache_read).field("cache_creation", cache_creation).field("source", source);
+        o.field("cache_read", cache_read).field("cache_creation", cache_creation).field("source", source.name());
         o.end();
     }
 }
