@@ -83,9 +83,7 @@ impl FromJson for Health {
     fn from_json(value: &serde_json::Value) -> Result<Self, String> {
         let f = Fields::of(value)?;
         let health = Health {
-            failures: f.req("failures", |v| {
-                v.as_object()?.iter().map(|(id, times)| Some((id.clone(), crate::fields::u64s(times)?))).collect()
-            }),
+            failures: f.req("failures", |v| crate::fields::map_of(v, crate::fields::u64s)),
             cooldown_until: f.req("cooldown_until", crate::fields::u64_map),
         };
         f.finish(health)
