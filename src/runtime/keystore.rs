@@ -15,7 +15,10 @@
 use std::cell::RefCell;
 
 use serde_json::Value;
+use worker::js_sys::{Array, Function, Object, Promise, Reflect, JSON};
 use worker::kv::KvStore;
+use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::wasm_bindgen_futures::JsFuture;
 use worker::{console_error, Env};
 
 use super::now_ms;
@@ -74,6 +77,8 @@ pub enum Lookup {
 
 pub struct KeyStore {
     kv: KvStore,
+    /// The binding itself, for `list_all`.
+    namespace: JsValue,
 }
 
 /// The detail goes to the log; the caller learns only which store failed.
@@ -98,6 +103,47 @@ pub(super) async fn get_json<T: FromJson>(kv: &KvStore, key: &str) -> Result<Opt
     }
 }
 
+/// Every key under `prefix` in the namespace, with its list metadata, page after page. Called on
+/// the namespace itself: worker's `list` reads its answer through serde_wasm_bindgen, whose
+/// reader of the metadata (any JSON) costs about 13 KB of wasm; the metadata goes through its
+/// JSON text instead.
+pub(super) async fn list_all(namespace: &JsValue, prefix: &str) -> Result<Vec<(String, Option<Value>)>, ApiError> {
+    list_pages(namespace, prefix).await.map_err(|e| {
+        console_error!("Workers KV `{BINDING}` failed to list: {e:?}");
+        ApiError::internal(format!("The key store (Workers KV `{BINDING}`) failed."))
+    })
+}
+
+async fn list_pages(namespace: &JsValue, prefix: &str) -> Result<Vec<(String, Option<Value>)>, JsValue> {
+    let get = |target: &JsValue, name: &str| Reflect::get(target, &JsValue::from_str(name));
+    let list: Function = get(namespace, "list")?.dyn_into()?;
+    let mut keys = Vec::new();
+    let mut cursor = JsValue::UNDEFINED;
+    loop {
+        let options = Object::new();
+        Reflect::set(&options, &JsValue::from_str("prefix"), &JsValue::from_str(prefix))?;
+        if !cursor.is_undefined() {
+            Reflect::set(&options, &JsValue::from_str("cursor"), &cursor)?;
+        }
+        let page = JsFuture::from(list.call1(namespace, &options)?.dyn_into::<Promise>()?).await?;
+        for key in get(&page, "keys")?.dyn_into::<Array>()?.iter() {
+            let name = get(&key, "name")?.as_string().unwrap_or_default();
+            let metadata = get(&key, "metadata")?;
+            let metadata = if metadata.is_undefined() || metadata.is_null() {
+                None
+            } else {
+                JSON::stringify(&metadata)?.as_string().and_then(|text| json::from_str(&text).ok())
+            };
+            keys.push((name, metadata));
+        }
+        cursor = get(&page, "cursor")?;
+        let complete = get(&page, "list_complete")?.as_bool().unwrap_or(true);
+        if complete || cursor.as_string().is_none_or(|c| c.is_empty()) {
+            return Ok(keys);
+        }
+    }
+}
+
 /// The read itself, not generic: one copy of it in the module whatever `get_json` parses.
 async fn get_text(kv: &KvStore, key: &str) -> Result<Option<String>, ApiError> {
     kv.get(key).text().await.map_err(kv_error)
@@ -105,7 +151,8 @@ async fn get_text(kv: &KvStore, key: &str) -> Result<Option<String>, ApiError> {
 
 impl KeyStore {
     pub fn open(env: &Env) -> Result<Self, ApiError> {
-        env.kv(BINDING).map(|kv| KeyStore { kv }).map_err(|_| {
+        let namespace = Reflect::get(env, &JsValue::from_str(BINDING)).unwrap_or(JsValue::UNDEFINED);
+        env.kv(BINDING).map(|kv| KeyStore { kv, namespace }).map_err(|_| {
             ApiError::internal(format!(
                 "The gateway is misconfigured: the KV namespace binding `{BINDING}` is missing."
             ))
@@ -206,24 +253,12 @@ impl KeyStore {
 
     /// Every key's hash and list metadata.
     pub async fn list(&self) -> Result<Vec<(String, ListMeta)>, ApiError> {
-        let mut entries = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let mut request = self.kv.list().prefix("key:".into());
-            if let Some(c) = cursor.take() {
-                request = request.cursor(c);
-            }
-            let page = request.execute().await.map_err(kv_error)?;
-            for key in page.keys {
-                let hash = key.name.trim_start_matches("key:").to_string();
-                let meta = key.metadata.and_then(|m| ListMeta::from_json(&m).ok()).unwrap_or_default();
-                entries.push((hash, meta));
-            }
-            match page.cursor.filter(|c| !page.list_complete && !c.is_empty()) {
-                Some(c) => cursor = Some(c),
-                None => return Ok(entries),
-            }
-        }
+        let keys = list_all(&self.namespace, "key:").await?;
+        let entries = keys.into_iter().map(|(name, metadata)| {
+            let hash = name.trim_start_matches("key:").to_string();
+            (hash, metadata.and_then(|m| ListMeta::from_json(&m).ok()).unwrap_or_default())
+        });
+        Ok(entries.collect())
     }
 }
 
