@@ -169,6 +169,21 @@ impl<A: ToJson, B: ToJson> ToJson for (A, B) {
     }
 }
 
+/// Four items as a list, as serde writes a tuple (the ledger's rows for `json_each`).
+impl<A: ToJson, B: ToJson, C: ToJson, D: ToJson> ToJson for (A, B, C, D) {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.push(b'[');
+        self.0.write_json(out);
+        out.push(b',');
+        self.1.write_json(out);
+        out.push(b',');
+        self.2.write_json(out);
+        out.push(b',');
+        self.3.write_json(out);
+        out.push(b']');
+    }
+}
+
 impl<V: ToJson> ToJson for BTreeMap<String, V> {
     fn write_json(&self, out: &mut Vec<u8>) {
         let mut object = ObjectWriter::new(out);
@@ -405,6 +420,22 @@ mod tests {
             let v = value(&mut rng, 0);
             assert_eq!(to_vec(&v), serde_json::to_vec(&v).unwrap(), "{v:?}");
         }
+    }
+
+    #[test]
+    fn the_generic_writers_write_as_serde_json_writes() {
+        let id = "c\"1".to_string();
+        let rows = vec![(&id, &id, 7u64, "{\"a\":1}".to_string())];
+        assert_eq!(to_string(&rows), serde_json::to_string(&rows).unwrap());
+        let pairs: Vec<(String, Vec<String>)> =
+            vec![("g".into(), vec!["a".into(), "b\n".into()]), ("h".into(), vec![])];
+        assert_eq!(to_string(&pairs), serde_json::to_string(&pairs).unwrap());
+        let map: BTreeMap<String, Option<u64>> = [("x".to_string(), None), ("y\u{1}".to_string(), Some(3))].into();
+        assert_eq!(to_string(&map), serde_json::to_string(&map).unwrap());
+        let scalars = (true, (u16::MAX, u32::MAX), usize::MAX, Money::from_pico(u64::MAX));
+        assert_eq!(to_string(&scalars), serde_json::to_string(&scalars).unwrap());
+        let empty: Vec<Value> = Vec::new();
+        assert_eq!(to_string(&(&empty, &json!({"k": [null, 1.5, "s"]}))), r#"[[],{"k":[null,1.5,"s"]}]"#);
     }
 
     #[test]
