@@ -8,13 +8,13 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 use worker::{durable_object, DurableObject, Env, Request, Response, SqlStorage, State};
 
 use super::ObjectStub;
 use crate::fields::FromJson;
-use crate::json;
+use crate::json::{self, ObjectWriter, ToJson};
 use crate::ledger::messages::{
     InfoRequest, LedgerInfo, LogsQuery, ReleaseRequest, RevokeRequest, SettleRequest, SpendLogRow,
 };
@@ -68,21 +68,36 @@ struct JsonRow {
     json: String,
 }
 
-/// The ledger's scalars, saved as one row; its entries are rows of their own. Written by
-/// serde, read by hand (below).
-#[derive(Default, Serialize)]
+/// The ledger's scalars, saved as one row; its entries are rows of their own. Written and
+/// read by hand (below).
+#[derive(Default)]
 struct Totals {
     spend: Money,
     period_start: Option<u64>,
     soft_alerted: bool,
     revoked: Option<String>,
     key_hash: Option<String>,
-    #[serde(default)]
     scope: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     model_spend: BTreeMap<String, u64>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     model_period_start: BTreeMap<String, u64>,
+}
+
+/// Written by hand (`ToJson`: a smaller wasm); the maps only when they hold something.
+impl ToJson for Totals {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let Totals { spend, period_start, soft_alerted, revoked, key_hash, scope, model_spend, model_period_start } =
+            self;
+        let mut o = ObjectWriter::new(out);
+        o.field("spend", spend).field("period_start", period_start).field("soft_alerted", soft_alerted);
+        o.field("revoked", revoked).field("key_hash", key_hash).field("scope", scope);
+        if !model_spend.is_empty() {
+            o.field("model_spend", model_spend);
+        }
+        if !model_period_start.is_empty() {
+            o.field("model_period_start", model_period_start);
+        }
+        o.end();
+    }
 }
 
 /// Read by hand (`FromJson`): a smaller wasm. `scope` and the maps may be missing (rows
@@ -117,8 +132,8 @@ fn parse<T: FromJson>(body: &[u8]) -> Result<T, String> {
 }
 
 /// An answer as the JSON text the object sends (not a `Value` tree first).
-fn to_json<T: Serialize>(v: &T) -> Result<String, String> {
-    serde_json::to_string(v).map_err(|e| e.to_string())
+fn to_json(v: &(impl ToJson + ?Sized)) -> Result<String, String> {
+    Ok(json::to_string(v))
 }
 
 fn sql_error(e: worker::Error) -> String {
@@ -250,7 +265,7 @@ impl Ledger {
         changed.dedup();
         for id in changed {
             if let Some(entry) = state.entries.iter().rev().find(|e| e.id == id) {
-                let json = serde_json::to_string(entry).map_err(|e| e.to_string())?;
+                let json = json::to_string(entry);
                 sql.exec(
                     "INSERT OR REPLACE INTO ledger_entries (id, json) VALUES (?, ?)",
                     vec![id.into(), json.into()],
@@ -268,7 +283,7 @@ impl Ledger {
             model_spend: state.model_spend.clone(),
             model_period_start: state.model_period_start.clone(),
         };
-        let json = serde_json::to_string(&totals).map_err(|e| e.to_string())?;
+        let json = json::to_string(&totals);
         if *self.saved_totals.borrow() != json {
             sql.exec("INSERT OR REPLACE INTO ledger_state (id, json) VALUES (1, ?)", vec![json.clone().into()])
                 .map_err(sql_error)?;
@@ -279,7 +294,7 @@ impl Ledger {
     }
 
     fn insert_log(&self, sql: &SqlStorage, row: &SpendLogRow, now: u64) -> Result<(), String> {
-        let json = serde_json::to_string(row).map_err(|e| e.to_string())?;
+        let json = json::to_string(row);
         sql.exec(
             "INSERT OR IGNORE INTO spend_logs (call_id, request_id, start_time, row) VALUES (?, ?, ?, ?)",
             vec![
