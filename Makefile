@@ -121,7 +121,19 @@ FORCE:
 dev: tools
 	node tests/dev.mjs
 
-test: test-rust lint check-deploy test-e2e test-ui test-clients test-agents
+# In two rounds, each target's output printed whole when it ends. First the builds and the
+# CPU-bound checks, two at a time: the test build beside the unit tests and clippy (cargo locks
+# each profile's target directory, and these use different ones) and the installs. Then the
+# tests that run the worker, three targets at a time: the end-to-end suite is the long one and
+# mostly waits on the clock (tests/run.mjs), so it starts first, and the shipped build with its
+# deploy dry run, the browser, the clients and the agents run on the cores it leaves idle.
+TEST_FIRST = build-test test-rust lint chromium $(CLIENTS_VENV)/.installed \
+	tests/clients/node_modules/.package-lock.json tests/agents/node_modules/.package-lock.json
+TEST_THEN = test-e2e check-deploy test-ui test-clients test-agents
+
+test:
+	$(MAKE) --no-print-directory -j2 --output-sync=target $(TEST_FIRST)
+	$(MAKE) --no-print-directory -j3 --output-sync=target $(TEST_THEN)
 
 test-rust:
 	cargo test --locked
@@ -133,12 +145,13 @@ lint: tools
 	cargo clippy --locked --target wasm32-unknown-unknown --all-features -- -D warnings
 	cargo fmt --check
 
-# Two test files at a time: each starts its own workerd and fake Databricks on free ports, with
+# Four test files at a time: each starts its own workerd and fake Databricks on free ports, with
 # in-memory or temporary storage, so files share nothing; and most of the suite's time is spent
-# waiting (a rate-limit window, retry-afters, cooldowns), not computing, so two at a time halve
-# it on two cores without making the timing-sensitive tests fragile.
+# waiting (a rate-limit window, retry-afters, cooldowns, timeouts), not computing. tests/run.mjs
+# starts the files that took longest last time (build-test/e2e-times.json) first, so that the
+# longest (rate-window.test.mjs, a minute) does not start last.
 test-e2e: build-test
-	node --test --test-concurrency=2 tests/e2e/
+	node tests/run.mjs --concurrency 4 --times build-test/e2e-times.json tests/e2e/
 
 # The admin page (/ui) in Debian's chromium, driven by playwright-core (pinned in package.json;
 # it downloads no browser), against the built worker under workerd. Screenshots of every page go
@@ -181,8 +194,10 @@ test-agents: build-test tests/agents/node_modules/.package-lock.json
 	node --test --test-concurrency=1 tests/agents/
 
 # The deploy bundle builds and validates offline.
+# wrangler runs `make build` (wrangler.toml [build]); MAKEFLAGS is cleared so that, under `make -j`,
+# that make does not look for the jobserver wrangler cannot hand down.
 check-deploy: tools
-	rm -rf dist && npx wrangler deploy --dry-run --outdir dist
+	rm -rf dist && MAKEFLAGS= npx wrangler deploy --dry-run --outdir dist
 
 # `make bench BASELINE=<commit>` also builds that commit's worker with the test config into
 # build-baseline/ and runs its rows beside this build's, in the same rounds.
