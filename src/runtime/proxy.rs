@@ -14,12 +14,14 @@
 
 use futures_channel::mpsc;
 use futures_util::StreamExt;
-use worker::{AbortController, ByteStream, Headers, Response};
+use worker::{web_sys, AbortController, ByteStream, Headers, Response};
 
 use super::accounting::{self, Account, Outcome, Reservation};
 use super::dispatch::{self, Ask, Forwarded, Routed, Trail};
 use super::upstream::within;
-use super::{bytes_response, partystore, read_body, runtime_error, tokens, unknown_model, write_log, Call, Caller};
+use super::{
+    bytes_response, partystore, read_body, runtime_error, tokens, unknown_model, write_log, Call, Caller, Reply,
+};
 use crate::attribution::Attribution;
 use crate::config::{Deployment, GatewayConfig};
 use crate::databricks::Answer;
@@ -31,14 +33,15 @@ use crate::wire::{StreamRelay, WireFormat};
 /// Serves one request of `wire`'s format for an authenticated caller.
 pub async fn proxy(
     wire: &mut dyn WireFormat,
-    mut req: worker::Request,
+    req: web_sys::Request,
     call: &mut Call<'_>,
     caller: Caller,
-) -> Result<Response, ApiError> {
+) -> Result<Reply, ApiError> {
     // 1. Parse.
     let config = embedded::config().map_err(ApiError::internal)?;
-    wire.read_headers(&|name: &str| req.headers().get(name).ok().flatten());
-    let bytes = read_body(&mut req).await?;
+    let headers = req.headers();
+    wire.read_headers(&|name: &str| headers.get(name).ok().flatten());
+    let bytes = read_body(&req).await?;
     let ProxyRequest { model, stream, mut body, .. } = wire.parse(&bytes)?;
     drop(bytes);
     let attribution = Attribution::of(&body)?;
@@ -117,7 +120,7 @@ pub async fn proxy(
             call.headers.response_cost = Some(settled.cost);
             call.headers.key_spend = settled.key_spend;
             // 5. Relay.
-            bytes_response(200, bytes)
+            Ok(bytes_response(200, bytes))
         }
     }
 }
@@ -169,7 +172,7 @@ fn servable<'c>(config: &'c GatewayConfig, group: &str, may_use: &dyn Fn(&str) -
 /// it can see the stream to its end, settle its usage and log it. The pump hands chunks over
 /// an unbounded channel, so it never waits on a slow or departed client; an answer is a few
 /// kilobytes, so the buffer stays small.
-fn relay_stream(mut pump: StreamPump, call: &mut Call<'_>) -> Result<Response, ApiError> {
+fn relay_stream(mut pump: StreamPump, call: &mut Call<'_>) -> Result<Reply, ApiError> {
     call.log_deferred = true;
     pump.log = std::mem::take(&mut call.log);
     pump.log.status = 200;
@@ -180,7 +183,7 @@ fn relay_stream(mut pump: StreamPump, call: &mut Call<'_>) -> Result<Response, A
     // no-transform: a compressed event stream would be buffered, not streamed.
     headers.set("cache-control", "no-cache, no-transform").map_err(runtime_error)?;
     let stream = from_pump.map(Ok::<Vec<u8>, worker::Error>);
-    Response::from_stream(stream).map(|r| r.with_headers(headers)).map_err(runtime_error)
+    Response::from_stream(stream).map(|r| r.with_headers(headers).into()).map_err(runtime_error)
 }
 
 /// Moves a stream from Databricks to the client, one upstream read at a time, then settles it.
