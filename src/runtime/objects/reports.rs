@@ -43,6 +43,117 @@ const ADD_COUNTS: &str = "requests = requests + excluded.requests, failures = fa
      latency_ms = latency_ms + excluded.latency_ms, \
      key_alias = CASE WHEN excluded.key_alias != '' THEN excluded.key_alias ELSE key_alias END";
 
+/// The most call ids one statement binds (a Durable Object's SQL takes at most 100 values).
+const MAX_IDS_PER_STATEMENT: usize = 90;
+
+/// The columns a report row is keyed by besides its day (`DIMENSIONS`).
+#[derive(Clone, PartialEq)]
+struct Dims {
+    api_key: String,
+    team_id: String,
+    user_id: String,
+    end_user: String,
+    model_group: String,
+    deployment: String,
+}
+
+/// A batch's events summed for one row: what its upsert adds.
+struct RowSums {
+    dims: Dims,
+    /// The last alias the batch's events named (an empty one leaves the row's as it is).
+    key_alias: String,
+    requests: u64,
+    failures: u64,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    spend: Money,
+    latency_ms: u64,
+}
+
+impl RowSums {
+    fn add(&mut self, e: &ReportEvent) {
+        if !e.key_alias.is_empty() {
+            self.key_alias = e.key_alias.clone();
+        }
+        self.requests += 1;
+        self.failures += u64::from(e.failed());
+        self.prompt_tokens = self.prompt_tokens.saturating_add(e.prompt_tokens);
+        self.completion_tokens = self.completion_tokens.saturating_add(e.completion_tokens);
+        self.spend = self.spend.saturating_add(e.spend);
+        self.latency_ms = self.latency_ms.saturating_add(e.latency_ms);
+    }
+}
+
+/// A tag's row: (day, api_key, tag).
+type TagKey = (String, String, String);
+
+/// A batch's events summed per row of each table: applied in one upsert per row, they leave
+/// the tables as applying them one by one would.
+#[derive(Default)]
+struct BatchSums {
+    daily: Vec<(String, RowSums)>,
+    totals: Vec<RowSums>,
+    /// (day, api_key, tag) → (requests, spend)
+    tags: Vec<(TagKey, (u64, Money))>,
+    /// (model_group, latency bucket) → requests
+    latency: Vec<((String, u64), u64)>,
+}
+
+impl BatchSums {
+    fn add(&mut self, e: &ReportEvent) {
+        let dims = Dims {
+            api_key: e.api_key.clone(),
+            team_id: e.team_id.clone(),
+            user_id: e.user_id.clone(),
+            end_user: e.end_user.clone(),
+            model_group: e.model_group.clone(),
+            deployment: e.deployment.clone(),
+        };
+        let empty = |dims: Dims| RowSums {
+            dims,
+            key_alias: String::new(),
+            requests: 0,
+            failures: 0,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            spend: Money::ZERO,
+            latency_ms: 0,
+        };
+        let day = e.day();
+        let at = match self.daily.iter().position(|(d, row)| *d == day && row.dims == dims) {
+            Some(at) => at,
+            None => {
+                self.daily.push((day.clone(), empty(dims.clone())));
+                self.daily.len() - 1
+            }
+        };
+        self.daily[at].1.add(e);
+        let at = match self.totals.iter().position(|row| row.dims == dims) {
+            Some(at) => at,
+            None => {
+                self.totals.push(empty(dims));
+                self.totals.len() - 1
+            }
+        };
+        self.totals[at].add(e);
+        for tag in e.distinct_tags() {
+            let key = (day.clone(), e.api_key.clone(), tag.to_string());
+            match self.tags.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, (requests, spend))) => {
+                    *requests += 1;
+                    *spend = spend.saturating_add(e.spend);
+                }
+                None => self.tags.push((key, (1, e.spend))),
+            }
+        }
+        let key = (e.model_group.clone(), reports::latency_bucket(e.latency_ms) as u64);
+        match self.latency.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, count)) => *count += 1,
+            None => self.latency.push((key, 1)),
+        }
+    }
+}
+
 #[durable_object(fetch)]
 pub struct Reports {
     state: State,
@@ -188,20 +299,35 @@ impl Reports {
         Ok(())
     }
 
-    /// Applies the events not applied before; returns how many were new.
+    /// Applies the events not applied before; returns how many were new. The batch's events
+    /// are summed per row first (`BatchSums`): a batch of hundreds of requests with the same
+    /// key and model makes a few upserts, not five statements per request.
     fn record(&self, sql: &SqlStorage, events: &[ReportEvent]) -> Result<usize, String> {
         let now = now_ms();
-        let mut applied = 0;
-        for event in events {
-            let seen = select(sql, "SELECT 1 FROM applied WHERE call_id = ?", vec![text(&event.call_id)])?;
-            if !seen.is_empty() {
-                continue;
+        // Each call id once: those of this batch seen before, and repeats within it, are skipped.
+        let mut fresh: Vec<&ReportEvent> = Vec::with_capacity(events.len());
+        for chunk in events.chunks(MAX_IDS_PER_STATEMENT) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let ids: Vec<SqlStorageValue> = chunk.iter().map(|e| text(&e.call_id)).collect();
+            let seen = select(sql, &format!("SELECT call_id FROM applied WHERE call_id IN ({marks})"), ids)?;
+            let seen: Vec<String> = seen.iter().map(|row| as_text(row.first())).collect();
+            for event in chunk {
+                if !seen.contains(&event.call_id) && !fresh.iter().any(|f| f.call_id == event.call_id) {
+                    fresh.push(event);
+                }
             }
-            sql.exec("INSERT INTO applied (call_id, at) VALUES (?, ?)", vec![text(&event.call_id), int(now)])
-                .map_err(sql_error)?;
-            self.apply(sql, event)?;
-            applied += 1;
         }
+        for chunk in fresh.chunks(MAX_IDS_PER_STATEMENT / 2) {
+            let rows = vec!["(?, ?)"; chunk.len()].join(", ");
+            let values: Vec<SqlStorageValue> = chunk.iter().flat_map(|e| [text(&e.call_id), int(now)]).collect();
+            sql.exec(&format!("INSERT INTO applied (call_id, at) VALUES {rows}"), values).map_err(sql_error)?;
+        }
+        let mut sums = BatchSums::default();
+        for event in &fresh {
+            sums.add(event);
+        }
+        self.apply(sql, &sums)?;
+        let applied = fresh.len();
         if now.saturating_sub(self.pruned_at.get()) >= PRUNE_EVERY_MS {
             self.pruned_at.set(now);
             sql.exec("DELETE FROM applied WHERE at < ?", vec![int(now.saturating_sub(APPLIED_RETENTION_MS))])
@@ -213,50 +339,57 @@ impl Reports {
         Ok(applied)
     }
 
-    /// Adds one event to its day's row, the all-time totals, its tags and its latency bucket.
-    fn apply(&self, sql: &SqlStorage, e: &ReportEvent) -> Result<(), String> {
-        let day = e.day();
-        let spend = e.spend.pico().to_string();
-        let values = |with_day: bool| {
+    /// Adds a batch's sums to their days' rows, the all-time totals, the tags and the latency
+    /// buckets.
+    fn apply(&self, sql: &SqlStorage, sums: &BatchSums) -> Result<(), String> {
+        let values = |day: Option<&str>, row: &RowSums| {
             let mut v = Vec::with_capacity(14);
-            if with_day {
-                v.push(text(&day));
+            if let Some(day) = day {
+                v.push(text(day));
             }
-            for s in [&e.api_key, &e.team_id, &e.user_id, &e.end_user, &e.model_group, &e.deployment, &e.key_alias] {
+            let d = &row.dims;
+            for s in [&d.api_key, &d.team_id, &d.user_id, &d.end_user, &d.model_group, &d.deployment, &row.key_alias] {
                 v.push(text(s));
             }
-            v.extend([int(1), int(u64::from(e.failed())), int(e.prompt_tokens), int(e.completion_tokens)]);
-            v.extend([text(&spend), int(e.latency_ms)]);
+            v.extend([int(row.requests), int(row.failures), int(row.prompt_tokens), int(row.completion_tokens)]);
+            v.extend([text(&row.spend.pico().to_string()), int(row.latency_ms)]);
             v
         };
-        sql.exec(
-            &format!(
-                "INSERT INTO daily (day, {COLUMNS}) VALUES (?, {MARKS}) ON CONFLICT (day, {DIMENSIONS}) DO UPDATE SET {ADD_COUNTS}"
-            ),
-            values(true),
-        )
-        .map_err(sql_error)?;
-        sql.exec(
-            &format!(
-                "INSERT INTO totals ({COLUMNS}) VALUES ({MARKS}) ON CONFLICT ({DIMENSIONS}) DO UPDATE SET {ADD_COUNTS}"
-            ),
-            values(false),
-        )
-        .map_err(sql_error)?;
-        for tag in e.distinct_tags() {
+        for (day, row) in &sums.daily {
             sql.exec(
-                "INSERT INTO tags (day, api_key, tag, requests, spend) VALUES (?, ?, ?, 1, CAST(? AS INTEGER)) \
-                 ON CONFLICT (day, api_key, tag) DO UPDATE SET requests = requests + 1, spend = spend + excluded.spend",
-                vec![text(&day), text(&e.api_key), text(tag), text(&spend)],
+                &format!(
+                    "INSERT INTO daily (day, {COLUMNS}) VALUES (?, {MARKS}) ON CONFLICT (day, {DIMENSIONS}) DO UPDATE SET {ADD_COUNTS}"
+                ),
+                values(Some(day), row),
             )
             .map_err(sql_error)?;
         }
-        sql.exec(
-            "INSERT INTO latency (model_group, bucket, count) VALUES (?, ?, 1) \
-             ON CONFLICT (model_group, bucket) DO UPDATE SET count = count + 1",
-            vec![text(&e.model_group), int(reports::latency_bucket(e.latency_ms) as u64)],
-        )
-        .map_err(sql_error)?;
+        for row in &sums.totals {
+            sql.exec(
+                &format!(
+                    "INSERT INTO totals ({COLUMNS}) VALUES ({MARKS}) ON CONFLICT ({DIMENSIONS}) DO UPDATE SET {ADD_COUNTS}"
+                ),
+                values(None, row),
+            )
+            .map_err(sql_error)?;
+        }
+        for ((day, api_key, tag), (requests, spend)) in &sums.tags {
+            sql.exec(
+                "INSERT INTO tags (day, api_key, tag, requests, spend) VALUES (?, ?, ?, ?, CAST(? AS INTEGER)) \
+                 ON CONFLICT (day, api_key, tag) DO UPDATE SET requests = requests + excluded.requests, \
+                 spend = spend + excluded.spend",
+                vec![text(day), text(api_key), text(tag), int(*requests), text(&spend.pico().to_string())],
+            )
+            .map_err(sql_error)?;
+        }
+        for ((model_group, bucket), count) in &sums.latency {
+            sql.exec(
+                "INSERT INTO latency (model_group, bucket, count) VALUES (?, ?, ?) \
+                 ON CONFLICT (model_group, bucket) DO UPDATE SET count = count + excluded.count",
+                vec![text(model_group), int(*bucket), int(*count)],
+            )
+            .map_err(sql_error)?;
+        }
         Ok(())
     }
 }
