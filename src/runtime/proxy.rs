@@ -186,6 +186,10 @@ fn relay_stream(mut pump: StreamPump, call: &mut Call<'_>) -> Result<Reply, ApiE
     Response::from_stream(stream).map(|r| r.with_headers(headers).into()).map_err(runtime_error)
 }
 
+/// How long a stream that ended well may take to end its body after `[DONE]` before it is
+/// aborted.
+const UPSTREAM_END_MS: u64 = 1_000;
+
 /// Moves a stream from Databricks to the client, one upstream read at a time, then settles it.
 struct StreamPump {
     body: ByteStream,
@@ -231,11 +235,13 @@ impl StreamPump {
     }
 
     async fn run(mut self, to_client: mpsc::UnboundedSender<Vec<u8>>) {
+        let mut upstream_ended = false;
         while !self.relay.is_closed() {
             let read = match self.first.take() {
                 Some(first) => Some(Some(Ok(first))),
                 None => within(self.idle_ms, self.body.next()).await,
             };
+            upstream_ended = matches!(read, Some(None));
             let out = match read {
                 Some(Some(Ok(bytes))) => self.relay.feed(&bytes),
                 Some(Some(Err(e))) => {
@@ -260,17 +266,40 @@ impl StreamPump {
         }
         to_client.close_channel();
         self.end().await;
+        if let Some(controller) = self.controller.take() {
+            // A stream that ended well ends its body right after `[DONE]`: read to its end, the
+            // upstream needs no abort (an exception built, the connection closed, not reused).
+            let ended_well = self.relay.error().is_none() && self.log.client_disconnected.is_none();
+            let running = match (upstream_ended, ended_well) {
+                (true, _) => false,
+                (false, true) => !self.upstream_ends().await,
+                (false, false) => true,
+            };
+            if running {
+                controller.abort();
+            }
+        }
         if let Some(report) = self.report.take() {
             report.await;
         }
     }
 
-    /// The stream is over: stop the upstream if it is still going, settle, and log (once).
+    /// Whether the upstream's body ends within a moment (a few reads), what is left dropped.
+    async fn upstream_ends(&mut self) -> bool {
+        for _ in 0..4 {
+            match within(UPSTREAM_END_MS, self.body.next()).await {
+                Some(None) => return true,
+                Some(Some(Ok(_))) => {}
+                Some(Some(Err(_))) | None => return false,
+            }
+        }
+        false
+    }
+
+    /// The stream is over: settle, and log (once). The upstream, if still going, is stopped
+    /// once the client has its last bytes (`run`).
     async fn end(&mut self) {
         let Some(account) = self.account.take() else { return };
-        if let Some(controller) = self.controller.take() {
-            controller.abort();
-        }
         // Databricks' usage is cumulative: the last one seen is what it produced. A stream cut
         // before any usage is charged by estimate (about four characters a token).
         let (usage, estimated) = match self.relay.usage() {
