@@ -240,84 +240,62 @@ async fn route(
         drain(&raw).await;
         return Err(ApiError::method_not_allowed(method.as_ref(), path, route.method()));
     }
+    match route {
+        Endpoint::Liveliness => return Ok(json_response(200, &serde_json::json!("I'm alive!"))),
+        Endpoint::Readiness => {
+            let models = embedded::config().map_err(ApiError::internal)?.model_names().len();
+            let status =
+                serde_json::json!({"status": "healthy", "version": env!("CARGO_PKG_VERSION"), "models": models});
+            return Ok(json_response(200, &status));
+        }
+        // The scrape token or the master key, never a virtual key (`metrics::authorize`).
+        Endpoint::Metrics => return metrics::serve(&raw, call).await.map(Reply::from),
+        _ => {}
+    }
+    // Every other route serves a caller, identified first.
+    let caller = authenticate_or_drain(&raw, call).await?;
     // The proxied routes read the runtime's request themselves; the others take worker's.
     match route {
-        Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings => {
-            let kind = match route {
-                Endpoint::Completions => Kind::Completion,
-                Endpoint::Embeddings => Kind::Embedding,
-                _ => Kind::Chat,
-            };
-            let caller = authenticate_or_drain(&raw, call).await?;
-            return proxy::proxy(&mut OpenAi::new(kind), raw, call, caller).await;
-        }
+        Endpoint::ChatCompletions => return proxy::proxy(&mut OpenAi::new(Kind::Chat), raw, call, caller).await,
+        Endpoint::Completions => return proxy::proxy(&mut OpenAi::new(Kind::Completion), raw, call, caller).await,
+        Endpoint::Embeddings => return proxy::proxy(&mut OpenAi::new(Kind::Embedding), raw, call, caller).await,
         Endpoint::Messages | Endpoint::MessagesCountTokens => {
-            let caller = authenticate_or_drain(&raw, call).await?;
             return messages::serve(&route, raw, call, caller).await;
         }
         Endpoint::Responses => {
-            let caller = authenticate_or_drain(&raw, call).await?;
             return proxy::proxy(&mut Responses::new(now_ms() / 1000), raw, call, caller).await;
         }
         _ => {}
     }
     let req = Request::from(raw);
-    match route {
-        Endpoint::Liveliness => Ok(json_response(200, &serde_json::json!("I'm alive!"))),
-        Endpoint::Readiness => {
-            let models = embedded::config().map_err(ApiError::internal)?.model_names().len();
-            let status =
-                serde_json::json!({"status": "healthy", "version": env!("CARGO_PKG_VERSION"), "models": models});
-            Ok(json_response(200, &status))
-        }
-        Endpoint::Models => {
-            let caller = authenticate_or_drain(req.inner(), call).await?;
-            Ok(json_response(200, &openai::model_list(visible_models(&caller)?.iter().map(String::as_str))))
-        }
+    let answer = match route {
+        Endpoint::Models => openai::model_list(visible_models(&caller)?.iter().map(String::as_str)),
         Endpoint::Model(id) => {
-            let caller = authenticate_or_drain(req.inner(), call).await?;
             if !visible_models(&caller)?.contains(&id) {
                 let message = format!("The model `{id}` does not exist. Call `/v1/models` to view available models.");
                 return Err(ApiError::not_found(message).with_param("model"));
             }
-            Ok(json_response(200, &openai::model_object(&id)))
+            openai::model_object(&id)
         }
         Endpoint::Health => {
-            let caller = authenticate_or_drain(req.inner(), call).await?;
             if !matches!(caller, Caller::Master) {
                 return Err(ApiError::forbidden("Only the master key may run /health."));
             }
-            Ok(json_response(200, &health::health(call).await?))
+            health::health(call).await?
         }
-        Endpoint::ModelInfo => {
-            let caller = authenticate_or_drain(req.inner(), call).await?;
-            Ok(json_response(200, &health::model_info(call, &caller).await?))
-        }
+        Endpoint::ModelInfo => health::model_info(call, &caller).await?,
         Endpoint::ModelGroupInfo => {
-            let caller = authenticate_or_drain(req.inner(), call).await?;
             let only = endpoints::query_param(url, "model_group");
-            Ok(json_response(200, &health::model_group_info(&caller, only.as_deref())?))
+            health::model_group_info(&caller, only.as_deref())?
         }
-        Endpoint::SpendLogs => {
-            let caller = authenticate_or_drain(req.inner(), call).await?;
-            Ok(json_response(200, &spend::logs(&req, call, &caller).await?))
-        }
+        Endpoint::SpendLogs => spend::logs(&req, call, &caller).await?,
         Endpoint::GlobalSpendReport | Endpoint::GlobalSpendKeys | Endpoint::GlobalSpendModels | Endpoint::SpendTags => {
-            let caller = authenticate_or_drain(req.inner(), call).await?;
-            Ok(json_response(200, &reports::serve(&route, &req, call, &caller).await?))
+            reports::serve(&route, &req, call, &caller).await?
         }
-        Endpoint::Metrics => metrics::serve(&req, call).await.map(Reply::from),
-        Endpoint::Party(kind, op) => {
-            let caller = authenticate_or_drain(req.inner(), call).await?;
-            let answer = parties::handle(kind, op, req, call, caller).await?;
-            Ok(json_response(200, &answer))
-        }
-        key_route => {
-            let caller = authenticate_or_drain(req.inner(), call).await?;
-            let answer = admin::handle(key_route, req, call, caller).await?;
-            Ok(json_response(200, &answer))
-        }
-    }
+        Endpoint::Party(kind, op) => parties::handle(kind, op, req, call, caller).await?,
+        key_route => admin::handle(key_route, req, call, caller).await?,
+    };
+    Ok(json_response(200, &answer))
 }
 
 /// The model names a caller may use: all for the master key, a key's allowed ones and aliases.
@@ -331,11 +309,16 @@ fn visible_models(caller: &Caller) -> std::result::Result<Vec<String>, ApiError>
     Ok(visible.into_iter().map(str::to_string).collect())
 }
 
+/// The key a request presents in any of the accepted key headers (`auth::presented_key`).
+pub fn presented_key(req: &web_sys::Request) -> Option<String> {
+    let headers = req.headers();
+    auth::presented_key(|name| headers.get(name).ok().flatten())
+}
+
 /// Identifies the caller from any of the accepted key headers. The master key is compared in
 /// constant time; any other key is looked up by its hash in KV.
 async fn authenticate(req: &web_sys::Request, call: &mut Call<'_>) -> std::result::Result<Caller, ApiError> {
-    let headers = req.headers();
-    let presented = auth::presented_key(|name| headers.get(name).ok().flatten()).ok_or_else(|| {
+    let presented = presented_key(req).ok_or_else(|| {
         ApiError::unauthorized(
             "No API key provided. Send it as `Authorization: Bearer <key>` or in the `x-litellm-api-key` header.",
         )

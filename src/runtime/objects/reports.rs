@@ -43,25 +43,18 @@ const ADD_COUNTS: &str = "requests = requests + excluded.requests, failures = fa
      latency_ms = latency_ms + excluded.latency_ms, \
      key_alias = CASE WHEN excluded.key_alias != '' THEN excluded.key_alias ELSE key_alias END";
 
-/// The most call ids one statement binds (a Durable Object's SQL takes at most 100 values).
-const MAX_IDS_PER_STATEMENT: usize = 90;
+/// The most call ids one statement records (two values each: a Durable Object's SQL binds at
+/// most 100).
+const MAX_IDS_PER_STATEMENT: usize = 45;
 
-/// The columns a report row is keyed by besides its day (`DIMENSIONS`).
-#[derive(Clone, PartialEq)]
-struct Dims {
-    api_key: String,
-    team_id: String,
-    user_id: String,
-    end_user: String,
-    model_group: String,
-    deployment: String,
-}
-
-/// A batch's events summed for one row: what its upsert adds.
-struct RowSums {
-    dims: Dims,
+/// A batch's events summed for one row: what its upsert adds. The row's dimensions are its
+/// first event's.
+struct RowSums<'e> {
+    first: &'e ReportEvent,
+    /// Empty for the all-time totals.
+    day: &'e str,
     /// The last alias the batch's events named (an empty one leaves the row's as it is).
-    key_alias: String,
+    key_alias: &'e str,
     requests: u64,
     failures: u64,
     prompt_tokens: u64,
@@ -70,88 +63,57 @@ struct RowSums {
     latency_ms: u64,
 }
 
-impl RowSums {
-    fn add(&mut self, e: &ReportEvent) {
-        if !e.key_alias.is_empty() {
-            self.key_alias = e.key_alias.clone();
+/// Adds `e` to its row in `rows` (of `day`), or to a new one.
+fn sum_into<'e>(rows: &mut Vec<RowSums<'e>>, e: &'e ReportEvent, day: &'e str) {
+    let f = |r: &RowSums| {
+        let a = r.first;
+        r.day == day
+            && a.api_key == e.api_key
+            && a.team_id == e.team_id
+            && a.user_id == e.user_id
+            && a.end_user == e.end_user
+            && a.model_group == e.model_group
+            && a.deployment == e.deployment
+    };
+    let at = match rows.iter().position(f) {
+        Some(at) => at,
+        None => {
+            rows.push(RowSums {
+                first: e,
+                day,
+                key_alias: "",
+                requests: 0,
+                failures: 0,
+                prompt_tokens: 0,
+                completion_tokens: 0,
+                spend: Money::ZERO,
+                latency_ms: 0,
+            });
+            rows.len() - 1
         }
-        self.requests += 1;
-        self.failures += u64::from(e.failed());
-        self.prompt_tokens = self.prompt_tokens.saturating_add(e.prompt_tokens);
-        self.completion_tokens = self.completion_tokens.saturating_add(e.completion_tokens);
-        self.spend = self.spend.saturating_add(e.spend);
-        self.latency_ms = self.latency_ms.saturating_add(e.latency_ms);
+    };
+    let r = &mut rows[at];
+    if !e.key_alias.is_empty() {
+        r.key_alias = &e.key_alias;
     }
+    r.requests += 1;
+    r.failures += u64::from(e.failed());
+    r.prompt_tokens = r.prompt_tokens.saturating_add(e.prompt_tokens);
+    r.completion_tokens = r.completion_tokens.saturating_add(e.completion_tokens);
+    r.spend = r.spend.saturating_add(e.spend);
+    r.latency_ms = r.latency_ms.saturating_add(e.latency_ms);
 }
 
-/// A tag's row: (day, api_key, tag).
-type TagKey = (String, String, String);
-
-/// A batch's events summed per row of each table: applied in one upsert per row, they leave
-/// the tables as applying them one by one would.
-#[derive(Default)]
-struct BatchSums {
-    daily: Vec<(String, RowSums)>,
-    totals: Vec<RowSums>,
-    /// (day, api_key, tag) → (requests, spend)
-    tags: Vec<(TagKey, (u64, Money))>,
-    /// (model_group, latency bucket) → requests
-    latency: Vec<((String, u64), u64)>,
-}
-
-impl BatchSums {
-    fn add(&mut self, e: &ReportEvent) {
-        let dims = Dims {
-            api_key: e.api_key.clone(),
-            team_id: e.team_id.clone(),
-            user_id: e.user_id.clone(),
-            end_user: e.end_user.clone(),
-            model_group: e.model_group.clone(),
-            deployment: e.deployment.clone(),
-        };
-        let empty = |dims: Dims| RowSums {
-            dims,
-            key_alias: String::new(),
-            requests: 0,
-            failures: 0,
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            spend: Money::ZERO,
-            latency_ms: 0,
-        };
-        let day = e.day();
-        let at = match self.daily.iter().position(|(d, row)| *d == day && row.dims == dims) {
-            Some(at) => at,
-            None => {
-                self.daily.push((day.clone(), empty(dims.clone())));
-                self.daily.len() - 1
-            }
-        };
-        self.daily[at].1.add(e);
-        let at = match self.totals.iter().position(|row| row.dims == dims) {
-            Some(at) => at,
-            None => {
-                self.totals.push(empty(dims));
-                self.totals.len() - 1
-            }
-        };
-        self.totals[at].add(e);
-        for tag in e.distinct_tags() {
-            let key = (day.clone(), e.api_key.clone(), tag.to_string());
-            match self.tags.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, (requests, spend))) => {
-                    *requests += 1;
-                    *spend = spend.saturating_add(e.spend);
-                }
-                None => self.tags.push((key, (1, e.spend))),
-            }
+/// `n` copies of `mark`, comma-separated.
+fn marks(mark: &str, n: usize) -> String {
+    let mut out = String::new();
+    for i in 0..n {
+        if i > 0 {
+            out.push_str(", ");
         }
-        let key = (e.model_group.clone(), reports::latency_bucket(e.latency_ms) as u64);
-        match self.latency.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, count)) => *count += 1,
-            None => self.latency.push((key, 1)),
-        }
+        out.push_str(mark);
     }
+    out
 }
 
 #[durable_object(fetch)]
@@ -304,29 +266,28 @@ impl Reports {
     /// key and model makes a few upserts, not five statements per request.
     fn record(&self, sql: &SqlStorage, events: &[ReportEvent]) -> Result<usize, String> {
         let now = now_ms();
-        // Each call id once: those of this batch seen before, and repeats within it, are skipped.
+        // Each call id once: the insert answers the ids it added, so an id applied before, or
+        // repeated within the batch, is skipped.
         let mut fresh: Vec<&ReportEvent> = Vec::with_capacity(events.len());
         for chunk in events.chunks(MAX_IDS_PER_STATEMENT) {
-            let marks = vec!["?"; chunk.len()].join(", ");
-            let ids: Vec<SqlStorageValue> = chunk.iter().map(|e| text(&e.call_id)).collect();
-            let seen = select(sql, &format!("SELECT call_id FROM applied WHERE call_id IN ({marks})"), ids)?;
-            let seen: Vec<String> = seen.iter().map(|row| as_text(row.first())).collect();
-            for event in chunk {
-                if !seen.contains(&event.call_id) && !fresh.iter().any(|f| f.call_id == event.call_id) {
-                    fresh.push(event);
+            let mut values = Vec::with_capacity(2 * chunk.len());
+            for e in chunk {
+                values.push(text(&e.call_id));
+                values.push(int(now));
+            }
+            let query = format!(
+                "INSERT INTO applied (call_id, at) VALUES {} ON CONFLICT (call_id) DO NOTHING RETURNING call_id",
+                marks("(?, ?)", chunk.len())
+            );
+            let mut added = select(sql, &query, values)?;
+            for e in chunk {
+                if let Some(at) = added.iter().position(|row| as_text(row.first()) == e.call_id) {
+                    added.swap_remove(at);
+                    fresh.push(e);
                 }
             }
         }
-        for chunk in fresh.chunks(MAX_IDS_PER_STATEMENT / 2) {
-            let rows = vec!["(?, ?)"; chunk.len()].join(", ");
-            let values: Vec<SqlStorageValue> = chunk.iter().flat_map(|e| [text(&e.call_id), int(now)]).collect();
-            sql.exec(&format!("INSERT INTO applied (call_id, at) VALUES {rows}"), values).map_err(sql_error)?;
-        }
-        let mut sums = BatchSums::default();
-        for event in &fresh {
-            sums.add(event);
-        }
-        self.apply(sql, &sums)?;
+        self.apply(sql, &fresh)?;
         let applied = fresh.len();
         if now.saturating_sub(self.pruned_at.get()) >= PRUNE_EVERY_MS {
             self.pruned_at.set(now);
@@ -339,54 +300,71 @@ impl Reports {
         Ok(applied)
     }
 
-    /// Adds a batch's sums to their days' rows, the all-time totals, the tags and the latency
-    /// buckets.
-    fn apply(&self, sql: &SqlStorage, sums: &BatchSums) -> Result<(), String> {
-        let values = |day: Option<&str>, row: &RowSums| {
-            let mut v = Vec::with_capacity(14);
-            if let Some(day) = day {
-                v.push(text(day));
+    /// Adds a batch's events to their days' rows, the all-time totals, their tags and their
+    /// latency buckets, summed first: one upsert per row, leaving the tables as applying the
+    /// events one by one would.
+    fn apply(&self, sql: &SqlStorage, events: &[&ReportEvent]) -> Result<(), String> {
+        let mut days = Vec::with_capacity(events.len());
+        for e in events {
+            days.push(e.day());
+        }
+        let mut rows: Vec<RowSums> = Vec::new();
+        let mut totals: Vec<RowSums> = Vec::new();
+        // (day, api_key, tag, requests, spend), (model_group, bucket, requests)
+        let mut tags: Vec<(&str, &str, &str, u64, Money)> = Vec::new();
+        let mut latency: Vec<(&str, u64, u64)> = Vec::new();
+        for (e, day) in events.iter().zip(&days) {
+            sum_into(&mut rows, e, day);
+            sum_into(&mut totals, e, "");
+            for tag in e.distinct_tags() {
+                match tags.iter_mut().find(|t| t.0 == day && t.1 == e.api_key && t.2 == tag) {
+                    Some(t) => {
+                        t.3 += 1;
+                        t.4 = t.4.saturating_add(e.spend);
+                    }
+                    None => tags.push((day, &e.api_key, tag, 1, e.spend)),
+                }
             }
-            let d = &row.dims;
-            for s in [&d.api_key, &d.team_id, &d.user_id, &d.end_user, &d.model_group, &d.deployment, &row.key_alias] {
+            let bucket = reports::latency_bucket(e.latency_ms) as u64;
+            match latency.iter_mut().find(|l| l.0 == e.model_group && l.1 == bucket) {
+                Some(l) => l.2 += 1,
+                None => latency.push((&e.model_group, bucket, 1)),
+            }
+        }
+        let daily = format!(
+            "INSERT INTO daily (day, {COLUMNS}) VALUES (?, {MARKS}) ON CONFLICT (day, {DIMENSIONS}) DO UPDATE SET {ADD_COUNTS}"
+        );
+        let all_time = format!(
+            "INSERT INTO totals ({COLUMNS}) VALUES ({MARKS}) ON CONFLICT ({DIMENSIONS}) DO UPDATE SET {ADD_COUNTS}"
+        );
+        for (query, row) in rows.iter().map(|r| (&daily, r)).chain(totals.iter().map(|r| (&all_time, r))) {
+            let mut v = Vec::with_capacity(14);
+            if !row.day.is_empty() {
+                v.push(text(row.day));
+            }
+            let e = row.first;
+            for s in [&e.api_key, &e.team_id, &e.user_id, &e.end_user, &e.model_group, &e.deployment] {
                 v.push(text(s));
             }
+            v.push(text(row.key_alias));
             v.extend([int(row.requests), int(row.failures), int(row.prompt_tokens), int(row.completion_tokens)]);
             v.extend([text(&row.spend.pico().to_string()), int(row.latency_ms)]);
-            v
-        };
-        for (day, row) in &sums.daily {
-            sql.exec(
-                &format!(
-                    "INSERT INTO daily (day, {COLUMNS}) VALUES (?, {MARKS}) ON CONFLICT (day, {DIMENSIONS}) DO UPDATE SET {ADD_COUNTS}"
-                ),
-                values(Some(day), row),
-            )
-            .map_err(sql_error)?;
+            sql.exec(query, v).map_err(sql_error)?;
         }
-        for row in &sums.totals {
-            sql.exec(
-                &format!(
-                    "INSERT INTO totals ({COLUMNS}) VALUES ({MARKS}) ON CONFLICT ({DIMENSIONS}) DO UPDATE SET {ADD_COUNTS}"
-                ),
-                values(None, row),
-            )
-            .map_err(sql_error)?;
-        }
-        for ((day, api_key, tag), (requests, spend)) in &sums.tags {
+        for (day, api_key, tag, requests, spend) in tags {
             sql.exec(
                 "INSERT INTO tags (day, api_key, tag, requests, spend) VALUES (?, ?, ?, ?, CAST(? AS INTEGER)) \
                  ON CONFLICT (day, api_key, tag) DO UPDATE SET requests = requests + excluded.requests, \
                  spend = spend + excluded.spend",
-                vec![text(day), text(api_key), text(tag), int(*requests), text(&spend.pico().to_string())],
+                vec![text(day), text(api_key), text(tag), int(requests), text(&spend.pico().to_string())],
             )
             .map_err(sql_error)?;
         }
-        for ((model_group, bucket), count) in &sums.latency {
+        for (model_group, bucket, count) in latency {
             sql.exec(
                 "INSERT INTO latency (model_group, bucket, count) VALUES (?, ?, ?) \
                  ON CONFLICT (model_group, bucket) DO UPDATE SET count = count + excluded.count",
-                vec![text(model_group), int(*bucket), int(*count)],
+                vec![text(model_group), int(bucket), int(count)],
             )
             .map_err(sql_error)?;
         }
