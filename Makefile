@@ -29,12 +29,14 @@ WASM_OPT_FLAGS := -O --one-caller-inline-max-function-size=10 \
 	--enable-multivalue --enable-reference-types --enable-exception-handling \
 	$(if $(WASM_NAMES),--debuginfo)
 # $(call worker-build,ENV,OUT_DIR,CARGO_ARGS): the release worker into OUT_DIR, built with the
-# environment ENV (GATEWAY_CONFIG=...). Its index.js is dated to the build's start, so that a
+# environment ENV (GATEWAY_CONFIG=...), its default export made a plain object
+# (tools/plain_entry.mjs). Its index.js is dated to the build's start, so that a
 # source saved during the build is newer and rebuilds next time.
 define worker-build
 start=$$(date +%s.%N) && $(1) worker-build --release --out-dir $(2) $(3) \
 	&& $(WASM_OPT_BIN) $(2)/index_bg.wasm -o $(2)/index_bg.opt.wasm $(WASM_OPT_FLAGS) \
-	&& mv $(2)/index_bg.opt.wasm $(2)/index_bg.wasm && touch -d @$$start $(2)/index.js
+	&& mv $(2)/index_bg.opt.wasm $(2)/index_bg.wasm && node tools/plain_entry.mjs $(2) \
+	&& touch -d @$$start $(2)/index.js
 @ls -l $(2)/index_bg.wasm | awk '{printf "$(2)/index_bg.wasm: %d bytes", $$5}'; \
 	gzip -9c $(2)/index_bg.wasm | wc -c | awk '{printf ", %d gzipped\n", $$1}'
 endef
@@ -82,7 +84,8 @@ $(ASSETS_DIR)/cl100k_base.tokens: tools/cl100k_table.mjs node_modules/.package-l
 # of them, the config or the build's settings changed, and only then: worker-build and wasm-opt
 # take a minute or more even when cargo has nothing to do, so a warm `make test` would otherwise
 # spend minutes rebuilding what it has.
-WORKER_INPUTS := $(shell find src -name '*.rs') build.rs Cargo.toml Cargo.lock node_modules/.package-lock.json
+WORKER_INPUTS := $(shell find src -name '*.rs') build.rs Cargo.toml Cargo.lock node_modules/.package-lock.json \
+	tools/plain_entry.mjs
 
 # What a build is made with besides its input files: the config's path, the worker-build pin and
 # the wasm-opt flags (WASM_NAMES). $(call record,TEXT) writes TEXT to the target only when it
