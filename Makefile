@@ -216,6 +216,8 @@ build-baseline: tools assets
 		GATEWAY_CONFIG=tests/fixtures/litellm_config.yaml worker-build --release --out-dir $(CURDIR)/build-baseline
 	$(WASM_OPT_BIN) build-baseline/index_bg.wasm -o build-baseline/index_bg.opt.wasm $(WASM_OPT_FLAGS) \
 		&& mv build-baseline/index_bg.opt.wasm build-baseline/index_bg.wasm
+	# ... and its own entry rewrite, when that commit has one.
+	if [ -f build-baseline-src/tools/plain_entry.mjs ]; then node build-baseline-src/tools/plain_entry.mjs build-baseline; fi
 	git worktree remove --force build-baseline-src
 
 # Not part of `make test`: the pure steps of a request (parse, translate, normalise, stream, hash,
