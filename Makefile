@@ -29,12 +29,14 @@ WASM_OPT_FLAGS := -O --one-caller-inline-max-function-size=10 \
 	--enable-multivalue --enable-reference-types --enable-exception-handling \
 	$(if $(WASM_NAMES),--debuginfo)
 # $(call worker-build,ENV,OUT_DIR,CARGO_ARGS): the release worker into OUT_DIR, built with the
-# environment ENV (GATEWAY_CONFIG=...). Its index.js is dated to the build's start, so that a
+# environment ENV (GATEWAY_CONFIG=...), its default export made a plain object
+# (tools/plain_entry.mjs). Its index.js is dated to the build's start, so that a
 # source saved during the build is newer and rebuilds next time.
 define worker-build
 start=$$(date +%s.%N) && $(1) worker-build --release --out-dir $(2) $(3) \
 	&& $(WASM_OPT_BIN) $(2)/index_bg.wasm -o $(2)/index_bg.opt.wasm $(WASM_OPT_FLAGS) \
-	&& mv $(2)/index_bg.opt.wasm $(2)/index_bg.wasm && touch -d @$$start $(2)/index.js
+	&& mv $(2)/index_bg.opt.wasm $(2)/index_bg.wasm && node tools/plain_entry.mjs $(2) \
+	&& touch -d @$$start $(2)/index.js
 @ls -l $(2)/index_bg.wasm | awk '{printf "$(2)/index_bg.wasm: %d bytes", $$5}'; \
 	gzip -9c $(2)/index_bg.wasm | wc -c | awk '{printf ", %d gzipped\n", $$1}'
 endef
@@ -82,7 +84,8 @@ $(ASSETS_DIR)/cl100k_base.tokens: tools/cl100k_table.mjs node_modules/.package-l
 # of them, the config or the build's settings changed, and only then: worker-build and wasm-opt
 # take a minute or more even when cargo has nothing to do, so a warm `make test` would otherwise
 # spend minutes rebuilding what it has.
-WORKER_INPUTS := $(shell find src -name '*.rs') build.rs Cargo.toml Cargo.lock node_modules/.package-lock.json
+WORKER_INPUTS := $(shell find src -name '*.rs') build.rs Cargo.toml Cargo.lock node_modules/.package-lock.json \
+	tools/plain_entry.mjs
 
 # What a build is made with besides its input files: the config's path, the worker-build pin and
 # the wasm-opt flags (WASM_NAMES). $(call record,TEXT) writes TEXT to the target only when it
@@ -121,7 +124,19 @@ FORCE:
 dev: tools
 	node tests/dev.mjs
 
-test: test-rust lint check-deploy test-e2e test-ui test-clients test-agents
+# In two rounds, each target's output printed whole when it ends. First the builds and the
+# CPU-bound checks, two at a time: the test build beside the unit tests and clippy (cargo locks
+# each profile's target directory, and these use different ones) and the installs. Then the
+# tests that run the worker, three targets at a time: the end-to-end suite is the long one and
+# mostly waits on the clock (tests/run.mjs), so it starts first, and the shipped build with its
+# deploy dry run, the browser, the clients and the agents run on the cores it leaves idle.
+TEST_FIRST = build-test test-rust lint chromium $(CLIENTS_VENV)/.installed \
+	tests/clients/node_modules/.package-lock.json tests/agents/node_modules/.package-lock.json
+TEST_THEN = test-e2e check-deploy test-ui test-clients test-agents
+
+test:
+	$(MAKE) --no-print-directory -j2 --output-sync=target $(TEST_FIRST)
+	$(MAKE) --no-print-directory -j3 --output-sync=target $(TEST_THEN)
 
 test-rust:
 	cargo test --locked
@@ -133,12 +148,13 @@ lint: tools
 	cargo clippy --locked --target wasm32-unknown-unknown --all-features -- -D warnings
 	cargo fmt --check
 
-# Two test files at a time: each starts its own workerd and fake Databricks on free ports, with
+# Four test files at a time: each starts its own workerd and fake Databricks on free ports, with
 # in-memory or temporary storage, so files share nothing; and most of the suite's time is spent
-# waiting (a rate-limit window, retry-afters, cooldowns), not computing, so two at a time halve
-# it on two cores without making the timing-sensitive tests fragile.
+# waiting (a rate-limit window, retry-afters, cooldowns, timeouts), not computing. tests/run.mjs
+# starts the files that took longest last time (build-test/e2e-times.json) first, so that the
+# longest (rate-window.test.mjs, a minute) does not start last.
 test-e2e: build-test
-	node --test --test-concurrency=2 tests/e2e/
+	node tests/run.mjs --concurrency 4 --times build-test/e2e-times.json tests/e2e/
 
 # The admin page (/ui) in Debian's chromium, driven by playwright-core (pinned in package.json;
 # it downloads no browser), against the built worker under workerd. Screenshots of every page go
@@ -181,8 +197,10 @@ test-agents: build-test tests/agents/node_modules/.package-lock.json
 	node --test --test-concurrency=1 tests/agents/
 
 # The deploy bundle builds and validates offline.
+# wrangler runs `make build` (wrangler.toml [build]); MAKEFLAGS is cleared so that, under `make -j`,
+# that make does not look for the jobserver wrangler cannot hand down.
 check-deploy: tools
-	rm -rf dist && npx wrangler deploy --dry-run --outdir dist
+	rm -rf dist && MAKEFLAGS= npx wrangler deploy --dry-run --outdir dist
 
 # `make bench BASELINE=<commit>` also builds that commit's worker with the test config into
 # build-baseline/ and runs its rows beside this build's, in the same rounds.
@@ -198,6 +216,8 @@ build-baseline: tools assets
 		GATEWAY_CONFIG=tests/fixtures/litellm_config.yaml worker-build --release --out-dir $(CURDIR)/build-baseline
 	$(WASM_OPT_BIN) build-baseline/index_bg.wasm -o build-baseline/index_bg.opt.wasm $(WASM_OPT_FLAGS) \
 		&& mv build-baseline/index_bg.opt.wasm build-baseline/index_bg.wasm
+	# ... and its own entry rewrite, when that commit has one.
+	if [ -f build-baseline-src/tools/plain_entry.mjs ]; then node build-baseline-src/tools/plain_entry.mjs build-baseline; fi
 	git worktree remove --force build-baseline-src
 
 # Not part of `make test`: the pure steps of a request (parse, translate, normalise, stream, hash,

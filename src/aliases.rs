@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::fields::{Fields, FromJson};
+use crate::json::{ObjectWriter, ToJson};
 
 use crate::keys::hash_key;
 
@@ -42,6 +43,26 @@ impl FromJson for AliasAnswer {
         let f = Fields::of(value)?;
         let answer = AliasAnswer { ok: f.req("ok", crate::fields::bool) };
         f.finish(answer)
+    }
+}
+
+/// Written by hand ([`ToJson`]: a smaller wasm).
+impl ToJson for AliasRequest {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let AliasRequest { key_id } = self;
+        let mut o = ObjectWriter::new(out);
+        o.field("key_id", key_id);
+        o.end();
+    }
+}
+
+/// Written by hand ([`ToJson`]: a smaller wasm).
+impl ToJson for AliasAnswer {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let AliasAnswer { ok } = self;
+        let mut o = ObjectWriter::new(out);
+        o.field("ok", ok);
+        o.end();
     }
 }
 
@@ -96,6 +117,20 @@ mod tests {
         assert!(a.release("key-1"));
         assert!(!a.release("key-1"));
         assert!(a.claim("key-2"));
+    }
+
+    #[test]
+    fn messages_are_written_as_serde_writes_them() {
+        for key_id in ["k", "k\"\u{1}é"] {
+            let request = AliasRequest { key_id: key_id.into() };
+            assert_eq!(crate::json::to_string(&request), serde_json::to_string(&request).unwrap());
+        }
+        for ok in [true, false] {
+            assert_eq!(
+                crate::json::to_string(&AliasAnswer { ok }),
+                serde_json::to_string(&AliasAnswer { ok }).unwrap()
+            );
+        }
     }
 
     #[test]

@@ -1,15 +1,54 @@
 //! A small map whose entries expire after a fixed time and whose size is bounded: the
-//! per-isolate memory of keys (known and unknown) in front of Workers KV.
+//! per-isolate memory of keys (known and unknown) and of parties in front of Workers KV.
 //!
 //! Every entry lives the same time, so insertion order is expiry order: a queue of
 //! insertions tells which entry to drop first when the map is full, in O(1) amortised.
 
+use std::any::Any;
 use std::collections::{HashMap, VecDeque};
+use std::marker::PhantomData;
 
-#[derive(Debug)]
+/// The map of values of type `V`. Its work is done by [`Entries`], which holds the values as
+/// `dyn Any`: one copy of the map's code (and of its hash map's) in the wasm, whatever the
+/// types cached, where a generic map compiles one per type (about 2 KB each).
 pub struct ExpiringMap<V> {
+    entries: Entries,
+    value: PhantomData<V>,
+}
+
+impl<V: Clone + 'static> ExpiringMap<V> {
+    pub fn new(capacity: usize, ttl_ms: u64) -> Self {
+        let entries = Entries { entries: HashMap::new(), order: VecDeque::new(), capacity: capacity.max(1), ttl_ms };
+        ExpiringMap { entries, value: PhantomData }
+    }
+
+    /// The value under `key`, unless it has expired.
+    pub fn get(&self, key: &str, now_ms: u64) -> Option<V> {
+        self.entries.get(key, now_ms)?.downcast_ref::<V>().cloned()
+    }
+
+    /// Keeps `value` under `key` for the map's time to live, dropping the entries that have
+    /// expired and, when the map is still full, the oldest one.
+    pub fn insert(&mut self, key: &str, value: V, now_ms: u64) {
+        self.entries.insert(key, Box::new(value), now_ms)
+    }
+
+    pub fn remove(&mut self, key: &str) {
+        self.entries.entries.remove(key);
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.entries.is_empty()
+    }
+}
+
+struct Entries {
     /// key → (expires at, value).
-    entries: HashMap<String, (u64, V)>,
+    entries: HashMap<String, (u64, Box<dyn Any>)>,
     /// (expires at, key) in insertion order. An element whose expiry no longer matches the
     /// entry's was overwritten or removed; it is skipped, and swept when the queue outgrows
     /// the map.
@@ -18,19 +57,12 @@ pub struct ExpiringMap<V> {
     ttl_ms: u64,
 }
 
-impl<V: Clone> ExpiringMap<V> {
-    pub fn new(capacity: usize, ttl_ms: u64) -> Self {
-        ExpiringMap { entries: HashMap::new(), order: VecDeque::new(), capacity: capacity.max(1), ttl_ms }
+impl Entries {
+    fn get(&self, key: &str, now_ms: u64) -> Option<&dyn Any> {
+        self.entries.get(key).filter(|(until, _)| *until > now_ms).map(|(_, v)| &**v)
     }
 
-    /// The value under `key`, unless it has expired.
-    pub fn get(&self, key: &str, now_ms: u64) -> Option<V> {
-        self.entries.get(key).filter(|(until, _)| *until > now_ms).map(|(_, v)| v.clone())
-    }
-
-    /// Keeps `value` under `key` for the map's time to live, dropping the entries that have
-    /// expired and, when the map is still full, the oldest one.
-    pub fn insert(&mut self, key: &str, value: V, now_ms: u64) {
+    fn insert(&mut self, key: &str, value: Box<dyn Any>, now_ms: u64) {
         self.drop_expired(now_ms);
         if !self.entries.contains_key(key) {
             while self.entries.len() >= self.capacity {
@@ -44,18 +76,6 @@ impl<V: Clone> ExpiringMap<V> {
             let entries = &self.entries;
             self.order.retain(|(until, key)| entries.get(key).is_some_and(|(u, _)| u == until));
         }
-    }
-
-    pub fn remove(&mut self, key: &str) {
-        self.entries.remove(key);
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 
     fn drop_expired(&mut self, now_ms: u64) {
@@ -136,7 +156,7 @@ mod tests {
             m.insert(&format!("k{}", i % 3), i, i);
         }
         assert!(m.len() <= 4);
-        assert!(m.order.len() <= 2 * 4 + 1);
+        assert!(m.entries.order.len() <= 2 * 4 + 1);
         assert_eq!(m.get("k0", 10_000), Some(9_999));
     }
 

@@ -1,7 +1,8 @@
 //! The embedded config read back from the JSON `build.rs` wrote, by hand ([`crate::fields`]):
 //! serde's derived readers of the config's types would be compiled into the wasm for this one
 //! read. Written by serde (`build.rs`), in the same shape: `{"literal": ..}` / `{"env": ..}`
-//! for a [`ValueRef`], kebab-case strategies, `[name, list]` pairs.
+//! for a [`ValueRef`], kebab-case strategies, `[name, list]` pairs. The router settings are
+//! also written by hand ([`ToJson`]): a failure report to a group's health object holds them.
 
 use serde_json::Value;
 
@@ -9,6 +10,7 @@ use crate::config::{
     AccessGroup, Deployment, GatewayConfig, ModelInfo, OAuthClient, RouterSettings, Strategy, ValueRef,
 };
 use crate::fields::{bool, money, string, strings, u64, Fields, FromJson};
+use crate::json::{ObjectWriter, ToJson};
 
 impl FromJson for GatewayConfig {
     fn from_json(value: &Value) -> Result<Self, String> {
@@ -42,6 +44,35 @@ impl FromJson for RouterSettings {
             default_fallbacks: f.req("default_fallbacks", strings),
         };
         f.finish(settings)
+    }
+}
+
+/// As serde's derive writes it (the same fields, in the same order).
+impl ToJson for RouterSettings {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let RouterSettings {
+            strategy,
+            num_retries,
+            allowed_fails,
+            cooldown_ms,
+            enable_pre_call_checks,
+            timeout_ms,
+            fallbacks,
+            context_window_fallbacks,
+            default_fallbacks,
+        } = self;
+        let strategy = match strategy {
+            Strategy::SimpleShuffle => "simple-shuffle",
+            Strategy::LeastBusy => "least-busy",
+            Strategy::LatencyBasedRouting => "latency-based-routing",
+            Strategy::UsageBasedRoutingV2 => "usage-based-routing-v2",
+        };
+        let mut o = ObjectWriter::new(out);
+        o.field("strategy", strategy).field("num_retries", num_retries).field("allowed_fails", allowed_fails);
+        o.field("cooldown_ms", cooldown_ms).field("enable_pre_call_checks", enable_pre_call_checks);
+        o.field("timeout_ms", timeout_ms).field("fallbacks", fallbacks);
+        o.field("context_window_fallbacks", context_window_fallbacks).field("default_fallbacks", default_fallbacks);
+        o.end();
     }
 }
 
@@ -159,6 +190,9 @@ mod tests {
             let config = parse_yaml(&std::fs::read_to_string(path).unwrap()).config;
             let written = serde_json::to_value(&config).unwrap();
             assert_eq!(GatewayConfig::from_json(&written).unwrap(), config, "{path}");
+            let router = crate::json::to_string(&config.router);
+            assert_eq!(router, serde_json::to_string(&config.router).unwrap(), "{path}");
+            assert_eq!(RouterSettings::from_json(&serde_json::from_str(&router).unwrap()).unwrap(), config.router);
             seen.0 |= config.deployments.iter().any(|d| d.oauth.is_some());
             seen.1 |= config.deployments.iter().any(|d| d.weight.is_some());
             seen.2 |= !config.router.fallbacks.is_empty();

@@ -45,10 +45,13 @@ mod test_configs {
 
     static SELECTED: OnceLock<Option<String>> = OnceLock::new();
 
-    /// Chooses this isolate's config by name; called on every request before the config is
-    /// read, and the first call wins (an instance's vars do not change).
-    pub fn select(name: Option<String>) {
-        let _ = SELECTED.set(name);
+    /// Chooses this isolate's config by the name `name` reads; called on every request before
+    /// the config is read, and the first call wins (an instance's vars do not change), so the
+    /// var is read once per isolate.
+    pub fn select(name: impl FnOnce() -> Option<String>) {
+        if SELECTED.get().is_none() {
+            let _ = SELECTED.set(name());
+        }
     }
 
     pub(super) fn config_json() -> Result<&'static str, String> {

@@ -171,6 +171,16 @@ pub fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// The path of a request's URL, as the runtime serialises it (`https://host[:port]/path?query`):
+/// the first `/` after the host begins it, and a `?` or `#` in it is always percent-encoded.
+/// What worker's `Request::path()` gives, without converting the request (which parses `cf`).
+pub fn url_path(url: &str) -> &str {
+    let Some(host_start) = url.find("://").map(|i| i + 3) else { return url };
+    let Some(start) = url[host_start..].find('/').map(|i| host_start + i) else { return "/" };
+    let path = &url[start..];
+    &path[..path.find(['?', '#']).unwrap_or(path.len())]
+}
+
 /// The first value of query parameter `name` in a URL (form encoding: `+` is a space).
 /// Parsed here rather than with the `url` crate, whose IDNA tables would double the wasm.
 pub fn query_param(url: &str, name: &str) -> Option<String> {
@@ -243,6 +253,20 @@ mod tests {
         assert_eq!(loggable_path("/key/sk-a/b/regenerate"), "/key/{key}/b/regenerate");
         assert_eq!(loggable_path("/v1/%73k-escaped"), "/v1/{key}");
         assert_eq!(loggable_path("/v1/SK-upper"), "/v1/{key}");
+    }
+
+    #[test]
+    fn url_paths() {
+        for (url, path) in [
+            ("https://example.com/", "/"),
+            ("https://example.com", "/"),
+            ("http://127.0.0.1:8787/v1/chat/completions", "/v1/chat/completions"),
+            ("https://example.com/foo?a=1&b=/x", "/foo"),
+            ("https://example.com/foo#/frag?x", "/foo"),
+            ("https://example.com/a%3F%23%2Fb?c", "/a%3F%23%2Fb"),
+        ] {
+            assert_eq!(url_path(url), path, "{url}");
+        }
     }
 
     #[test]

@@ -12,10 +12,37 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// Random bytes drawn from the platform's source this many at a time: in a worker each draw is
+/// a call out of wasm (`crypto.getRandomValues`), and a request draws for its call id and its
+/// routing.
+const POOL_BYTES: usize = 1024;
+
+std::thread_local! {
+    /// Random bytes not handed out yet (the unused tail of the last draw).
+    static POOL: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Fills `out` with random bytes from the isolate's pool (refilled from the platform's source
+/// when short). Not for secrets (keys draw their own): the pool lives in memory until used.
+pub fn random_fill(out: &mut [u8]) -> Result<(), getrandom::Error> {
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.len() < out.len() {
+            let mut fresh = vec![0u8; POOL_BYTES.max(out.len())];
+            getrandom::fill(&mut fresh)?;
+            *pool = fresh;
+        }
+        let rest = pool.len() - out.len();
+        out.copy_from_slice(&pool[rest..]);
+        pool.truncate(rest);
+        Ok(())
+    })
+}
+
 /// A random UUID (version 4), used as the call id of a request.
 pub fn uuid_v4() -> Result<String, getrandom::Error> {
     let mut b = [0u8; 16];
-    getrandom::fill(&mut b)?;
+    random_fill(&mut b)?;
     Ok(format_uuid_v4(b))
 }
 
@@ -46,6 +73,17 @@ mod tests {
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "4");
         assert!("89ab".contains(&a[19..20]));
+    }
+
+    #[test]
+    fn pooled_draws_never_repeat_bytes() {
+        // More than a pool's worth, so that the pool is refilled along the way.
+        let ids: Vec<String> = (0..200).map(|_| uuid_v4().unwrap()).collect();
+        let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        let mut big = vec![0u8; 3 * POOL_BYTES];
+        random_fill(&mut big).unwrap();
+        assert!(big.iter().any(|&b| b != 0));
     }
 
     #[test]

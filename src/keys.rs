@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::access;
 use crate::config::AccessGroup;
 use crate::fields::{Fields, FromJson};
+use crate::json::{self as json_text, ObjectWriter, ToJson};
 use crate::money::Money;
 use crate::openai::{ApiError, ErrorKind};
 use crate::time::{self, Duration};
@@ -59,8 +60,8 @@ pub fn abbreviate(key: &str) -> String {
     format!("{KEY_PREFIX}...{tail}")
 }
 
-/// A virtual key as stored. Money is in pico-dollars, times in Unix milliseconds. Written by
-/// serde, read by hand ([`FromJson`]: a smaller wasm).
+/// A virtual key as stored. Money is in pico-dollars, times in Unix milliseconds. Written and
+/// read by hand ([`ToJson`], [`FromJson`]: a smaller wasm); the derive is the tests' reference.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct KeyRecord {
     /// SHA-256 of the current secret; changes when the key is regenerated. Stored and shown
@@ -130,6 +131,54 @@ impl FromJson for KeyRecord {
             model_budget_period: f.or_default("model_budget_period", string_map),
         };
         f.finish(record)
+    }
+}
+
+impl ToJson for KeyRecord {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let KeyRecord {
+            key_hash,
+            key_id,
+            key_name,
+            key_alias,
+            created_at,
+            updated_at,
+            expires_at,
+            models,
+            aliases,
+            max_budget,
+            budget_duration,
+            soft_budget,
+            rpm_limit,
+            tpm_limit,
+            max_parallel_requests,
+            model_rpm_limit,
+            model_tpm_limit,
+            metadata,
+            tags,
+            blocked,
+            user_id,
+            team_id,
+            model_max_budget,
+            model_budget_period,
+        } = self;
+        let mut o = ObjectWriter::new(out);
+        o.field("token", key_hash).field("key_id", key_id).field("key_name", key_name).field("key_alias", key_alias);
+        o.field("created_at", created_at).field("updated_at", updated_at).field("expires_at", expires_at);
+        o.field("models", models).field("aliases", aliases).field("max_budget", max_budget);
+        o.field("budget_duration", budget_duration).field("soft_budget", soft_budget);
+        o.field("rpm_limit", rpm_limit).field("tpm_limit", tpm_limit);
+        o.field("max_parallel_requests", max_parallel_requests);
+        o.field("model_rpm_limit", model_rpm_limit).field("model_tpm_limit", model_tpm_limit);
+        o.field("metadata", metadata).field("tags", tags).field("blocked", blocked);
+        o.field("user_id", user_id).field("team_id", team_id);
+        if !model_max_budget.is_empty() {
+            o.field("model_max_budget", model_max_budget);
+        }
+        if !model_budget_period.is_empty() {
+            o.field("model_budget_period", model_budget_period);
+        }
+        o.end();
     }
 }
 
@@ -391,6 +440,16 @@ impl FromJson for ListMeta {
     }
 }
 
+/// Written by hand ([`ToJson`]: a smaller wasm), absent fields left out.
+impl ToJson for ListMeta {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let ListMeta { alias, user_id, team_id, created_at, key_id } = self;
+        let mut o = ObjectWriter::new(out);
+        o.some("a", alias).some("u", user_id).some("t", team_id).field("c", created_at).field("i", key_id);
+        o.end();
+    }
+}
+
 impl KeyRecord {
     pub fn list_meta(&self) -> ListMeta {
         ListMeta {
@@ -453,8 +512,8 @@ pub fn check_alias(alias: &str, field: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn json_len(value: &impl Serialize) -> usize {
-    serde_json::to_string(value).map_or(usize::MAX, |s| s.len())
+fn json_len(value: &impl ToJson) -> usize {
+    json_text::to_string(value).len()
 }
 
 fn set<T>(field: &mut T, change: Option<T>) {
@@ -908,10 +967,44 @@ mod tests {
     }
 
     #[test]
+    fn records_are_written_as_serde_writes_them() {
+        let full = KeyRecord {
+            key_alias: Some("al\"ias".into()),
+            expires_at: Some(NOW + 1),
+            models: vec!["a".into(), "b".into()],
+            aliases: [("x".to_string(), "a".to_string())].into(),
+            max_budget: Some(Money::from_pico(u64::MAX)),
+            budget_duration: Some("30d".into()),
+            soft_budget: Some(Money::ZERO),
+            rpm_limit: Some(1),
+            tpm_limit: Some(2),
+            max_parallel_requests: Some(3),
+            model_rpm_limit: [("a".to_string(), 4)].into(),
+            model_tpm_limit: [("b".to_string(), 5)].into(),
+            metadata: json!({"team": "é\n", "n": [1.5, -2, null, {"z": true}]}).as_object().unwrap().clone(),
+            tags: vec!["t".into()],
+            blocked: true,
+            user_id: Some("u".into()),
+            team_id: Some("t".into()),
+            model_max_budget: [("a".to_string(), 7)].into(),
+            model_budget_period: [("a".to_string(), "1d".to_string())].into(),
+            ..KeyRecord::new("sk-test-key-1234", "id-1".into(), NOW)
+        };
+        for r in [KeyRecord::new("sk-test-key-1234", "id-1".into(), NOW), full] {
+            let written = json_text::to_string(&r);
+            assert_eq!(written, serde_json::to_string(&r).unwrap());
+            assert_eq!(KeyRecord::from_json(&serde_json::from_str(&written).unwrap()).unwrap(), r);
+        }
+    }
+
+    #[test]
     fn list_metadata_uses_short_names() {
         let r = record_with(json!({"key_alias": "a", "user_id": "u"}));
         let meta = serde_json::to_value(r.list_meta()).unwrap();
         assert_eq!(meta, json!({"a": "a", "u": "u", "c": NOW, "i": "id-1"}));
+        for m in [r.list_meta(), ListMeta::default(), record_with(json!({"team_id": "t\"é"})).list_meta()] {
+            assert_eq!(json_text::to_string(&m), serde_json::to_string(&m).unwrap(), "written as serde writes it");
+        }
         assert_eq!(ListMeta::from_json(&meta).unwrap(), r.list_meta());
         assert_eq!(ListMeta::from_json(&json!({})).unwrap(), ListMeta::default(), "every field may be missing");
         assert_eq!(record_kv_key("h"), "key:h");
@@ -989,6 +1082,7 @@ mod tests {
         // Stored and read back; a record stored before the field existed reads as without budgets.
         let stored = serde_json::to_value(&r).unwrap();
         assert_eq!(KeyRecord::from_json(&stored).unwrap(), r);
+        assert_eq!(json_text::to_string(&r), serde_json::to_string(&r).unwrap(), "written as serde writes it");
         let mut old = stored;
         old.as_object_mut().unwrap().remove("model_max_budget");
         old.as_object_mut().unwrap().remove("model_budget_period");

@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use crate::json::{ObjectWriter, ToJson};
 use crate::openai::Usage;
 
 #[derive(Debug, Default, Serialize)]
@@ -76,8 +77,96 @@ impl RequestLog {
     }
 
     /// The line: what `serde_json::to_string` makes of the struct (fields in order, those
-    /// without a value left out), written directly.
+    /// without a value left out), written by hand ([`ToJson`]: a smaller wasm).
     pub fn to_line(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        crate::json::to_string(self)
+    }
+}
+
+impl ToJson for RequestLog {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let RequestLog {
+            call_id,
+            method,
+            route,
+            status,
+            key_hash,
+            key_alias,
+            model,
+            deployment,
+            stream,
+            upstream_status,
+            upstream_ms,
+            total_ms,
+            prompt_tokens,
+            completion_tokens,
+            total_tokens,
+            cache_read_tokens,
+            cache_creation_tokens,
+            cost,
+            price,
+            estimated,
+            chunks,
+            client_disconnected,
+            dropped_params,
+            left_out,
+            error_type,
+        } = self;
+        let mut o = ObjectWriter::new(out);
+        o.field("call_id", call_id).field("method", method).field("route", route).field("status", status);
+        o.some("key_hash", key_hash).some("key_alias", key_alias).some("model", model);
+        o.some("deployment", deployment).some("stream", stream).some("upstream_status", upstream_status);
+        o.some("upstream_ms", upstream_ms).field("total_ms", total_ms);
+        o.some("prompt_tokens", prompt_tokens).some("completion_tokens", completion_tokens);
+        o.some("total_tokens", total_tokens).some("cache_read_tokens", cache_read_tokens);
+        o.some("cache_creation_tokens", cache_creation_tokens).some("cost", cost).some("price", price);
+        o.some("estimated", estimated).some("chunks", chunks).some("client_disconnected", client_disconnected);
+        if !dropped_params.is_empty() {
+            o.field("dropped_params", dropped_params);
+        }
+        if !left_out.is_empty() {
+            o.field("left_out", left_out);
+        }
+        o.some("error_type", error_type);
+        o.end();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_line_is_what_serde_writes() {
+        let full = RequestLog {
+            call_id: "c".into(),
+            method: "POST".into(),
+            route: "/v1/chat/completions".into(),
+            status: 200,
+            key_hash: Some("0123456789abcdef".into()),
+            key_alias: Some("al\"ias\n".into()),
+            model: Some("m".into()),
+            deployment: Some("d".into()),
+            stream: Some(true),
+            upstream_status: Some(429),
+            upstream_ms: Some(12),
+            total_ms: 34,
+            prompt_tokens: Some(1),
+            completion_tokens: Some(2),
+            total_tokens: Some(3),
+            cache_read_tokens: Some(4),
+            cache_creation_tokens: Some(5),
+            cost: Some("0.00001".into()),
+            price: Some("unknown"),
+            estimated: Some(false),
+            chunks: Some(6),
+            client_disconnected: Some(true),
+            dropped_params: vec!["user".into()],
+            left_out: vec!["web_search".into(), "x".into()],
+            error_type: Some("rate_limit_error"),
+        };
+        for log in [RequestLog::default(), full] {
+            assert_eq!(log.to_line(), serde_json::to_string(&log).unwrap());
+        }
     }
 }

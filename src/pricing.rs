@@ -32,6 +32,17 @@ pub enum PriceSource {
     Unknown,
 }
 
+impl PriceSource {
+    /// Its name, as serde writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            PriceSource::Config => "config",
+            PriceSource::Builtin => "builtin",
+            PriceSource::Unknown => "unknown",
+        }
+    }
+}
+
 /// The prices of a deployment: its config's, else the built-in table's for its endpoint.
 /// A price given for one direction only keeps the other from the table (or 0).
 pub fn prices_for(deployment: &Deployment) -> Prices {

@@ -68,14 +68,22 @@ pub struct Health {
     pub cooldown_until: BTreeMap<String, u64>,
 }
 
+/// Written by hand (`ToJson`: a smaller wasm), as serde's derive writes it.
+impl crate::json::ToJson for Health {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let Health { failures, cooldown_until } = self;
+        let mut o = crate::json::ObjectWriter::new(out);
+        o.field("failures", failures).field("cooldown_until", cooldown_until);
+        o.end();
+    }
+}
+
 /// Read by hand ([`FromJson`]: a smaller wasm).
 impl FromJson for Health {
     fn from_json(value: &serde_json::Value) -> Result<Self, String> {
         let f = Fields::of(value)?;
         let health = Health {
-            failures: f.req("failures", |v| {
-                v.as_object()?.iter().map(|(id, times)| Some((id.clone(), crate::fields::u64s(times)?))).collect()
-            }),
+            failures: f.req("failures", |v| crate::fields::map_of(v, crate::fields::u64s)),
             cooldown_until: f.req("cooldown_until", crate::fields::u64_map),
         };
         f.finish(health)
@@ -291,6 +299,11 @@ mod tests {
         ] {
             let derived = serde_json::from_value::<Health>(v.clone()).ok();
             assert_eq!(Health::from_json(&v).ok(), derived, "{v}");
+            if let Some(health) = derived {
+                let written = crate::json::to_string(&health);
+                assert_eq!(written, serde_json::to_string(&health).unwrap(), "written as serde writes it");
+                assert_eq!(Health::from_json(&serde_json::from_str(&written).unwrap()), Ok(health));
+            }
         }
     }
     use crate::config::ModelInfo;

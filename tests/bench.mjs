@@ -35,7 +35,7 @@ import zlib from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 import { Miniflare } from 'miniflare';
 import { Client } from 'undici';
-import { startGateway, MASTER_KEY, DATABRICKS_TOKEN, COMPATIBILITY_DATE } from './support/gateway.mjs';
+import { startGateway, MASTER_KEY, DATABRICKS_TOKEN, COMPATIBILITY_DATE, ASSETS } from './support/gateway.mjs';
 import { positiveNumber, mulberry32 } from './support/knobs.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -106,13 +106,19 @@ async function virtualKey(gateway, fields) {
   return (await res.json()).key;
 }
 
-/** The ceiling: ceiling-worker.js under its own Miniflare (same workerd, same entry path). */
-async function startCeiling(fakeUrl) {
+/**
+ * The ceiling: ceiling-worker.js under its own Miniflare (same workerd, same entry path). With
+ * `assets`, deployed as the gateway is (wrangler.toml's [assets], run_worker_first): Miniflare's
+ * asset-router worker then runs in front of it for every request, as it does for the gateway;
+ * without, the bare worker (`bare ceiling`, shown for reference).
+ */
+async function startCeiling(fakeUrl, assets) {
   const mf = new Miniflare({
     scriptPath: CEILING_SCRIPT,
     modules: true,
     compatibilityDate: COMPATIBILITY_DATE,
     bindings: { UPSTREAM: fakeUrl },
+    ...(assets ? { assets: ASSETS } : {}),
     host: '127.0.0.1',
     port: 0,
   });
@@ -125,7 +131,10 @@ async function startCeiling(fakeUrl) {
  * `kind` is 'chat' or 'stream' (how the answer is read and validated), `model` the name the
  * answer must carry, `runtime` which workerd process serves it (for its CPU time).
  * - direct: the fake alone (no worker at all);
- * - ceiling: a JS worker making one loopback fetch to the fake: what workerd does here;
+ * - ceiling: a JS worker making one loopback fetch to the fake, deployed as the gateway is
+ *   (with [assets], so Miniflare's asset router runs in front of it): what the platform does
+ *   here for a worker of this shape, the reference of every `vs ceiling`;
+ * - bare ceiling: the same worker without assets (no asset router): what that router costs;
  * - gateway: the master key (no key lookup, no admission; usage settled after the answer);
  * - vkey: a virtual key without limits (a KV lookup, cached per isolate; no admission);
  * - limited: a key with limits and a budget far above what the run can use, so nothing is
@@ -138,7 +147,7 @@ async function startCeiling(fakeUrl) {
  *   with limits costs;
  * - balanced: the master key on a group of two deployments (simple-shuffle, weights 3:1).
  */
-async function scenarios(gateway, ceiling, baseline) {
+async function scenarios(gateway, ceiling, bareCeiling, baseline) {
   const chat = `${gateway.url}/v1/chat/completions`;
   const master = { authorization: `Bearer ${MASTER_KEY}` };
   const upstream = { authorization: `Bearer ${DATABRICKS_TOKEN}` };
@@ -148,12 +157,14 @@ async function scenarios(gateway, ceiling, baseline) {
   const limitedTeamKey = await virtualKey(gateway, { ...LIMITED_KEY, team_id: await team(gateway, LIMITED_KEY) });
   const direct = { url: `${gateway.fake.url}/chat/completions`, headers: upstream, model: SERVED_MODEL, runtime: null };
   const viaCeiling = { url: `${ceiling.url}/chat/completions`, headers: upstream, model: SERVED_MODEL, runtime: 'ceiling' };
+  const viaBareCeiling = { url: `${bareCeiling.url}/chat/completions`, headers: upstream, model: SERVED_MODEL, runtime: 'bareCeiling' };
   const viaGateway = { url: chat, headers: master, model: MODEL, runtime: 'gateway' };
   const chatRow = (name, path, extra = {}) => ({ name, kind: 'chat', body: CHAT_BODY, ...path, ...extra });
   const streamRow = (name, path) => ({ name, kind: 'stream', body: STREAM_BODY, ...path });
   return [
     chatRow('direct', direct),
     chatRow('ceiling', viaCeiling),
+    chatRow('bare ceiling', viaBareCeiling),
     chatRow('gateway', viaGateway),
     chatRow('vkey', viaGateway, { headers: { authorization: `Bearer ${vkey}` } }),
     chatRow('limited', viaGateway, { headers: { authorization: `Bearer ${limited}` } }),
@@ -731,16 +742,19 @@ async function main() {
   const gateway = await startGateway({ fake: { record: false }, persistDir: storage });
   // The gateway's workerd is the only one until the ceiling starts.
   const [gatewayPid] = workerdPids();
-  const ceiling = await startCeiling(gateway.fake.url);
+  const ceiling = await startCeiling(gateway.fake.url, true);
   const ceilingPid = workerdPids().find((pid) => pid !== gatewayPid);
+  const bareCeiling = await startCeiling(gateway.fake.url, false);
+  const bareCeilingPid = workerdPids().find((pid) => pid !== gatewayPid && pid !== ceilingPid);
   const baselineStorage = BASELINE ? fs.mkdtempSync(path.join(STORAGE_ROOT, 'gateway-bench-base-')) : null;
   const baseline = BASELINE
     ? await startGateway({ fake: { record: false }, persistDir: baselineStorage, scriptDir: path.relative(ROOT, BASELINE) })
     : null;
-  const baselinePid = BASELINE ? workerdPids().find((pid) => pid !== gatewayPid && pid !== ceilingPid) : null;
-  const pids = { gateway: gatewayPid, ceiling: ceilingPid, baseline: baselinePid };
+  const known = [gatewayPid, ceilingPid, bareCeilingPid];
+  const baselinePid = BASELINE ? workerdPids().find((pid) => !known.includes(pid)) : null;
+  const pids = { gateway: gatewayPid, ceiling: ceilingPid, bareCeiling: bareCeilingPid, baseline: baselinePid };
   try {
-    const rows = await scenarios(gateway, ceiling, baseline);
+    const rows = await scenarios(gateway, ceiling, bareCeiling, baseline);
     await checkRows(rows);
     const allCells = cells(rows);
     watchdog(allCells.length, () => fs.rmSync(storage, { recursive: true, force: true }));
@@ -752,6 +766,7 @@ async function main() {
     return results.some((r) => r.errors > 0 || r.good === 0) ? 1 : 0;
   } finally {
     await ceiling.close();
+    await bareCeiling.close();
     await gateway.close();
     await baseline?.close();
     fs.rmSync(storage, { recursive: true, force: true });

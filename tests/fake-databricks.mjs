@@ -230,6 +230,8 @@ function openExchange(state, req, res, rawBody, path, receivedAt) {
     ex.record = {
       method: req.method, path, endpoint: null, headers: req.headers, body: null, rawBody,
       receivedAt, usage: null, aborted: false,
+      // Each stream event as written, with when (performance.now(), the tests' clock too).
+      eventsWritten: [],
     };
     state.requests.push(ex.record);
   }
@@ -1975,6 +1977,7 @@ async function writeEvent(ex, data, name = null) {
   const event = `${name === null ? '' : `event: ${name}${ex.eol}`}data: ${data}${ex.eol}${ex.eol}`;
   if (!ex.d['sse-split']) {
     ex.res.write(event);
+    ex.record?.eventsWritten.push({ at: performance.now(), data });
     return true;
   }
   // Split by bytes, not characters: a multi-byte character may straddle the two reads.

@@ -231,8 +231,7 @@ pub fn native_answer(body: &[u8], model_group: &str) -> Result<MessagesAnswer, A
     answer.insert("model".into(), Value::String(model_group.to_string()));
     let usage = Usage::from_messages(answer.get("usage"));
     let id = answer.get("id").and_then(Value::as_str).map(str::to_string);
-    let bytes =
-        serde_json::to_vec(&answer).map_err(|e| ApiError::internal(format!("cannot encode the answer: {e}")))?;
+    let bytes = crate::json::map_to_vec(&answer);
     Ok(MessagesAnswer { bytes, usage, id })
 }
 

@@ -509,8 +509,7 @@ pub fn from_chat_answer(chat: &Value, model_group: &str, req: &MessagesRequest) 
         "stop_sequence": stop_sequence,
         "usage": usage.unwrap_or_default().to_json(),
     });
-    let bytes =
-        serde_json::to_vec(&answer).map_err(|e| ApiError::internal(format!("cannot encode the answer: {e}")))?;
+    let bytes = crate::json::to_vec(&answer);
     Ok(MessagesAnswer { bytes, usage, id: Some(id) })
 }
 

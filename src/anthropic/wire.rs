@@ -118,8 +118,7 @@ impl WireFormat for Messages {
         let upstream = prepare_upstream(&self.request(body)?, endpoint, output_cap)?;
         *self.left_out.borrow_mut() =
             upstream.dropped.iter().map(|field| format!("`{field}` has no chat equivalent")).collect();
-        let payload = serde_json::to_vec(&upstream.body)
-            .map_err(|e| ApiError::internal(format!("cannot encode the request: {e}")))?;
+        let payload = crate::json::map_to_vec(&upstream.body);
         let headers = if serves_natively(endpoint) { self.headers.clone() } else { Vec::new() };
         Ok(UpstreamRequest { route: upstream.route, body: payload, headers })
     }

@@ -1,12 +1,14 @@
-//! The ledger object's requests, read by hand ([`crate::fields`]) rather than by serde's derived
-//! readers, which would compile each type's parsing into the wasm inline. Written by serde (the
-//! gateway's stubs), read with the same rules: see the derives' attributes on each type.
+//! The ledger object's requests, answers and stored entries, read by hand ([`crate::fields`])
+//! rather than by serde's derived readers, which would compile each type's parsing into the
+//! wasm inline, with the same rules: see the derives' attributes on each type. Written by hand
+//! too ([`ToJson`], below the readers), as the derived writers write them.
 
 use serde_json::Value;
 
 use super::messages::{InfoRequest, LedgerInfo, LogsQuery, ReleaseRequest, RevokeRequest, SettleRequest, SpendLogRow};
 use super::{AdmitRequest, Decision, Entry, EntryState, Limits, RateInfo, Settled, Settlement};
 use crate::fields::{bool, money, string, string_map, strings, u64, u64_map, Fields, FromJson};
+use crate::json::{ObjectWriter, ToJson};
 use crate::pricing::{PriceSource, Prices};
 
 impl FromJson for Limits {
@@ -282,12 +284,282 @@ impl FromJson for LedgerInfo {
     }
 }
 
+// The writers: each field in the derive's order, destructured so that a field added to a
+// type and not written here fails to compile.
+
+impl ToJson for Limits {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let Limits {
+            rpm,
+            tpm,
+            max_parallel,
+            model_rpm,
+            model_tpm,
+            max_budget,
+            budget_duration,
+            soft_budget,
+            model_budgets,
+            model_budget_periods,
+        } = self;
+        let mut o = ObjectWriter::new(out);
+        o.field("rpm", rpm).field("tpm", tpm).field("max_parallel", max_parallel);
+        o.field("model_rpm", model_rpm).field("model_tpm", model_tpm);
+        o.field("max_budget", max_budget).field("budget_duration", budget_duration).field("soft_budget", soft_budget);
+        if !model_budgets.is_empty() {
+            o.field("model_budgets", model_budgets);
+        }
+        if !model_budget_periods.is_empty() {
+            o.field("model_budget_periods", model_budget_periods);
+        }
+        o.end();
+    }
+}
+
+impl ToJson for Prices {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let Prices { input, output, cache_read, cache_creation, source } = self;
+        let mut o = ObjectWriter::new(out);
+        o.field("input", input).field("output", output);
+        o.field("cache_read", cache_read).field("cache_creation", cache_creation).field("source", source.name());
+        o.end();
+    }
+}
+
+impl ToJson for AdmitRequest {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let AdmitRequest {
+            id,
+            model,
+            key_hash,
+            prompt_tokens_estimate,
+            prompt_tokens_bound,
+            max_tokens,
+            choices,
+            output_cap,
+            prices,
+            lease_ms,
+            limits,
+            access_groups,
+        } = self;
+        let mut o = ObjectWriter::new(out);
+        o.field("id", id).field("model", model).field("key_hash", key_hash);
+        o.field("prompt_tokens_estimate", prompt_tokens_estimate).field("prompt_tokens_bound", prompt_tokens_bound);
+        o.field("max_tokens", max_tokens).field("choices", choices).field("output_cap", output_cap);
+        o.field("prices", prices).field("lease_ms", lease_ms).field("limits", limits);
+        if !access_groups.is_empty() {
+            o.field("access_groups", access_groups);
+        }
+        o.end();
+    }
+}
+
+impl ToJson for SpendLogRow {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let SpendLogRow {
+            request_id,
+            call_id,
+            api_key,
+            key_alias,
+            model_group,
+            deployment,
+            prompt_tokens,
+            completion_tokens,
+            cache_read_tokens,
+            cache_creation_tokens,
+            spend,
+            start_time,
+            end_time,
+            status,
+            streamed,
+            estimated,
+            team_id,
+            user_id,
+            end_user,
+            tags,
+        } = self;
+        let mut o = ObjectWriter::new(out);
+        o.field("request_id", request_id).field("call_id", call_id).field("api_key", api_key);
+        o.field("key_alias", key_alias).field("model_group", model_group).field("deployment", deployment);
+        o.field("prompt_tokens", prompt_tokens).field("completion_tokens", completion_tokens);
+        o.field("cache_read_tokens", cache_read_tokens).field("cache_creation_tokens", cache_creation_tokens);
+        o.field("spend", spend).field("start_time", start_time).field("end_time", end_time);
+        o.field("status", status).field("streamed", streamed).field("estimated", estimated);
+        o.some("team_id", team_id).some("user_id", user_id).some("end_user", end_user);
+        if !tags.is_empty() {
+            o.field("tags", tags);
+        }
+        o.end();
+    }
+}
+
+impl ToJson for Settlement {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let Settlement { id, prompt_tokens, completion_tokens, cost, limits } = self;
+        let mut o = ObjectWriter::new(out);
+        o.field("id", id).field("prompt_tokens", prompt_tokens).field("completion_tokens", completion_tokens);
+        o.field("cost", cost).field("limits", limits);
+        o.end();
+    }
+}
+
+impl ToJson for SettleRequest {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let SettleRequest { settlement, row } = self;
+        let mut o = ObjectWriter::new(out);
+        o.field("settlement", settlement).field("row", row);
+        o.end();
+    }
+}
+
+impl ToJson for ReleaseRequest {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let ReleaseRequest { id, limits } = self;
+        let mut o = ObjectWriter::new(out);
+        o.field("id", id).field("limits", limits);
+        o.end();
+    }
+}
+
+impl ToJson for RevokeRequest {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let RevokeRequest { reason, key_hash, scope } = self;
+        let mut o = ObjectWriter::new(out);
+        o.field("reason", reason).field("key_hash", key_hash).field("scope", scope);
+        o.end();
+    }
+}
+
+impl ToJson for InfoRequest {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let InfoRequest { limits } = self;
+        let mut o = ObjectWriter::new(out);
+        o.field("limits", limits);
+        o.end();
+    }
+}
+
+impl ToJson for LogsQuery {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let LogsQuery { request_id, start_ms, end_ms, limit } = self;
+        let mut o = ObjectWriter::new(out);
+        o.field("request_id", request_id).field("start_ms", start_ms).field("end_ms", end_ms).field("limit", limit);
+        o.end();
+    }
+}
+
+impl ToJson for Entry {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let Entry { id, at, model, tokens, state } = self;
+        let mut o = ObjectWriter::new(out);
+        o.field("id", id).field("at", at).field("model", model).field("tokens", tokens).field("state", state);
+        o.end();
+    }
+}
+
+/// Internally tagged: `{"state": "reserved", "cost": .., "lease_until": ..}`.
+impl ToJson for EntryState {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let mut o = ObjectWriter::new(out);
+        match self {
+            EntryState::Reserved { cost, lease_until } => {
+                o.field("state", "reserved").field("cost", cost).field("lease_until", lease_until);
+            }
+            EntryState::Settled => {
+                o.field("state", "settled");
+            }
+            EntryState::Estimated { charged } => {
+                o.field("state", "estimated").field("charged", charged);
+            }
+            EntryState::Corrected => {
+                o.field("state", "corrected");
+            }
+        }
+        o.end();
+    }
+}
+
+/// Internally tagged: `{"decision": "admitted", ..}`.
+impl ToJson for Decision {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let mut o = ObjectWriter::new(out);
+        match self {
+            Decision::Admitted { max_tokens, rate, spend } => {
+                o.field("decision", "admitted").field("max_tokens", max_tokens).field("rate", rate);
+                o.field("spend", spend);
+            }
+            Decision::RateLimited { message, retry_after_ms, rate } => {
+                o.field("decision", "rate_limited").field("message", message);
+                o.field("retry_after_ms", retry_after_ms).field("rate", rate);
+            }
+            Decision::BudgetExceeded { committed, max_budget } => {
+                o.field("decision", "budget_exceeded").field("committed", committed).field("max_budget", max_budget);
+            }
+            Decision::Revoked { reason } => {
+                o.field("decision", "revoked").field("reason", reason);
+            }
+            Decision::ModelNotAllowed { models } => {
+                o.field("decision", "model_not_allowed").field("models", models);
+            }
+            Decision::ModelBudgetExceeded { model, committed, max_budget } => {
+                o.field("decision", "model_budget_exceeded").field("model", model);
+                o.field("committed", committed).field("max_budget", max_budget);
+            }
+        }
+        o.end();
+    }
+}
+
+impl ToJson for RateInfo {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let RateInfo {
+            limit_requests,
+            remaining_requests,
+            reset_requests_ms,
+            limit_tokens,
+            remaining_tokens,
+            reset_tokens_ms,
+        } = self;
+        let mut o = ObjectWriter::new(out);
+        o.field("limit_requests", limit_requests).field("remaining_requests", remaining_requests);
+        o.field("reset_requests_ms", reset_requests_ms).field("limit_tokens", limit_tokens);
+        o.field("remaining_tokens", remaining_tokens).field("reset_tokens_ms", reset_tokens_ms);
+        o.end();
+    }
+}
+
+impl ToJson for Settled {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let Settled { spend, soft_budget_crossed, duplicate } = self;
+        let mut o = ObjectWriter::new(out);
+        o.field("spend", spend).field("soft_budget_crossed", soft_budget_crossed).field("duplicate", duplicate);
+        o.end();
+    }
+}
+
+impl ToJson for LedgerInfo {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let LedgerInfo { spend, budget_reset_at, model_spend, model_period_start } = self;
+        let mut o = ObjectWriter::new(out);
+        o.field("spend", spend).field("budget_reset_at", budget_reset_at);
+        if !model_spend.is_empty() {
+            o.field("model_spend", model_spend);
+        }
+        if !model_period_start.is_empty() {
+            o.field("model_period_start", model_period_start);
+        }
+        o.end();
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use serde::de::DeserializeOwned;
     use serde_json::json;
 
     use super::*;
+    use crate::money::Money;
 
     /// serde's derived reader is the specification: both read the same.
     fn same<T: FromJson + DeserializeOwned + PartialEq + std::fmt::Debug>(v: Value) {
@@ -297,6 +569,124 @@ mod tests {
             Ok(d) => assert_eq!(by_hand.unwrap(), d, "{v}"),
             Err(e) => assert!(by_hand.is_err(), "{v}: serde refuses it ({e})"),
         }
+    }
+
+    /// serde's derived writer is the specification too: the same bytes, and they read back.
+    fn written<T: ToJson + serde::Serialize + FromJson + PartialEq + std::fmt::Debug>(v: &T) {
+        let text = crate::json::to_string(v);
+        assert_eq!(text, serde_json::to_string(v).unwrap());
+        assert_eq!(&T::from_json(&serde_json::from_str(&text).unwrap()).unwrap(), v, "{text}");
+    }
+
+    #[test]
+    fn messages_and_entries_are_written_as_serde_writes_them() {
+        let limits: Limits = serde_json::from_value(json!({"rpm": 5, "tpm": null, "max_parallel": 2,
+            "model_rpm": {"a": 1, "b\"": 2}, "max_budget": 1000, "budget_duration": "1d", "soft_budget": null,
+            "model_budgets": {"a": 7}, "model_budget_periods": {"a": "1h"}}))
+        .unwrap();
+        written(&limits);
+        written(&Limits::default());
+        let prices = Prices {
+            input: Money::from_pico(1),
+            output: Money::from_pico(u64::MAX),
+            cache_read: Money::ZERO,
+            cache_creation: Money::from_pico(4),
+            source: PriceSource::Builtin,
+        };
+        for source in [PriceSource::Config, PriceSource::Builtin, PriceSource::Unknown] {
+            written(&Prices { source, ..prices });
+        }
+        let admit = AdmitRequest {
+            id: "call-1".into(),
+            model: "gpt \u{e9}\n".into(),
+            key_hash: Some("h".into()),
+            prompt_tokens_estimate: 10,
+            prompt_tokens_bound: 20,
+            max_tokens: None,
+            choices: 2,
+            output_cap: 100,
+            prices,
+            lease_ms: 5,
+            limits: limits.clone(),
+            access_groups: vec!["g".into()],
+        };
+        written(&admit);
+        written(&AdmitRequest { key_hash: None, max_tokens: Some(7), access_groups: vec![], ..admit });
+        let row = SpendLogRow {
+            request_id: "r".into(),
+            call_id: "c".into(),
+            api_key: "k".into(),
+            key_alias: Some("al".into()),
+            model_group: "g".into(),
+            deployment: "d".into(),
+            prompt_tokens: 3,
+            completion_tokens: 4,
+            cache_read_tokens: 1,
+            cache_creation_tokens: 0,
+            spend: Money::from_pico(9),
+            start_time: 1,
+            end_time: 2,
+            status: 429,
+            streamed: true,
+            estimated: false,
+            team_id: Some("t".into()),
+            user_id: None,
+            end_user: Some("e".into()),
+            tags: vec!["x".into(), "y".into()],
+        };
+        written(&row);
+        written(&SpendLogRow::default());
+        let settlement =
+            Settlement { id: "i".into(), prompt_tokens: 1, completion_tokens: 2, cost: Money::from_pico(3), limits };
+        let settle = SettleRequest { settlement: settlement.clone(), row: Some(row) };
+        written(&settle);
+        written(&SettleRequest { settlement: settlement.clone(), row: None });
+        written(&vec![settle.clone(), settle]);
+        written(&ReleaseRequest { id: "i".into(), limits: Limits::default() });
+        written(&RevokeRequest { reason: Some("blocked".into()), key_hash: None, scope: Some(vec!["a".into()]) });
+        written(&RevokeRequest { reason: None, key_hash: Some("h".into()), scope: None });
+        written(&InfoRequest { limits: Limits::default() });
+        written(&LogsQuery { request_id: Some("r".into()), start_ms: None, end_ms: Some(9), limit: 10 });
+        for state in [
+            EntryState::Reserved { cost: Money::from_pico(5), lease_until: 9 },
+            EntryState::Settled,
+            EntryState::Estimated { charged: Money::from_pico(3) },
+            EntryState::Corrected,
+        ] {
+            written(&Entry { id: "i".into(), at: 1, model: "m".into(), tokens: 7, state });
+        }
+        let rate = RateInfo { limit_requests: Some(5), remaining_requests: Some(4), ..RateInfo::default() };
+        for decision in [
+            Decision::Admitted { max_tokens: None, rate: rate.clone(), spend: Money::from_pico(1) },
+            Decision::Admitted { max_tokens: Some(9), rate: RateInfo::default(), spend: Money::ZERO },
+            Decision::RateLimited { message: "m \"q\"".into(), retry_after_ms: 5, rate },
+            Decision::BudgetExceeded { committed: Money::from_pico(5), max_budget: Money::from_pico(4) },
+            Decision::Revoked { reason: "blocked".into() },
+            Decision::ModelNotAllowed { models: vec![] },
+            Decision::ModelNotAllowed { models: vec!["a".into(), "b".into()] },
+            Decision::ModelBudgetExceeded {
+                model: "a".into(),
+                committed: Money::from_pico(5),
+                max_budget: Money::from_pico(4),
+            },
+        ] {
+            written(&decision);
+        }
+        written(&Settled { spend: Money::from_pico(5), soft_budget_crossed: true, duplicate: false });
+        written(&vec![Settled { spend: Money::ZERO, soft_budget_crossed: false, duplicate: true }]);
+        let info = LedgerInfo {
+            spend: Money::from_pico(5),
+            budget_reset_at: None,
+            model_spend: BTreeMap::new(),
+            model_period_start: BTreeMap::new(),
+        };
+        written(&info);
+        written(&LedgerInfo {
+            budget_reset_at: Some(9),
+            model_spend: [("a".to_string(), 1)].into(),
+            model_period_start: [("a".to_string(), 2)].into(),
+            ..info
+        });
     }
 
     #[test]

@@ -200,8 +200,7 @@ pub fn response_from_chat(raw: &[u8], shell: &ResponseShell) -> Result<ResponseA
     }
     let usage = Usage::from_chat(v.get("usage"));
     let response = shell.response(status, output, usage.as_ref(), incomplete, None);
-    let bytes =
-        serde_json::to_vec(&response).map_err(|e| ApiError::internal(format!("cannot encode the answer: {e}")))?;
+    let bytes = crate::json::to_vec(&response);
     Ok(ResponseAnswer { bytes, usage, id: Some(shell.id.clone()) })
 }
 
@@ -217,8 +216,7 @@ pub fn native_answer(raw: &[u8], model: &str) -> Result<ResponseAnswer, ApiError
     answer.insert("model".into(), Value::String(model.to_string()));
     let usage = Usage::from_responses(answer.get("usage"));
     let id = answer.get("id").and_then(Value::as_str).map(str::to_string);
-    let bytes =
-        serde_json::to_vec(&answer).map_err(|e| ApiError::internal(format!("cannot encode the answer: {e}")))?;
+    let bytes = crate::json::map_to_vec(&answer);
     Ok(ResponseAnswer { bytes, usage, id })
 }
 

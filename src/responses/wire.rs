@@ -118,19 +118,16 @@ impl WireFormat for Responses {
         output_cap: Option<u64>,
     ) -> Result<UpstreamRequest, ApiError> {
         let request = self.request(body);
-        let encode = |body: &Map<String, Value>| {
-            serde_json::to_vec(body).map_err(|e| ApiError::internal(format!("cannot encode the request: {e}")))
-        };
         if serves_natively(endpoint) {
             self.left_out.borrow_mut().clear();
-            let body = encode(&request.native_body(endpoint, output_cap))?;
+            let body = crate::json::map_to_vec(&request.native_body(endpoint, output_cap));
             return Ok(UpstreamRequest { route: NATIVE_ROUTE, body, headers: Vec::new() });
         }
         let translation = request.to_chat(output_cap)?;
         let mut chat = translation.body;
         databricks::prepare_body(Kind::Chat, &mut chat, endpoint, stream, output_cap);
         *self.left_out.borrow_mut() = translation.warnings;
-        Ok(UpstreamRequest { route: Kind::Chat.route(), body: encode(&chat)?, headers: Vec::new() })
+        Ok(UpstreamRequest { route: Kind::Chat.route(), body: crate::json::map_to_vec(&chat), headers: Vec::new() })
     }
 
     fn answer(&self, endpoint: &str, bytes: &[u8], shown: &str) -> Result<Answer, ApiError> {

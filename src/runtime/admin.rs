@@ -21,19 +21,19 @@ use crate::parties::PartyKind;
 
 const MAX_PAGE_SIZE: usize = 100;
 
-pub async fn handle(route: Endpoint, mut req: Request, call: &mut Call<'_>, caller: Caller) -> Result<Value, ApiError> {
+pub async fn handle(route: Endpoint, req: Request, call: &mut Call<'_>, caller: Caller) -> Result<Value, ApiError> {
     let store = KeyStore::open(call.env)?;
     if route == Endpoint::KeyInfo {
         return info(&req, &store, &caller, call).await;
     }
     if !matches!(caller, Caller::Master) {
-        super::drain(&mut req).await;
+        super::drain(req.inner()).await;
         return Err(ApiError::forbidden("Only the master key may manage keys."));
     }
     if route == Endpoint::KeyList {
         return list(&req, &store, call).await;
     }
-    let body = parse_object(&read_body(&mut req).await?)?;
+    let body = parse_object(&read_body(req.inner()).await?)?;
     match route {
         Endpoint::KeyGenerate => generate(&body, &store, call).await,
         Endpoint::KeyUpdate => update(&body, &store, call).await,

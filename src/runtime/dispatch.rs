@@ -297,10 +297,10 @@ fn with_stats(id: &str, f: impl FnOnce(&mut DeploymentStats)) {
     STATS.with(|s| f(s.borrow_mut().entry(id.to_string()).or_default()));
 }
 
-/// Uniform in [0, 1), from the platform's random source.
+/// Uniform in [0, 1), from the platform's random source (the isolate's pool of it).
 fn random() -> f64 {
     let mut bytes = [0u8; 8];
-    if getrandom::fill(&mut bytes).is_err() {
+    if crate::ids::random_fill(&mut bytes).is_err() {
         return 0.5;
     }
     (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64

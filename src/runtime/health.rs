@@ -137,7 +137,7 @@ pub async fn model_info(call: &Call<'_>, caller: &Caller) -> Result<Value, ApiEr
                     "mode": d.info.mode.as_deref().unwrap_or("chat"),
                     "input_cost_per_token": known(prices.input),
                     "output_cost_per_token": known(prices.output),
-                    "price_source": prices.source,
+                    "price_source": prices.source.name(),
                     "max_input_tokens": d.info.max_input_tokens,
                     "max_output_tokens": d.info.max_output_tokens,
                     "cooldown_until": health.cooling_until(&d.id, now).map(time::format_rfc3339),

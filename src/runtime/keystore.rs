@@ -14,14 +14,17 @@
 
 use std::cell::RefCell;
 
-use serde::Serialize;
 use serde_json::Value;
+use worker::js_sys::{Array, Function, Object, Promise, Reflect, JSON};
 use worker::kv::KvStore;
+use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::wasm_bindgen_futures::JsFuture;
 use worker::{console_error, Env};
 
 use super::now_ms;
 use crate::cache::ExpiringMap;
 use crate::fields::{self, Fields, FromJson};
+use crate::json::{self, ObjectWriter, ToJson};
 use crate::keys::{alias_kv_key, record_kv_key, revoked_kv_key, KeyRecord, ListMeta};
 use crate::openai::ApiError;
 
@@ -42,10 +45,19 @@ thread_local! {
 }
 
 /// Why a secret no longer works.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Revocation {
     pub reason: String,
     pub at: u64,
+}
+
+impl ToJson for Revocation {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let Revocation { reason, at } = self;
+        let mut o = ObjectWriter::new(out);
+        o.field("reason", reason).field("at", at);
+        o.end();
+    }
 }
 
 impl FromJson for Revocation {
@@ -65,6 +77,8 @@ pub enum Lookup {
 
 pub struct KeyStore {
     kv: KvStore,
+    /// The binding itself, for `list_all`.
+    namespace: JsValue,
 }
 
 /// The detail goes to the log; the caller learns only which store failed.
@@ -89,6 +103,47 @@ pub(super) async fn get_json<T: FromJson>(kv: &KvStore, key: &str) -> Result<Opt
     }
 }
 
+/// Every key under `prefix` in the namespace, with its list metadata, page after page. Called on
+/// the namespace itself: worker's `list` reads its answer through serde_wasm_bindgen, whose
+/// reader of the metadata (any JSON) costs about 13 KB of wasm; the metadata goes through its
+/// JSON text instead.
+pub(super) async fn list_all(namespace: &JsValue, prefix: &str) -> Result<Vec<(String, Option<Value>)>, ApiError> {
+    list_pages(namespace, prefix).await.map_err(|e| {
+        console_error!("Workers KV `{BINDING}` failed to list: {e:?}");
+        ApiError::internal(format!("The key store (Workers KV `{BINDING}`) failed."))
+    })
+}
+
+async fn list_pages(namespace: &JsValue, prefix: &str) -> Result<Vec<(String, Option<Value>)>, JsValue> {
+    let get = |target: &JsValue, name: &str| Reflect::get(target, &JsValue::from_str(name));
+    let list: Function = get(namespace, "list")?.dyn_into()?;
+    let mut keys = Vec::new();
+    let mut cursor = JsValue::UNDEFINED;
+    loop {
+        let options = Object::new();
+        Reflect::set(&options, &JsValue::from_str("prefix"), &JsValue::from_str(prefix))?;
+        if !cursor.is_undefined() {
+            Reflect::set(&options, &JsValue::from_str("cursor"), &cursor)?;
+        }
+        let page = JsFuture::from(list.call1(namespace, &options)?.dyn_into::<Promise>()?).await?;
+        for key in get(&page, "keys")?.dyn_into::<Array>()?.iter() {
+            let name = get(&key, "name")?.as_string().unwrap_or_default();
+            let metadata = get(&key, "metadata")?;
+            let metadata = if metadata.is_undefined() || metadata.is_null() {
+                None
+            } else {
+                JSON::stringify(&metadata)?.as_string().and_then(|text| json::from_str(&text).ok())
+            };
+            keys.push((name, metadata));
+        }
+        cursor = get(&page, "cursor")?;
+        let complete = get(&page, "list_complete")?.as_bool().unwrap_or(true);
+        if complete || cursor.as_string().is_none_or(|c| c.is_empty()) {
+            return Ok(keys);
+        }
+    }
+}
+
 /// The read itself, not generic: one copy of it in the module whatever `get_json` parses.
 async fn get_text(kv: &KvStore, key: &str) -> Result<Option<String>, ApiError> {
     kv.get(key).text().await.map_err(kv_error)
@@ -96,7 +151,8 @@ async fn get_text(kv: &KvStore, key: &str) -> Result<Option<String>, ApiError> {
 
 impl KeyStore {
     pub fn open(env: &Env) -> Result<Self, ApiError> {
-        env.kv(BINDING).map(|kv| KeyStore { kv }).map_err(|_| {
+        let namespace = Reflect::get(env, &JsValue::from_str(BINDING)).unwrap_or(JsValue::UNDEFINED);
+        env.kv(BINDING).map(|kv| KeyStore { kv, namespace }).map_err(|_| {
             ApiError::internal(format!(
                 "The gateway is misconfigured: the KV namespace binding `{BINDING}` is missing."
             ))
@@ -142,8 +198,10 @@ impl KeyStore {
     /// Writes a key and its alias index; `previous_alias` is dropped from the index if it changed.
     pub async fn put(&self, record: &KeyRecord, previous_alias: Option<&str>) -> Result<(), ApiError> {
         record.check_kv_limits()?;
-        let meta = record.list_meta();
-        let value = serde_json::to_string(record).map_err(|e| ApiError::internal(e.to_string()))?;
+        // As a JSON value: `metadata` takes any `Serialize`, and `ListMeta` is written by hand.
+        let meta: Value =
+            json::from_str(&json::to_string(&record.list_meta())).map_err(|e| ApiError::internal(e.to_string()))?;
+        let value = json::to_string(record);
         let key = record_kv_key(&record.key_hash);
         self.kv
             .put(&key, value)
@@ -169,7 +227,7 @@ impl KeyStore {
     pub async fn revoke(&self, record: &KeyRecord, reason: &str, keep_alias: bool) -> Result<(), ApiError> {
         let now = now_ms();
         let revocation = Revocation { reason: reason.to_string(), at: now };
-        let tombstone = serde_json::to_string(&revocation).map_err(|e| ApiError::internal(e.to_string()))?;
+        let tombstone = json::to_string(&revocation);
         let revoked = revoked_kv_key(&record.key_hash);
         self.kv
             .put(&revoked, tombstone)
@@ -195,24 +253,12 @@ impl KeyStore {
 
     /// Every key's hash and list metadata.
     pub async fn list(&self) -> Result<Vec<(String, ListMeta)>, ApiError> {
-        let mut entries = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let mut request = self.kv.list().prefix("key:".into());
-            if let Some(c) = cursor.take() {
-                request = request.cursor(c);
-            }
-            let page = request.execute().await.map_err(kv_error)?;
-            for key in page.keys {
-                let hash = key.name.trim_start_matches("key:").to_string();
-                let meta = key.metadata.and_then(|m| ListMeta::from_json(&m).ok()).unwrap_or_default();
-                entries.push((hash, meta));
-            }
-            match page.cursor.filter(|c| !page.list_complete && !c.is_empty()) {
-                Some(c) => cursor = Some(c),
-                None => return Ok(entries),
-            }
-        }
+        let keys = list_all(&self.namespace, "key:").await?;
+        let entries = keys.into_iter().map(|(name, metadata)| {
+            let hash = name.trim_start_matches("key:").to_string();
+            (hash, metadata.and_then(|m| ListMeta::from_json(&m).ok()).unwrap_or_default())
+        });
+        Ok(entries.collect())
     }
 }
 

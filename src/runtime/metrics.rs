@@ -3,7 +3,7 @@
 //! (the worker secret `METRICS_TOKEN`), both compared in constant time; anyone else gets 401.
 
 use futures_util::future::join_all;
-use worker::{Headers, Request, Response};
+use worker::{web_sys, Headers, Response};
 
 use super::objects::group_health;
 use super::objects::reports::ReportsStub;
@@ -15,7 +15,7 @@ use crate::openai::ApiError;
 
 const TOKEN_VAR: &str = "METRICS_TOKEN";
 
-pub async fn serve(req: &Request, call: &Call<'_>) -> Result<Response, ApiError> {
+pub async fn serve(req: &web_sys::Request, call: &Call<'_>) -> Result<Response, ApiError> {
     authorize(req, call)?;
     let config = embedded::config().map_err(ApiError::internal)?;
     let models: Vec<(String, String)> =
@@ -45,9 +45,9 @@ pub async fn serve(req: &Request, call: &Call<'_>) -> Result<Response, ApiError>
 
 /// The master key or the scrape token; nothing else (no key lookup: a virtual key never reads
 /// the whole gateway's numbers).
-fn authorize(req: &Request, call: &Call<'_>) -> Result<(), ApiError> {
+fn authorize(req: &web_sys::Request, call: &Call<'_>) -> Result<(), ApiError> {
     let refused = || ApiError::unauthorized("/metrics needs the master key or the scrape token (METRICS_TOKEN).");
-    let presented = auth::presented_key(|name| req.headers().get(name).ok().flatten()).ok_or_else(refused)?;
+    let presented = super::presented_key(req).ok_or_else(refused)?;
     if let Ok(token) = call.env.var(TOKEN_VAR).map(|v| v.to_string()) {
         if !token.is_empty() && auth::constant_time_eq(presented.as_bytes(), token.as_bytes()) {
             return Ok(());

@@ -22,7 +22,7 @@ mod vars;
 
 use futures_util::StreamExt;
 use worker::wasm_bindgen::{self, prelude::wasm_bindgen, JsValue};
-use worker::{console_log, event, Context, Env, Headers, Method, Request, Response, Result};
+use worker::{console_log, event, web_sys, Context, Env, Headers, Method, Request, Response, Result};
 
 use crate::auth;
 use crate::body::BoundedBody;
@@ -98,17 +98,38 @@ pub fn now_ms() -> u64 {
     worker::js_sys::Date::now() as u64
 }
 
+/// An answer as a handler makes it. A body the gateway wrote is built into the runtime's
+/// `Response` once, with all its headers, in one call from wasm (`respond`); worker's
+/// `Response` builds two `Headers` objects, sets each header from wasm and builds a
+/// `ResponseInit`, a `Uint8Array` and the `Response` call by call. Streams, preflights and the
+/// metrics text stay worker's.
+pub enum Reply {
+    Body { status: u16, content_type: &'static str, body: Vec<u8>, headers: Vec<(&'static str, String)> },
+    Built(Response),
+}
+
+impl From<Response> for Reply {
+    fn from(response: Response) -> Self {
+        Reply::Built(response)
+    }
+}
+
+/// The incoming request is taken as the runtime's own `Request`: worker's conversion reads its
+/// method, URL, headers and `cf` (parsed from JSON and frozen by the runtime) into wasm. Routes
+/// that take worker's `Request` get one (`route`); the proxied ones read what they need.
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
+async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys::Response> {
     // A test build holds several configs: the instance's var says which one it runs.
     #[cfg(feature = "test-configs")]
-    embedded::select(env.var("GATEWAY_TEST_CONFIG").ok().map(|v| v.to_string()));
+    embedded::select(|| env.var("GATEWAY_TEST_CONFIG").ok().map(|v| v.to_string()));
     let started_ms = now_ms();
     let call_id = ids::uuid_v4().unwrap_or_else(|_| "00000000-0000-0000-0000-000000000000".into());
+    let url = req.url();
+    let method = Method::from(req.method());
     let log = RequestLog {
         call_id: call_id.clone(),
-        method: req.method().to_string(),
-        route: endpoints::loggable_path(&req.path()),
+        method: method.to_string(),
+        route: endpoints::loggable_path(endpoints::url_path(&url)),
         ..Default::default()
     };
     let mut call = Call {
@@ -121,11 +142,11 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
         errors: ErrorFormat::default(),
     };
 
-    let mut response = match route(req, &mut call).await {
-        Ok(response) => response,
+    let reply = match route(req, &url, method, &mut call).await {
+        Ok(reply) => reply,
         Err(error) => {
             call.log.error_type = Some(error.kind.as_str());
-            error_response(&error, call.errors)?
+            error_reply(&error, call.errors)
         }
     };
     // Browsers may call the gateway from any origin (as LiteLLM allows): keys travel in
@@ -135,33 +156,61 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
         answer_headers::EXPOSED
     );
     for (name, value) in call.headers.pairs() {
-        if value.contains(['\n', '\r']) {
-            // Invalid in a header, as `Headers::set` would have said.
-            return Err(worker::Error::RustError(format!("the value of {name} holds a line break")));
-        }
-        lines.push('\n');
-        lines.push_str(name);
-        lines.push('\n');
-        lines.push_str(&value);
+        push_header(&mut lines, name, &value)?;
     }
-    set_headers(&response.headers_mut().0, &lines)?;
+    let (response, status) = match reply {
+        Reply::Body { status, content_type, body, headers } => {
+            push_header(&mut lines, "content-type", content_type)?;
+            for (name, value) in headers {
+                push_header(&mut lines, name, &value)?;
+            }
+            (respond(status, &body, &lines)?, status)
+        }
+        Reply::Built(mut response) => {
+            set_headers(&response.headers_mut().0, &lines)?;
+            let status = response.status_code();
+            (web_sys::Response::from(response), status)
+        }
+    };
     if !call.log_deferred {
-        call.log.status = response.status_code();
+        call.log.status = status;
         write_log(&mut call.log, started_ms);
     }
     Ok(response)
 }
 
+/// Adds a header to `lines` (names and values, each on a line of its own).
+fn push_header(lines: &mut String, name: &str, value: &str) -> Result<()> {
+    if value.contains(['\n', '\r']) {
+        // Invalid in a header, as `Headers::set` would have said.
+        return Err(worker::Error::RustError(format!("the value of {name} holds a line break")));
+    }
+    lines.push('\n');
+    lines.push_str(name);
+    lines.push('\n');
+    lines.push_str(value);
+    Ok(())
+}
+
 #[wasm_bindgen(inline_js = "export function set_headers(headers, lines) {
     const parts = lines.split('\\n');
     for (let i = 1; i < parts.length; i += 2) headers.set(parts[i - 1], parts[i]);
+}
+export function respond(status, body, lines) {
+    const headers = new Headers();
+    set_headers(headers, lines);
+    return new Response(body.slice(), { status, headers });
 }")]
 extern "C" {
     /// Sets the headers `lines` holds (names and values, each on a line of its own) in one call
     /// from wasm: each `Headers::set` from wasm is a boundary crossing and two strings decoded,
     /// and an answer has a dozen headers. A header value never holds a line break.
     #[wasm_bindgen(catch)]
-    fn set_headers(headers: &worker::web_sys::Headers, lines: &str) -> std::result::Result<(), JsValue>;
+    fn set_headers(headers: &web_sys::Headers, lines: &str) -> std::result::Result<(), JsValue>;
+    /// The runtime's `Response` with `status`, a copy of `body` and the
+    /// headers `lines` holds, in one call.
+    #[wasm_bindgen(catch)]
+    fn respond(status: u16, body: &[u8], lines: &str) -> std::result::Result<web_sys::Response, JsValue>;
 }
 
 /// Writes a request's one log line, with its total time (a stream's, when it ends).
@@ -170,96 +219,83 @@ pub fn write_log(log: &mut RequestLog, started_ms: u64) {
     console_log!("{}", log.to_line());
 }
 
-async fn route(mut req: Request, call: &mut Call<'_>) -> std::result::Result<Response, ApiError> {
-    let path = req.path();
-    let method = req.method();
-    let Some(route) = Endpoint::parse(&path) else {
-        drain(&mut req).await;
+async fn route(
+    raw: web_sys::Request,
+    url: &str,
+    method: Method,
+    call: &mut Call<'_>,
+) -> std::result::Result<Reply, ApiError> {
+    let path = endpoints::url_path(url);
+    let Some(route) = Endpoint::parse(path) else {
+        drain(&raw).await;
         return Err(ApiError::not_found(format!("Unknown route {method} {path}")));
     };
     if route.is_anthropic() {
         call.errors = ErrorFormat::Anthropic;
     }
     if method == Method::Options {
-        return preflight(route.method(), req.headers().get("access-control-request-headers").ok().flatten());
+        return preflight(route.method(), raw.headers().get("access-control-request-headers").ok().flatten());
     }
     if method.as_ref() != route.method() {
-        drain(&mut req).await;
-        return Err(ApiError::method_not_allowed(method.as_ref(), &path, route.method()));
+        drain(&raw).await;
+        return Err(ApiError::method_not_allowed(method.as_ref(), path, route.method()));
     }
     match route {
-        Endpoint::Liveliness => json_response(200, &serde_json::json!("I'm alive!")),
+        Endpoint::Liveliness => return Ok(json_response(200, &serde_json::json!("I'm alive!"))),
         Endpoint::Readiness => {
             let models = embedded::config().map_err(ApiError::internal)?.model_names().len();
             let status =
                 serde_json::json!({"status": "healthy", "version": env!("CARGO_PKG_VERSION"), "models": models});
-            json_response(200, &status)
+            return Ok(json_response(200, &status));
         }
-        Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings => {
-            let kind = match route {
-                Endpoint::Completions => Kind::Completion,
-                Endpoint::Embeddings => Kind::Embedding,
-                _ => Kind::Chat,
-            };
-            let caller = authenticate_or_drain(&mut req, call).await?;
-            proxy::proxy(&mut OpenAi::new(kind), req, call, caller).await
-        }
+        // The scrape token or the master key, never a virtual key (`metrics::authorize`).
+        Endpoint::Metrics => return metrics::serve(&raw, call).await.map(Reply::from),
+        _ => {}
+    }
+    // Every other route serves a caller, identified first.
+    let caller = authenticate_or_drain(&raw, call).await?;
+    // The proxied routes read the runtime's request themselves; the others take worker's.
+    match route {
+        Endpoint::ChatCompletions => return proxy::proxy(&mut OpenAi::new(Kind::Chat), raw, call, caller).await,
+        Endpoint::Completions => return proxy::proxy(&mut OpenAi::new(Kind::Completion), raw, call, caller).await,
+        Endpoint::Embeddings => return proxy::proxy(&mut OpenAi::new(Kind::Embedding), raw, call, caller).await,
         Endpoint::Messages | Endpoint::MessagesCountTokens => {
-            let caller = authenticate_or_drain(&mut req, call).await?;
-            messages::serve(&route, req, call, caller).await
+            return messages::serve(&route, raw, call, caller).await;
         }
         Endpoint::Responses => {
-            let caller = authenticate_or_drain(&mut req, call).await?;
-            proxy::proxy(&mut Responses::new(now_ms() / 1000), req, call, caller).await
+            return proxy::proxy(&mut Responses::new(now_ms() / 1000), raw, call, caller).await;
         }
-        Endpoint::Models => {
-            let caller = authenticate_or_drain(&mut req, call).await?;
-            json_response(200, &openai::model_list(visible_models(&caller)?.iter().map(String::as_str)))
-        }
+        _ => {}
+    }
+    let req = Request::from(raw);
+    let answer = match route {
+        Endpoint::Models => openai::model_list(visible_models(&caller)?.iter().map(String::as_str)),
         Endpoint::Model(id) => {
-            let caller = authenticate_or_drain(&mut req, call).await?;
             if !visible_models(&caller)?.contains(&id) {
                 let message = format!("The model `{id}` does not exist. Call `/v1/models` to view available models.");
                 return Err(ApiError::not_found(message).with_param("model"));
             }
-            json_response(200, &openai::model_object(&id))
+            openai::model_object(&id)
         }
         Endpoint::Health => {
-            let caller = authenticate_or_drain(&mut req, call).await?;
             if !matches!(caller, Caller::Master) {
                 return Err(ApiError::forbidden("Only the master key may run /health."));
             }
-            json_response(200, &health::health(call).await?)
+            health::health(call).await?
         }
-        Endpoint::ModelInfo => {
-            let caller = authenticate_or_drain(&mut req, call).await?;
-            json_response(200, &health::model_info(call, &caller).await?)
-        }
+        Endpoint::ModelInfo => health::model_info(call, &caller).await?,
         Endpoint::ModelGroupInfo => {
-            let caller = authenticate_or_drain(&mut req, call).await?;
-            let only = endpoints::query_param(&req.inner().url(), "model_group");
-            json_response(200, &health::model_group_info(&caller, only.as_deref())?)
+            let only = endpoints::query_param(url, "model_group");
+            health::model_group_info(&caller, only.as_deref())?
         }
-        Endpoint::SpendLogs => {
-            let caller = authenticate_or_drain(&mut req, call).await?;
-            json_response(200, &spend::logs(&req, call, &caller).await?)
-        }
+        Endpoint::SpendLogs => spend::logs(&req, call, &caller).await?,
         Endpoint::GlobalSpendReport | Endpoint::GlobalSpendKeys | Endpoint::GlobalSpendModels | Endpoint::SpendTags => {
-            let caller = authenticate_or_drain(&mut req, call).await?;
-            json_response(200, &reports::serve(&route, &req, call, &caller).await?)
+            reports::serve(&route, &req, call, &caller).await?
         }
-        Endpoint::Metrics => metrics::serve(&req, call).await,
-        Endpoint::Party(kind, op) => {
-            let caller = authenticate_or_drain(&mut req, call).await?;
-            let answer = parties::handle(kind, op, req, call, caller).await?;
-            json_response(200, &answer)
-        }
-        key_route => {
-            let caller = authenticate_or_drain(&mut req, call).await?;
-            let answer = admin::handle(key_route, req, call, caller).await?;
-            json_response(200, &answer)
-        }
-    }
+        Endpoint::Party(kind, op) => parties::handle(kind, op, req, call, caller).await?,
+        key_route => admin::handle(key_route, req, call, caller).await?,
+    };
+    Ok(json_response(200, &answer))
 }
 
 /// The model names a caller may use: all for the master key, a key's allowed ones and aliases.
@@ -273,10 +309,16 @@ fn visible_models(caller: &Caller) -> std::result::Result<Vec<String>, ApiError>
     Ok(visible.into_iter().map(str::to_string).collect())
 }
 
+/// The key a request presents in any of the accepted key headers (`auth::presented_key`).
+pub fn presented_key(req: &web_sys::Request) -> Option<String> {
+    let headers = req.headers();
+    auth::presented_key(|name| headers.get(name).ok().flatten())
+}
+
 /// Identifies the caller from any of the accepted key headers. The master key is compared in
 /// constant time; any other key is looked up by its hash in KV.
-async fn authenticate(req: &Request, call: &mut Call<'_>) -> std::result::Result<Caller, ApiError> {
-    let presented = auth::presented_key(|name| req.headers().get(name).ok().flatten()).ok_or_else(|| {
+async fn authenticate(req: &web_sys::Request, call: &mut Call<'_>) -> std::result::Result<Caller, ApiError> {
+    let presented = presented_key(req).ok_or_else(|| {
         ApiError::unauthorized(
             "No API key provided. Send it as `Authorization: Bearer <key>` or in the `x-litellm-api-key` header.",
         )
@@ -311,7 +353,7 @@ async fn authenticate(req: &Request, call: &mut Call<'_>) -> std::result::Result
 }
 
 /// Identifies the caller; a refused caller's request body is read to its end first (see `drain`).
-async fn authenticate_or_drain(req: &mut Request, call: &mut Call<'_>) -> std::result::Result<Caller, ApiError> {
+async fn authenticate_or_drain(req: &web_sys::Request, call: &mut Call<'_>) -> std::result::Result<Caller, ApiError> {
     let caller = authenticate(req, call).await;
     if caller.is_err() {
         drain(req).await;
@@ -323,17 +365,13 @@ async fn authenticate_or_drain(req: &mut Request, call: &mut Call<'_>) -> std::r
 /// it can cost the client its connection: with a router worker in front (the static assets'
 /// router, under `wrangler dev` and Miniflare) workerd then closes the connection, and the
 /// client's next request on it fails. Bounded: a larger body is left to that fate.
-pub(crate) async fn drain(req: &mut Request) {
-    if req.inner().body().is_none() {
-        return;
-    }
-    if let Ok(mut body) = req.stream() {
-        let mut read = 0;
-        while let Some(Ok(chunk)) = body.next().await {
-            read += chunk.len();
-            if read > MAX_BODY_BYTES {
-                break;
-            }
+pub(crate) async fn drain(req: &web_sys::Request) {
+    let Some(mut body) = upstream::byte_stream_of(req.body()) else { return };
+    let mut read = 0;
+    while let Some(Ok(chunk)) = body.next().await {
+        read += chunk.len();
+        if read > MAX_BODY_BYTES {
+            break;
         }
     }
 }
@@ -342,28 +380,26 @@ pub(crate) async fn drain(req: &mut Request) {
 /// announced by its length is drained, not kept: a client still uploading would otherwise
 /// see its connection reset instead of the 413. A body without a length (chunked) is read
 /// chunk by chunk and refused at the limit, without reading the rest.
-pub async fn read_body(req: &mut Request) -> std::result::Result<Vec<u8>, ApiError> {
+pub async fn read_body(req: &web_sys::Request) -> std::result::Result<Vec<u8>, ApiError> {
     let cannot_read =
         |e: worker::Error| ApiError::invalid_request(format!("Cannot read the request body: {e}"), "request_body");
     let announced = req.headers().get("content-length").ok().flatten().and_then(|v| v.trim().parse::<usize>().ok());
     let Some(len) = announced else {
-        if req.inner().body().is_none() {
-            return Ok(Vec::new());
-        }
+        let Some(mut chunks) = upstream::byte_stream_of(req.body()) else { return Ok(Vec::new()) };
         let mut body = BoundedBody::default();
-        let mut chunks = req.stream().map_err(cannot_read)?;
         while let Some(chunk) = chunks.next().await {
             body.push(&chunk.map_err(cannot_read)?)?;
         }
         return Ok(body.into_bytes());
     };
     if len > MAX_BODY_BYTES {
-        if let Ok(mut body) = req.stream() {
+        if let Some(mut body) = upstream::byte_stream_of(req.body()) {
             while let Some(Ok(_)) = body.next().await {}
         }
         return Err(ApiError::too_large(len));
     }
-    let bytes = req.bytes().await.map_err(cannot_read)?;
+    let buffer = req.array_buffer().map_err(worker::Error::from).map_err(cannot_read)?;
+    let bytes = upstream::buffer_bytes(buffer).await.map_err(cannot_read)?;
     if bytes.len() > MAX_BODY_BYTES {
         return Err(ApiError::too_large(bytes.len()));
     }
@@ -372,7 +408,7 @@ pub async fn read_body(req: &mut Request) -> std::result::Result<Vec<u8>, ApiErr
 
 /// A CORS preflight for a known route: its method, and whatever headers the browser asks to
 /// send (the OpenAI SDKs add their own `x-stainless-*` ones).
-fn preflight(method: &str, requested_headers: Option<String>) -> std::result::Result<Response, ApiError> {
+fn preflight(method: &str, requested_headers: Option<String>) -> std::result::Result<Reply, ApiError> {
     let headers = Headers::new();
     let set = |name: &str, value: &str| headers.set(name, value).map_err(runtime_error);
     set("access-control-allow-methods", &format!("{method}, OPTIONS"))?;
@@ -380,30 +416,28 @@ fn preflight(method: &str, requested_headers: Option<String>) -> std::result::Re
         .unwrap_or_else(|| "authorization, content-type, x-litellm-api-key, api-key, x-api-key".into());
     set("access-control-allow-headers", &allowed)?;
     set("access-control-max-age", "86400")?;
-    Ok(Response::empty().map_err(runtime_error)?.with_status(204).with_headers(headers))
+    Ok(Response::empty().map_err(runtime_error)?.with_status(204).with_headers(headers).into())
 }
 
-pub fn json_response(status: u16, body: &serde_json::Value) -> std::result::Result<Response, ApiError> {
+pub fn json_response(status: u16, body: &serde_json::Value) -> Reply {
     bytes_response(status, body.to_string().into_bytes())
 }
 
-pub fn bytes_response(status: u16, body: Vec<u8>) -> std::result::Result<Response, ApiError> {
-    let headers = Headers::new();
-    headers.set("content-type", "application/json").map_err(runtime_error)?;
-    Response::from_bytes(body).map(|r| r.with_status(status).with_headers(headers)).map_err(runtime_error)
+/// A JSON answer.
+pub fn bytes_response(status: u16, body: Vec<u8>) -> Reply {
+    Reply::Body { status, content_type: "application/json", body, headers: Vec::new() }
 }
 
-fn error_response(error: &ApiError, format: ErrorFormat) -> Result<Response> {
-    let headers = Headers::new();
-    headers.set("content-type", "application/json")?;
+fn error_reply(error: &ApiError, format: ErrorFormat) -> Reply {
+    let mut headers = Vec::new();
     if let Some(seconds) = error.retry_after_s {
-        headers.set("retry-after", &seconds.to_string())?;
+        headers.push(("retry-after", seconds.to_string()));
     }
     if error.retries_spent {
-        headers.set("x-should-retry", "false")?;
+        headers.push(("x-should-retry", "false".to_string()));
     }
     let (status, body) = format.render(error);
-    Ok(Response::from_bytes(body)?.with_status(status).with_headers(headers))
+    Reply::Body { status, content_type: "application/json", body, headers }
 }
 
 pub fn unknown_model(model: &str) -> ApiError {

@@ -19,12 +19,12 @@ const MAX_PAGE_SIZE: usize = 100;
 pub async fn handle(
     kind: PartyKind,
     op: PartyOp,
-    mut req: Request,
+    req: Request,
     call: &mut Call<'_>,
     caller: Caller,
 ) -> Result<Value, ApiError> {
     if !matches!(caller, Caller::Master) {
-        super::drain(&mut req).await;
+        super::drain(req.inner()).await;
         return Err(ApiError::forbidden(format!("Only the master key may manage {}s.", kind.prefix())));
     }
     let store = PartyStore::open(call.env)?;
@@ -33,7 +33,7 @@ pub async fn handle(
         PartyOp::List => return list(kind, &req, &store, call).await,
         _ => {}
     }
-    let body = parse_object(&read_body(&mut req).await?)?;
+    let body = parse_object(&read_body(req.inner()).await?)?;
     let ids = parties::target_ids(kind, op, &body)?;
     if op == PartyOp::Delete {
         return delete(kind, &ids, &store, call).await;

@@ -8,10 +8,12 @@
 
 use std::cell::RefCell;
 
+use worker::js_sys::Reflect;
 use worker::kv::KvStore;
+use worker::wasm_bindgen::JsValue;
 use worker::Env;
 
-use super::keystore::{get_json, kv_error};
+use super::keystore::{get_json, kv_error, list_all};
 use super::{now_ms, Caller};
 use crate::cache::ExpiringMap;
 use crate::config::AccessGroup;
@@ -36,11 +38,14 @@ pub struct Drawn {
 
 pub struct PartyStore {
     kv: KvStore,
+    /// The binding itself, for `list_all`.
+    namespace: JsValue,
 }
 
 impl PartyStore {
     pub fn open(env: &Env) -> Result<Self, ApiError> {
-        env.kv(BINDING).map(|kv| PartyStore { kv }).map_err(|_| {
+        let namespace = Reflect::get(env, &JsValue::from_str(BINDING)).unwrap_or(JsValue::UNDEFINED);
+        env.kv(BINDING).map(|kv| PartyStore { kv, namespace }).map_err(|_| {
             ApiError::internal(format!(
                 "The gateway is misconfigured: the KV namespace binding `{BINDING}` is missing."
             ))
@@ -69,7 +74,7 @@ impl PartyStore {
 
     pub async fn put(&self, kind: PartyKind, record: &PartyRecord) -> Result<(), ApiError> {
         let key = kind.kv_key(&record.id).ok_or_else(|| ApiError::internal("a party id too long for KV"))?;
-        let value = serde_json::to_string(record).map_err(|e| ApiError::internal(e.to_string()))?;
+        let value = crate::json::to_string(record);
         self.kv.put(&key, value).map_err(kv_error)?.execute().await.map_err(kv_error)?;
         CACHE.with(|c| c.borrow_mut().insert(&key, Some(record.clone()), now_ms()));
         Ok(())
@@ -85,22 +90,8 @@ impl PartyStore {
     /// Every record of `kind`, by id.
     pub async fn list(&self, kind: PartyKind) -> Result<Vec<PartyRecord>, ApiError> {
         let prefix = format!("{}:", kind.prefix());
-        let mut names = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let mut request = self.kv.list().prefix(prefix.clone());
-            if let Some(c) = cursor.take() {
-                request = request.cursor(c);
-            }
-            let page = request.execute().await.map_err(kv_error)?;
-            names.extend(page.keys.into_iter().map(|k| k.name));
-            match page.cursor.filter(|c| !page.list_complete && !c.is_empty()) {
-                Some(c) => cursor = Some(c),
-                None => break,
-            }
-        }
         let mut records = Vec::new();
-        for name in names {
+        for (name, _) in list_all(&self.namespace, &prefix).await? {
             if let Some(record) = get_json::<PartyRecord>(&self.kv, &name).await? {
                 records.push(record);
             }

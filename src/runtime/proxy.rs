@@ -14,12 +14,14 @@
 
 use futures_channel::mpsc;
 use futures_util::StreamExt;
-use worker::{AbortController, ByteStream, Headers, Response};
+use worker::{web_sys, AbortController, ByteStream, Headers, Response};
 
 use super::accounting::{self, Account, Outcome, Reservation};
 use super::dispatch::{self, Ask, Forwarded, Routed, Trail};
 use super::upstream::within;
-use super::{bytes_response, partystore, read_body, runtime_error, tokens, unknown_model, write_log, Call, Caller};
+use super::{
+    bytes_response, partystore, read_body, runtime_error, tokens, unknown_model, write_log, Call, Caller, Reply,
+};
 use crate::attribution::Attribution;
 use crate::config::{Deployment, GatewayConfig};
 use crate::databricks::Answer;
@@ -31,14 +33,15 @@ use crate::wire::{StreamRelay, WireFormat};
 /// Serves one request of `wire`'s format for an authenticated caller.
 pub async fn proxy(
     wire: &mut dyn WireFormat,
-    mut req: worker::Request,
+    req: web_sys::Request,
     call: &mut Call<'_>,
     caller: Caller,
-) -> Result<Response, ApiError> {
+) -> Result<Reply, ApiError> {
     // 1. Parse.
     let config = embedded::config().map_err(ApiError::internal)?;
-    wire.read_headers(&|name: &str| req.headers().get(name).ok().flatten());
-    let bytes = read_body(&mut req).await?;
+    let headers = req.headers();
+    wire.read_headers(&|name: &str| headers.get(name).ok().flatten());
+    let bytes = read_body(&req).await?;
     let ProxyRequest { model, stream, mut body, .. } = wire.parse(&bytes)?;
     drop(bytes);
     let attribution = Attribution::of(&body)?;
@@ -117,7 +120,7 @@ pub async fn proxy(
             call.headers.response_cost = Some(settled.cost);
             call.headers.key_spend = settled.key_spend;
             // 5. Relay.
-            bytes_response(200, bytes)
+            Ok(bytes_response(200, bytes))
         }
     }
 }
@@ -169,7 +172,7 @@ fn servable<'c>(config: &'c GatewayConfig, group: &str, may_use: &dyn Fn(&str) -
 /// it can see the stream to its end, settle its usage and log it. The pump hands chunks over
 /// an unbounded channel, so it never waits on a slow or departed client; an answer is a few
 /// kilobytes, so the buffer stays small.
-fn relay_stream(mut pump: StreamPump, call: &mut Call<'_>) -> Result<Response, ApiError> {
+fn relay_stream(mut pump: StreamPump, call: &mut Call<'_>) -> Result<Reply, ApiError> {
     call.log_deferred = true;
     pump.log = std::mem::take(&mut call.log);
     pump.log.status = 200;
@@ -180,8 +183,12 @@ fn relay_stream(mut pump: StreamPump, call: &mut Call<'_>) -> Result<Response, A
     // no-transform: a compressed event stream would be buffered, not streamed.
     headers.set("cache-control", "no-cache, no-transform").map_err(runtime_error)?;
     let stream = from_pump.map(Ok::<Vec<u8>, worker::Error>);
-    Response::from_stream(stream).map(|r| r.with_headers(headers)).map_err(runtime_error)
+    Response::from_stream(stream).map(|r| r.with_headers(headers).into()).map_err(runtime_error)
 }
+
+/// How long a stream that ended well may take to end its body after `[DONE]` before it is
+/// aborted.
+const UPSTREAM_END_MS: u64 = 1_000;
 
 /// Moves a stream from Databricks to the client, one upstream read at a time, then settles it.
 struct StreamPump {
@@ -228,11 +235,13 @@ impl StreamPump {
     }
 
     async fn run(mut self, to_client: mpsc::UnboundedSender<Vec<u8>>) {
+        let mut upstream_ended = false;
         while !self.relay.is_closed() {
             let read = match self.first.take() {
                 Some(first) => Some(Some(Ok(first))),
                 None => within(self.idle_ms, self.body.next()).await,
             };
+            upstream_ended = matches!(read, Some(None));
             let out = match read {
                 Some(Some(Ok(bytes))) => self.relay.feed(&bytes),
                 Some(Some(Err(e))) => {
@@ -257,17 +266,40 @@ impl StreamPump {
         }
         to_client.close_channel();
         self.end().await;
+        if let Some(controller) = self.controller.take() {
+            // A stream that ended well ends its body right after `[DONE]`: read to its end, the
+            // upstream needs no abort (an exception built, the connection closed, not reused).
+            let ended_well = self.relay.error().is_none() && self.log.client_disconnected.is_none();
+            let running = match (upstream_ended, ended_well) {
+                (true, _) => false,
+                (false, true) => !self.upstream_ends().await,
+                (false, false) => true,
+            };
+            if running {
+                controller.abort();
+            }
+        }
         if let Some(report) = self.report.take() {
             report.await;
         }
     }
 
-    /// The stream is over: stop the upstream if it is still going, settle, and log (once).
+    /// Whether the upstream's body ends within a moment (a few reads), what is left dropped.
+    async fn upstream_ends(&mut self) -> bool {
+        for _ in 0..4 {
+            match within(UPSTREAM_END_MS, self.body.next()).await {
+                Some(None) => return true,
+                Some(Some(Ok(_))) => {}
+                Some(Some(Err(_))) | None => return false,
+            }
+        }
+        false
+    }
+
+    /// The stream is over: settle, and log (once). The upstream, if still going, is stopped
+    /// once the client has its last bytes (`run`).
     async fn end(&mut self) {
         let Some(account) = self.account.take() else { return };
-        if let Some(controller) = self.controller.take() {
-            controller.abort();
-        }
         // Databricks' usage is cumulative: the last one seen is what it produced. A stream cut
         // before any usage is charged by estimate (about four characters a token).
         let (usage, estimated) = match self.relay.usage() {

@@ -8,7 +8,7 @@
 //!
 //! The master key reads everything; a virtual key reads only its own key's rows.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::thread::LocalKey;
@@ -38,6 +38,8 @@ struct ReportEvents;
 
 thread_local! {
     static EVENTS: RefCell<Queues<ReportEvent>> = RefCell::new(HashMap::new());
+    /// The worker has no `ANALYTICS` dataset bound.
+    static ANALYTICS_UNBOUND: Cell<bool> = const { Cell::new(false) };
 }
 
 impl Sink for ReportEvents {
@@ -78,7 +80,14 @@ pub fn record(env: &Env, ctx: Option<&Context>, event: ReportEvent) -> Option<im
 }
 
 fn write_data_point(env: &Env, event: &ReportEvent) {
-    let Ok(dataset) = env.get_binding::<AnalyticsEngineDataset>(ANALYTICS_BINDING) else { return };
+    // An isolate's bindings do not change: one without the dataset looks once, not per request.
+    if ANALYTICS_UNBOUND.get() {
+        return;
+    }
+    let Ok(dataset) = env.get_binding::<AnalyticsEngineDataset>(ANALYTICS_BINDING) else {
+        ANALYTICS_UNBOUND.set(true);
+        return;
+    };
     let point = DataPoint::of(event);
     let blobs: Vec<&str> = point.blobs.iter().map(String::as_str).collect();
     let built = AnalyticsEngineDataPointBuilder::new()

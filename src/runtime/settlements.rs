@@ -5,9 +5,9 @@
 //! A key without limits or a budget holds no reservation, so nothing waits on its settlement:
 //! the answer leaves at once, and the settlement joins the isolate's queue for the key's
 //! ledger. The request that finds no sender at work starts one, in its own `waitUntil`: it
-//! sends what is queued at once, and while that call is out, later settlements queue up and go
-//! together in the next call. Under load one call carries many settlements; an idle isolate
-//! adds no delay.
+//! lets items gather for its sink's `GATHER_MS`, sends what is queued, and while that call is
+//! out, later items queue up and go together in the next call. Under load one call carries
+//! many settlements.
 //!
 //! Why nothing is lost when an isolate goes away: the sender runs as `waitUntil` work, which
 //! the runtime lets finish after the response when it evicts an isolate or replaces it with a
@@ -40,9 +40,8 @@ pub trait Sink: 'static {
     type Item: 'static;
     /// The most items one call carries.
     const MAX_BATCH: usize;
-    /// How long a sender lets items gather before each call. Settlements go at once (a key's
-    /// next request may need its spend); report events can wait a little, so that under load
-    /// one call carries many of them instead of one per request.
+    /// How long a sender lets items gather before each call, so that under load one call
+    /// carries many items instead of about one per request.
     const GATHER_MS: u64 = 0;
     /// The isolate's queues of this sink, by the name of the object they go to.
     fn queues() -> &'static LocalKey<RefCell<Queues<Self::Item>>>;
@@ -142,6 +141,9 @@ thread_local! {
 impl Sink for LedgerSettlements {
     type Item = SettleRequest;
     const MAX_BATCH: usize = 128;
+    // Nothing on the request path reads these keys' spend (they hold no reservation), so a
+    // short wait costs only `/key/info` 20 ms of staleness (LiteLLM batches spend for seconds).
+    const GATHER_MS: u64 = 20;
 
     fn queues() -> &'static LocalKey<RefCell<Queues<SettleRequest>>> {
         &SETTLEMENTS

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::future::{select, Either};
 use worker::js_sys::{self, Uint8Array};
-use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::wasm_bindgen::{self, prelude::wasm_bindgen, JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::{web_sys, AbortController, ByteStream, Delay, Headers};
 
@@ -73,11 +73,31 @@ pub async fn post_json(
     deadline: &mut Deadline,
 ) -> Result<Upstream, ApiError> {
     let controller = AbortController::default();
-    let request = build_request(url, token, body, extra_headers, &controller)
-        .map_err(|e| ApiError::bad_gateway(format!("Cannot build the Databricks request to {url}: {e}")))?;
-    match deadline.within(fetch(&request)).await {
-        Some(Ok(response)) => Ok(Upstream { response, controller }),
-        Some(Err(e)) => Err(ApiError::bad_gateway(format!("Could not reach Databricks at {url}: {e}"))),
+    // The extra headers first: ours replace any of the same name.
+    let mut lines = String::new();
+    for (name, value) in extra_headers {
+        if value.contains(['\n', '\r']) {
+            let message =
+                format!("Cannot build the Databricks request to {url}: the value of {name} holds a line break");
+            return Err(ApiError::bad_gateway(message));
+        }
+        lines.push_str(name);
+        lines.push('\n');
+        lines.push_str(value);
+        lines.push('\n');
+    }
+    lines.push_str("content-type\napplication/json\nuser-agent\n");
+    lines.push_str(USER_AGENT);
+    let sent = post(url, &format!("Bearer {}", token.expose()), &lines, body, &controller.signal())
+        .map(JsFuture::from)
+        .map_err(|e| {
+            ApiError::bad_gateway(format!("Cannot build the Databricks request to {url}: {}", worker::Error::from(e)))
+        })?;
+    match deadline.within(sent).await {
+        Some(Ok(response)) => Ok(Upstream { response: response.unchecked_into(), controller }),
+        Some(Err(e)) => {
+            Err(ApiError::bad_gateway(format!("Could not reach Databricks at {url}: {}", worker::Error::from(e))))
+        }
         None => {
             controller.abort();
             Err(timed_out(deadline.ms()))
@@ -85,21 +105,26 @@ pub async fn post_json(
     }
 }
 
-fn build_request(
-    url: &str,
-    token: &Secret,
-    body: &[u8],
-    extra_headers: &[(&str, String)],
-    controller: &AbortController,
-) -> worker::Result<web_sys::Request> {
-    let headers = Headers::new();
-    for (name, value) in extra_headers {
-        headers.set(name, value)?;
-    }
-    headers.set("content-type", "application/json")?;
-    headers.set("authorization", &format!("Bearer {}", token.expose()))?;
-    headers.set("user-agent", USER_AGENT)?;
-    post_request(url, Some(&headers), &Uint8Array::from(body).into(), Some(controller))
+#[wasm_bindgen(inline_js = "export function post(url, authorization, lines, body, signal) {
+    const headers = new Headers();
+    const parts = lines.split('\\n');
+    for (let i = 1; i < parts.length; i += 2) headers.set(parts[i - 1], parts[i]);
+    headers.set('authorization', authorization);
+    return fetch(url, { method: 'POST', headers, body: body.slice(), signal });
+}")]
+extern "C" {
+    /// The global `fetch` of a POST with a copy of `body` and the headers `lines` holds (names
+    /// and values, each on a line of its own; extra ones first, as they may not replace ours),
+    /// built in one call from wasm: from wasm, the `Headers`, each header, the `RequestInit`
+    /// and its four fields, the body's `Uint8Array` and the `Request` are a call each.
+    #[wasm_bindgen(catch)]
+    fn post(
+        url: &str,
+        authorization: &str,
+        lines: &str,
+        body: &[u8],
+        signal: &web_sys::AbortSignal,
+    ) -> Result<js_sys::Promise, JsValue>;
 }
 
 /// A POST request, built on web_sys's `RequestInit` and left a web_sys `Request`: worker's
@@ -134,13 +159,23 @@ pub async fn fetch(request: &web_sys::Request) -> worker::Result<web_sys::Respon
 
 /// A whole answer body, in one `arrayBuffer()` call and one copy into wasm.
 pub async fn bytes(response: &web_sys::Response) -> worker::Result<Vec<u8>> {
-    let buffer = JsFuture::from(response.array_buffer()?).await?;
+    buffer_bytes(response.array_buffer()?).await
+}
+
+/// The bytes an `arrayBuffer()` call promised, copied into wasm.
+pub async fn buffer_bytes(buffer: js_sys::Promise) -> worker::Result<Vec<u8>> {
+    let buffer = JsFuture::from(buffer).await?;
     Ok(Uint8Array::new(&buffer).to_vec())
 }
 
 /// The answer body as a stream of chunks (`None` for an answer without a body).
 pub fn byte_stream(response: &web_sys::Response) -> Option<ByteStream> {
-    response.body().map(ByteStream::from)
+    byte_stream_of(response.body())
+}
+
+/// A request's or an answer's body as a stream of chunks.
+pub fn byte_stream_of(body: Option<web_sys::ReadableStream>) -> Option<ByteStream> {
+    body.map(ByteStream::from)
 }
 
 /// The body of an answer, read before `deadline`; an unreadable one is empty, and one that

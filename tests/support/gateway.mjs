@@ -16,6 +16,17 @@ export const WRONG_TOKEN = 'dapiffffffffffffffffffffffffffffffff';
 export const COMPATIBILITY_DATE = '2026-04-20';
 
 /**
+ * As wrangler.toml's [assets] (run_worker_first): the worker answers every route but the admin
+ * page's (/ui, /ui/*), which the assets serve; the table is only read by the worker. Miniflare
+ * puts its asset-router worker in front of any worker with assets (so does Cloudflare).
+ */
+export const ASSETS = {
+  directory: path.join(ROOT, 'build-assets'),
+  binding: 'ASSETS',
+  routerConfig: { has_user_worker: true, static_routing: { user_worker: ['/*'], asset_worker: ['/ui', '/ui/*'] } },
+};
+
+/**
  * The worker var that picks one of the configs `make build-test` embeds besides
  * tests/fixtures/litellm_config.yaml (feature test-configs): `{ config: 'router' }` runs
  * tests/fixtures/router.yaml.
@@ -48,13 +59,7 @@ export async function startGateway({ bindings = {}, fake: fakeOptions = {}, conf
     compatibilityDate: COMPATIBILITY_DATE,
     bindings: vars,
     kvNamespaces: ['KEYS'],
-    // As wrangler.toml's [assets] (run_worker_first): the worker answers every route but the
-    // admin page's (/ui, /ui/*), which the assets serve; the table is only read by the worker.
-    assets: {
-      directory: path.join(ROOT, 'build-assets'),
-      binding: 'ASSETS',
-      routerConfig: { has_user_worker: true, static_routing: { user_worker: ['/*'], asset_worker: ['/ui', '/ui/*'] } },
-    },
+    assets: ASSETS,
     durableObjects: {
       LEDGER: { className: 'Ledger', useSQLite: true },
       HEALTH: { className: 'GroupHealth', useSQLite: true },

@@ -6,13 +6,14 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 use worker::{durable_object, Context, DurableObject, Env, Request, Response, SqlStorage, State};
 
 use super::ObjectStub;
 use crate::config::{Deployment, RouterSettings};
 use crate::fields::{self, Fields, FromJson};
+use crate::json::{self, ObjectWriter, ToJson};
 use crate::openai::ApiError;
 use crate::routing::Health;
 use crate::runtime::now_ms;
@@ -87,12 +88,21 @@ pub async fn shared_health(env: &Env, group: &str) -> Result<Health, ApiError> {
     HealthStub::open(env, group)?.call("/state", &Value::Null).await
 }
 
-#[derive(Serialize)]
 struct FailureReport {
     id: String,
     immediate: bool,
     group_size: usize,
     settings: RouterSettings,
+}
+
+/// Written by hand (`ToJson`: a smaller wasm).
+impl ToJson for FailureReport {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let FailureReport { id, immediate, group_size, settings } = self;
+        let mut o = ObjectWriter::new(out);
+        o.field("id", id).field("immediate", immediate).field("group_size", group_size).field("settings", settings);
+        o.end();
+    }
 }
 
 /// Read by hand (`FromJson`: a smaller wasm).
@@ -134,11 +144,12 @@ impl DurableObject for GroupHealth {
                 .and_then(|v| FailureReport::from_json(&v))
                 .map_err(worker::Error::RustError)?;
             health.record_failure(&report.id, now, report.immediate, report.group_size, &report.settings);
-            let json = serde_json::to_string(&health).map_err(|e| worker::Error::RustError(e.to_string()))?;
+            let json = json::to_string(&health);
             sql.exec("INSERT OR REPLACE INTO health (id, json) VALUES (1, ?)", vec![json.into()])?;
         }
         health.cooldown_until.retain(|_, until| *until > now);
-        Response::from_json(&health)
+        // JSON, without a content-type: only the gateway's own stub reads it.
+        Response::from_bytes(json::to_string(&health).into_bytes())
     }
 }
 
@@ -161,7 +172,7 @@ impl HealthStub {
         Ok(HealthStub { object: ObjectStub::open(env, HEALTH_BINDING, group)? })
     }
 
-    async fn call(&self, path: &str, body: &impl Serialize) -> Result<Health, ApiError> {
+    async fn call(&self, path: &str, body: &(impl ToJson + ?Sized)) -> Result<Health, ApiError> {
         self.object.call(path, body).await
     }
 }

@@ -47,7 +47,8 @@ impl DurableObject for KeyAlias {
                 None => sql.exec("DELETE FROM holder WHERE id = 1", None)?,
             };
         }
-        Response::from_json(&AliasAnswer { ok })
+        // JSON, without a content-type: only the gateway's own stub reads it.
+        Response::from_bytes(crate::json::to_string(&AliasAnswer { ok }).into_bytes())
     }
 }
 

@@ -8,13 +8,13 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 use worker::{durable_object, DurableObject, Env, Request, Response, SqlStorage, State};
 
 use super::ObjectStub;
 use crate::fields::FromJson;
-use crate::json;
+use crate::json::{self, ObjectWriter, ToJson};
 use crate::ledger::messages::{
     InfoRequest, LedgerInfo, LogsQuery, ReleaseRequest, RevokeRequest, SettleRequest, SpendLogRow,
 };
@@ -68,21 +68,36 @@ struct JsonRow {
     json: String,
 }
 
-/// The ledger's scalars, saved as one row; its entries are rows of their own. Written by
-/// serde, read by hand (below).
-#[derive(Default, Serialize)]
+/// The ledger's scalars, saved as one row; its entries are rows of their own. Written and
+/// read by hand (below).
+#[derive(Default)]
 struct Totals {
     spend: Money,
     period_start: Option<u64>,
     soft_alerted: bool,
     revoked: Option<String>,
     key_hash: Option<String>,
-    #[serde(default)]
     scope: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     model_spend: BTreeMap<String, u64>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     model_period_start: BTreeMap<String, u64>,
+}
+
+/// Written by hand (`ToJson`: a smaller wasm); the maps only when they hold something.
+impl ToJson for Totals {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let Totals { spend, period_start, soft_alerted, revoked, key_hash, scope, model_spend, model_period_start } =
+            self;
+        let mut o = ObjectWriter::new(out);
+        o.field("spend", spend).field("period_start", period_start).field("soft_alerted", soft_alerted);
+        o.field("revoked", revoked).field("key_hash", key_hash).field("scope", scope);
+        if !model_spend.is_empty() {
+            o.field("model_spend", model_spend);
+        }
+        if !model_period_start.is_empty() {
+            o.field("model_period_start", model_period_start);
+        }
+        o.end();
+    }
 }
 
 /// Read by hand (`FromJson`): a smaller wasm. `scope` and the maps may be missing (rows
@@ -117,65 +132,8 @@ fn parse<T: FromJson>(body: &[u8]) -> Result<T, String> {
 }
 
 /// An answer as the JSON text the object sends (not a `Value` tree first).
-fn to_json<T: Serialize>(v: &T) -> Result<String, String> {
-    serde_json::to_string(v).map_err(|e| e.to_string())
-}
-
-/// A JSON array written by hand (what `json_each` reads a batch from): rows of strings and
-/// numbers, or of such lists.
-#[derive(Default)]
-struct Rows {
-    out: Vec<u8>,
-    rows: usize,
-}
-
-impl Rows {
-    /// Starts the next row.
-    fn row(&mut self) -> &mut Self {
-        self.out.push(if self.rows == 0 { b'[' } else { b',' });
-        self.rows += 1;
-        self
-    }
-
-    fn list(&mut self) -> &mut Self {
-        self.out.push(b'[');
-        self
-    }
-
-    fn separate(&mut self) {
-        if !matches!(self.out.last(), Some(b'[' | b',')) {
-            self.out.push(b',');
-        }
-    }
-
-    fn string(&mut self, s: &str) -> &mut Self {
-        self.separate();
-        json::write_str(&mut self.out, s);
-        self
-    }
-
-    fn number(&mut self, n: u64) -> &mut Self {
-        self.separate();
-        json::write_u64(&mut self.out, n);
-        self
-    }
-
-    fn close(&mut self) {
-        self.out.push(b']');
-    }
-
-    fn is_empty(&self) -> bool {
-        self.rows == 0
-    }
-
-    fn end(mut self) -> String {
-        if self.rows == 0 {
-            self.out.push(b'[');
-        }
-        self.out.push(b']');
-        // Only JSON punctuation, numbers and strings written from `str`s: always UTF-8.
-        String::from_utf8(self.out).unwrap_or_default()
-    }
+fn to_json(v: &(impl ToJson + ?Sized)) -> Result<String, String> {
+    Ok(json::to_string(v))
 }
 
 fn sql_error(e: worker::Error) -> String {
@@ -311,27 +269,23 @@ impl Ledger {
     /// statement (SQLite reads the JSON array of its rows).
     fn save(&self, sql: &SqlStorage, mut state: LedgerState) -> Result<(), String> {
         if !state.removed.is_empty() {
-            let mut ids = Rows::default();
-            for id in state.removed.drain(..) {
-                ids.row().string(&id);
-            }
-            sql.exec("DELETE FROM ledger_entries WHERE id IN (SELECT value FROM json_each(?))", vec![ids.end().into()])
+            let ids = json::to_string(&state.removed);
+            state.removed.clear();
+            sql.exec("DELETE FROM ledger_entries WHERE id IN (SELECT value FROM json_each(?))", vec![ids.into()])
                 .map_err(sql_error)?;
         }
         let mut changed = std::mem::take(&mut state.changed);
         changed.sort_unstable();
         changed.dedup();
         // [id, the entry's JSON] each: the JSON is stored as the text it was written as.
-        let mut rows = Rows::default();
-        for id in &changed {
-            if let Some(entry) = state.entries.latest(id) {
-                rows.row().list().string(id).string(&to_json(entry)?).close();
-            }
-        }
+        let rows: Vec<(&String, String)> = changed
+            .iter()
+            .filter_map(|id| state.entries.latest(id).map(|entry| (id, json::to_string(entry))))
+            .collect();
         if !rows.is_empty() {
             sql.exec(
                 "INSERT OR REPLACE INTO ledger_entries (id, json) SELECT value ->> 0, value ->> 1 FROM json_each(?)",
-                vec![rows.end().into()],
+                vec![json::to_string(&rows).into()],
             )
             .map_err(sql_error)?;
         }
@@ -345,7 +299,7 @@ impl Ledger {
             model_spend: state.model_spend.clone(),
             model_period_start: state.model_period_start.clone(),
         };
-        let json = serde_json::to_string(&totals).map_err(|e| e.to_string())?;
+        let json = json::to_string(&totals);
         if *self.saved_totals.borrow() != json {
             sql.exec("INSERT OR REPLACE INTO ledger_state (id, json) VALUES (1, ?)", vec![json.clone().into()])
                 .map_err(sql_error)?;
@@ -360,14 +314,11 @@ impl Ledger {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut json = Rows::default();
-        for row in rows {
-            let text = to_json(row)?;
-            json.row().list().string(&row.call_id).string(&row.request_id).number(row.start_time).string(&text).close();
-        }
+        let rows: Vec<(&String, &String, u64, String)> =
+            rows.iter().map(|row| (&row.call_id, &row.request_id, row.start_time, json::to_string(*row))).collect();
         sql.exec(
             "INSERT OR IGNORE INTO spend_logs (call_id, request_id, start_time, row) SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?)",
-            vec![json.end().into()],
+            vec![json::to_string(&rows).into()],
         )
         .map_err(sql_error)?;
         let before = self.inserts.get();

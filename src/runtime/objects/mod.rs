@@ -6,7 +6,6 @@ pub mod key_alias;
 pub mod ledger;
 pub mod reports;
 
-use serde::Serialize;
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::worker_sys::DurableObject as RawStub;
@@ -14,6 +13,7 @@ use worker::{console_error, web_sys, Env};
 
 use super::upstream::{self, post_request};
 use crate::fields::FromJson;
+use crate::json::{self, ToJson};
 use crate::openai::ApiError;
 
 /// A handle on one named object of a binding.
@@ -40,10 +40,9 @@ impl ObjectStub {
 
     /// POSTs `body` as JSON to `path`; the answer is JSON. The detail of a failure goes to the
     /// log; the caller learns only which object failed.
-    /// Answers are read by hand (`FromJson`: a smaller wasm).
-    pub async fn call<T: FromJson>(&self, path: &str, body: &impl Serialize) -> Result<T, ApiError> {
-        let json = serde_json::to_string(body).map_err(|e| ApiError::internal(e.to_string()))?;
-        let bytes = self.post(path, json).await?;
+    /// Requests are written and answers read by hand (`ToJson`, `FromJson`: a smaller wasm).
+    pub async fn call<T: FromJson>(&self, path: &str, body: &(impl ToJson + ?Sized)) -> Result<T, ApiError> {
+        let bytes = self.post(path, json::to_string(body)).await?;
         let answer = serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| e.to_string());
         answer.and_then(|v| T::from_json(&v)).map_err(|e| {
             console_error!("the {} object answered {path} badly: {e}", self.binding);

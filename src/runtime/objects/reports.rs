@@ -43,6 +43,79 @@ const ADD_COUNTS: &str = "requests = requests + excluded.requests, failures = fa
      latency_ms = latency_ms + excluded.latency_ms, \
      key_alias = CASE WHEN excluded.key_alias != '' THEN excluded.key_alias ELSE key_alias END";
 
+/// The most call ids one statement records (two values each: a Durable Object's SQL binds at
+/// most 100).
+const MAX_IDS_PER_STATEMENT: usize = 45;
+
+/// A batch's events summed for one row: what its upsert adds. The row's dimensions are its
+/// first event's.
+struct RowSums<'e> {
+    first: &'e ReportEvent,
+    /// Empty for the all-time totals.
+    day: &'e str,
+    /// The last alias the batch's events named (an empty one leaves the row's as it is).
+    key_alias: &'e str,
+    requests: u64,
+    failures: u64,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    spend: Money,
+    latency_ms: u64,
+}
+
+/// Adds `e` to its row in `rows` (of `day`), or to a new one.
+fn sum_into<'e>(rows: &mut Vec<RowSums<'e>>, e: &'e ReportEvent, day: &'e str) {
+    let f = |r: &RowSums| {
+        let a = r.first;
+        r.day == day
+            && a.api_key == e.api_key
+            && a.team_id == e.team_id
+            && a.user_id == e.user_id
+            && a.end_user == e.end_user
+            && a.model_group == e.model_group
+            && a.deployment == e.deployment
+    };
+    let at = match rows.iter().position(f) {
+        Some(at) => at,
+        None => {
+            rows.push(RowSums {
+                first: e,
+                day,
+                key_alias: "",
+                requests: 0,
+                failures: 0,
+                prompt_tokens: 0,
+                completion_tokens: 0,
+                spend: Money::ZERO,
+                latency_ms: 0,
+            });
+            rows.len() - 1
+        }
+    };
+    let r = &mut rows[at];
+    if !e.key_alias.is_empty() {
+        r.key_alias = &e.key_alias;
+    }
+    r.requests += 1;
+    r.failures += u64::from(e.failed());
+    r.prompt_tokens = r.prompt_tokens.saturating_add(e.prompt_tokens);
+    r.completion_tokens = r.completion_tokens.saturating_add(e.completion_tokens);
+    r.spend = r.spend.saturating_add(e.spend);
+    r.latency_ms = r.latency_ms.saturating_add(e.latency_ms);
+}
+
+/// `n` copies of `mark`, comma-separated.
+fn marks(mark: &str, n: usize) -> String {
+    let mut out = String::new();
+    for i in 0..n {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(mark);
+    }
+    out
+}
+
 #[durable_object(fetch)]
 pub struct Reports {
     state: State,
@@ -62,7 +135,8 @@ impl DurableObject for Reports {
             .map_err(|e| format!("bad reports request: {e}"))
             .and_then(|request| self.handle(&path, &request));
         match answer {
-            Ok(answer) => Response::from_json(&answer),
+            // JSON, without a content-type: only the gateway's own stub reads it.
+            Ok(answer) => Response::from_bytes(crate::json::to_vec(&answer)),
             Err(message) => Response::error(message, 400),
         }
     }
@@ -188,20 +262,34 @@ impl Reports {
         Ok(())
     }
 
-    /// Applies the events not applied before; returns how many were new.
+    /// Applies the events not applied before; returns how many were new. The batch's events
+    /// are summed per row first (`BatchSums`): a batch of hundreds of requests with the same
+    /// key and model makes a few upserts, not five statements per request.
     fn record(&self, sql: &SqlStorage, events: &[ReportEvent]) -> Result<usize, String> {
         let now = now_ms();
-        let mut applied = 0;
-        for event in events {
-            let seen = select(sql, "SELECT 1 FROM applied WHERE call_id = ?", vec![text(&event.call_id)])?;
-            if !seen.is_empty() {
-                continue;
+        // Each call id once: the insert answers the ids it added, so an id applied before, or
+        // repeated within the batch, is skipped.
+        let mut fresh: Vec<&ReportEvent> = Vec::with_capacity(events.len());
+        for chunk in events.chunks(MAX_IDS_PER_STATEMENT) {
+            let mut values = Vec::with_capacity(2 * chunk.len());
+            for e in chunk {
+                values.push(text(&e.call_id));
+                values.push(int(now));
             }
-            sql.exec("INSERT INTO applied (call_id, at) VALUES (?, ?)", vec![text(&event.call_id), int(now)])
-                .map_err(sql_error)?;
-            self.apply(sql, event)?;
-            applied += 1;
+            let query = format!(
+                "INSERT INTO applied (call_id, at) VALUES {} ON CONFLICT (call_id) DO NOTHING RETURNING call_id",
+                marks("(?, ?)", chunk.len())
+            );
+            let mut added = select(sql, &query, values)?;
+            for e in chunk {
+                if let Some(at) = added.iter().position(|row| as_text(row.first()) == e.call_id) {
+                    added.swap_remove(at);
+                    fresh.push(e);
+                }
+            }
         }
+        self.apply(sql, &fresh)?;
+        let applied = fresh.len();
         if now.saturating_sub(self.pruned_at.get()) >= PRUNE_EVERY_MS {
             self.pruned_at.set(now);
             sql.exec("DELETE FROM applied WHERE at < ?", vec![int(now.saturating_sub(APPLIED_RETENTION_MS))])
@@ -213,50 +301,74 @@ impl Reports {
         Ok(applied)
     }
 
-    /// Adds one event to its day's row, the all-time totals, its tags and its latency bucket.
-    fn apply(&self, sql: &SqlStorage, e: &ReportEvent) -> Result<(), String> {
-        let day = e.day();
-        let spend = e.spend.pico().to_string();
-        let values = |with_day: bool| {
-            let mut v = Vec::with_capacity(14);
-            if with_day {
-                v.push(text(&day));
+    /// Adds a batch's events to their days' rows, the all-time totals, their tags and their
+    /// latency buckets, summed first: one upsert per row, leaving the tables as applying the
+    /// events one by one would.
+    fn apply(&self, sql: &SqlStorage, events: &[&ReportEvent]) -> Result<(), String> {
+        let mut days = Vec::with_capacity(events.len());
+        for e in events {
+            days.push(e.day());
+        }
+        let mut rows: Vec<RowSums> = Vec::new();
+        let mut totals: Vec<RowSums> = Vec::new();
+        // (day, api_key, tag, requests, spend), (model_group, bucket, requests)
+        let mut tags: Vec<(&str, &str, &str, u64, Money)> = Vec::new();
+        let mut latency: Vec<(&str, u64, u64)> = Vec::new();
+        for (e, day) in events.iter().zip(&days) {
+            sum_into(&mut rows, e, day);
+            sum_into(&mut totals, e, "");
+            for tag in e.distinct_tags() {
+                match tags.iter_mut().find(|t| t.0 == day && t.1 == e.api_key && t.2 == tag) {
+                    Some(t) => {
+                        t.3 += 1;
+                        t.4 = t.4.saturating_add(e.spend);
+                    }
+                    None => tags.push((day, &e.api_key, tag, 1, e.spend)),
+                }
             }
-            for s in [&e.api_key, &e.team_id, &e.user_id, &e.end_user, &e.model_group, &e.deployment, &e.key_alias] {
+            let bucket = reports::latency_bucket(e.latency_ms) as u64;
+            match latency.iter_mut().find(|l| l.0 == e.model_group && l.1 == bucket) {
+                Some(l) => l.2 += 1,
+                None => latency.push((&e.model_group, bucket, 1)),
+            }
+        }
+        let daily = format!(
+            "INSERT INTO daily (day, {COLUMNS}) VALUES (?, {MARKS}) ON CONFLICT (day, {DIMENSIONS}) DO UPDATE SET {ADD_COUNTS}"
+        );
+        let all_time = format!(
+            "INSERT INTO totals ({COLUMNS}) VALUES ({MARKS}) ON CONFLICT ({DIMENSIONS}) DO UPDATE SET {ADD_COUNTS}"
+        );
+        for (query, row) in rows.iter().map(|r| (&daily, r)).chain(totals.iter().map(|r| (&all_time, r))) {
+            let mut v = Vec::with_capacity(14);
+            if !row.day.is_empty() {
+                v.push(text(row.day));
+            }
+            let e = row.first;
+            for s in [&e.api_key, &e.team_id, &e.user_id, &e.end_user, &e.model_group, &e.deployment] {
                 v.push(text(s));
             }
-            v.extend([int(1), int(u64::from(e.failed())), int(e.prompt_tokens), int(e.completion_tokens)]);
-            v.extend([text(&spend), int(e.latency_ms)]);
-            v
-        };
-        sql.exec(
-            &format!(
-                "INSERT INTO daily (day, {COLUMNS}) VALUES (?, {MARKS}) ON CONFLICT (day, {DIMENSIONS}) DO UPDATE SET {ADD_COUNTS}"
-            ),
-            values(true),
-        )
-        .map_err(sql_error)?;
-        sql.exec(
-            &format!(
-                "INSERT INTO totals ({COLUMNS}) VALUES ({MARKS}) ON CONFLICT ({DIMENSIONS}) DO UPDATE SET {ADD_COUNTS}"
-            ),
-            values(false),
-        )
-        .map_err(sql_error)?;
-        for tag in e.distinct_tags() {
+            v.push(text(row.key_alias));
+            v.extend([int(row.requests), int(row.failures), int(row.prompt_tokens), int(row.completion_tokens)]);
+            v.extend([text(&row.spend.pico().to_string()), int(row.latency_ms)]);
+            sql.exec(query, v).map_err(sql_error)?;
+        }
+        for (day, api_key, tag, requests, spend) in tags {
             sql.exec(
-                "INSERT INTO tags (day, api_key, tag, requests, spend) VALUES (?, ?, ?, 1, CAST(? AS INTEGER)) \
-                 ON CONFLICT (day, api_key, tag) DO UPDATE SET requests = requests + 1, spend = spend + excluded.spend",
-                vec![text(&day), text(&e.api_key), text(tag), text(&spend)],
+                "INSERT INTO tags (day, api_key, tag, requests, spend) VALUES (?, ?, ?, ?, CAST(? AS INTEGER)) \
+                 ON CONFLICT (day, api_key, tag) DO UPDATE SET requests = requests + excluded.requests, \
+                 spend = spend + excluded.spend",
+                vec![text(day), text(api_key), text(tag), int(requests), text(&spend.pico().to_string())],
             )
             .map_err(sql_error)?;
         }
-        sql.exec(
-            "INSERT INTO latency (model_group, bucket, count) VALUES (?, ?, 1) \
-             ON CONFLICT (model_group, bucket) DO UPDATE SET count = count + 1",
-            vec![text(&e.model_group), int(reports::latency_bucket(e.latency_ms) as u64)],
-        )
-        .map_err(sql_error)?;
+        for (model_group, bucket, count) in latency {
+            sql.exec(
+                "INSERT INTO latency (model_group, bucket, count) VALUES (?, ?, ?) \
+                 ON CONFLICT (model_group, bucket) DO UPDATE SET count = count + excluded.count",
+                vec![text(model_group), int(bucket), int(count)],
+            )
+            .map_err(sql_error)?;
+        }
         Ok(())
     }
 }
