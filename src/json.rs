@@ -281,8 +281,9 @@ pub fn write_number(out: &mut Vec<u8>, n: &Number) {
     if let Some(u) = n.as_u64() {
         return write_u64(out, u);
     }
-    // Writing a number into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, n);
+    // Number's Display is the same text (itoa, zmij) through core::fmt: `to_writer` would
+    // link std::io's writer and error machinery into the wasm for this one call.
+    out.extend_from_slice(n.to_string().as_bytes());
 }
 
 /// Appends a JSON string: `"` and `\` escaped, control characters as `\b \t \n \f \r` or

@@ -203,8 +203,11 @@ impl KeyStore {
             json::from_str(&json::to_string(&record.list_meta())).map_err(|e| ApiError::internal(e.to_string()))?;
         let value = json::to_string(record);
         let key = record_kv_key(&record.key_hash);
+        // Values go in as bytes (the same UTF-8 that `text()` reads back): worker's `put` sends
+        // text through serde_wasm_bindgen and a number check, which links core's float
+        // formatting into the wasm for nothing.
         self.kv
-            .put(&key, value)
+            .put_bytes(&key, value.as_bytes())
             .map_err(kv_error)?
             .metadata(meta)
             .map_err(kv_error)?
@@ -213,7 +216,8 @@ impl KeyStore {
             .map_err(kv_error)?;
         if let Some(alias) = &record.key_alias {
             let index = alias_kv_key(alias);
-            self.kv.put(&index, record.key_hash.as_str()).map_err(kv_error)?.execute().await.map_err(kv_error)?;
+            let hash = record.key_hash.as_bytes();
+            self.kv.put_bytes(&index, hash).map_err(kv_error)?.execute().await.map_err(kv_error)?;
         }
         if let Some(old) = previous_alias.filter(|old| Some(*old) != record.key_alias.as_deref()) {
             self.kv.delete(&alias_kv_key(old)).await.map_err(kv_error)?;
@@ -230,7 +234,7 @@ impl KeyStore {
         let tombstone = json::to_string(&revocation);
         let revoked = revoked_kv_key(&record.key_hash);
         self.kv
-            .put(&revoked, tombstone)
+            .put_bytes(&revoked, tombstone.as_bytes())
             .map_err(kv_error)?
             .expiration_ttl(REVOKED_TTL_S)
             .execute()

@@ -75,7 +75,8 @@ impl PartyStore {
     pub async fn put(&self, kind: PartyKind, record: &PartyRecord) -> Result<(), ApiError> {
         let key = kind.kv_key(&record.id).ok_or_else(|| ApiError::internal("a party id too long for KV"))?;
         let value = crate::json::to_string(record);
-        self.kv.put(&key, value).map_err(kv_error)?.execute().await.map_err(kv_error)?;
+        // As bytes: see `keystore::KeyStore::put`.
+        self.kv.put_bytes(&key, value.as_bytes()).map_err(kv_error)?.execute().await.map_err(kv_error)?;
         CACHE.with(|c| c.borrow_mut().insert(&key, Some(record.clone()), now_ms()));
         Ok(())
     }
