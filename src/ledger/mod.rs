@@ -760,6 +760,17 @@ mod tests {
         source: PriceSource::Config,
     }; // 1 and 2 µ$ per token
 
+    /// The random traces' generator (xorshift64: seeded, no dependency).
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
     fn limits() -> Limits {
         Limits::default()
     }
@@ -803,15 +814,6 @@ mod tests {
     /// faster cannot change a single outcome.
     #[test]
     fn a_random_trace_keeps_its_outcomes() {
-        struct Rng(u64);
-        impl Rng {
-            fn below(&mut self, n: u64) -> u64 {
-                self.0 ^= self.0 << 13;
-                self.0 ^= self.0 >> 7;
-                self.0 ^= self.0 << 17;
-                self.0 % n
-            }
-        }
         let presets = [
             Limits { rpm: Some(5), ..limits() },
             Limits { tpm: Some(400), max_parallel: Some(3), ..limits() },
@@ -904,15 +906,6 @@ mod tests {
     /// sometimes going back.
     #[test]
     fn the_window_sums_equal_a_recount() {
-        struct Rng(u64);
-        impl Rng {
-            fn below(&mut self, n: u64) -> u64 {
-                self.0 ^= self.0 << 13;
-                self.0 ^= self.0 >> 7;
-                self.0 ^= self.0 << 17;
-                self.0 % n
-            }
-        }
         let presets = [
             limits(),
             Limits { rpm: Some(6), tpm: Some(500), ..limits() },
