@@ -5,6 +5,7 @@ mod accounting;
 mod admin;
 mod credentials;
 mod dispatch;
+mod header_lines;
 mod health;
 mod keystore;
 mod messages;
@@ -21,7 +22,6 @@ mod upstream;
 mod vars;
 
 use futures_util::StreamExt;
-use worker::wasm_bindgen::{self, prelude::wasm_bindgen, JsValue};
 use worker::{console_log, event, web_sys, Context, Env, Headers, Method, Request, Response, Result};
 
 use crate::auth;
@@ -37,6 +37,7 @@ use crate::openai::{self, ApiError, ErrorKind, Kind, MAX_BODY_BYTES};
 use crate::refusals;
 use crate::responses::Responses;
 use crate::wire::OpenAi;
+use header_lines::HeaderLines;
 use keystore::{KeyStore, Lookup};
 
 /// What a handler knows about the call it serves.
@@ -151,23 +152,24 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
     };
     // Browsers may call the gateway from any origin (as LiteLLM allows): keys travel in
     // headers, never in cookies.
-    let mut lines = format!(
-        "x-litellm-call-id\n{call_id}\naccess-control-allow-origin\n*\naccess-control-expose-headers\n{}",
-        answer_headers::EXPOSED
-    );
+    let mut lines = HeaderLines::default();
+    let mut push = |name: &str, value: &str| lines.push(name, value).map_err(worker::Error::RustError);
+    push("x-litellm-call-id", &call_id)?;
+    push("access-control-allow-origin", "*")?;
+    push("access-control-expose-headers", answer_headers::EXPOSED)?;
     for (name, value) in call.headers.pairs() {
-        push_header(&mut lines, name, &value)?;
+        push(name, &value)?;
     }
     let (response, status) = match reply {
         Reply::Body { status, content_type, body, headers } => {
-            push_header(&mut lines, "content-type", content_type)?;
+            push("content-type", content_type)?;
             for (name, value) in headers {
-                push_header(&mut lines, name, &value)?;
+                push(name, &value)?;
             }
-            (respond(status, &body, &lines)?, status)
+            (header_lines::respond(status, &body, lines.as_str())?, status)
         }
         Reply::Built(mut response) => {
-            set_headers(&response.headers_mut().0, &lines)?;
+            header_lines::set_headers(&response.headers_mut().0, lines.as_str())?;
             let status = response.status_code();
             (web_sys::Response::from(response), status)
         }
@@ -177,40 +179,6 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
         write_log(&mut call.log, started_ms);
     }
     Ok(response)
-}
-
-/// Adds a header to `lines` (names and values, each on a line of its own).
-fn push_header(lines: &mut String, name: &str, value: &str) -> Result<()> {
-    if value.contains(['\n', '\r']) {
-        // Invalid in a header, as `Headers::set` would have said.
-        return Err(worker::Error::RustError(format!("the value of {name} holds a line break")));
-    }
-    lines.push('\n');
-    lines.push_str(name);
-    lines.push('\n');
-    lines.push_str(value);
-    Ok(())
-}
-
-#[wasm_bindgen(inline_js = "export function set_headers(headers, lines) {
-    const parts = lines.split('\\n');
-    for (let i = 1; i < parts.length; i += 2) headers.set(parts[i - 1], parts[i]);
-}
-export function respond(status, body, lines) {
-    const headers = new Headers();
-    set_headers(headers, lines);
-    return new Response(body.slice(), { status, headers });
-}")]
-extern "C" {
-    /// Sets the headers `lines` holds (names and values, each on a line of its own) in one call
-    /// from wasm: each `Headers::set` from wasm is a boundary crossing and two strings decoded,
-    /// and an answer has a dozen headers. A header value never holds a line break.
-    #[wasm_bindgen(catch)]
-    fn set_headers(headers: &web_sys::Headers, lines: &str) -> std::result::Result<(), JsValue>;
-    /// The runtime's `Response` with `status`, a copy of `body` and the
-    /// headers `lines` holds, in one call.
-    #[wasm_bindgen(catch)]
-    fn respond(status: u16, body: &[u8], lines: &str) -> std::result::Result<web_sys::Response, JsValue>;
 }
 
 /// Writes a request's one log line, with its total time (a stream's, when it ends).

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use futures_util::future::{select, Either};
 use worker::js_sys::{self, Uint8Array};
-use worker::wasm_bindgen::{self, prelude::wasm_bindgen, JsCast, JsValue};
+use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::{web_sys, AbortController, ByteStream, Delay, Headers};
 
+use super::header_lines::{post, HeaderLines};
 use crate::databricks::timed_out;
 use crate::openai::ApiError;
 use crate::secret::Secret;
@@ -74,21 +75,14 @@ pub async fn post_json(
 ) -> Result<Upstream, ApiError> {
     let controller = AbortController::default();
     // The extra headers first: ours replace any of the same name.
-    let mut lines = String::new();
-    for (name, value) in extra_headers {
-        if value.contains(['\n', '\r']) {
-            let message =
-                format!("Cannot build the Databricks request to {url}: the value of {name} holds a line break");
-            return Err(ApiError::bad_gateway(message));
-        }
-        lines.push_str(name);
-        lines.push('\n');
-        lines.push_str(value);
-        lines.push('\n');
+    let mut lines = HeaderLines::default();
+    let ours = [("content-type", "application/json"), ("user-agent", USER_AGENT)];
+    for (name, value) in extra_headers.iter().map(|(name, value)| (*name, value.as_str())).chain(ours) {
+        lines
+            .push(name, value)
+            .map_err(|e| ApiError::bad_gateway(format!("Cannot build the Databricks request to {url}: {e}")))?;
     }
-    lines.push_str("content-type\napplication/json\nuser-agent\n");
-    lines.push_str(USER_AGENT);
-    let sent = post(url, &format!("Bearer {}", token.expose()), &lines, body, &controller.signal())
+    let sent = post(url, &format!("Bearer {}", token.expose()), lines.as_str(), body, &controller.signal())
         .map(JsFuture::from)
         .map_err(|e| {
             ApiError::bad_gateway(format!("Cannot build the Databricks request to {url}: {}", worker::Error::from(e)))
@@ -103,28 +97,6 @@ pub async fn post_json(
             Err(timed_out(deadline.ms()))
         }
     }
-}
-
-#[wasm_bindgen(inline_js = "export function post(url, authorization, lines, body, signal) {
-    const headers = new Headers();
-    const parts = lines.split('\\n');
-    for (let i = 1; i < parts.length; i += 2) headers.set(parts[i - 1], parts[i]);
-    headers.set('authorization', authorization);
-    return fetch(url, { method: 'POST', headers, body: body.slice(), signal });
-}")]
-extern "C" {
-    /// The global `fetch` of a POST with a copy of `body` and the headers `lines` holds (names
-    /// and values, each on a line of its own; extra ones first, as they may not replace ours),
-    /// built in one call from wasm: from wasm, the `Headers`, each header, the `RequestInit`
-    /// and its four fields, the body's `Uint8Array` and the `Request` are a call each.
-    #[wasm_bindgen(catch)]
-    fn post(
-        url: &str,
-        authorization: &str,
-        lines: &str,
-        body: &[u8],
-        signal: &web_sys::AbortSignal,
-    ) -> Result<js_sys::Promise, JsValue>;
 }
 
 /// A POST request, built on web_sys's `RequestInit` and left a web_sys `Request`: worker's
